@@ -1,0 +1,31 @@
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Serves the REST API over what Trawl captured (from PostgreSQL only) and the web UI.
+///
+/// Every flag can also be given as the `TRAWL_*` environment variable shown.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "trawl-api", version)]
+pub struct Config {
+    /// Address to listen on.
+    #[arg(long, env = "TRAWL_LISTEN", default_value = "0.0.0.0:8080")]
+    pub listen: SocketAddr,
+
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "TRAWL_DATABASE_URL")]
+    pub database_url: String,
+
+    /// File of bearer tokens with their scopes. Unset: the API is open (for local use only).
+    #[arg(long, env = "TRAWL_TOKENS_FILE")]
+    pub tokens_file: Option<PathBuf>,
+
+    /// Folder of the built web UI, served at `/`.
+    #[arg(long, env = "TRAWL_STATIC_DIR", default_value = "frontend/dist")]
+    pub static_dir: PathBuf,
+
+    /// Largest page of packets or flows one request may ask for.
+    #[arg(long, env = "TRAWL_MAX_PAGE_SIZE", default_value_t = 1000)]
+    pub max_page_size: u32,
+}

@@ -1,0 +1,281 @@
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::Toleration;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use kube::core::{ListMerge, Rule};
+use kube::{CustomResource, KubeSchema};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// A Go-style duration such as `90s`, `10m` or `1h30m` (what `metav1.Duration` accepts).
+const DURATION_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$')";
+
+/// A packet capture pipeline: sniffers on the selected nodes publish to a queue, autoscaled
+/// parsers dissect what they captured into PostgreSQL, and the API and UI serve it.
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[kube(
+    group = "trawl.dev",
+    version = "v1alpha1",
+    kind = "CaptureSession",
+    namespaced,
+    shortname = "cap",
+    category = "trawl",
+    status = "CaptureSessionStatus",
+    printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Where the session is in its lifecycle"}"#,
+    printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"Whether every part of the pipeline is up"}"#,
+    printcolumn = r#"{"name":"Sniffers","type":"integer","jsonPath":".status.sniffers.ready","description":"Sniffer pods ready"}"#,
+    printcolumn = r#"{"name":"Parsers","type":"integer","jsonPath":".status.parsers.replicas","description":"Parser replicas running"}"#,
+    printcolumn = r#"{"name":"Backlog","type":"integer","jsonPath":".status.backlog","description":"Batches waiting in the queue"}"#,
+    printcolumn = r#"{"name":"Packets","type":"integer","jsonPath":".status.packets.captured","description":"Packets captured by the sniffers"}"#,
+    printcolumn = r#"{"name":"Dropped","type":"integer","jsonPath":".status.packets.dropped","priority":1,"description":"Packets dropped, for any reason"}"#,
+    printcolumn = r#"{"name":"Stored","type":"integer","jsonPath":".status.packets.stored","priority":1,"description":"Packets stored in PostgreSQL"}"#,
+    printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
+)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureSessionSpec {
+    /// Labels a node must carry for a sniffer to run on it. Empty: every schedulable node.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    pub node_selector: BTreeMap<String, String>,
+
+    /// Tolerations for the sniffer pods, so that tainted nodes (control planes, dedicated pools) can be captured on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub tolerations: Vec<Toleration>,
+
+    /// Host interfaces to capture on, by name (e.g. `eth0`). Empty: every interface that is up and not loopback,
+    /// including ones that appear later such as new pod veths.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 64), inner(length(min = 1, max = 15)))]
+    pub interfaces: Vec<String>,
+
+    /// Capture filter in tcpdump/BPF syntax (e.g. `tcp port 443 or udp port 53`), run in the kernel.
+    /// Empty: every packet. An expression libpcap cannot compile marks the session `Stalled` with reason `InvalidFilter`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 1024))]
+    pub filter: Option<String>,
+
+    /// Bytes kept of each packet, from its start; the original length is always recorded.
+    /// The default keeps every header and the start of L7 (HTTP request lines, most TLS ClientHellos) but not bulk payload.
+    #[serde(default = "default_snaplen")]
+    #[schemars(range(min = 64, max = 65535))]
+    pub snaplen: i32,
+
+    /// Whether payload bytes beyond the transport header are stored. Off by default: only headers are kept,
+    /// which is enough for flows, L7 metadata and pcap export of truncated packets.
+    #[serde(default)]
+    pub store_payload: bool,
+
+    /// How long to capture, as a Go duration (`30s`, `10m`, `2h`). The session completes when this or
+    /// `maxPackets` is reached first. Unset: until deleted or suspended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("duration must be a Go duration such as 90s, 10m or 1h30m"))]
+    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("duration must be greater than zero"))]
+    pub duration: Option<String>,
+
+    /// Stop capturing after this many packets in total across all sniffers. Unset: no limit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_packets: Option<i64>,
+
+    /// Pause the session: sniffers are removed, the queue and the stored data are kept.
+    #[serde(default)]
+    pub suspend: bool,
+
+    /// How parsers are scaled.
+    #[serde(default)]
+    pub parsers: ParserScaling,
+
+    /// How long captured data is kept in PostgreSQL, as a Go duration.
+    #[serde(default = "default_retention")]
+    #[schemars(length(max = 32))]
+    #[x_kube(validation = Rule::new(DURATION_RULE).message("retention must be a Go duration such as 24h or 168h"))]
+    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("retention must be at least 1m"))]
+    pub retention: String,
+
+    /// Upper bound of the session's queue in bytes. Past it the broker rejects new batches and the sniffers
+    /// count them as dropped (reason `queue_full`) rather than letting the broker run out of memory or disk.
+    #[serde(default = "default_max_backlog_bytes")]
+    #[schemars(range(min = 1_048_576))]
+    pub max_backlog_bytes: i64,
+}
+
+/// Scaling of the parser Deployment that consumes the session's queue.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("parsers.minReplicas must be less than or equal to parsers.maxReplicas"))]
+pub struct ParserScaling {
+    /// Fewest parser replicas. 0 lets an idle session scale its parsers away.
+    #[serde(default = "default_min_replicas")]
+    #[schemars(range(min = 0, max = 1000))]
+    pub min_replicas: i32,
+
+    /// Most parser replicas.
+    #[serde(default = "default_max_replicas")]
+    #[schemars(range(min = 1, max = 1000))]
+    pub max_replicas: i32,
+
+    /// Queued batches per parser replica that the autoscaler aims for.
+    #[serde(default = "default_target_backlog")]
+    #[schemars(range(min = 1))]
+    pub target_backlog: i64,
+
+    /// Who sets the replica count: `builtin` (the operator, from the queue depth), `keda`
+    /// (a KEDA ScaledObject the operator creates), or `none` (fixed at `minReplicas`).
+    #[serde(default)]
+    pub autoscaler: Autoscaler,
+}
+
+impl Default for ParserScaling {
+    fn default() -> Self {
+        Self {
+            min_replicas: default_min_replicas(),
+            max_replicas: default_max_replicas(),
+            target_backlog: default_target_backlog(),
+            autoscaler: Autoscaler::default(),
+        }
+    }
+}
+
+/// Who owns the parser Deployment's replica count.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Autoscaler {
+    /// The operator polls the queue depth and scales the Deployment.
+    #[default]
+    Builtin,
+    /// A KEDA ScaledObject with a RabbitMQ trigger scales the Deployment.
+    Keda,
+    /// No autoscaling: `minReplicas` parsers run.
+    None,
+}
+
+/// What the operator observed and did; read by `kubectl get cap`, kstatus (Flux) and Argo CD.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct CaptureSessionStatus {
+    /// The `metadata.generation` this status describes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+
+    /// Latest observations, by type: `Ready`, `Reconciling`, `Stalled` (kstatus).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[x_kube(merge_strategy = ListMerge::Map(vec!["type".into()]))]
+    pub conditions: Vec<Condition>,
+
+    /// Where the session is in its lifecycle.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phase: Option<Phase>,
+
+    /// Sniffer pods wanted and ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sniffers: Option<SnifferCounts>,
+
+    /// Parser replicas running and wanted by the autoscaler.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parsers: Option<ParserCounts>,
+
+    /// Batches waiting in the session's queue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backlog: Option<i64>,
+
+    /// Packet accounting: captured = stored + dropped + in flight.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packets: Option<PacketCounts>,
+
+    /// When the first sniffer was started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub start_time: Option<Time>,
+
+    /// When the session reached `Completed`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_time: Option<Time>,
+
+    /// The RabbitMQ queue that buffers this session's batches.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+}
+
+/// Lifecycle phase of a session.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// Accepted; sniffers are not all running yet.
+    Pending,
+    /// Sniffers are capturing.
+    Capturing,
+    /// `suspend` is set: no sniffers, queue and data kept.
+    Suspended,
+    /// Capture ended (duration or maxPackets reached); parsers are emptying the queue.
+    Draining,
+    /// Capture ended and the queue is empty; data is kept until retention.
+    Completed,
+    /// The session cannot make progress; see the `Stalled` condition.
+    Failed,
+}
+
+/// Sniffer pods of the session's DaemonSet.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct SnifferCounts {
+    /// Nodes that should run a sniffer.
+    pub desired: i32,
+    /// Sniffers that are ready (capturing and connected to the broker).
+    pub ready: i32,
+}
+
+/// Parser replicas of the session's Deployment.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct ParserCounts {
+    /// Replicas currently running.
+    pub replicas: i32,
+    /// Replicas the autoscaler asks for.
+    pub desired_replicas: i32,
+}
+
+/// Packet accounting of a session, summed over its sniffers and parsers.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct PacketCounts {
+    /// Packets the sniffers took from the kernel.
+    pub captured: i64,
+    /// Packets lost, for any reason (the sum of `droppedByReason`).
+    pub dropped: i64,
+    /// Packets lost, by reason: `kernel` (the capture ring overflowed), `queue_full` (the broker rejected the batch),
+    /// `buffer_full` (the broker was unreachable longer than the sniffer could buffer), ...
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 16))]
+    pub dropped_by_reason: BTreeMap<String, i64>,
+    /// Packets stored in PostgreSQL.
+    pub stored: i64,
+}
+
+/// Condition types, as kstatus (Flux) and Argo CD read them.
+pub mod condition {
+    /// Every part of the pipeline is up and doing what the spec asks.
+    pub const READY: &str = "Ready";
+    /// The operator is still working towards the spec.
+    pub const RECONCILING: &str = "Reconciling";
+    /// The operator cannot make progress without a change from the user.
+    pub const STALLED: &str = "Stalled";
+}
+
+fn default_snaplen() -> i32 {
+    1024
+}
+fn default_retention() -> String {
+    "24h".to_owned()
+}
+fn default_max_backlog_bytes() -> i64 {
+    1 << 30
+}
+fn default_min_replicas() -> i32 {
+    1
+}
+fn default_max_replicas() -> i32 {
+    10
+}
+fn default_target_backlog() -> i64 {
+    100
+}

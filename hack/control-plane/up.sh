@@ -1,0 +1,161 @@
+#!/usr/bin/env bash
+# Starts a real, local Kubernetes control plane as plain processes: etcd, kube-apiserver
+# (127.0.0.1 only, self-signed serving certificate, RBAC, service-account signing keys, an
+# admin client certificate), kube-controller-manager, kube-scheduler, and kwok with fake
+# nodes that run pods without containers. Binaries come from build.sh.
+#
+# Usage: hack/control-plane/up.sh [--dir DIR] [--owner-pid PID]
+#   Stays in the foreground; Ctrl-C, SIGTERM, or the end of the owner process (a test run)
+#   stops every process and removes DIR. When the API is ready it writes DIR/kubeconfig and
+#   then DIR/ready, and prints `export KUBECONFIG=...`.
+# Fake nodes (all labelled kubernetes.io/os=linux and type=kwok):
+#   kwok-node-0  trawl.dev/pool=capture  topology.kubernetes.io/zone=zone-a
+#   kwok-node-1  trawl.dev/pool=capture  topology.kubernetes.io/zone=zone-b
+#   kwok-node-2  trawl.dev/pool=general  topology.kubernetes.io/zone=zone-a
+set -euo pipefail
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+dir="" owner=""
+while [ $# -gt 0 ]; do
+  case $1 in
+    --dir) dir=$2; shift 2 ;;
+    --owner-pid) owner=$2; shift 2 ;;
+    *) echo "usage: $0 [--dir DIR] [--owner-pid PID]" >&2; exit 2 ;;
+  esac
+done
+assets=${TRAWL_CONTROL_PLANE_ASSETS:-$("$here/build.sh")}
+[ -n "$dir" ] || dir=$(mktemp -d "${TMPDIR:-/tmp}/trawl-control-plane.XXXXXX")
+mkdir -p "$dir/logs" "$dir/pki"
+log() { echo "control-plane: $*" >&2; }
+
+pids=()
+cleanup() {
+  trap - EXIT INT TERM
+  local pid
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  rm -rf "$dir"
+}
+trap cleanup EXIT
+trap 'exit 0' INT TERM
+start() { # name args...: runs a component in the background, logging to logs/name.log
+  local name=$1; shift
+  "$assets/$name" "$@" >"$dir/logs/$name.log" 2>&1 &
+  pids+=($!)
+}
+fail() {
+  log "$1; last lines of the logs in $dir/logs:"
+  tail -n 15 "$dir"/logs/*.log >&2 || true
+  exit 1
+}
+wait_for() { # seconds description command...
+  local deadline=$((SECONDS + $1)) what=$2; shift 2
+  until "$@" >/dev/null 2>&1; do
+    [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"
+    sleep 0.2
+  done
+}
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
+
+# Certificates: one CA signs the serving certificate and the admin's client certificate.
+pki=$dir/pki
+(
+  cd "$pki"
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=trawl-test-ca" -keyout ca.key -out ca.crt
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr
+  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n' > apiserver.ext
+  openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile apiserver.ext -out apiserver.crt
+  openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=trawl-admin" -keyout admin.key -out admin.csr
+  openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -out admin.crt
+  openssl genrsa -out sa.key 2048
+  openssl rsa -in sa.key -pubout -out sa.pub
+) >"$dir/logs/pki.log" 2>&1 || fail "certificate generation failed"
+
+etcd_client=$(free_port) etcd_peer=$(free_port) api_port=$(free_port)
+start etcd --name trawl --data-dir "$dir/etcd" \
+  --listen-client-urls "http://127.0.0.1:$etcd_client" --advertise-client-urls "http://127.0.0.1:$etcd_client" \
+  --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
+  --initial-cluster "trawl=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync --log-level warn
+wait_for 30 etcd curl -fsS "http://127.0.0.1:$etcd_client/health"
+
+start kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_client" \
+  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+  --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
+  --client-ca-file "$pki/ca.crt" --authorization-mode RBAC \
+  --service-account-issuer https://kubernetes.default.svc.cluster.local \
+  --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
+  --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true --cert-dir "$pki" \
+  --enable-priority-and-fairness=false
+
+kubeconfig=$dir/kubeconfig
+cat >"$kubeconfig" <<EOF
+apiVersion: v1
+kind: Config
+clusters:
+- name: trawl-test
+  cluster:
+    server: https://127.0.0.1:$api_port
+    certificate-authority-data: $(base64 -w0 "$pki/ca.crt")
+users:
+- name: trawl-admin
+  user:
+    client-certificate-data: $(base64 -w0 "$pki/admin.crt")
+    client-key-data: $(base64 -w0 "$pki/admin.key")
+contexts:
+- name: trawl-test
+  context: {cluster: trawl-test, user: trawl-admin, namespace: default}
+current-context: trawl-test
+EOF
+kubectl() { "$assets/kubectl" --kubeconfig "$kubeconfig" "$@"; }
+wait_for 60 "kube-apiserver /readyz" kubectl get --raw /readyz
+
+start kube-controller-manager --kubeconfig "$kubeconfig" --leader-elect=false \
+  --bind-address 127.0.0.1 --secure-port "$(free_port)" \
+  --root-ca-file "$pki/ca.crt" --service-account-private-key-file "$pki/sa.key" \
+  --controllers '*' --concurrent-gc-syncs 5
+start kube-scheduler --kubeconfig "$kubeconfig" --leader-elect=false \
+  --bind-address 127.0.0.1 --secure-port "$(free_port)"
+start kwok --kubeconfig "$kubeconfig" \
+  --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
+  --node-ip 10.0.0.1 --cidr 10.0.0.1/24 --node-lease-duration-seconds 40 \
+  --server-address "127.0.0.1:$(free_port)"
+
+for i in 0 1 2; do
+  pool=capture zone=zone-a
+  [ $i = 1 ] && zone=zone-b
+  [ $i = 2 ] && pool=general
+  cat <<EOF
+---
+apiVersion: v1
+kind: Node
+metadata:
+  name: kwok-node-$i
+  annotations: {kwok.x-k8s.io/node: fake, node.alpha.kubernetes.io/ttl: "0"}
+  labels:
+    kubernetes.io/hostname: kwok-node-$i
+    kubernetes.io/os: linux
+    kubernetes.io/arch: amd64
+    type: kwok
+    trawl.dev/pool: $pool
+    topology.kubernetes.io/zone: $zone
+status:
+  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+EOF
+done > "$dir/nodes.yaml"
+wait_for 30 "the default namespace" kubectl get namespace default
+kubectl apply -f "$dir/nodes.yaml" >/dev/null
+wait_for 60 "kwok nodes to be Ready" kubectl wait --for=condition=Ready node --all --timeout=1s
+wait_for 60 "the default service account" kubectl get serviceaccount default
+
+echo "$kubeconfig" >"$dir/ready"
+log "ready in ${SECONDS}s; logs in $dir/logs"
+echo "export KUBECONFIG=$kubeconfig"
+
+while :; do
+  if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then exit 0; fi
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || fail "a control-plane process (pid $pid) exited"
+  done
+  sleep 1 &
+  wait $! || true
+done

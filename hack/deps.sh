@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# Installs what building and testing Trawl needs on a Debian/Ubuntu machine, skipping what is
+# already there: system packages from apt, and rustfmt/clippy for the Rust toolchain.
+# Usage: hack/deps.sh
+set -euo pipefail
+log() { echo "deps: $*" >&2; }
+
+# command -> Debian package that provides it
+declare -A packages=(
+  [pg_ctlcluster]=postgresql
+  [rabbitmqctl]=rabbitmq-server
+  [pcap-config]=libpcap-dev
+  [tshark]=tshark
+  [tcpdump]=tcpdump
+  [ip]=iproute2
+  [openssl]=openssl
+  [curl]=curl
+  [python3]=python3
+  [pkg-config]=pkg-config
+)
+missing=()
+for command in "${!packages[@]}"; do
+  command -v "$command" >/dev/null 2>&1 || missing+=("${packages[$command]}")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  log "installing ${missing[*]}"
+  apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+for component in rustfmt clippy; do
+  cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
+done
+command -v go >/dev/null || { log "Go is needed to build the test control plane: install it first"; exit 1; }

@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Runs every check and test of Trawl on this machine, installing and starting what they need:
+# system packages, PostgreSQL, RabbitMQ, and the test control plane (built once, then cached).
+# Caches live in ${TRAWL_CACHE:-$HOME/.cache/trawl}, outside the clone, so reruns are fast.
+# Usage: hack/test.sh [extra cargo test arguments]
+set -euo pipefail
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+export TRAWL_CACHE=${TRAWL_CACHE:-$HOME/.cache/trawl}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TRAWL_CACHE/target}
+step() { echo "== $*" >&2; }
+
+step "dependencies"; bash hack/deps.sh
+step "services"; bash hack/services.sh
+step "test control plane"; TRAWL_CONTROL_PLANE_ASSETS=$(bash hack/control-plane/build.sh)
+export TRAWL_CONTROL_PLANE_ASSETS
+step "cargo fmt"; cargo fmt --all -- --check
+step "cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
+step "cargo test"; cargo test --workspace --locked "$@"

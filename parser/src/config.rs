@@ -1,0 +1,40 @@
+use std::net::SocketAddr;
+
+use clap::Parser;
+
+/// Consumes a session's packet batches, dissects them from L2 to L7, aggregates flows
+/// and writes them to PostgreSQL, acknowledging a batch only after its rows are committed.
+///
+/// Runs as the session's autoscaled Deployment; every flag can also be given as the
+/// `TRAWL_*` environment variable shown.
+#[derive(Parser, Debug, Clone)]
+#[command(name = "trawl-parser", version)]
+pub struct Config {
+    /// The CaptureSession whose queue is consumed, as `namespace/name`.
+    #[arg(long, env = "TRAWL_SESSION")]
+    pub session: String,
+
+    /// RabbitMQ connection URL.
+    #[arg(long, env = "TRAWL_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    pub amqp_url: String,
+
+    /// The session's queue.
+    #[arg(long, env = "TRAWL_QUEUE")]
+    pub queue: String,
+
+    /// Batches delivered but not yet acknowledged, at most.
+    #[arg(long, env = "TRAWL_PREFETCH", default_value_t = 8)]
+    pub prefetch: u16,
+
+    /// PostgreSQL connection URL.
+    #[arg(long, env = "TRAWL_DATABASE_URL")]
+    pub database_url: String,
+
+    /// Keep payload bytes beyond the transport header (the session's `storePayload`).
+    #[arg(long, env = "TRAWL_STORE_PAYLOAD", default_value_t = false)]
+    pub store_payload: bool,
+
+    /// Address of `/metrics`, `/healthz` and `/readyz`.
+    #[arg(long, env = "TRAWL_LISTEN", default_value = "0.0.0.0:9091")]
+    pub listen: SocketAddr,
+}

@@ -1,0 +1,32 @@
+//! Test support for Trawl's integration tests: each test gets real services of its own.
+//!
+//! - [`postgres::TestDatabase`]: a fresh database on the PostgreSQL that `hack/services.sh` starts.
+//! - [`rabbitmq::TestVhost`]: a fresh vhost on the RabbitMQ that `hack/services.sh` starts.
+//! - [`control_plane::ControlPlane`]: a real kube-apiserver with kwok nodes (`hack/control-plane/up.sh`),
+//!   shared by the tests of one test binary; [`control_plane::TestNamespace`] gives each test a namespace.
+//!
+//! Everything is removed when the handle drops, also when the test panics.
+
+pub mod control_plane;
+pub mod postgres;
+pub mod rabbitmq;
+mod wait;
+
+pub use wait::wait_until;
+
+use std::path::PathBuf;
+
+/// The repository's root folder.
+pub fn repo_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("testkit lives one folder below the repository root")
+        .to_path_buf()
+}
+
+/// A short random suffix for names that must not collide between tests running in parallel.
+pub fn unique_suffix() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!("{:010x}", n & 0xff_ffff_ffff)
+}
