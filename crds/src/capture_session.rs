@@ -2,13 +2,18 @@ use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::Toleration;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
-use kube::core::{ListMerge, Rule};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 /// A Go-style duration such as `90s`, `10m` or `1h30m` (what `metav1.Duration` accepts).
 const DURATION_RULE: &str = r"self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$')";
+// The bound checks skip malformed values, which DURATION_RULE already reports, so that a typo
+// yields one clear message instead of an extra CEL evaluation error.
+const POSITIVE_DURATION_RULE: &str =
+    r"!self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) > duration('0s')";
+const AT_LEAST_A_MINUTE_RULE: &str =
+    r"!self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1m')";
 
 /// A packet capture pipeline: sniffers on the selected nodes publish to a queue, autoscaled
 /// parsers dissect what they captured into PostgreSQL, and the API and UI serve it.
@@ -71,7 +76,7 @@ pub struct CaptureSessionSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(DURATION_RULE).message("duration must be a Go duration such as 90s, 10m or 1h30m"))]
-    #[x_kube(validation = Rule::new("duration(self) > duration('0s')").message("duration must be greater than zero"))]
+    #[x_kube(validation = Rule::new(POSITIVE_DURATION_RULE).message("duration must be greater than zero"))]
     pub duration: Option<String>,
 
     /// Stop capturing after this many packets in total across all sniffers. Unset: no limit.
@@ -91,7 +96,7 @@ pub struct CaptureSessionSpec {
     #[serde(default = "default_retention")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new(DURATION_RULE).message("retention must be a Go duration such as 24h or 168h"))]
-    #[x_kube(validation = Rule::new("duration(self) >= duration('1m')").message("retention must be at least 1m"))]
+    #[x_kube(validation = Rule::new(AT_LEAST_A_MINUTE_RULE).message("retention must be at least 1m"))]
     pub retention: String,
 
     /// Upper bound of the session's queue in bytes. Past it the broker rejects new batches and the sniffers

@@ -13,7 +13,8 @@ fn committed_crd_matches_the_types() {
 #[test]
 fn conditions_merge_by_type_under_server_side_apply() {
     let crd: serde_json::Value = serde_yaml::from_str(&crds::crd_yaml()).unwrap();
-    let conditions = &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
+    let conditions =
+        &crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]["properties"]["conditions"];
     assert_eq!(conditions["x-kubernetes-list-type"], "map");
     assert_eq!(conditions["x-kubernetes-list-map-keys"], serde_json::json!(["type"]));
 }

@@ -18,7 +18,7 @@ fn schema() -> Value {
 
 /// The messages of the CEL rules that `object` breaks (after the schema's defaults are applied).
 fn cel_failures(object: &Value) -> Vec<String> {
-    match kube_cel::validation::Validator::new().validate_with_defaults(&schema(), object, None) {
+    match kube_cel::Validator::new().validate_with_defaults(&schema(), object, None) {
         Ok(()) => vec![],
         Err(errors) => errors.iter().map(|e| e.message.clone()).collect(),
     }
@@ -27,7 +27,10 @@ fn cel_failures(object: &Value) -> Vec<String> {
 #[test]
 fn example_deserialises_into_the_rust_type() {
     let session: CaptureSession = serde_json::from_value(example()).unwrap();
-    assert_eq!(session.spec.filter.as_deref(), Some("tcp port 443 or tcp port 80 or udp port 53"));
+    assert_eq!(
+        session.spec.filter.as_deref(),
+        Some("tcp port 443 or tcp port 80 or udp port 53")
+    );
     assert_eq!(session.spec.parsers.max_replicas, 5);
     assert!(!session.spec.store_payload);
 }
@@ -74,4 +77,11 @@ fn malformed_retention_is_rejected() {
         "{:?}",
         cel_failures(&object)
     );
+}
+
+#[test]
+fn zero_duration_is_rejected() {
+    let mut object = example();
+    object["spec"]["duration"] = json!("0s");
+    assert_eq!(cel_failures(&object), ["duration must be greater than zero"]);
 }

@@ -30,9 +30,16 @@ log() { echo "control-plane: $*" >&2; }
 pids=()
 cleanup() {
   trap - EXIT INT TERM
-  local pid
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  for pid in "${pids[@]}"; do wait "$pid" 2>/dev/null || true; done
+  # Stop in reverse start order (kwok and controllers before the API server, etcd last), each
+  # given a few seconds to exit before it is killed, so that nothing outlives this script.
+  local i pid
+  for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
+    pid=${pids[$i]}
+    kill "$pid" 2>/dev/null || continue
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+  done
   rm -rf "$dir"
 }
 trap cleanup EXIT
@@ -41,6 +48,12 @@ start() { # name args...: runs a component in the background, logging to logs/na
   local name=$1; shift
   "$assets/$name" "$@" >"$dir/logs/$name.log" 2>&1 &
   pids+=($!)
+}
+check_alive() {
+  local pid
+  for pid in "${pids[@]}"; do
+    kill -0 "$pid" 2>/dev/null || fail "a control-plane process (pid $pid) exited"
+  done
 }
 fail() {
   log "$1; last lines of the logs in $dir/logs:"
@@ -51,6 +64,7 @@ wait_for() { # seconds description command...
   local deadline=$((SECONDS + $1)) what=$2; shift 2
   until "$@" >/dev/null 2>&1; do
     [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"
+    check_alive
     sleep 0.2
   done
 }
@@ -62,10 +76,12 @@ pki=$dir/pki
   cd "$pki"
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=trawl-test-ca" -keyout ca.key -out ca.crt
   openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr
-  printf 'subjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n' > apiserver.ext
+  printf 'extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n' > apiserver.ext
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile apiserver.ext -out apiserver.crt
   openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=trawl-admin" -keyout admin.key -out admin.csr
-  openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -out admin.crt
+  # Extensions make these X.509 v3 certificates, which rustls requires.
+  printf 'extendedKeyUsage=clientAuth\n' > admin.ext
+  openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile admin.ext -out admin.crt
   openssl genrsa -out sa.key 2048
   openssl rsa -in sa.key -pubout -out sa.pub
 ) >"$dir/logs/pki.log" 2>&1 || fail "certificate generation failed"
@@ -84,7 +100,7 @@ start kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_client" \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true --cert-dir "$pki" \
-  --enable-priority-and-fairness=false
+  --enable-priority-and-fairness=false --endpoint-reconciler-type none
 
 kubeconfig=$dir/kubeconfig
 cat >"$kubeconfig" <<EOF
@@ -153,9 +169,7 @@ echo "export KUBECONFIG=$kubeconfig"
 
 while :; do
   if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then exit 0; fi
-  for pid in "${pids[@]}"; do
-    kill -0 "$pid" 2>/dev/null || fail "a control-plane process (pid $pid) exited"
-  done
+  check_alive
   sleep 1 &
   wait $! || true
 done

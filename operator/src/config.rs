@@ -12,15 +12,27 @@ use clap::Parser;
 #[command(name = "trawl-operator", version)]
 pub struct Config {
     /// Image of the sniffer DaemonSet.
-    #[arg(long, env = "TRAWL_SNIFFER_IMAGE", default_value = "ghcr.io/trawl-dev/trawl-sniffer:latest")]
+    #[arg(
+        long,
+        env = "TRAWL_SNIFFER_IMAGE",
+        default_value = "ghcr.io/trawl-dev/trawl-sniffer:latest"
+    )]
     pub sniffer_image: String,
 
     /// Image of the parser Deployments.
-    #[arg(long, env = "TRAWL_PARSER_IMAGE", default_value = "ghcr.io/trawl-dev/trawl-parser:latest")]
+    #[arg(
+        long,
+        env = "TRAWL_PARSER_IMAGE",
+        default_value = "ghcr.io/trawl-dev/trawl-parser:latest"
+    )]
     pub parser_image: String,
 
     /// RabbitMQ URL the operator declares queues with.
-    #[arg(long, env = "TRAWL_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "TRAWL_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
 
     /// RabbitMQ URL the sniffers and parsers connect to (in-cluster address). Default: `--amqp-url`.

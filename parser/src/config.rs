@@ -15,7 +15,11 @@ pub struct Config {
     pub session: String,
 
     /// RabbitMQ connection URL.
-    #[arg(long, env = "TRAWL_AMQP_URL", default_value = "amqp://guest:guest@127.0.0.1:5672/%2f")]
+    #[arg(
+        long,
+        env = "TRAWL_AMQP_URL",
+        default_value = "amqp://guest:guest@127.0.0.1:5672/%2f"
+    )]
     pub amqp_url: String,
 
     /// The session's queue.

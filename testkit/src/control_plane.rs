@@ -32,7 +32,11 @@ impl ControlPlane {
     fn start() -> ControlPlane {
         let assets = assets_dir();
         if let Ok(kubeconfig) = std::env::var("TRAWL_KUBECONFIG") {
-            return ControlPlane { kubeconfig: kubeconfig.into(), assets, _script: None };
+            return ControlPlane {
+                kubeconfig: kubeconfig.into(),
+                assets,
+                _script: None,
+            };
         }
         let root = crate::repo_root();
         let dir = std::env::temp_dir().join(format!("trawl-control-plane-{}", crate::unique_suffix()));
@@ -50,10 +54,17 @@ impl ControlPlane {
             if let Some(status) = script.try_wait().expect("poll up.sh") {
                 panic!("hack/control-plane/up.sh exited with {status} before the API was ready (its output is above)");
             }
-            assert!(Instant::now() < deadline, "the test control plane was not ready within 180 s");
+            assert!(
+                Instant::now() < deadline,
+                "the test control plane was not ready within 180 s"
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
-        ControlPlane { kubeconfig: dir.join("kubeconfig"), assets, _script: Some(script) }
+        ControlPlane {
+            kubeconfig: dir.join("kubeconfig"),
+            assets,
+            _script: Some(script),
+        }
     }
 
     /// A client with the admin credential.
@@ -83,12 +94,22 @@ impl ControlPlane {
     pub async fn namespace(&'static self) -> TestNamespace {
         let client = self.client().await;
         let name = format!("test-{}", crate::unique_suffix());
-        let namespace = Namespace { metadata: ObjectMeta { name: Some(name.clone()), ..Default::default() }, ..Default::default() };
+        let namespace = Namespace {
+            metadata: ObjectMeta {
+                name: Some(name.clone()),
+                ..Default::default()
+            },
+            ..Default::default()
+        };
         Api::<Namespace>::all(client.clone())
             .create(&PostParams::default(), &namespace)
             .await
             .expect("create the test namespace");
-        TestNamespace { name, client, control_plane: self }
+        TestNamespace {
+            name,
+            client,
+            control_plane: self,
+        }
     }
 }
 
@@ -136,7 +157,15 @@ pub fn assets_dir() -> PathBuf {
         .map(PathBuf::from)
         .unwrap_or_else(|_| PathBuf::from(std::env::var("HOME").expect("HOME")).join(".cache/trawl"));
     let dir = cache.join(format!("kubebuilder-envtest/k8s/{version}-linux-amd64"));
-    for binary in ["etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl", "kwok", "helm"] {
+    for binary in [
+        "etcd",
+        "kube-apiserver",
+        "kube-controller-manager",
+        "kube-scheduler",
+        "kubectl",
+        "kwok",
+        "helm",
+    ] {
         assert!(
             is_executable(&dir.join(binary)),
             "the test control plane is not built ({binary} missing in {}): run `bash hack/control-plane/build.sh`",

@@ -19,7 +19,8 @@ impl TestDatabase {
         let mut admin = PgConnection::connect(&admin_url).await.unwrap_or_else(|e| {
             panic!("PostgreSQL is not reachable at {admin_url} ({e}); start it with `bash hack/services.sh`")
         });
-        sqlx::raw_sql(&format!("CREATE DATABASE {name}"))
+        // The name is ours (a fixed prefix and hex digits), never user input.
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
             .execute(&mut admin)
             .await
             .expect("create the test database");
@@ -48,10 +49,12 @@ impl Drop for TestDatabase {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
                 let mut admin = PgConnection::connect(&admin_url).await.map_err(std::io::Error::other)?;
-                sqlx::raw_sql(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-                    .execute(&mut admin)
-                    .await
-                    .map_err(std::io::Error::other)?;
+                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                )))
+                .execute(&mut admin)
+                .await
+                .map_err(std::io::Error::other)?;
                 Ok::<_, std::io::Error>(())
             })
         })

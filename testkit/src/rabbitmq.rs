@@ -28,7 +28,12 @@ impl TestVhost {
         let user = credentials.split(':').next().unwrap_or_default().to_owned();
         let authorization = format!("Basic {}", STANDARD.encode(&credentials));
         let name = format!("trawl-test-{}", crate::unique_suffix());
-        let vhost = Self { amqp_url: format!("{amqp}/{name}"), management_url, authorization, name };
+        let vhost = Self {
+            amqp_url: format!("{amqp}/{name}"),
+            management_url,
+            authorization,
+            name,
+        };
         vhost
             .request("PUT", &format!("/api/vhosts/{}", vhost.name), None)
             .unwrap_or_else(|e| {

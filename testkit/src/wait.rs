@@ -14,7 +14,10 @@ where
         if let Some(value) = check().await {
             return value;
         }
-        assert!(start.elapsed() < deadline, "timed out after {deadline:?} waiting for {what}");
+        assert!(
+            start.elapsed() < deadline,
+            "timed out after {deadline:?} waiting for {what}"
+        );
         tokio::time::sleep(interval).await;
         interval = (interval * 2).min(Duration::from_millis(500));
     }

@@ -31,13 +31,19 @@ fn text(bytes: &[u8]) -> String {
 /// Installs the CaptureSession CRD (idempotent) and waits until it is served.
 async fn install_crd(control_plane: &'static ControlPlane) {
     let mut apply = control_plane.kubectl();
-    apply.args(["apply", "--server-side", "-f"]).arg(repo_root().join("crds/capturesession.yaml"));
+    apply
+        .args(["apply", "--server-side", "-f"])
+        .arg(repo_root().join("crds/capturesession.yaml"));
     let output = run(apply);
     assert!(output.status.success(), "apply CRD: {}", text(&output.stderr));
     let crds: Api<CustomResourceDefinition> = Api::all(control_plane.client().await);
     wait_until("the CaptureSession CRD to be established", DEADLINE, || async {
         let crd = crds.get("capturesessions.trawl.dev").await.ok()?;
-        let established = crd.status?.conditions?.iter().any(|c| c.type_ == "Established" && c.status == "True");
+        let established = crd
+            .status?
+            .conditions?
+            .iter()
+            .any(|c| c.type_ == "Established" && c.status == "True");
         established.then_some(())
     })
     .await;
@@ -55,7 +61,9 @@ async fn example_session_applies_and_prints_its_columns() {
     let namespace = control_plane.namespace().await;
 
     let mut apply = namespace.kubectl();
-    apply.args(["apply", "-f"]).arg(repo_root().join("examples/capture.yaml"));
+    apply
+        .args(["apply", "-f"])
+        .arg(repo_root().join("examples/capture.yaml"));
     let output = run(apply);
     assert!(output.status.success(), "kubectl apply: {}", text(&output.stderr));
 
@@ -63,7 +71,13 @@ async fn example_session_applies_and_prints_its_columns() {
     get.args(["get", "cap"]);
     let output = run(get);
     assert!(output.status.success(), "kubectl get cap: {}", text(&output.stderr));
-    let header = text(&output.stdout).lines().next().unwrap_or_default().split_whitespace().collect::<Vec<_>>().join(" ");
+    let header = text(&output.stdout)
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ");
     assert_eq!(header, "NAME PHASE READY SNIFFERS PARSERS BACKLOG PACKETS AGE");
     assert!(text(&output.stdout).contains("web-and-dns"));
 }
@@ -78,10 +92,19 @@ async fn invalid_session_is_rejected_with_the_cel_message() {
         serde_yaml::from_str(&std::fs::read_to_string(repo_root().join("examples/capture.yaml")).unwrap()).unwrap();
     session["spec"]["parsers"] = json!({"minReplicas": 5, "maxReplicas": 2});
     let mut apply = namespace.kubectl();
-    apply.args(["apply", "-f", "-"]).stdin(std::process::Stdio::piped()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped());
+    apply
+        .args(["apply", "-f", "-"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
     let mut child = apply.spawn().unwrap();
     use std::io::Write;
-    child.stdin.take().unwrap().write_all(serde_json::to_string(&session).unwrap().as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(&session).unwrap().as_bytes())
+        .unwrap();
     let output = child.wait_with_output().unwrap();
     assert!(!output.status.success(), "an invalid session was accepted");
     assert!(
@@ -93,7 +116,10 @@ async fn invalid_session_is_rejected_with_the_cel_message() {
     session["spec"]["parsers"] = json!({"minReplicas": 1, "maxReplicas": 2});
     session["spec"]["snaplen"] = json!(10);
     let object: DynamicObject = serde_json::from_value(session).unwrap();
-    let error = session_api(&namespace).create(&PostParams::default(), &object).await.unwrap_err();
+    let error = session_api(&namespace)
+        .create(&PostParams::default(), &object)
+        .await
+        .unwrap_err();
     assert!(error.to_string().contains("spec.snaplen"), "unexpected error: {error}");
 }
 
@@ -197,10 +223,22 @@ async fn service_account_tokens_are_authorized_by_rbac() {
     let namespace = control_plane.namespace().await;
     let (client, ns) = (namespace.client.clone(), namespace.name.as_str());
 
-    let account = ServiceAccount { metadata: ObjectMeta { name: Some("reader".into()), ..Default::default() }, ..Default::default() };
-    Api::<ServiceAccount>::namespaced(client.clone(), ns).create(&PostParams::default(), &account).await.unwrap();
+    let account = ServiceAccount {
+        metadata: ObjectMeta {
+            name: Some("reader".into()),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    Api::<ServiceAccount>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &account)
+        .await
+        .unwrap();
     let role = Role {
-        metadata: ObjectMeta { name: Some("configmap-reader".into()), ..Default::default() },
+        metadata: ObjectMeta {
+            name: Some("configmap-reader".into()),
+            ..Default::default()
+        },
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![String::new()]),
             resources: Some(vec!["configmaps".into()]),
@@ -208,18 +246,40 @@ async fn service_account_tokens_are_authorized_by_rbac() {
             ..Default::default()
         }]),
     };
-    Api::<Role>::namespaced(client.clone(), ns).create(&PostParams::default(), &role).await.unwrap();
+    Api::<Role>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &role)
+        .await
+        .unwrap();
     let binding = RoleBinding {
-        metadata: ObjectMeta { name: Some("reader".into()), ..Default::default() },
-        role_ref: RoleRef { api_group: "rbac.authorization.k8s.io".into(), kind: "Role".into(), name: "configmap-reader".into() },
-        subjects: Some(vec![Subject { kind: "ServiceAccount".into(), name: "reader".into(), namespace: Some(ns.into()), ..Default::default() }]),
+        metadata: ObjectMeta {
+            name: Some("reader".into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: "configmap-reader".into(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: "reader".into(),
+            namespace: Some(ns.into()),
+            ..Default::default()
+        }]),
     };
-    Api::<RoleBinding>::namespaced(client.clone(), ns).create(&PostParams::default(), &binding).await.unwrap();
+    Api::<RoleBinding>::namespaced(client.clone(), ns)
+        .create(&PostParams::default(), &binding)
+        .await
+        .unwrap();
 
     let mut create_token = namespace.kubectl();
     create_token.args(["create", "token", "reader", "--duration", "10m"]);
     let output = run(create_token);
-    assert!(output.status.success(), "kubectl create token: {}", text(&output.stderr));
+    assert!(
+        output.status.success(),
+        "kubectl create token: {}",
+        text(&output.stderr)
+    );
     let token = text(&output.stdout).trim().to_owned();
 
     let reader = client_with_token(control_plane, token).await;
@@ -227,14 +287,25 @@ async fn service_account_tokens_are_authorized_by_rbac() {
         .list(&ListParams::default())
         .await
         .expect("the Role allows listing configmaps");
-    let forbidden = Api::<Secret>::namespaced(reader, ns).list(&ListParams::default()).await.unwrap_err();
-    assert!(forbidden.to_string().contains("forbidden"), "expected a 403, got: {forbidden}");
+    let forbidden = Api::<Secret>::namespaced(reader, ns)
+        .list(&ListParams::default())
+        .await
+        .unwrap_err();
+    assert!(
+        forbidden.to_string().contains("forbidden"),
+        "expected a 403, got: {forbidden}"
+    );
 }
 
 /// A client that authenticates with `token` instead of the admin's certificate.
 async fn client_with_token(control_plane: &ControlPlane, token: String) -> Client {
     let kubeconfig = kube::config::Kubeconfig::read_from(&control_plane.kubeconfig).unwrap();
-    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default()).await.unwrap();
-    config.auth_info = kube::config::AuthInfo { token: Some(token.into()), ..Default::default() };
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .unwrap();
+    config.auth_info = kube::config::AuthInfo {
+        token: Some(token.into()),
+        ..Default::default()
+    };
     Client::try_from(config).unwrap()
 }
