@@ -67,6 +67,18 @@ pub struct Config {
     #[arg(long, env = "TRAWL_BUFFER_BYTES", default_value_t = 64 << 20)]
     pub buffer_bytes: usize,
 
+    /// On SIGTERM, how long to wait for the broker to confirm what was captured; the rest is counted as dropped.
+    #[arg(long, env = "TRAWL_SHUTDOWN_TIMEOUT", default_value = "20s", value_parser = humantime::parse_duration)]
+    pub shutdown_timeout: Duration,
+
+    /// Size of one block of the capture ring (a power of two, at least a page).
+    #[arg(long, env = "TRAWL_RING_BLOCK_BYTES", default_value_t = 1 << 20)]
+    pub ring_block_bytes: usize,
+
+    /// Blocks in the capture ring of each interface; the ring absorbs bursts the sniffer cannot keep up with.
+    #[arg(long, env = "TRAWL_RING_BLOCKS", default_value_t = 16)]
+    pub ring_blocks: usize,
+
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "TRAWL_LISTEN", default_value = "0.0.0.0:9090")]
     pub listen: SocketAddr,

@@ -1,15 +1,208 @@
 //! `trawl-sniffer`: captures packets on host interfaces and publishes batches to RabbitMQ.
 //!
-//! Run: `cargo run -p sniffer -- --help`
+//! Run (as root, or with CAP_NET_RAW and CAP_NET_ADMIN):
+//! `cargo run -p sniffer -- --session default/demo --node $(hostname) --routing-key demo --interfaces eth0`
+//! Batches go to the `trawl.packets` exchange in the format of `wire/FORMAT.md`.
+mod accounting;
+mod capture;
 mod config;
+mod http;
+mod interfaces;
+mod outbox;
+mod publisher;
+mod worker;
 
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
 use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
+use wire::{BatchBuilder, FLAG_FINAL, Origin};
 
-fn main() -> anyhow::Result<()> {
+use crate::accounting::{Accounting, DropReason};
+use crate::capture::{CaptureError, CaptureSettings, KernelFilter};
+use crate::interfaces::Selection;
+use crate::outbox::{Outbox, OutgoingBatch};
+use crate::publisher::{Publisher, PublisherSettings};
+use crate::worker::{BatchLimits, Shared};
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG").unwrap_or_else(|_| "info".into()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG")
+                .unwrap_or_else(|_| "info,lapin::returned_messages=error".into()),
+        )
         .init();
-    tracing::info!(?config, "configuration parsed");
-    anyhow::bail!("trawl-sniffer: capture is not built yet (issue #4); refusing to pretend")
+    let filter = KernelFilter::compile(&config.filter)?;
+    let origin = Origin {
+        boot_id: rand::random(),
+        session: config.session.clone(),
+        node: config.node.clone(),
+    };
+    tracing::info!(session = %origin.session, node = %origin.node, boot_id = %origin.batch_id(0), filter = %filter.expression, "starting");
+
+    let accounting = Arc::new(Accounting::default());
+    let shared = Arc::new(Shared {
+        origin,
+        accounting: accounting.clone(),
+        next_packet_seq: AtomicU64::new(0),
+        next_batch_seq: AtomicU64::new(0),
+        stop: AtomicBool::new(false),
+    });
+    let connected = Arc::new(AtomicBool::new(false));
+    let health = http::Health {
+        accounting: accounting.clone(),
+        connected: connected.clone(),
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    drop(listener);
+    tokio::spawn(async move {
+        if let Err(error) = http::serve(config.listen, health).await {
+            tracing::error!(%error, "health and metrics server failed");
+        }
+    });
+
+    let (outbox, outbox_receiver) = outbox::outbox(config.buffer_bytes, accounting.clone());
+    let (deadline_sender, deadline) = tokio::sync::watch::channel(None);
+    let publisher = Publisher::new(
+        PublisherSettings {
+            amqp_url: config.amqp_url.clone(),
+            exchange: config.exchange.clone(),
+            routing_key: config.routing_key.clone(),
+            max_in_flight: config.max_in_flight.max(1),
+            connection_name: format!("trawl-sniffer {} {}", config.session, config.node),
+        },
+        accounting.clone(),
+        outbox_receiver,
+        connected,
+    );
+    let final_shared = shared.clone();
+    let publishing = tokio::spawn(publisher.run(deadline, move || final_batch(&final_shared)));
+
+    let settings = CaptureSettings {
+        backend: config.backend,
+        snaplen: config.snaplen,
+        filter,
+        ring_block_bytes: config.ring_block_bytes,
+        ring_blocks: config.ring_blocks,
+    };
+    let limits = BatchLimits {
+        packets: config.batch_packets.max(1) as u32,
+        timeout: config.batch_timeout,
+    };
+    let selection = Selection::from_config(&config.interfaces);
+    let supervisor_shared = shared.clone();
+    let supervisor = std::thread::spawn(move || supervise(selection, settings, limits, supervisor_shared, outbox));
+
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: stopping capture and flushing"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: stopping capture and flushing"),
+    }
+    shared.stop.store(true, Ordering::Release);
+    let _ = deadline_sender.send(Some(Instant::now() + config.shutdown_timeout));
+    tokio::task::spawn_blocking(move || supervisor.join())
+        .await?
+        .expect("the capture supervisor panicked");
+    publishing.await?;
+
+    let pending = accounting.pending();
+    let dropped: Vec<String> = DropReason::ALL
+        .iter()
+        .map(|&reason| format!("{}={}", reason.as_str(), accounting.dropped(reason)))
+        .collect();
+    tracing::info!(
+        captured = accounting.captured_packets.get(),
+        confirmed = accounting.confirmed_packets.get(),
+        dropped = %dropped.join(","),
+        kernel_drops = accounting.kernel_drops.get(),
+        pending,
+        "stopped: captured = confirmed + dropped"
+    );
+    anyhow::ensure!(
+        pending == 0,
+        "{pending} captured packets were neither confirmed nor counted as dropped"
+    );
+    Ok(())
+}
+
+fn final_batch(shared: &Shared) -> OutgoingBatch {
+    let seq = shared.next_batch_seq.fetch_add(1, Ordering::AcqRel);
+    let body = BatchBuilder::default().seal(&shared.origin, seq, FLAG_FINAL, &shared.accounting.snapshot());
+    OutgoingBatch {
+        seq,
+        id: shared.origin.batch_id(seq),
+        packets: 0,
+        body,
+    }
+}
+
+/// Starts a capture thread per selected interface, restarts captures whose interface comes back,
+/// and on stop waits for every thread to flush.
+fn supervise(
+    selection: Selection,
+    settings: CaptureSettings,
+    limits: BatchLimits,
+    shared: Arc<Shared>,
+    outbox: Outbox,
+) {
+    let mut running: HashMap<String, JoinHandle<Result<(), CaptureError>>> = HashMap::new();
+    let mut retry_at: HashMap<String, Instant> = HashMap::new();
+    while !shared.stop.load(Ordering::Acquire) {
+        running.retain(|interface, thread| {
+            if !thread.is_finished() {
+                return true;
+            }
+            if let Ok(Err(error)) = std::mem::replace(thread, std::thread::spawn(|| Ok(()))).join() {
+                tracing::warn!(%interface, %error, "capture ended");
+            }
+            false
+        });
+        for interface in selection.current() {
+            if running.contains_key(&interface) || retry_at.get(&interface).is_some_and(|at| Instant::now() < *at) {
+                continue;
+            }
+            match capture::open(&interface, &settings) {
+                Ok(source) => {
+                    tracing::info!(%interface, backend = ?settings.backend, "capturing");
+                    retry_at.remove(&interface);
+                    let (shared, outbox, name) = (shared.clone(), outbox.clone(), interface.clone());
+                    let limits = BatchLimits {
+                        packets: limits.packets,
+                        timeout: limits.timeout,
+                    };
+                    let thread = std::thread::Builder::new()
+                        .name(format!("capture-{interface}"))
+                        .spawn(move || worker::run(name, source, shared, outbox, limits))
+                        .expect("spawn a capture thread");
+                    running.insert(interface, thread);
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "cannot capture; retrying in 10 s");
+                    retry_at.insert(interface, Instant::now() + Duration::from_secs(10));
+                }
+            }
+        }
+        shared.accounting.interfaces.set(running.len() as i64);
+        for _ in 0..10 {
+            if shared.stop.load(Ordering::Acquire) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+    for (interface, thread) in running {
+        if let Ok(Err(error)) = thread.join() {
+            tracing::warn!(%interface, %error, "capture ended with an error");
+        }
+    }
 }

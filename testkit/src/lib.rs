@@ -5,10 +5,16 @@
 //! - [`control_plane::ControlPlane`]: a real kube-apiserver with kwok nodes (`hack/control-plane/up.sh`),
 //!   shared by the tests of one test binary; [`control_plane::TestNamespace`] gives each test a namespace.
 //!
+//! - [`netns::TestNetwork`]: a network namespace and veth pair, with [`frames`] to send through it.
+//! - [`process::Service`]: a service binary under test, killed when the test ends.
+//!
 //! Everything is removed when the handle drops, also when the test panics.
 
 pub mod control_plane;
+pub mod frames;
+pub mod netns;
 pub mod postgres;
+pub mod process;
 pub mod rabbitmq;
 mod wait;
 

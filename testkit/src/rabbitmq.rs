@@ -54,6 +54,11 @@ impl TestVhost {
         response.body_mut().read_json()
     }
 
+    /// A DELETE on the management API, e.g. to close a client's connection.
+    pub fn delete(&self, path: &str) -> Result<(), ureq::Error> {
+        self.request("DELETE", path, None)
+    }
+
     fn request(&self, method: &str, path: &str, body: Option<serde_json::Value>) -> Result<(), ureq::Error> {
         let url = format!("{}{path}", self.management_url);
         match method {

@@ -1,0 +1,126 @@
+//! One capture thread per interface: reads the kernel's packets, appends them to a batch, and
+//! seals the batch when it holds `batch_packets` packets or its first packet is `batch_timeout` old.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use wire::{BatchBuilder, Origin};
+
+use crate::accounting::Accounting;
+use crate::capture::{CaptureError, CaptureSource};
+use crate::outbox::{Outbox, OutgoingBatch};
+
+/// What all capture threads of this process share.
+pub struct Shared {
+    pub origin: Origin,
+    pub accounting: Arc<Accounting>,
+    pub next_packet_seq: AtomicU64,
+    pub next_batch_seq: AtomicU64,
+    pub stop: AtomicBool,
+}
+
+pub struct BatchLimits {
+    pub packets: u32,
+    pub timeout: Duration,
+}
+
+/// Captures until `shared.stop` is set (then flushes its partial batch) or the capture fails.
+pub fn run(
+    interface: String,
+    mut source: Box<dyn CaptureSource>,
+    shared: Arc<Shared>,
+    outbox: Outbox,
+    limits: BatchLimits,
+) -> Result<(), CaptureError> {
+    let mut batch = OpenBatch {
+        builder: BatchBuilder::with_capacity(1 << 20),
+        interface,
+        opened_at: None,
+    };
+    let mut kernel_drops = 0;
+    let mut stats_read_at = Instant::now();
+    let result = loop {
+        if shared.stop.load(Ordering::Acquire) {
+            break Ok(());
+        }
+        let wait = match batch.opened_at {
+            Some(opened) => limits
+                .timeout
+                .saturating_sub(opened.elapsed())
+                .max(Duration::from_millis(1)),
+            None => Duration::from_millis(100),
+        }
+        .min(Duration::from_millis(100));
+        let polled = source.poll(wait, &mut |frame| {
+            let seq = shared.next_packet_seq.fetch_add(1, Ordering::Relaxed);
+            shared.accounting.captured_packets.inc();
+            shared.accounting.captured_bytes.inc_by(u64::from(frame.original_len));
+            batch.push(seq, frame.ts_ns, frame.original_len, frame.data);
+            if batch.builder.len() >= limits.packets {
+                batch.seal(&shared, &outbox);
+            }
+        });
+        if let Err(error) = polled {
+            break Err(error);
+        }
+        if batch.opened_at.is_some_and(|opened| opened.elapsed() >= limits.timeout) {
+            batch.seal(&shared, &outbox);
+        }
+        if stats_read_at.elapsed() >= Duration::from_secs(1) {
+            stats_read_at = Instant::now();
+            kernel_drops = add_kernel_drops(&mut *source, &shared, kernel_drops);
+        }
+    };
+    add_kernel_drops(&mut *source, &shared, kernel_drops);
+    batch.seal(&shared, &outbox);
+    result
+}
+
+fn add_kernel_drops(source: &mut dyn CaptureSource, shared: &Shared, counted: u64) -> u64 {
+    match source.kernel_stats() {
+        Ok(stats) => {
+            shared
+                .accounting
+                .kernel_drops
+                .inc_by(stats.drops.saturating_sub(counted));
+            stats.drops.max(counted)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "cannot read kernel drop counters");
+            counted
+        }
+    }
+}
+
+struct OpenBatch {
+    builder: BatchBuilder,
+    interface: String,
+    opened_at: Option<Instant>,
+}
+
+impl OpenBatch {
+    fn push(&mut self, seq: u64, ts_ns: u64, original_len: u32, data: &[u8]) {
+        if self.builder.is_empty() {
+            self.opened_at = Some(Instant::now());
+        }
+        let interface = self.builder.interface_index(&self.interface);
+        self.builder.push(seq, ts_ns, interface, original_len, data);
+    }
+
+    fn seal(&mut self, shared: &Shared, outbox: &Outbox) {
+        if self.builder.is_empty() {
+            return;
+        }
+        let packets = u64::from(self.builder.len());
+        let seq = shared.next_batch_seq.fetch_add(1, Ordering::AcqRel);
+        let body = self.builder.seal(&shared.origin, seq, 0, &shared.accounting.snapshot());
+        self.opened_at = None;
+        outbox.submit(OutgoingBatch {
+            seq,
+            id: shared.origin.batch_id(seq),
+            packets,
+            body,
+        });
+    }
+}

@@ -1,0 +1,459 @@
+//! The real `trawl-sniffer` on a veth of a test-made network namespace, publishing to a real
+//! RabbitMQ: exact counts, the kernel filter, snaplen, batch boundaries, shutdown and broker loss.
+//!
+//! Run (as root, after `bash hack/services.sh`): `cargo test -p sniffer --test capture`
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::Command;
+use std::time::Duration;
+
+use lapin::options::{BasicAckOptions, BasicGetOptions, ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::FieldTable;
+use lapin::{Channel, Connection, ExchangeKind};
+use pnet::packet::Packet;
+use pnet::packet::ethernet::EthernetPacket;
+use pnet::packet::ip::IpNextHeaderProtocols;
+use pnet::packet::ipv4::Ipv4Packet;
+use pnet::packet::udp::UdpPacket;
+use testkit::frames;
+use testkit::netns::TestNetwork;
+use testkit::process::{Service, free_port};
+use testkit::rabbitmq::TestVhost;
+use testkit::wait_until;
+
+const DEADLINE: Duration = Duration::from_secs(30);
+const QUEUE: &str = "session-under-test";
+
+/// A sniffer with its network, vhost and queue.
+struct Rig {
+    // Fields drop in order: the sniffer goes before the broker vhost and the network it uses.
+    sniffer: Service,
+    channel: Channel,
+    _connection: Connection,
+    vhost: TestVhost,
+    network: TestNetwork,
+    metrics_port: u16,
+}
+
+impl Rig {
+    async fn start(extra_args: &[&str]) -> Self {
+        let network = TestNetwork::create();
+        let vhost = TestVhost::create();
+        let connection = Connection::connect(&vhost.amqp_url, Default::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        // What the operator declares for a session: the exchange, and the session's queue bound to it.
+        channel
+            .exchange_declare(
+                "trawl.packets".into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_declare(
+                QUEUE.into(),
+                QueueDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+        channel
+            .queue_bind(
+                QUEUE.into(),
+                "trawl.packets".into(),
+                QUEUE.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .unwrap();
+
+        let metrics_port = free_port();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trawl-sniffer"));
+        command
+            .args([
+                "--session",
+                "test/capture",
+                "--node",
+                "test-node",
+                "--routing-key",
+                QUEUE,
+            ])
+            .args(["--interfaces", &network.host_interface, "--amqp-url", &vhost.amqp_url])
+            .args(["--listen", &format!("127.0.0.1:{metrics_port}"), "--ring-blocks", "4"])
+            .args(extra_args)
+            .env("TRAWL_LOG", "info");
+        let sniffer = Service::start("trawl-sniffer", command);
+        let rig = Self {
+            network,
+            vhost,
+            channel,
+            _connection: connection,
+            sniffer,
+            metrics_port,
+        };
+        wait_until("the sniffer to be ready", DEADLINE, || async {
+            let url = format!("http://127.0.0.1:{}/readyz", rig.metrics_port);
+            ureq::get(&url).call().ok().map(|_| ())
+        })
+        .await;
+        rig
+    }
+
+    fn metric(&self, name: &str) -> u64 {
+        let text = ureq::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap();
+        text.lines()
+            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
+            .unwrap_or_else(|| panic!("metric {name} missing"))
+            .parse()
+            .unwrap()
+    }
+
+    async fn wait_captured(&self, packets: u64) {
+        wait_until(&format!("{packets} captured packets"), DEADLINE, || async {
+            (self.metric("trawl_sniffer_packets_captured_total") >= packets).then_some(())
+        })
+        .await;
+    }
+
+    /// SIGTERM, then the exit status must be success.
+    fn stop(&mut self) {
+        self.sniffer.signal("TERM");
+        let status = self
+            .sniffer
+            .wait_for_exit(DEADLINE)
+            .expect("the sniffer did not stop after SIGTERM");
+        assert!(status.success(), "the sniffer exited with {status}");
+    }
+
+    /// Every batch in the queue up to and including the final one.
+    async fn drain(&self) -> Vec<ReceivedBatch> {
+        let mut batches: Vec<ReceivedBatch> = Vec::new();
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while !batches.last().is_some_and(|batch| batch.is_final) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no final batch within {DEADLINE:?}"
+            );
+            let Some(message) = self
+                .channel
+                .basic_get(QUEUE.into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+            else {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            };
+            let properties = &message.delivery.properties;
+            assert_eq!(
+                properties.content_type().as_ref().map(|c| c.as_str()),
+                Some(wire::CONTENT_TYPE)
+            );
+            let batch = wire::Batch::decode(&message.delivery.data).expect("a valid batch");
+            assert_eq!(
+                properties.message_id().as_ref().map(|m| m.to_string()),
+                Some(batch.id())
+            );
+            batches.push(ReceivedBatch::from(&batch));
+            message.delivery.ack(BasicAckOptions::default()).await.unwrap();
+        }
+        batches
+    }
+}
+
+/// An owned copy of what a batch carried.
+struct ReceivedBatch {
+    id: String,
+    is_final: bool,
+    counters: wire::Counters,
+    packets: Vec<(u64, u32, Vec<u8>)>,
+}
+
+impl From<&wire::Batch<'_>> for ReceivedBatch {
+    fn from(batch: &wire::Batch<'_>) -> Self {
+        assert_eq!((batch.session, batch.node), ("test/capture", "test-node"));
+        Self {
+            id: batch.id(),
+            is_final: batch.is_final(),
+            counters: batch.counters.clone(),
+            packets: batch
+                .packets()
+                .map(|p| (p.seq, p.original_len, p.data.to_vec()))
+                .collect(),
+        }
+    }
+}
+
+/// Packets of all batches, each batch id once (a batch published again after a connection loss
+/// may arrive twice; the parser skips the second copy the same way).
+fn unique_packets(batches: &[ReceivedBatch]) -> Vec<(u64, u32, Vec<u8>)> {
+    let mut seen = BTreeSet::new();
+    batches
+        .iter()
+        .filter(|batch| seen.insert(batch.id.clone()))
+        .flat_map(|batch| batch.packets.clone())
+        .collect()
+}
+
+/// (UDP destination port, payload) of a captured frame.
+fn udp_of(data: &[u8]) -> Option<(u16, Vec<u8>)> {
+    let ethernet = EthernetPacket::new(data)?;
+    let ip = Ipv4Packet::new(ethernet.payload())?;
+    (ip.get_next_level_protocol() == IpNextHeaderProtocols::Udp).then_some(())?;
+    let udp = UdpPacket::new(ip.payload())?;
+    Some((udp.get_destination(), udp.payload().to_vec()))
+}
+
+fn mix(network: &TestNetwork, udp: usize, udp_port: u16, tcp: usize) -> Vec<Vec<u8>> {
+    let (from, to) = (network.inner_mac, network.host_mac);
+    let mut frames: Vec<Vec<u8>> = (0..udp)
+        .map(|i| frames::udp(from, to, udp_port, format!("seq:{i}").as_bytes()))
+        .collect();
+    frames.extend((0..tcp).map(|i| frames::tcp_syn(from, to, 80, i as u32)));
+    frames
+}
+
+async fn counts_every_packet_exactly(backend: &str) {
+    let mut rig = Rig::start(&["--backend", backend]).await;
+    let rx_before = rig.network.host_rx_packets();
+    rig.network.send_frames(&mix(&rig.network, 400, 5555, 40), 20_000);
+    rig.wait_captured(440).await;
+    rig.stop();
+    let batches = rig.drain().await;
+
+    let packets = unique_packets(&batches);
+    assert_eq!(
+        rig.network.host_rx_packets() - rx_before,
+        440,
+        "the veth itself saw another count"
+    );
+    let strangers: Vec<String> = packets
+        .iter()
+        .filter(|(_, _, data)| data.len() < 26 || data[26..30] != [192, 0, 2, 2])
+        .map(|(seq, len, data)| format!("seq {seq} len {len}: {:02x?}", &data[..data.len().min(48)]))
+        .collect();
+    assert_eq!(packets.len(), 440, "packets not sent by the test: {strangers:#?}");
+    let seqs: BTreeSet<u64> = packets.iter().map(|(seq, _, _)| *seq).collect();
+    assert_eq!(seqs.len(), 440, "packet sequence numbers repeat");
+    let payloads: BTreeSet<Vec<u8>> = packets
+        .iter()
+        .filter_map(|(_, _, data)| udp_of(data))
+        .map(|(_, p)| p)
+        .collect();
+    let expected: BTreeSet<Vec<u8>> = (0..400).map(|i| format!("seq:{i}").into_bytes()).collect();
+    assert_eq!(payloads, expected);
+
+    let last = &batches.last().unwrap().counters;
+    assert_eq!((last.captured, last.dropped(), last.kernel_drops), (440, 0, 0));
+}
+
+#[tokio::test]
+async fn ring_backend_counts_every_packet_exactly() {
+    counts_every_packet_exactly("ring").await;
+}
+
+#[tokio::test]
+async fn pnet_backend_counts_every_packet_exactly() {
+    counts_every_packet_exactly("pnet").await;
+}
+
+#[tokio::test]
+async fn kernel_filter_lets_only_matching_packets_through() {
+    for backend in ["ring", "pnet"] {
+        let mut rig = Rig::start(&["--backend", backend, "--filter", "udp port 5555"]).await;
+        let mut frames = mix(&rig.network, 100, 5555, 20);
+        frames.extend(mix(&rig.network, 100, 6666, 0));
+        rig.network.send_frames(&frames, 20_000);
+        rig.wait_captured(100).await;
+        rig.stop();
+        let batches = rig.drain().await;
+        let packets = unique_packets(&batches);
+        assert_eq!(packets.len(), 100, "{backend}: the filter let other packets through");
+        assert!(
+            packets
+                .iter()
+                .all(|(_, _, data)| udp_of(data).is_some_and(|(port, _)| port == 5555))
+        );
+        assert_eq!(batches.last().unwrap().counters.captured, 100);
+    }
+}
+
+#[tokio::test]
+async fn snaplen_truncates_and_batches_split_at_the_packet_limit() {
+    let mut rig = Rig::start(&["--snaplen", "64", "--batch-packets", "50", "--batch-timeout", "1h"]).await;
+    let payload = vec![0xab; 558];
+    let frames: Vec<Vec<u8>> = (0..120)
+        .map(|_| frames::udp(rig.network.inner_mac, rig.network.host_mac, 5555, &payload))
+        .collect();
+    rig.network.send_frames(&frames, 20_000);
+    rig.wait_captured(120).await;
+    rig.stop();
+    let batches = rig.drain().await;
+
+    let sizes: Vec<usize> = batches.iter().map(|batch| batch.packets.len()).collect();
+    assert_eq!(
+        sizes,
+        [50, 50, 20, 0],
+        "batch sizes (the last is the final, empty batch)"
+    );
+    for (_, original_len, data) in batches.iter().flat_map(|batch| &batch.packets) {
+        assert_eq!((*original_len, data.len()), (14 + 20 + 8 + 558, 64));
+    }
+}
+
+#[tokio::test]
+async fn a_partial_batch_is_sealed_after_the_timeout() {
+    let rig = Rig::start(&["--batch-packets", "1000", "--batch-timeout", "200ms"]).await;
+    rig.network.send_frames(&mix(&rig.network, 10, 5555, 0), 20_000);
+    // No SIGTERM: the timeout alone must publish the ten packets, in batches far below the size limit.
+    let mut received = Vec::new();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    while received
+        .iter()
+        .map(|batch: &ReceivedBatch| batch.packets.len())
+        .sum::<usize>()
+        < 10
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the partial batch was not published within {DEADLINE:?}"
+        );
+        match rig
+            .channel
+            .basic_get(QUEUE.into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+        {
+            Some(message) => received.push(ReceivedBatch::from(
+                &wire::Batch::decode(&message.delivery.data).unwrap(),
+            )),
+            None => tokio::time::sleep(Duration::from_millis(50)).await,
+        }
+    }
+    assert!(
+        received
+            .iter()
+            .all(|batch| !batch.is_final && batch.packets.len() < 1000)
+    );
+    assert_eq!(received.iter().map(|batch| batch.packets.len()).sum::<usize>(), 10);
+}
+
+#[tokio::test]
+async fn sigterm_while_traffic_flows_loses_nothing_captured() {
+    let mut rig = Rig::start(&[]).await;
+    let mut sender = rig
+        .network
+        .send_frames_in_background(mix(&rig.network, 30_000, 5555, 0), 20_000);
+    rig.wait_captured(2_000).await;
+    rig.stop();
+    let _ = sender.kill();
+    let _ = sender.wait();
+    let batches = rig.drain().await;
+
+    let last = &batches.last().unwrap().counters;
+    let stored = unique_packets(&batches).len() as u64;
+    assert!(last.captured >= 2_000);
+    assert_eq!(last.dropped(), 0, "drops: {:?}", last.drops);
+    assert_eq!(stored, last.captured, "captured packets missing from the queue");
+}
+
+#[tokio::test]
+async fn a_lost_broker_connection_is_survived_with_exact_accounting() {
+    let mut rig = Rig::start(&["--batch-packets", "100", "--batch-timeout", "50ms"]).await;
+    rig.network.send_frames(&mix(&rig.network, 3_000, 5555, 0), 10_000);
+    rig.wait_captured(3_000).await;
+
+    // The broker closes the sniffer's connection, as on a broker restart or a network cut.
+    // The management API lists connections once its statistics include them (every few seconds).
+    let names: Vec<String> = wait_until("the sniffer's broker connection", DEADLINE, || async {
+        let connections = rig
+            .vhost
+            .get(&format!("/api/vhosts/{}/connections", rig.vhost.name))
+            .ok()?;
+        let names: Vec<String> = connections
+            .as_array()?
+            .iter()
+            .filter(|c| {
+                c["client_properties"]["connection_name"]
+                    .as_str()
+                    .is_some_and(|n| n.starts_with("trawl-sniffer"))
+            })
+            .filter_map(|c| c["name"].as_str().map(str::to_owned))
+            .collect();
+        (!names.is_empty()).then_some(names)
+    })
+    .await;
+    let mut sender = rig
+        .network
+        .send_frames_in_background(mix(&rig.network, 3_000, 5555, 0), 10_000);
+    for name in &names {
+        rig.vhost
+            .delete(&format!("/api/connections/{}", urlencode(name)))
+            .unwrap();
+    }
+    assert!(sender.wait().unwrap().success());
+    rig.wait_captured(6_000).await;
+    wait_until("the sniffer to reconnect", DEADLINE, || async {
+        (rig.metric("trawl_sniffer_broker_connections_total") >= 2).then_some(())
+    })
+    .await;
+    rig.stop();
+    let batches = rig.drain().await;
+
+    let last = &batches.last().unwrap().counters;
+    let packets = unique_packets(&batches);
+    let by_seq: BTreeMap<u64, usize> = packets.iter().fold(BTreeMap::new(), |mut counts, (seq, _, _)| {
+        *counts.entry(*seq).or_default() += 1;
+        counts
+    });
+    assert_eq!(last.captured, 6_000);
+    assert_eq!(last.dropped(), 0, "drops: {:?}", last.drops);
+    assert_eq!(by_seq.len(), 6_000, "captured packets missing after the reconnect");
+    assert!(
+        by_seq.values().all(|&n| n == 1),
+        "a packet appears in two different batches"
+    );
+}
+
+#[test]
+fn an_invalid_filter_is_a_clear_startup_error() {
+    let output = Command::new(env!("CARGO_BIN_EXE_trawl-sniffer"))
+        .args([
+            "--session",
+            "t/t",
+            "--node",
+            "n",
+            "--routing-key",
+            "q",
+            "--filter",
+            "tcp port eleventy",
+        ])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+        .output()
+        .unwrap();
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("\"tcp port eleventy\" does not compile"), "{stderr}");
+}
+
+fn urlencode(text: &str) -> String {
+    text.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,58 @@
+//! Ethernet frames for tests, built with pnet's packet types: IPv4 from 192.0.2.2 to 192.0.2.1
+//! (TEST-NET-1, never routed) between the two ends of a [`crate::netns::TestNetwork`].
+
+use pnet::packet::MutablePacket;
+use pnet::packet::ethernet::{EtherTypes, MutableEthernetPacket};
+use pnet::packet::ip::{IpNextHeaderProtocol, IpNextHeaderProtocols};
+use pnet::packet::ipv4::{self, MutableIpv4Packet};
+use pnet::packet::tcp::{MutableTcpPacket, TcpFlags};
+use pnet::packet::udp::MutableUdpPacket;
+use pnet::util::MacAddr;
+use std::net::Ipv4Addr;
+
+pub const SOURCE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
+pub const DESTINATION: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
+
+fn frame(from: [u8; 6], to: [u8; 6], protocol: IpNextHeaderProtocol, transport: &[u8]) -> Vec<u8> {
+    let mut bytes = vec![0u8; 14 + 20 + transport.len()];
+    let mut ethernet = MutableEthernetPacket::new(&mut bytes).unwrap();
+    ethernet.set_source(MacAddr::from(from));
+    ethernet.set_destination(MacAddr::from(to));
+    ethernet.set_ethertype(EtherTypes::Ipv4);
+    let mut ip = MutableIpv4Packet::new(ethernet.payload_mut()).unwrap();
+    ip.set_version(4);
+    ip.set_header_length(5);
+    ip.set_total_length((20 + transport.len()) as u16);
+    ip.set_ttl(64);
+    ip.set_next_level_protocol(protocol);
+    ip.set_source(SOURCE);
+    ip.set_destination(DESTINATION);
+    ip.payload_mut().copy_from_slice(transport);
+    let checksum = ipv4::checksum(&ip.to_immutable());
+    ip.set_checksum(checksum);
+    bytes
+}
+
+/// A UDP datagram from port 40000 to `port` carrying `payload`.
+pub fn udp(from: [u8; 6], to: [u8; 6], port: u16, payload: &[u8]) -> Vec<u8> {
+    let mut transport = vec![0u8; 8 + payload.len()];
+    let mut udp = MutableUdpPacket::new(&mut transport).unwrap();
+    udp.set_source(40000);
+    udp.set_destination(port);
+    udp.set_length((8 + payload.len()) as u16);
+    udp.set_payload(payload);
+    frame(from, to, IpNextHeaderProtocols::Udp, &transport)
+}
+
+/// A TCP SYN from port 40001 to `port` with sequence number `seq`.
+pub fn tcp_syn(from: [u8; 6], to: [u8; 6], port: u16, seq: u32) -> Vec<u8> {
+    let mut transport = vec![0u8; 20];
+    let mut tcp = MutableTcpPacket::new(&mut transport).unwrap();
+    tcp.set_source(40001);
+    tcp.set_destination(port);
+    tcp.set_sequence(seq);
+    tcp.set_data_offset(5);
+    tcp.set_flags(TcpFlags::SYN);
+    tcp.set_window(64240);
+    frame(from, to, IpNextHeaderProtocols::Tcp, &transport)
+}
