@@ -18,7 +18,7 @@ use pnet::packet::udp::UdpPacket;
 use testkit::frames;
 use testkit::netns::TestNetwork;
 use testkit::process::{Service, free_port};
-use testkit::rabbitmq::TestVhost;
+use testkit::rabbitmq::{PrivateBroker, TestVhost};
 use testkit::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -37,9 +37,15 @@ struct Rig {
 
 impl Rig {
     async fn start(extra_args: &[&str]) -> Self {
-        let network = TestNetwork::create();
         let vhost = TestVhost::create();
-        let connection = Connection::connect(&vhost.amqp_url, Default::default()).await.unwrap();
+        let amqp_url = vhost.amqp_url.clone();
+        Self::start_on(vhost, &amqp_url, extra_args).await
+    }
+
+    /// With the broker at `amqp_url` (the vhost is kept only for its lifetime and management API).
+    async fn start_on(vhost: TestVhost, amqp_url: &str, extra_args: &[&str]) -> Self {
+        let network = TestNetwork::create();
+        let connection = Connection::connect(amqp_url, Default::default()).await.unwrap();
         let channel = connection.create_channel().await.unwrap();
         // What the operator declares for a session: the exchange, and the session's queue bound to it.
         channel
@@ -87,7 +93,7 @@ impl Rig {
                 "--routing-key",
                 QUEUE,
             ])
-            .args(["--interfaces", &network.host_interface, "--amqp-url", &vhost.amqp_url])
+            .args(["--interfaces", &network.host_interface, "--amqp-url", amqp_url])
             .args(["--listen", &format!("127.0.0.1:{metrics_port}"), "--ring-blocks", "4"])
             .args(extra_args)
             .env("TRAWL_LOG", "info");
@@ -141,6 +147,10 @@ impl Rig {
 
     /// Every batch in the queue up to and including the final one.
     async fn drain(&self) -> Vec<ReceivedBatch> {
+        self.drain_from(&self.channel).await
+    }
+
+    async fn drain_from(&self, channel: &Channel) -> Vec<ReceivedBatch> {
         let mut batches: Vec<ReceivedBatch> = Vec::new();
         let deadline = std::time::Instant::now() + DEADLINE;
         while !batches.last().is_some_and(|batch| batch.is_final) {
@@ -148,8 +158,7 @@ impl Rig {
                 std::time::Instant::now() < deadline,
                 "no final batch within {DEADLINE:?}"
             );
-            let Some(message) = self
-                .channel
+            let Some(message) = channel
                 .basic_get(QUEUE.into(), BasicGetOptions::default())
                 .await
                 .unwrap()
@@ -456,4 +465,37 @@ fn urlencode(text: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[tokio::test]
+async fn a_broker_restart_mid_stream_is_survived_with_exact_accounting() {
+    let mut broker = PrivateBroker::start();
+    let mut rig = Rig::start_on(TestVhost::create(), &broker.amqp_url(), &["--batch-packets", "100"]).await;
+    rig.network.send_frames(&mix(&rig.network, 2_000, 5555, 0), 10_000);
+    rig.wait_captured(2_000).await;
+
+    // Packets captured while the broker is down wait in the sniffer's buffer.
+    broker.stop();
+    rig.network.send_frames(&mix(&rig.network, 2_000, 6666, 0), 10_000);
+    rig.wait_captured(4_000).await;
+    broker.resume();
+    wait_until("the sniffer to reconnect", DEADLINE, || async {
+        (rig.metric("trawl_sniffer_broker_connections_total") >= 2).then_some(())
+    })
+    .await;
+    rig.network.send_frames(&mix(&rig.network, 1_000, 7777, 0), 10_000);
+    rig.wait_captured(5_000).await;
+    rig.stop();
+
+    // The test's own connection died with the broker; read the queue through a new one.
+    let connection = Connection::connect(&broker.amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let batches = rig.drain_from(&channel).await;
+    let last = &batches.last().unwrap().counters;
+    let seqs: BTreeSet<u64> = unique_packets(&batches).iter().map(|(seq, _, _)| *seq).collect();
+    assert_eq!(last.captured, 5_000);
+    assert_eq!(last.dropped(), 0, "drops: {:?}", last.drops);
+    assert_eq!(seqs.len(), 5_000, "captured packets missing after the broker restart");
 }

@@ -86,3 +86,129 @@ impl Drop for TestVhost {
         }
     }
 }
+
+/// A RabbitMQ node of one test's own (its own node name, ports and data folder), for tests that
+/// stop and restart the broker without disturbing the shared one. Durable queues and persistent
+/// messages survive `restart`, as on a real broker. The node is stopped and its folder removed on drop.
+pub struct PrivateBroker {
+    pub node: String,
+    pub port: u16,
+    dir: std::path::PathBuf,
+    server: Option<std::process::Child>,
+}
+
+const RABBITMQ_BIN: &str = "/usr/lib/rabbitmq/bin";
+
+impl PrivateBroker {
+    pub fn start() -> Self {
+        let suffix = crate::unique_suffix();
+        let dir = std::env::temp_dir().join(format!("trawl-rabbitmq-{suffix}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
+        // The guest user may connect from 127.0.0.1 only by default, which is all we use; no config needed beyond this.
+        std::fs::write(dir.join("rabbitmq.conf"), "log.console = false\n").unwrap();
+        let mut broker = Self {
+            node: format!("trawl-test-{suffix}@localhost"),
+            port: crate::process::free_port(),
+            dir,
+            server: None,
+        };
+        broker.boot();
+        broker
+    }
+
+    pub fn amqp_url(&self) -> String {
+        format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    /// Stops the node (connections drop, as in a broker restart) and starts it again on the same data.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.resume();
+    }
+
+    /// Starts the stopped node again on the same data.
+    pub fn resume(&mut self) {
+        assert!(self.server.is_none(), "the broker is running");
+        self.boot();
+    }
+
+    /// Stops the node gracefully; clients see their connections close.
+    pub fn stop(&mut self) {
+        assert!(self.server.is_some(), "the broker is not running");
+        let status = self
+            .ctl()
+            .args(["stop", &self.pid_file()])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run rabbitmqctl");
+        assert!(status.success(), "rabbitmqctl stop {}", self.node);
+        if let Some(mut server) = self.server.take() {
+            let _ = server.wait();
+        }
+    }
+
+    fn boot(&mut self) {
+        let mut command = std::process::Command::new(format!("{RABBITMQ_BIN}/rabbitmq-server"));
+        self.env(&mut command);
+        command
+            .env("RABBITMQ_NODE_IP_ADDRESS", "127.0.0.1")
+            .env("RABBITMQ_NODE_PORT", self.port.to_string())
+            .env("RABBITMQ_DIST_PORT", crate::process::free_port().to_string())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null());
+        self.server = Some(command.spawn().expect("start rabbitmq-server (apt: rabbitmq-server)"));
+        let status = self
+            .ctl()
+            .args(["wait", &self.pid_file(), "--timeout", "120"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .expect("run rabbitmqctl");
+        assert!(
+            status.success(),
+            "RabbitMQ node {} did not start; logs in {}",
+            self.node,
+            self.dir.display()
+        );
+    }
+
+    fn pid_file(&self) -> String {
+        self.dir.join("pid").display().to_string()
+    }
+
+    fn env(&self, command: &mut std::process::Command) {
+        command
+            .env("RABBITMQ_NODENAME", &self.node)
+            .env("RABBITMQ_MNESIA_BASE", self.dir.join("mnesia"))
+            .env("RABBITMQ_LOG_BASE", self.dir.join("log"))
+            .env("RABBITMQ_ENABLED_PLUGINS_FILE", self.dir.join("enabled_plugins"))
+            .env("RABBITMQ_CONFIG_FILE", self.dir.join("rabbitmq"))
+            .env("RABBITMQ_PID_FILE", self.dir.join("pid"))
+            // The Erlang cookie is created in HOME; the CLI below must find the same one.
+            .env("HOME", &self.dir);
+    }
+
+    fn ctl(&self) -> std::process::Command {
+        let mut command = std::process::Command::new(format!("{RABBITMQ_BIN}/rabbitmqctl"));
+        self.env(&mut command);
+        command.args(["-q", "-n", &self.node]);
+        command
+    }
+}
+
+impl Drop for PrivateBroker {
+    fn drop(&mut self) {
+        if self.server.is_some() {
+            let _ = self
+                .ctl()
+                .args(["stop", &self.pid_file()])
+                .stdout(std::process::Stdio::null())
+                .status();
+            if let Some(mut server) = self.server.take() {
+                let _ = server.kill();
+                let _ = server.wait();
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}

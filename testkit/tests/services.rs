@@ -54,3 +54,44 @@ async fn test_vhost_takes_queues_and_is_deleted() {
         "vhost {name} still exists: {error}"
     );
 }
+
+#[tokio::test]
+async fn private_broker_keeps_durable_messages_across_a_restart() {
+    use lapin::options::{BasicGetOptions, BasicPublishOptions};
+    let mut broker = testkit::rabbitmq::PrivateBroker::start();
+    let connection = lapin::Connection::connect(&broker.amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .queue_declare("kept".into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    let persistent = lapin::BasicProperties::default().with_delivery_mode(2);
+    channel
+        .basic_publish(
+            "".into(),
+            "kept".into(),
+            BasicPublishOptions::default(),
+            b"hello",
+            persistent,
+        )
+        .await
+        .unwrap();
+    broker.restart();
+
+    let connection = lapin::Connection::connect(&broker.amqp_url(), Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let message = channel
+        .basic_get("kept".into(), BasicGetOptions::default())
+        .await
+        .unwrap()
+        .expect("the message survived");
+    assert_eq!(message.delivery.data, b"hello");
+}
