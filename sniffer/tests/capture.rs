@@ -45,6 +45,12 @@ impl Rig {
     /// With the broker at `amqp_url` (the vhost is kept only for its lifetime and management API).
     async fn start_on(vhost: TestVhost, amqp_url: &str, extra_args: &[&str]) -> Self {
         let network = TestNetwork::create();
+        let interface = network.host_interface.clone();
+        let args = [&["--interfaces", interface.as_str()][..], extra_args].concat();
+        Self::start_with(network, vhost, amqp_url, &args).await
+    }
+
+    async fn start_with(network: TestNetwork, vhost: TestVhost, amqp_url: &str, args: &[&str]) -> Self {
         let connection = Connection::connect(amqp_url, Default::default()).await.unwrap();
         let channel = connection.create_channel().await.unwrap();
         // What the operator declares for a session: the exchange, and the session's queue bound to it.
@@ -93,9 +99,9 @@ impl Rig {
                 "--routing-key",
                 QUEUE,
             ])
-            .args(["--interfaces", &network.host_interface, "--amqp-url", amqp_url])
+            .args(["--amqp-url", amqp_url])
             .args(["--listen", &format!("127.0.0.1:{metrics_port}"), "--ring-blocks", "4"])
-            .args(extra_args)
+            .args(args)
             .env("TRAWL_LOG", "info");
         let sniffer = Service::start("trawl-sniffer", command);
         let rig = Self {
@@ -498,4 +504,31 @@ async fn a_broker_restart_mid_stream_is_survived_with_exact_accounting() {
     assert_eq!(last.captured, 5_000);
     assert_eq!(last.dropped(), 0, "drops: {:?}", last.drops);
     assert_eq!(seqs.len(), 5_000, "captured packets missing after the broker restart");
+}
+
+#[tokio::test]
+async fn interfaces_that_appear_later_are_captured_on() {
+    // No --interfaces: every interface that is up and not loopback, rescanned while running. The
+    // filter keeps other traffic of this machine (and of other tests) out of the count.
+    let placeholder = TestNetwork::create();
+    let vhost = TestVhost::create();
+    let amqp_url = vhost.amqp_url.clone();
+    let mut rig = Rig::start_with(placeholder, vhost, &amqp_url, &["--filter", "udp dst port 47123"]).await;
+
+    let late = TestNetwork::create();
+    let probe = frames::udp(late.inner_mac, late.host_mac, 47123, b"probe");
+    wait_until("the new interface to be captured on", DEADLINE, || async {
+        late.send_frames(std::slice::from_ref(&probe), 1_000);
+        (rig.metric("trawl_sniffer_packets_captured_total") > 0).then_some(())
+    })
+    .await;
+    rig.stop();
+    let batches = rig.drain().await;
+    let packets = unique_packets(&batches);
+    assert!(!packets.is_empty());
+    assert!(
+        packets
+            .iter()
+            .all(|(_, _, data)| udp_of(data) == Some((47123, b"probe".to_vec())))
+    );
 }
