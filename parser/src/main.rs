@@ -1,11 +1,25 @@
 //! `trawl-parser`: dissects a session's packet batches and stores them in PostgreSQL.
 //!
-//! Run: `cargo run -p parser -- --help`
+//! Run: `cargo run -p parser -- --session default/demo --queue <queue> --database-url postgres://...`
 mod config;
+mod consumer;
+mod copy;
+mod dissect;
+mod flows;
+mod http;
+mod metrics;
+mod store;
 
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
 use clap::Parser;
+use tokio::signal::unix::{SignalKind, signal};
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -13,6 +27,82 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,lapin::returned_messages=error".into()),
         )
         .init();
-    tracing::info!(session = %config.session, queue = %config.queue, "configuration parsed");
-    anyhow::bail!("trawl-parser: dissection and storage are not built yet (issue #5); refusing to pretend")
+    let listener = http::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let store = Arc::new(connect_store(&config.database_url).await);
+    ensure_partitions_ahead(&store).await;
+    let metrics = Arc::new(metrics::Metrics::default());
+    let connected = Arc::new(AtomicBool::new(false));
+    let health = http::Health {
+        metrics: metrics.clone(),
+        connected: connected.clone(),
+        pool: store.pool.clone(),
+    };
+    tokio::spawn(async move {
+        if let Err(error) = http::serve(listener, health).await {
+            tracing::error!(%error, "health and metrics server failed");
+        }
+    });
+    let partitions = store.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            ensure_partitions_ahead(&partitions).await;
+        }
+    });
+
+    let (stop, stopping) = tokio::sync::watch::channel(false);
+    let consumer = consumer::Consumer {
+        amqp_url: config.amqp_url.clone(),
+        queue: config.queue.clone(),
+        prefetch: config.prefetch.max(1),
+        store_payload: config.store_payload,
+        store,
+        metrics: metrics.clone(),
+        connected,
+    };
+    let consuming = tokio::spawn(async move { consumer.run(stopping).await });
+    let mut terminate = signal(SignalKind::terminate())?;
+    let mut interrupt = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = terminate.recv() => tracing::info!("SIGTERM: finishing the batch in hand"),
+        _ = interrupt.recv() => tracing::info!("SIGINT: finishing the batch in hand"),
+    }
+    let _ = stop.send(true);
+    consuming.await?;
+    tracing::info!(
+        batches = metrics.batches_consumed.get(),
+        rows = metrics.rows_written.get(),
+        redeliveries_skipped = metrics.redeliveries_skipped.get(),
+        "stopped"
+    );
+    Ok(())
+}
+
+/// The database may be down when the parser starts (or restarts): wait for it rather than exit.
+async fn connect_store(url: &str) -> store::Store {
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        match store::Store::connect(url).await {
+            Ok(store) => return store,
+            Err(error) => {
+                tracing::warn!(%error, retry_in = ?backoff, "database unavailable");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Yesterday to two days ahead exist before packets need them.
+async fn ensure_partitions_ahead(store: &store::Store) {
+    let today = (SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs()
+        / 86_400) as i64;
+    if let Err(error) = store.ensure_partitions(today - 1..=today + 2).await {
+        tracing::warn!(%error, "cannot create packet partitions ahead");
+    }
 }

@@ -1,0 +1,289 @@
+//! Application layer: DNS (simple-dns), HTTP/1.x (httparse), TLS hellos, and a port-based guess
+//! for everything else.
+//!
+//! TLS hellos are walked by hand rather than with a TLS parsing library: the capture cuts packets
+//! at the snaplen and TCP splits large ClientHellos (post-quantum key shares make them ~1.8 kB),
+//! so the walker must return whatever fields precede the cut, which complete-record parsers refuse.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Tcp,
+    Udp,
+}
+
+/// The application protocol of a packet and what it says.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "protocol", rename_all = "snake_case")]
+pub enum L7 {
+    Dns {
+        id: u16,
+        response: bool,
+        rcode: String,
+        queries: Vec<String>,
+        query_types: Vec<String>,
+        answers: Vec<String>,
+    },
+    Http {
+        method: Option<String>,
+        host: Option<String>,
+        path: Option<String>,
+        status: Option<u16>,
+        user_agent: Option<String>,
+    },
+    Tls {
+        handshake: String,
+        version: Option<String>,
+        sni: Option<String>,
+        alpn: Vec<String>,
+    },
+    /// Recognised only by its well-known port; the payload was not dissected.
+    Guess { name: String },
+}
+
+impl L7 {
+    /// Short protocol name: `dns`, `http`, `tls`, or the guessed name.
+    pub fn name(&self) -> &str {
+        match self {
+            Self::Dns { .. } => "dns",
+            Self::Http { .. } => "http",
+            Self::Tls { .. } => "tls",
+            Self::Guess { name } => name,
+        }
+    }
+
+    /// The protocol's main name: the DNS query name, the HTTP host, the TLS SNI.
+    pub fn main_name(&self) -> Option<&str> {
+        match self {
+            Self::Dns { queries, .. } => queries.first().map(String::as_str),
+            Self::Http { host, .. } => host.as_deref(),
+            Self::Tls { sni, .. } => sni.as_deref(),
+            Self::Guess { .. } => None,
+        }
+    }
+
+    pub fn is_guess(&self) -> bool {
+        matches!(self, Self::Guess { .. })
+    }
+}
+
+/// `Ok(Some)`: dissected. `Ok(None)`: nothing to say (no payload, unknown port).
+/// `Err(guess)`: the port promised a protocol the payload does not parse as.
+pub fn dissect(transport: Transport, src_port: u16, dst_port: u16, payload: &[u8]) -> Result<Option<L7>, Option<L7>> {
+    let either = |port: u16| src_port == port || dst_port == port;
+    if payload.is_empty() {
+        return Ok(None);
+    }
+    if either(53) || either(5353) {
+        let message = match transport {
+            // DNS over TCP prefixes each message with its length.
+            Transport::Tcp if payload.len() > 2 => &payload[2..],
+            Transport::Tcp => return Ok(None),
+            Transport::Udp => payload,
+        };
+        return dns(message).map(Some).ok_or(Some(L7::Guess { name: "dns".into() }));
+    }
+    if transport == Transport::Tcp {
+        if let Some(http) = http(payload) {
+            return Ok(Some(http));
+        }
+        if let Some(tls) = tls(payload) {
+            return Ok(Some(tls));
+        }
+    }
+    Ok(guess(transport, src_port.min(dst_port)).or_else(|| guess(transport, src_port.max(dst_port))))
+}
+
+fn dns(message: &[u8]) -> Option<L7> {
+    let packet = simple_dns::Packet::parse(message).ok()?;
+    let response = packet.has_flags(simple_dns::PacketFlag::RESPONSE);
+    Some(L7::Dns {
+        id: packet.id(),
+        response,
+        rcode: format!("{:?}", packet.rcode()),
+        queries: packet.questions.iter().map(|q| q.qname.to_string()).collect(),
+        query_types: packet.questions.iter().map(|q| format!("{:?}", q.qtype)).collect(),
+        answers: packet
+            .answers
+            .iter()
+            .map(|answer| format!("{:?}", answer.rdata))
+            .take(16)
+            .collect(),
+    })
+}
+
+fn http(payload: &[u8]) -> Option<L7> {
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let header = |headers: &[httparse::Header<'_>], name: &str| {
+        headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+    };
+    if payload.starts_with(b"HTTP/1.") {
+        let mut response = httparse::Response::new(&mut headers);
+        // Partial is fine: the status line is what a cut response still has.
+        response.parse(payload).ok()?;
+        return Some(L7::Http {
+            method: None,
+            host: None,
+            path: None,
+            status: response.code,
+            user_agent: None,
+        });
+    }
+    let mut request = httparse::Request::new(&mut headers);
+    request.parse(payload).ok()?;
+    let method = request.method?.to_owned();
+    Some(L7::Http {
+        method: Some(method),
+        host: header(request.headers, "host"),
+        path: request.path.map(str::to_owned),
+        status: None,
+        user_agent: header(request.headers, "user-agent"),
+    })
+}
+
+/// ClientHello / ServerHello, as far as the bytes go.
+fn tls(payload: &[u8]) -> Option<L7> {
+    // Record header: type 22 (handshake), version 3.x, length.
+    if payload.len() < 9 || payload[0] != 22 || payload[1] != 3 {
+        return None;
+    }
+    let handshake = match payload[5] {
+        1 => "client_hello",
+        2 => "server_hello",
+        _ => return None,
+    };
+    let mut r = Cursor(&payload[9..]);
+    let legacy_version = r.u16()?;
+    let mut found = L7::Tls {
+        handshake: handshake.into(),
+        version: Some(version_name(legacy_version)),
+        sni: None,
+        alpn: vec![],
+    };
+    let walked = (|| {
+        r.skip(32)?; // random
+        let session_id = r.u8()?;
+        r.skip(usize::from(session_id))?;
+        if handshake == "client_hello" {
+            let suites = r.u16()?;
+            r.skip(usize::from(suites))?;
+            let compression = r.u8()?;
+            r.skip(usize::from(compression))?;
+        } else {
+            r.skip(3)?; // cipher suite, compression method
+        }
+        let _extensions_len = r.u16()?;
+        while let (Some(kind), Some(len)) = (r.u16(), r.u16()) {
+            let Some(data) = r.take(usize::from(len)) else { break };
+            let L7::Tls { version, sni, alpn, .. } = &mut found else {
+                unreachable!()
+            };
+            match kind {
+                0 => *sni = server_name(data),
+                16 => *alpn = protocol_names(data),
+                43 => {
+                    // supported_versions: a list in a ClientHello, the chosen one in a ServerHello.
+                    let chosen = if handshake == "client_hello" {
+                        data.get(1..3)
+                    } else {
+                        data.get(0..2)
+                    };
+                    if let Some(v) = chosen {
+                        *version = Some(version_name(u16::from_be_bytes([v[0], v[1]])));
+                    }
+                }
+                _ => {}
+            }
+        }
+        Some(())
+    })();
+    let _ = walked; // a hello cut short still yields the fields before the cut
+    Some(found)
+}
+
+fn server_name(data: &[u8]) -> Option<String> {
+    let mut r = Cursor(data);
+    let _list_len = r.u16()?;
+    while let Some(kind) = r.u8() {
+        let len = r.u16()?;
+        let name = r.take(usize::from(len))?;
+        if kind == 0 {
+            return std::str::from_utf8(name).ok().map(str::to_owned);
+        }
+    }
+    None
+}
+
+fn protocol_names(data: &[u8]) -> Vec<String> {
+    let mut r = Cursor(data);
+    let mut names = Vec::new();
+    if r.u16().is_none() {
+        return names;
+    }
+    while let Some(len) = r.u8() {
+        let Some(name) = r.take(usize::from(len)) else { break };
+        names.push(String::from_utf8_lossy(name).into_owned());
+    }
+    names
+}
+
+fn version_name(version: u16) -> String {
+    match version {
+        0x0300 => "SSL 3.0".into(),
+        0x0301 => "TLS 1.0".into(),
+        0x0302 => "TLS 1.1".into(),
+        0x0303 => "TLS 1.2".into(),
+        0x0304 => "TLS 1.3".into(),
+        other => format!("0x{other:04x}"),
+    }
+}
+
+struct Cursor<'a>(&'a [u8]);
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
+        if self.0.len() < n {
+            return None;
+        }
+        let (head, rest) = self.0.split_at(n);
+        self.0 = rest;
+        Some(head)
+    }
+    fn skip(&mut self, n: usize) -> Option<()> {
+        self.take(n).map(|_| ())
+    }
+    fn u8(&mut self) -> Option<u8> {
+        self.take(1).map(|b| b[0])
+    }
+    fn u16(&mut self) -> Option<u16> {
+        self.take(2).map(|b| u16::from_be_bytes([b[0], b[1]]))
+    }
+}
+
+/// Well-known ports, as a labelled guess (IANA service names).
+fn guess(transport: Transport, port: u16) -> Option<L7> {
+    let name = match (transport, port) {
+        (_, 22) => "ssh",
+        (Transport::Tcp, 25 | 587) => "smtp",
+        (Transport::Udp, 67 | 68) => "dhcp",
+        (Transport::Udp, 123) => "ntp",
+        (Transport::Tcp, 80 | 8080) => "http",
+        (Transport::Tcp, 443 | 8443) => "tls",
+        (Transport::Udp, 443) => "quic",
+        (Transport::Tcp, 5432) => "postgresql",
+        (Transport::Tcp, 5672) => "amqp",
+        (Transport::Tcp, 6379) => "redis",
+        (Transport::Tcp, 3306) => "mysql",
+        (Transport::Tcp, 2379 | 2380) => "etcd",
+        (Transport::Tcp, 6443) => "kubernetes-api",
+        (Transport::Udp, 4789) => "vxlan",
+        (Transport::Udp, 514) => "syslog",
+        (Transport::Udp, 161 | 162) => "snmp",
+        _ => return None,
+    };
+    Some(L7::Guess { name: name.into() })
+}

@@ -1,0 +1,267 @@
+//! Dissector tests on crafted frames: every protocol, plus malformed and truncated ones.
+
+use super::*;
+
+const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 1];
+const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 2];
+
+fn ethernet(ethertype: u16, payload: &[u8]) -> Vec<u8> {
+    let mut frame = Vec::new();
+    frame.extend_from_slice(&MAC_B);
+    frame.extend_from_slice(&MAC_A);
+    frame.extend_from_slice(&ethertype.to_be_bytes());
+    frame.extend_from_slice(payload);
+    frame
+}
+
+fn ipv4(protocol: u8, flags_fragment: u16, payload: &[u8]) -> Vec<u8> {
+    let mut ip = vec![0x45, 0];
+    ip.extend_from_slice(&((20 + payload.len()) as u16).to_be_bytes());
+    ip.extend_from_slice(&[0, 7]);
+    ip.extend_from_slice(&flags_fragment.to_be_bytes());
+    ip.extend_from_slice(&[64, protocol, 0, 0, 10, 0, 0, 1, 10, 0, 0, 2]);
+    ip.extend_from_slice(payload);
+    ip
+}
+
+fn ipv6(next: u8, payload: &[u8]) -> Vec<u8> {
+    let mut ip = vec![0x60, 0, 0, 0];
+    ip.extend_from_slice(&(payload.len() as u16).to_be_bytes());
+    ip.extend_from_slice(&[next, 64]);
+    ip.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1]);
+    ip.extend_from_slice(&[0xfd, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2]);
+    ip.extend_from_slice(payload);
+    ip
+}
+
+fn udp(src: u16, dst: u16, payload: &[u8]) -> Vec<u8> {
+    let mut udp = Vec::new();
+    udp.extend_from_slice(&src.to_be_bytes());
+    udp.extend_from_slice(&dst.to_be_bytes());
+    udp.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+    udp.extend_from_slice(&[0, 0]);
+    udp.extend_from_slice(payload);
+    udp
+}
+
+fn tcp(src: u16, dst: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut tcp = Vec::new();
+    tcp.extend_from_slice(&src.to_be_bytes());
+    tcp.extend_from_slice(&dst.to_be_bytes());
+    tcp.extend_from_slice(&1000u32.to_be_bytes());
+    tcp.extend_from_slice(&2000u32.to_be_bytes());
+    tcp.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+    tcp.extend_from_slice(payload);
+    tcp
+}
+
+fn dns_query(name: &str) -> Vec<u8> {
+    let mut message = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in name.split('.') {
+        message.push(label.len() as u8);
+        message.extend_from_slice(label.as_bytes());
+    }
+    message.extend_from_slice(&[0, 0, 1, 0, 1]);
+    message
+}
+
+fn client_hello(sni: &str) -> Vec<u8> {
+    let mut extensions = Vec::new();
+    let name = sni.as_bytes();
+    extensions.extend_from_slice(&[0, 0]);
+    extensions.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
+    extensions.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    extensions.push(0);
+    extensions.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    extensions.extend_from_slice(name);
+    extensions.extend_from_slice(&[0, 16, 0, 5, 0, 3, 2, b'h', b'2']);
+    extensions.extend_from_slice(&[0, 43, 0, 3, 2, 3, 4]);
+    let mut hello = vec![3, 3];
+    hello.extend_from_slice(&[7; 32]);
+    hello.push(0);
+    hello.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    hello.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&extensions);
+    let mut handshake = vec![1, 0];
+    handshake.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![22, 3, 1];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}
+
+#[test]
+fn dns_over_udp() {
+    let d = dissect(&ethernet(
+        0x0800,
+        &ipv4(17, 0, &udp(40000, 53, &dns_query("example.org"))),
+    ));
+    assert_eq!(d.transport.as_deref(), Some("udp"));
+    assert_eq!((d.src_port, d.dst_port), (Some(40000), Some(53)));
+    assert_eq!(d.l7.as_ref().map(L7::name), Some("dns"));
+    assert_eq!(d.l7.as_ref().and_then(L7::main_name), Some("example.org"));
+    assert_eq!(d.headers_len, 14 + 20 + 8);
+    assert_eq!(d.malformed, None);
+}
+
+#[test]
+fn dns_over_tcp_has_a_length_prefix() {
+    let message = dns_query("svc.cluster.local");
+    let mut framed = (message.len() as u16).to_be_bytes().to_vec();
+    framed.extend_from_slice(&message);
+    let d = dissect(&ethernet(0x0800, &ipv4(6, 0, &tcp(40000, 53, 0x18, &framed))));
+    assert_eq!(d.l7.as_ref().and_then(L7::main_name), Some("svc.cluster.local"));
+}
+
+#[test]
+fn http_request_and_response() {
+    let request = b"GET /index.html HTTP/1.1\r\nHost: example.org\r\nUser-Agent: curl/8\r\n\r\n";
+    let d = dissect(&ethernet(0x0800, &ipv4(6, 0, &tcp(40000, 8080, 0x18, request))));
+    assert_eq!(
+        d.l7,
+        Some(L7::Http {
+            method: Some("GET".into()),
+            host: Some("example.org".into()),
+            path: Some("/index.html".into()),
+            status: None,
+            user_agent: Some("curl/8".into()),
+        })
+    );
+    assert_eq!(d.tcp_flags, Some(0x18));
+    let response = dissect(&ethernet(
+        0x0800,
+        &ipv4(6, 0, &tcp(80, 40000, 0x18, b"HTTP/1.1 404 Not Found\r\n")),
+    ));
+    assert!(matches!(response.l7, Some(L7::Http { status: Some(404), .. })));
+}
+
+#[test]
+fn tls_client_hello_sni_alpn_and_version() {
+    let d = dissect(&ethernet(
+        0x0800,
+        &ipv4(6, 0, &tcp(40000, 443, 0x18, &client_hello("api.example.com"))),
+    ));
+    assert_eq!(
+        d.l7,
+        Some(L7::Tls {
+            handshake: "client_hello".into(),
+            version: Some("TLS 1.3".into()),
+            sni: Some("api.example.com".into()),
+            alpn: vec!["h2".into()],
+        })
+    );
+}
+
+#[test]
+fn tls_hello_cut_by_the_snaplen_keeps_the_sni() {
+    let hello = client_hello("cut.example.com");
+    // Cut inside the ALPN extension, after the server name.
+    let cut = &hello[..hello.len() - 9];
+    let d = dissect(&ethernet(0x0800, &ipv4(6, 0, &tcp(40000, 443, 0x18, cut))));
+    assert_eq!(d.l7.as_ref().and_then(L7::main_name), Some("cut.example.com"));
+}
+
+#[test]
+fn vlan_tagged_ipv4() {
+    let mut tagged = vec![0x20, 0x64]; // priority 1, VLAN 100
+    tagged.extend_from_slice(&0x0800u16.to_be_bytes());
+    tagged.extend_from_slice(&ipv4(17, 0, &udp(1, 2, b"x")));
+    let d = dissect(&ethernet(0x8100, &tagged));
+    assert_eq!(d.vlan, Some(100));
+    assert_eq!(d.src, Some("10.0.0.1".parse().unwrap()));
+    assert_eq!(d.headers_len, 14 + 4 + 20 + 8);
+}
+
+#[test]
+fn arp() {
+    let mut arp = vec![0, 1, 8, 0, 6, 4, 0, 1];
+    arp.extend_from_slice(&MAC_A);
+    arp.extend_from_slice(&[10, 0, 0, 1]);
+    arp.extend_from_slice(&[0; 6]);
+    arp.extend_from_slice(&[10, 0, 0, 2]);
+    let d = dissect(&ethernet(0x0806, &arp));
+    assert_eq!(d.transport.as_deref(), Some("arp"));
+    assert_eq!(d.dst, Some("10.0.0.2".parse().unwrap()));
+}
+
+#[test]
+fn icmp_and_icmpv6() {
+    let d = dissect(&ethernet(0x0800, &ipv4(1, 0, &[8, 0, 0, 0, 0, 1, 0, 1])));
+    assert!(d.layers.contains(&Layer::Icmp { icmp_type: 8, code: 0 }));
+    let d = dissect(&ethernet(0x86dd, &ipv6(58, &[128, 0, 0, 0, 0, 1, 0, 1])));
+    assert!(d.layers.contains(&Layer::Icmpv6 {
+        icmp_type: 128,
+        code: 0
+    }));
+}
+
+#[test]
+fn ipv6_extension_headers_are_walked() {
+    // Hop-by-hop (8 bytes) then a fragment header (first fragment), then UDP.
+    let mut payload = vec![44, 0, 1, 4, 0, 0, 0, 0];
+    payload.extend_from_slice(&[17, 0, 0, 1, 0, 0, 0, 9]);
+    payload.extend_from_slice(&udp(5000, 53, &dns_query("v6.example")));
+    let d = dissect(&ethernet(0x86dd, &ipv6(0, &payload)));
+    assert!(d.fragment);
+    assert_eq!(d.ip_protocol, Some(17));
+    assert_eq!(d.l7.as_ref().and_then(L7::main_name), Some("v6.example"));
+    assert!(matches!(&d.layers[1], Layer::Ipv6 { extensions, .. } if extensions == &vec![0, 44]));
+}
+
+#[test]
+fn ipv4_fragments_are_flagged_and_later_ones_have_no_ports() {
+    let first = dissect(&ethernet(0x0800, &ipv4(17, 0x2000, &udp(1, 2, b"abc"))));
+    assert!(first.fragment);
+    assert_eq!(first.dst_port, Some(2));
+    let later = dissect(&ethernet(0x0800, &ipv4(17, 0x0010, b"continuation")));
+    assert!(later.fragment);
+    assert_eq!((later.transport.as_deref(), later.dst_port), (Some("udp"), None));
+}
+
+#[test]
+fn other_traffic_is_guessed_by_port_and_marked() {
+    let d = dissect(&ethernet(
+        0x0800,
+        &ipv4(6, 0, &tcp(40000, 5432, 0x18, b"\x00\x00\x00\x08")),
+    ));
+    assert_eq!(
+        d.l7,
+        Some(L7::Guess {
+            name: "postgresql".into()
+        })
+    );
+    assert!(d.l7.unwrap().is_guess());
+}
+
+#[test]
+fn truncated_and_malformed_frames_keep_what_parsed() {
+    assert_eq!(dissect(&[0; 10]).malformed, Some(Malformed::TruncatedEthernet));
+    let d = dissect(&ethernet(0x0800, &[0x45, 0, 0]));
+    assert_eq!((d.layers.len(), d.malformed), (1, Some(Malformed::TruncatedIpv4)));
+    let d = dissect(&ethernet(0x0800, &[0x42; 20]));
+    assert_eq!(d.malformed, Some(Malformed::BadIpv4Header));
+    let d = dissect(&ethernet(0x0800, &ipv4(6, 0, &[0, 80, 0, 80, 0])));
+    assert_eq!((d.src.is_some(), d.malformed), (true, Some(Malformed::TruncatedTcp)));
+    let d = dissect(&ethernet(0x0800, &ipv4(17, 0, &udp(999, 53, b"\xff\xff not dns"))));
+    assert_eq!(
+        (d.malformed, d.l7),
+        (Some(Malformed::BadL7), Some(L7::Guess { name: "dns".into() }))
+    );
+    let d = dissect(&ethernet(0x86dd, &ipv6(0, &[17, 9])));
+    assert_eq!(d.malformed, Some(Malformed::TruncatedIpv6Extension));
+}
+
+#[test]
+fn no_input_prefix_panics() {
+    let frames = [
+        ethernet(0x0800, &ipv4(17, 0, &udp(40000, 53, &dns_query("example.org")))),
+        ethernet(0x0800, &ipv4(6, 0, &tcp(40000, 443, 0x18, &client_hello("x.example")))),
+        ethernet(0x86dd, &ipv6(0, &[44, 0, 1, 4, 0, 0, 0, 0, 17, 0, 0, 1, 0, 0, 0, 9])),
+    ];
+    for frame in &frames {
+        for cut in 0..frame.len() {
+            let _ = dissect(&frame[..cut]);
+        }
+    }
+}

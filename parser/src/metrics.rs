@@ -1,0 +1,88 @@
+//! The parser's Prometheus metrics.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct KindLabel {
+    pub kind: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReasonLabel {
+    pub reason: &'static str,
+}
+
+pub struct Metrics {
+    registry: Registry,
+    pub batches_consumed: Counter,
+    pub packets_consumed: Counter,
+    pub rows_written: Counter,
+    pub redeliveries_skipped: Counter,
+    pub parse_errors: Family<KindLabel, Counter>,
+    pub dead_lettered: Family<ReasonLabel, Counter>,
+    pub write_latency: Histogram,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        let mut registry = Registry::with_prefix("trawl_parser");
+        let metrics = Self {
+            batches_consumed: Counter::default(),
+            packets_consumed: Counter::default(),
+            rows_written: Counter::default(),
+            redeliveries_skipped: Counter::default(),
+            parse_errors: Family::default(),
+            dead_lettered: Family::default(),
+            write_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            registry: Registry::default(),
+        };
+        registry.register(
+            "batches_consumed",
+            "Batches taken from the queue",
+            metrics.batches_consumed.clone(),
+        );
+        registry.register(
+            "packets_consumed",
+            "Packets in consumed batches",
+            metrics.packets_consumed.clone(),
+        );
+        registry.register(
+            "rows_written",
+            "Packet rows committed to PostgreSQL",
+            metrics.rows_written.clone(),
+        );
+        registry.register(
+            "redeliveries_skipped",
+            "Batches already stored, acknowledged without writing",
+            metrics.redeliveries_skipped.clone(),
+        );
+        registry.register(
+            "parse_errors",
+            "Malformed or truncated packets, by kind",
+            metrics.parse_errors.clone(),
+        );
+        registry.register(
+            "dead_lettered",
+            "Messages sent to the dead-letter queue, by reason",
+            metrics.dead_lettered.clone(),
+        );
+        registry.register(
+            "write_latency_seconds",
+            "Time to store one batch",
+            metrics.write_latency.clone(),
+        );
+        Self { registry, ..metrics }
+    }
+}
+
+impl Metrics {
+    pub fn encode(&self) -> String {
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
+        text
+    }
+}
