@@ -56,3 +56,60 @@ pub fn tcp_syn(from: [u8; 6], to: [u8; 6], port: u16, seq: u32) -> Vec<u8> {
     tcp.set_window(64240);
     frame(from, to, IpNextHeaderProtocols::Tcp, &transport)
 }
+
+/// A TCP segment from port 40001 to `port` with `flags` (e.g. 0x18 PSH|ACK) carrying `payload`.
+pub fn tcp(from: [u8; 6], to: [u8; 6], port: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    let mut transport = vec![0u8; 20 + payload.len()];
+    let mut tcp = MutableTcpPacket::new(&mut transport).unwrap();
+    tcp.set_source(40001);
+    tcp.set_destination(port);
+    tcp.set_sequence(1);
+    tcp.set_data_offset(5);
+    tcp.set_flags(flags);
+    tcp.set_window(64240);
+    tcp.set_payload(payload);
+    frame(from, to, IpNextHeaderProtocols::Tcp, &transport)
+}
+
+/// A DNS query (type A) for `name`, as a UDP payload.
+pub fn dns_query(id: u16, name: &str) -> Vec<u8> {
+    let mut message = id.to_be_bytes().to_vec();
+    message.extend_from_slice(&[0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0]);
+    for label in name.split('.') {
+        message.push(label.len() as u8);
+        message.extend_from_slice(label.as_bytes());
+    }
+    message.extend_from_slice(&[0, 0, 1, 0, 1]);
+    message
+}
+
+/// An HTTP/1.1 GET request for `host`.
+pub fn http_get(host: &str, path: &str) -> Vec<u8> {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: trawl-test\r\nAccept: */*\r\n\r\n").into_bytes()
+}
+
+/// A TLS 1.3 ClientHello with server name `sni` and ALPN `h2`, as a TCP payload.
+pub fn tls_client_hello(sni: &str) -> Vec<u8> {
+    let name = sni.as_bytes();
+    let mut extensions = vec![0, 0];
+    extensions.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
+    extensions.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
+    extensions.push(0);
+    extensions.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    extensions.extend_from_slice(name);
+    extensions.extend_from_slice(&[0, 16, 0, 5, 0, 3, 2, b'h', b'2']);
+    extensions.extend_from_slice(&[0, 43, 0, 3, 2, 3, 4]);
+    let mut hello = vec![3, 3];
+    hello.extend_from_slice(&[7; 32]);
+    hello.push(0);
+    hello.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
+    hello.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&extensions);
+    let mut handshake = vec![1, 0];
+    handshake.extend_from_slice(&(hello.len() as u16).to_be_bytes());
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![22, 3, 1];
+    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
+    record.extend_from_slice(&handshake);
+    record
+}

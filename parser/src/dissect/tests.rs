@@ -56,39 +56,11 @@ fn tcp(src: u16, dst: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
 }
 
 fn dns_query(name: &str) -> Vec<u8> {
-    let mut message = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
-    for label in name.split('.') {
-        message.push(label.len() as u8);
-        message.extend_from_slice(label.as_bytes());
-    }
-    message.extend_from_slice(&[0, 0, 1, 0, 1]);
-    message
+    testkit::frames::dns_query(0x1234, name)
 }
 
 fn client_hello(sni: &str) -> Vec<u8> {
-    let mut extensions = Vec::new();
-    let name = sni.as_bytes();
-    extensions.extend_from_slice(&[0, 0]);
-    extensions.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
-    extensions.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-    extensions.push(0);
-    extensions.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    extensions.extend_from_slice(name);
-    extensions.extend_from_slice(&[0, 16, 0, 5, 0, 3, 2, b'h', b'2']);
-    extensions.extend_from_slice(&[0, 43, 0, 3, 2, 3, 4]);
-    let mut hello = vec![3, 3];
-    hello.extend_from_slice(&[7; 32]);
-    hello.push(0);
-    hello.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
-    hello.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
-    hello.extend_from_slice(&extensions);
-    let mut handshake = vec![1, 0];
-    handshake.extend_from_slice(&(hello.len() as u16).to_be_bytes());
-    handshake.extend_from_slice(&hello);
-    let mut record = vec![22, 3, 1];
-    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
-    record.extend_from_slice(&handshake);
-    record
+    testkit::frames::tls_client_hello(sni)
 }
 
 #[test]

@@ -1,0 +1,306 @@
+//! The real `trawl-parser` against a real RabbitMQ and PostgreSQL: batches in the sniffer's format
+//! are stored exactly once, redeliveries are skipped, foreign messages are dead-lettered, and a
+//! parser killed mid-stream loses and duplicates nothing after a restart.
+//!
+//! Run (after `bash hack/services.sh`): `cargo test -p parser --test consume`
+
+use std::collections::BTreeMap;
+use std::process::Command;
+use std::time::Duration;
+
+use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Channel, Connection};
+use testkit::frames;
+use testkit::postgres::TestDatabase;
+use testkit::process::{Service, free_port};
+use testkit::rabbitmq::TestVhost;
+use testkit::wait_until;
+use wire::{BatchBuilder, Counters, FLAG_FINAL, Origin};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+const QUEUE: &str = "session-under-test";
+const DEAD: &str = "session-under-test.dead";
+const CLIENT: [u8; 6] = [2, 0, 0, 0, 0, 2];
+const SERVER: [u8; 6] = [2, 0, 0, 0, 0, 1];
+
+struct Rig {
+    parser: Option<Service>,
+    channel: Channel,
+    _connection: Connection,
+    vhost: TestVhost,
+    database: TestDatabase,
+    metrics_port: u16,
+}
+
+impl Rig {
+    async fn new() -> Self {
+        let database = TestDatabase::create().await;
+        let vhost = TestVhost::create();
+        let connection = Connection::connect(&vhost.amqp_url, Default::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .queue_declare(DEAD.into(), durable, FieldTable::default())
+            .await
+            .unwrap();
+        // As the operator declares a session queue: rejected messages go to its dead-letter queue.
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        arguments.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(DEAD.into()));
+        channel.queue_declare(QUEUE.into(), durable, arguments).await.unwrap();
+        Self {
+            parser: None,
+            channel,
+            _connection: connection,
+            vhost,
+            database,
+            metrics_port: free_port(),
+        }
+    }
+
+    fn start_parser(&mut self) {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trawl-parser"));
+        command
+            .args([
+                "--session",
+                "test/consume",
+                "--queue",
+                QUEUE,
+                "--amqp-url",
+                &self.vhost.amqp_url,
+            ])
+            .args(["--database-url", &self.database.url, "--prefetch", "4"])
+            .args(["--listen", &format!("127.0.0.1:{}", self.metrics_port)]);
+        self.parser = Some(Service::start("trawl-parser", command));
+    }
+
+    async fn publish(&self, body: &[u8], properties: BasicProperties) {
+        self.channel
+            .basic_publish(
+                "".into(),
+                QUEUE.into(),
+                BasicPublishOptions::default(),
+                body,
+                properties,
+            )
+            .await
+            .unwrap()
+            .await
+            .unwrap();
+    }
+
+    async fn publish_batch(&self, id: &str, body: &[u8]) {
+        let headers = FieldTable::from(BTreeMap::from([(
+            wire::SCHEMA_HEADER.into(),
+            AMQPValue::LongLongInt(i64::from(wire::VERSION)),
+        )]));
+        let properties = BasicProperties::default()
+            .with_content_type(wire::CONTENT_TYPE.into())
+            .with_message_id(id.into())
+            .with_delivery_mode(2)
+            .with_headers(headers);
+        self.publish(body, properties).await;
+    }
+
+    fn metric(&self, name: &str) -> Option<u64> {
+        let text = ureq::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        text.lines()
+            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+    }
+
+    async fn wait_metric(&self, name: &str, at_least: u64) {
+        wait_until(&format!("{name} >= {at_least}"), DEADLINE, || async {
+            (self.metric(name)? >= at_least).then_some(())
+        })
+        .await;
+    }
+
+    async fn count(&self, sql: &str) -> i64 {
+        let pool = self.database.pool().await;
+        let n = sqlx::query_scalar(sqlx::AssertSqlSafe(sql.to_owned()))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        pool.close().await;
+        n
+    }
+}
+
+fn origin() -> Origin {
+    Origin {
+        boot_id: rand::random(),
+        session: "test/consume".into(),
+        node: "node-a".into(),
+    }
+}
+
+/// Batch `batch_seq` of `origin`, packets numbered from `first_seq`: DNS, HTTP and TLS in turn.
+fn l7_batch(origin: &Origin, batch_seq: u64, first_seq: u64, packets: u64, flags: u16) -> Vec<u8> {
+    let mut builder = BatchBuilder::default();
+    let interface = builder.interface_index("eth0");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    for seq in first_seq..first_seq + packets {
+        let frame = match seq % 3 {
+            0 => frames::udp(
+                CLIENT,
+                SERVER,
+                53,
+                &frames::dns_query(seq as u16, &format!("q{seq}.example.org")),
+            ),
+            1 => frames::tcp(CLIENT, SERVER, 80, 0x18, &frames::http_get("web.example.org", "/")),
+            _ => frames::tcp(
+                CLIENT,
+                SERVER,
+                443,
+                0x18,
+                &frames::tls_client_hello("secure.example.org"),
+            ),
+        };
+        builder.push(seq, now + seq, interface, frame.len() as u32, &frame);
+    }
+    let counters = Counters {
+        captured: first_seq + packets,
+        kernel_drops: 0,
+        drops: vec![],
+    };
+    builder.seal(origin, batch_seq, flags, &counters)
+}
+
+#[tokio::test]
+async fn batches_are_stored_once_and_foreign_messages_dead_lettered() {
+    let mut rig = Rig::new().await;
+    let origin = origin();
+    let batches = [
+        l7_batch(&origin, 0, 0, 12, 0),
+        l7_batch(&origin, 1, 12, 12, 0),
+        l7_batch(&origin, 2, 24, 6, FLAG_FINAL),
+    ];
+    for (seq, body) in batches.iter().enumerate() {
+        rig.publish_batch(&origin.batch_id(seq as u64), body).await;
+    }
+    // A redelivery of batch 1, and two messages this parser must not guess at.
+    rig.publish_batch(&origin.batch_id(1), &batches[1]).await;
+    rig.publish(
+        b"{\"not\": \"a batch\"}",
+        BasicProperties::default().with_content_type("application/json".into()),
+    )
+    .await;
+    let future_version = FieldTable::from(BTreeMap::from([(
+        wire::SCHEMA_HEADER.into(),
+        AMQPValue::LongLongInt(99),
+    )]));
+    rig.publish(
+        &batches[0],
+        BasicProperties::default()
+            .with_content_type(wire::CONTENT_TYPE.into())
+            .with_headers(future_version),
+    )
+    .await;
+
+    rig.start_parser();
+    rig.wait_metric("trawl_parser_batches_consumed_total", 4).await;
+    rig.wait_metric("trawl_parser_redeliveries_skipped_total", 1).await;
+
+    assert_eq!(rig.count("SELECT count(*) FROM packets").await, 30);
+    assert_eq!(
+        rig.count("SELECT count(DISTINCT (boot_id, seq)) FROM packets").await,
+        30
+    );
+    assert_eq!(rig.count("SELECT count(*) FROM batches").await, 3);
+    assert_eq!(
+        rig.count("SELECT count(*) FROM packets WHERE l7 = 'dns' AND l7_name LIKE 'q%.example.org'")
+            .await,
+        10
+    );
+    assert_eq!(
+        rig.count("SELECT count(*) FROM packets WHERE l7 = 'http' AND l7_name = 'web.example.org'")
+            .await,
+        10
+    );
+    assert_eq!(
+        rig.count("SELECT count(*) FROM packets WHERE l7 = 'tls' AND l7_name = 'secure.example.org'")
+            .await,
+        10
+    );
+    // Headers only (storePayload is off): nothing past the transport header is kept.
+    assert_eq!(
+        rig.count("SELECT count(*) FROM packets WHERE octet_length(data) > 14 + 20 + 20")
+            .await,
+        0
+    );
+    // Three flows (DNS, HTTP, TLS), each with every one of its packets counted once.
+    assert_eq!(rig.count("SELECT count(*) FROM flows").await, 3);
+    assert_eq!(rig.count("SELECT sum(packets_ab + packets_ba)::bigint FROM flows").await, 30);
+    assert_eq!(
+        rig.count("SELECT count(*) FROM flows WHERE l7_name = 'secure.example.org' AND l7 = 'tls'")
+            .await,
+        1
+    );
+    assert_eq!(rig.count("SELECT captured FROM sniffer_counters WHERE final").await, 30);
+
+    let dead = wait_until("two dead-lettered messages", DEADLINE, || async {
+        let queue = rig.vhost.get(&format!("/api/queues/{}/{DEAD}", rig.vhost.name)).ok()?;
+        (queue["messages"].as_u64()? >= 2).then_some(queue["messages"].as_u64()?)
+    })
+    .await;
+    assert_eq!(dead, 2);
+    assert!(
+        rig.channel
+            .basic_get(QUEUE.into(), BasicGetOptions::default())
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    let parser = rig.parser.as_mut().unwrap();
+    parser.signal("TERM");
+    let status = parser
+        .wait_for_exit(DEADLINE)
+        .expect("the parser did not stop after SIGTERM");
+    assert!(status.success(), "the parser exited with {status}");
+}
+
+#[tokio::test]
+async fn a_parser_killed_mid_stream_loses_and_duplicates_nothing() {
+    let mut rig = Rig::new().await;
+    let origin = origin();
+    let (batches, per_batch) = (120u64, 50u64);
+    for seq in 0..batches {
+        let flags = if seq == batches - 1 { FLAG_FINAL } else { 0 };
+        rig.publish_batch(
+            &origin.batch_id(seq),
+            &l7_batch(&origin, seq, seq * per_batch, per_batch, flags),
+        )
+        .await;
+    }
+    rig.start_parser();
+    rig.wait_metric("trawl_parser_rows_written_total", 1).await;
+    rig.parser.as_mut().unwrap().signal("KILL");
+    rig.parser.as_mut().unwrap().wait_for_exit(DEADLINE).expect("killed");
+
+    rig.start_parser();
+    wait_until("every batch to be stored", DEADLINE, || async {
+        (rig.count("SELECT count(*) FROM batches").await == batches as i64).then_some(())
+    })
+    .await;
+    assert_eq!(
+        rig.count("SELECT count(*) FROM packets").await,
+        (batches * per_batch) as i64
+    );
+    assert_eq!(
+        rig.count("SELECT count(DISTINCT (boot_id, seq)) FROM packets").await,
+        (batches * per_batch) as i64
+    );
+}
