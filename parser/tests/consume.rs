@@ -242,7 +242,11 @@ async fn batches_are_stored_once_and_foreign_messages_dead_lettered() {
     );
     // Three flows (DNS, HTTP, TLS), each with every one of its packets counted once.
     assert_eq!(rig.count("SELECT count(*) FROM flows").await, 3);
-    assert_eq!(rig.count("SELECT sum(packets_ab + packets_ba)::bigint FROM flows").await, 30);
+    assert_eq!(
+        rig.count("SELECT sum(packets_ab + packets_ba)::bigint FROM flows")
+            .await,
+        30
+    );
     assert_eq!(
         rig.count("SELECT count(*) FROM flows WHERE l7_name = 'secure.example.org' AND l7 = 'tls'")
             .await,

@@ -14,6 +14,18 @@ pub const SOURCE: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 pub const DESTINATION: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 1);
 
 fn frame(from: [u8; 6], to: [u8; 6], protocol: IpNextHeaderProtocol, transport: &[u8]) -> Vec<u8> {
+    frame_between(from, to, SOURCE, DESTINATION, protocol, transport)
+}
+
+/// An IPv4 frame from `source` to `destination` carrying `transport` (a complete transport segment).
+pub fn frame_between(
+    from: [u8; 6],
+    to: [u8; 6],
+    source: Ipv4Addr,
+    destination: Ipv4Addr,
+    protocol: IpNextHeaderProtocol,
+    transport: &[u8],
+) -> Vec<u8> {
     let mut bytes = vec![0u8; 14 + 20 + transport.len()];
     let mut ethernet = MutableEthernetPacket::new(&mut bytes).unwrap();
     ethernet.set_source(MacAddr::from(from));
@@ -25,8 +37,8 @@ fn frame(from: [u8; 6], to: [u8; 6], protocol: IpNextHeaderProtocol, transport: 
     ip.set_total_length((20 + transport.len()) as u16);
     ip.set_ttl(64);
     ip.set_next_level_protocol(protocol);
-    ip.set_source(SOURCE);
-    ip.set_destination(DESTINATION);
+    ip.set_source(source);
+    ip.set_destination(destination);
     ip.payload_mut().copy_from_slice(transport);
     let checksum = ipv4::checksum(&ip.to_immutable());
     ip.set_checksum(checksum);

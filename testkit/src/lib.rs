@@ -13,6 +13,7 @@
 pub mod control_plane;
 pub mod frames;
 pub mod netns;
+pub mod pcap;
 pub mod postgres;
 pub mod process;
 pub mod rabbitmq;
