@@ -1,4 +1,5 @@
 use std::net::SocketAddr;
+use std::time::Duration;
 
 use clap::Parser;
 
@@ -37,6 +38,14 @@ pub struct Config {
     /// Keep payload bytes beyond the transport header (the session's `storePayload`).
     #[arg(long, env = "TRAWL_STORE_PAYLOAD", default_value_t = false)]
     pub store_payload: bool,
+
+    /// How long the session's data is kept (the CaptureSession's `retention`).
+    #[arg(long, env = "TRAWL_RETENTION", default_value = "24h", value_parser = humantime::parse_duration)]
+    pub retention: Duration,
+
+    /// How often expired data is removed.
+    #[arg(long, env = "TRAWL_RETENTION_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
+    pub retention_interval: Duration,
 
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "TRAWL_LISTEN", default_value = "0.0.0.0:9091")]

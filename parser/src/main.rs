@@ -52,6 +52,23 @@ async fn main() -> anyhow::Result<()> {
         }
     });
 
+    let (expiring, session, retention, every) = (
+        store.clone(),
+        config.session.clone(),
+        config.retention,
+        config.retention_interval,
+    );
+    tokio::spawn(async move {
+        loop {
+            match expiring.expire(&session, retention).await {
+                Ok(deleted) if deleted > 0 => tracing::info!(deleted, "removed packets past retention"),
+                Ok(_) => {}
+                Err(error) => tracing::warn!(%error, "retention run failed"),
+            }
+            tokio::time::sleep(every).await;
+        }
+    });
+
     let (stop, stopping) = tokio::sync::watch::channel(false);
     let consumer = consumer::Consumer {
         amqp_url: config.amqp_url.clone(),
@@ -95,14 +112,14 @@ async fn connect_store(url: &str) -> store::Store {
     }
 }
 
-/// Yesterday to two days ahead exist before packets need them.
+/// Today and the next two days exist before packets need them.
 async fn ensure_partitions_ahead(store: &store::Store) {
     let today = (SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap_or_default()
         .as_secs()
         / 86_400) as i64;
-    if let Err(error) = store.ensure_partitions(today - 1..=today + 2).await {
+    if let Err(error) = store.ensure_partitions(today..=today + 2).await {
         tracing::warn!(%error, "cannot create packet partitions ahead");
     }
 }

@@ -79,6 +79,45 @@ impl Store {
         Ok(())
     }
 
+    /// Removes this session's packets, flows and batch records older than `retention`, then drops
+    /// the day partitions no session keeps any more. Returns the packet rows deleted.
+    pub async fn expire(&self, session: &str, retention: std::time::Duration) -> Result<u64, StoreError> {
+        let seconds = retention.as_secs_f64();
+        sqlx::query(
+            "INSERT INTO session_retention (session, retention) VALUES ($1, make_interval(secs => $2)) \
+             ON CONFLICT (session) DO UPDATE SET retention = EXCLUDED.retention, updated_at = now()",
+        )
+        .bind(session)
+        .bind(seconds)
+        .execute(&self.pool)
+        .await?;
+        let deleted = sqlx::query("DELETE FROM packets WHERE session = $1 AND ts < now() - make_interval(secs => $2)")
+            .bind(session)
+            .bind(seconds)
+            .execute(&self.pool)
+            .await?
+            .rows_affected();
+        sqlx::query("DELETE FROM flows WHERE session = $1 AND last_seen < now() - make_interval(secs => $2)")
+            .bind(session)
+            .bind(seconds)
+            .execute(&self.pool)
+            .await?;
+        sqlx::query("DELETE FROM batches WHERE session = $1 AND stored_at < now() - make_interval(secs => $2)")
+            .bind(session)
+            .bind(seconds)
+            .execute(&self.pool)
+            .await?;
+        let dropped: Vec<String> = sqlx::query_scalar("SELECT trawl_drop_expired_packet_partitions()")
+            .fetch_all(&self.pool)
+            .await?;
+        if !dropped.is_empty() {
+            tracing::info!(?dropped, "dropped expired partitions");
+            let mut known = self.partitions.lock().expect("not poisoned");
+            known.clear();
+        }
+        Ok(deleted)
+    }
+
     pub async fn store_batch(
         &self,
         batch: &wire::Batch<'_>,
@@ -112,7 +151,21 @@ impl Store {
             );
         }
         self.ensure_partitions(days).await?;
+        let written = self.write(batch, &boot_id, copy, &flows).await;
+        if written.is_err() {
+            // Another parser's retention run may have dropped a partition this one believes in.
+            self.partitions.lock().expect("not poisoned").clear();
+        }
+        Ok((written?, report))
+    }
 
+    async fn write(
+        &self,
+        batch: &wire::Batch<'_>,
+        boot_id: &str,
+        copy: CopyWriter,
+        flows: &FlowTable,
+    ) -> Result<Stored, StoreError> {
         let mut tx = self.pool.begin().await?;
         let inserted = sqlx::query(
             "INSERT INTO batches (batch_id, session, node, boot_id, batch_seq, packets, final) \
@@ -121,7 +174,7 @@ impl Store {
         .bind(batch.id())
         .bind(batch.session)
         .bind(batch.node)
-        .bind(&boot_id)
+        .bind(boot_id)
         .bind(batch.batch_seq as i64)
         .bind(batch.packet_count as i32)
         .bind(batch.is_final())
@@ -130,14 +183,14 @@ impl Store {
         .rows_affected();
         if inserted == 0 {
             tx.rollback().await?;
-            return Ok((Stored::Duplicate, report));
+            return Ok(Stored::Duplicate);
         }
         if batch.packet_count > 0 {
             let mut sink = tx.copy_in_raw(COPY_PACKETS).await?;
             sink.send(copy.finish()).await?;
             sink.finish().await?;
         }
-        upsert_flows(&mut tx, batch.session, &flows).await?;
+        upsert_flows(&mut tx, batch.session, flows).await?;
         let drops: serde_json::Map<String, serde_json::Value> = batch
             .counters
             .drops
@@ -152,7 +205,7 @@ impl Store {
                kernel_drops = EXCLUDED.kernel_drops, drops = EXCLUDED.drops, final = EXCLUDED.final, updated_at = now() \
              WHERE sniffer_counters.batch_seq < EXCLUDED.batch_seq",
         )
-        .bind(&boot_id)
+        .bind(boot_id)
         .bind(batch.session)
         .bind(batch.node)
         .bind(batch.batch_seq as i64)
@@ -163,12 +216,9 @@ impl Store {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
-        Ok((
-            Stored::Written {
-                packets: batch.packet_count as usize,
-            },
-            report,
-        ))
+        Ok(Stored::Written {
+            packets: batch.packet_count as usize,
+        })
     }
 }
 

@@ -63,6 +63,10 @@ impl Rig {
     }
 
     fn start_parser(&mut self) {
+        self.start_parser_with(&[]);
+    }
+
+    fn start_parser_with(&mut self, extra: &[&str]) {
         let mut command = Command::new(env!("CARGO_BIN_EXE_trawl-parser"));
         command
             .args([
@@ -74,7 +78,8 @@ impl Rig {
                 &self.vhost.amqp_url,
             ])
             .args(["--database-url", &self.database.url, "--prefetch", "4"])
-            .args(["--listen", &format!("127.0.0.1:{}", self.metrics_port)]);
+            .args(["--listen", &format!("127.0.0.1:{}", self.metrics_port)])
+            .args(extra);
         self.parser = Some(Service::start("trawl-parser", command));
     }
 
@@ -145,12 +150,16 @@ fn origin() -> Origin {
 
 /// Batch `batch_seq` of `origin`, packets numbered from `first_seq`: DNS, HTTP and TLS in turn.
 fn l7_batch(origin: &Origin, batch_seq: u64, first_seq: u64, packets: u64, flags: u16) -> Vec<u8> {
-    let mut builder = BatchBuilder::default();
-    let interface = builder.interface_index("eth0");
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
+    l7_batch_at(now, origin, batch_seq, first_seq, packets, flags)
+}
+
+fn l7_batch_at(now: u64, origin: &Origin, batch_seq: u64, first_seq: u64, packets: u64, flags: u16) -> Vec<u8> {
+    let mut builder = BatchBuilder::default();
+    let interface = builder.interface_index("eth0");
     for seq in first_seq..first_seq + packets {
         let frame = match seq % 3 {
             0 => frames::udp(
@@ -307,4 +316,54 @@ async fn a_parser_killed_mid_stream_loses_and_duplicates_nothing() {
         rig.count("SELECT count(DISTINCT (boot_id, seq)) FROM packets").await,
         (batches * per_batch) as i64
     );
+}
+
+#[tokio::test]
+async fn data_past_retention_is_removed_with_its_partition() {
+    let mut rig = Rig::new().await;
+    let origin = origin();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let three_days_ago = now - 3 * 86_400 * 1_000_000_000;
+    rig.publish_batch(&origin.batch_id(0), &l7_batch_at(three_days_ago, &origin, 0, 0, 9, 0))
+        .await;
+    rig.publish_batch(&origin.batch_id(1), &l7_batch(&origin, 1, 9, 6, FLAG_FINAL))
+        .await;
+    let old_partition = format!("packets_{}", day_name(three_days_ago));
+    rig.start_parser_with(&["--retention", "1h", "--retention-interval", "1s"]);
+
+    rig.wait_metric("trawl_parser_rows_written_total", 15).await;
+    wait_until("the old partition to be dropped", DEADLINE, || async {
+        let gone = rig
+            .count(&format!(
+                "SELECT count(*) FROM pg_class WHERE relname = '{old_partition}'"
+            ))
+            .await
+            == 0;
+        gone.then_some(())
+    })
+    .await;
+    assert_eq!(
+        rig.count("SELECT count(*) FROM packets").await,
+        6,
+        "recent packets must stay"
+    );
+}
+
+/// `YYYYMMDD` of a Unix timestamp in nanoseconds (UTC).
+fn day_name(ns: u64) -> String {
+    let days = (ns / 86_400_000_000_000) as i64;
+    // Civil-from-days (Howard Hinnant's algorithm), to avoid a date crate for one test.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}{month:02}{day:02}")
 }
