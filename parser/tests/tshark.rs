@@ -202,25 +202,15 @@ async fn stored_packets_agree_with_tshark() {
         (stored == 1).then_some(())
     })
     .await;
-    let rows: Vec<(Option<String>, Option<String>, Option<i32>, Option<i32>, Option<String>)> = sqlx::query_as(
-        "SELECT host(src), host(dst), src_port, dst_port, CASE WHEN l7_guessed THEN NULL ELSE l7_name END \
+    let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
+        "SELECT coalesce(host(src), ''), coalesce(host(dst), ''), coalesce(src_port::text, ''), \
+           coalesce(dst_port::text, ''), coalesce(CASE WHEN l7_guessed THEN NULL ELSE l7_name END, '') \
          FROM packets ORDER BY seq",
     )
     .fetch_all(&pool)
     .await
     .unwrap();
-    let stored: Vec<Vec<String>> = rows
-        .into_iter()
-        .map(|(src, dst, sport, dport, name)| {
-            vec![
-                src.unwrap_or_default(),
-                dst.unwrap_or_default(),
-                sport.map(|p| p.to_string()).unwrap_or_default(),
-                dport.map(|p| p.to_string()).unwrap_or_default(),
-                name.unwrap_or_default(),
-            ]
-        })
-        .collect();
+    let stored: Vec<Vec<String>> = rows.into_iter().map(|(a, b, c, d, e)| vec![a, b, c, d, e]).collect();
     assert_eq!(stored.len(), expected.len(), "packet count");
     for (i, (ours, theirs)) in stored.iter().zip(&expected).enumerate() {
         assert_eq!(ours, theirs, "packet {i}: Trawl (left) and tshark (right) disagree");
