@@ -66,7 +66,10 @@ fn traffic() -> Vec<Vec<u8>> {
 #[tokio::test]
 async fn stored_packets_agree_with_tshark() {
     let frames = traffic();
-    let start = 1_700_000_000_000_000_000u64;
+    let start = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
     let stamped: Vec<(u64, Vec<u8>)> = frames
         .iter()
         .enumerate()
