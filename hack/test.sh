@@ -17,3 +17,4 @@ export TRAWL_CONTROL_PLANE_ASSETS
 step "cargo fmt"; cargo fmt --all -- --check
 step "cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"; cargo test --workspace --locked "$@"
+step "fuzz the dissector (20 s)"; bash hack/fuzz.sh 20

@@ -225,7 +225,7 @@ fn truncated_and_malformed_frames_keep_what_parsed() {
 }
 
 #[test]
-fn no_input_prefix_panics() {
+fn no_prefix_of_a_frame_panics_or_overruns() {
     let frames = [
         ethernet(0x0800, &ipv4(17, 0, &udp(40000, 53, &dns_query("example.org")))),
         ethernet(0x0800, &ipv4(6, 0, &tcp(40000, 443, 0x18, &client_hello("x.example")))),
@@ -233,7 +233,12 @@ fn no_input_prefix_panics() {
     ];
     for frame in &frames {
         for cut in 0..frame.len() {
-            let _ = dissect(&frame[..cut]);
+            let d = dissect(&frame[..cut]);
+            assert!(
+                d.headers_len <= cut,
+                "headers_len {} past the end of a {cut}-byte frame",
+                d.headers_len
+            );
         }
     }
 }
