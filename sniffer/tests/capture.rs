@@ -47,10 +47,17 @@ impl Rig {
         let network = TestNetwork::create();
         let interface = network.host_interface.clone();
         let args = [&["--interfaces", interface.as_str()][..], extra_args].concat();
-        Self::start_with(network, vhost, amqp_url, &args).await
+        Self::start_with(network, vhost, amqp_url, &args, FieldTable::default()).await
     }
 
-    async fn start_with(network: TestNetwork, vhost: TestVhost, amqp_url: &str, args: &[&str]) -> Self {
+    /// `queue_arguments`: as the operator would give them (bounds, overflow behaviour).
+    async fn start_with(
+        network: TestNetwork,
+        vhost: TestVhost,
+        amqp_url: &str,
+        args: &[&str],
+        queue_arguments: FieldTable,
+    ) -> Self {
         let connection = Connection::connect(amqp_url, Default::default()).await.unwrap();
         let channel = connection.create_channel().await.unwrap();
         // What the operator declares for a session: the exchange, and the session's queue bound to it.
@@ -73,7 +80,7 @@ impl Rig {
                     durable: true,
                     ..Default::default()
                 },
-                FieldTable::default(),
+                queue_arguments,
             )
             .await
             .unwrap();
@@ -513,7 +520,14 @@ async fn interfaces_that_appear_later_are_captured_on() {
     let placeholder = TestNetwork::create();
     let vhost = TestVhost::create();
     let amqp_url = vhost.amqp_url.clone();
-    let mut rig = Rig::start_with(placeholder, vhost, &amqp_url, &["--filter", "udp dst port 47123"]).await;
+    let mut rig = Rig::start_with(
+        placeholder,
+        vhost,
+        &amqp_url,
+        &["--filter", "udp dst port 47123"],
+        FieldTable::default(),
+    )
+    .await;
 
     let late = TestNetwork::create();
     let probe = frames::udp(late.inner_mac, late.host_mac, 47123, b"probe");
@@ -531,4 +545,33 @@ async fn interfaces_that_appear_later_are_captured_on() {
             .iter()
             .all(|(_, _, data)| udp_of(data) == Some((47123, b"probe".to_vec())))
     );
+}
+
+#[tokio::test]
+async fn a_full_queue_is_counted_as_queue_full_drops() {
+    // A small queue that rejects publishes once full, as the operator declares session queues.
+    let vhost = TestVhost::create();
+    let amqp_url = vhost.amqp_url.clone();
+    let mut bounded = FieldTable::default();
+    bounded.insert("x-max-length".into(), lapin::types::AMQPValue::LongInt(3));
+    bounded.insert(
+        "x-overflow".into(),
+        lapin::types::AMQPValue::LongString("reject-publish".into()),
+    );
+    let network = TestNetwork::create();
+    let interface = network.host_interface.clone();
+    let args = ["--interfaces", interface.as_str(), "--batch-packets", "10"];
+    let mut rig = Rig::start_with(network, vhost, &amqp_url, &args, bounded).await;
+    rig.network.send_frames(&mix(&rig.network, 200, 5555, 0), 20_000);
+    rig.wait_captured(200).await;
+    wait_until("every batch to be confirmed or dropped", DEADLINE, || async {
+        (rig.metric("trawl_sniffer_packets_pending") == 0).then_some(())
+    })
+    .await;
+    let confirmed = rig.metric("trawl_sniffer_packets_confirmed_total");
+    let queue_full = rig.metric("trawl_sniffer_packets_dropped_total{reason=\"queue_full\"}");
+    // The queue takes three batches of ten; every other packet is counted, none is silent.
+    assert_eq!(confirmed, 30);
+    assert_eq!(queue_full, 170);
+    rig.stop();
 }
