@@ -284,3 +284,14 @@ fn default_max_replicas() -> i32 {
 fn default_target_backlog() -> i64 {
     100
 }
+
+impl CaptureSession {
+    /// The session's RabbitMQ queue (also its routing key on `trawl.packets`): from namespace, name and
+    /// uid, so that a session recreated under the same name never reads its predecessor's batches.
+    pub fn queue_name(&self) -> Option<String> {
+        let namespace = self.metadata.namespace.as_deref()?;
+        let name = self.metadata.name.as_deref()?;
+        let uid = self.metadata.uid.as_deref()?;
+        Some(format!("trawl.{namespace}.{name}.{}", &uid[..uid.len().min(8)]))
+    }
+}

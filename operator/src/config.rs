@@ -67,6 +67,10 @@ pub struct Config {
     #[arg(long, env = "TRAWL_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
 
+    /// Reconcile the sessions of this namespace only. Default: every namespace.
+    #[arg(long, env = "TRAWL_WATCH_NAMESPACE")]
+    pub watch_namespace: Option<String>,
+
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "TRAWL_LISTEN", default_value = "0.0.0.0:9092")]
     pub listen: SocketAddr,

@@ -1,11 +1,32 @@
 //! `trawl-operator`: reconciles CaptureSessions into capture pipelines.
 //!
-//! Run: `cargo run -p operator -- --help`
+//! Run against the cluster of `KUBECONFIG` (the CRD must be installed):
+//! `cargo run -p operator -- --amqp-url amqp://guest:guest@127.0.0.1:5672/%2f`
+mod build;
 mod config;
+mod names;
+mod queue;
+mod reconcile;
+mod status;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::http::StatusCode;
+use axum::routing::get;
 use clap::Parser;
+use crds::CaptureSession;
+use futures::StreamExt;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client};
 
-fn main() -> anyhow::Result<()> {
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -13,6 +34,82 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| "info,lapin::returned_messages=error".into()),
         )
         .init();
-    tracing::info!(?config, "configuration parsed");
-    anyhow::bail!("trawl-operator: reconciliation is not built yet (issue #6); refusing to pretend")
+    let client = Client::try_default()
+        .await
+        .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+    let ready = Arc::new(AtomicBool::new(false));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.listen))?;
+    let probe = ready.clone();
+    let app = Router::new().route("/healthz", get(|| async { "ok" })).route(
+        "/readyz",
+        get(move || {
+            let probe = probe.clone();
+            async move {
+                if probe.load(Ordering::Acquire) {
+                    (StatusCode::OK, "ready")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "waiting for the CaptureSession CRD")
+                }
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    wait_for_crd(&client).await;
+    ready.store(true, Ordering::Release);
+    let context = Arc::new(reconcile::Context {
+        client: client.clone(),
+        amqp_url: config.amqp_url.clone(),
+        settings: build::Settings {
+            sniffer_image: config.sniffer_image.clone(),
+            parser_image: config.parser_image.clone(),
+            pod_amqp_url: config.pod_amqp_url.clone().unwrap_or_else(|| config.amqp_url.clone()),
+            database_secret: config.database_secret.clone(),
+            privileged_sniffers: config.privileged_sniffers,
+        },
+    });
+    tracing::info!("reconciling CaptureSessions");
+    let children = || watcher::Config::default().labels("app.kubernetes.io/managed-by=trawl-operator");
+    let (sessions, daemonsets, deployments) = match &config.watch_namespace {
+        Some(namespace) => (
+            Api::<CaptureSession>::namespaced(client.clone(), namespace),
+            Api::<DaemonSet>::namespaced(client.clone(), namespace),
+            Api::<Deployment>::namespaced(client.clone(), namespace),
+        ),
+        None => (
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+            Api::all(client.clone()),
+        ),
+    };
+    Controller::new(sessions, watcher::Config::default())
+        .owns(daemonsets, children())
+        .owns(deployments, children())
+        .shutdown_on_signal()
+        .run(reconcile::reconcile, reconcile::error_policy, context)
+        .for_each(|result| async move {
+            if let Err(error) = result {
+                tracing::debug!(%error, "reconcile error");
+            }
+        })
+        .await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The operator is useless without its CRD: say so clearly and keep checking.
+async fn wait_for_crd(client: &Client) {
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    loop {
+        match crds.get_opt("capturesessions.trawl.dev").await {
+            Ok(Some(_)) => return,
+            Ok(None) => tracing::warn!(
+                "the CaptureSession CRD is not installed: kubectl apply --server-side -f crds/capturesession.yaml (or install the Helm chart)"
+            ),
+            Err(error) => tracing::warn!(%error, "cannot check for the CaptureSession CRD"),
+        }
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
 }

@@ -90,6 +90,37 @@ impl ControlPlane {
         command
     }
 
+    /// Installs the CaptureSession CRD (idempotent) and waits until the API server serves it.
+    pub async fn install_crd(&self) {
+        use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+        let output = self
+            .kubectl()
+            .args(["apply", "--server-side", "-f"])
+            .arg(crate::repo_root().join("crds/capturesession.yaml"))
+            .output()
+            .expect("run kubectl");
+        assert!(
+            output.status.success(),
+            "apply the CRD: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let crds: Api<CustomResourceDefinition> = Api::all(self.client().await);
+        crate::wait_until(
+            "the CaptureSession CRD to be established",
+            Duration::from_secs(60),
+            || async {
+                let crd = crds.get("capturesessions.trawl.dev").await.ok()?;
+                let established = crd
+                    .status?
+                    .conditions?
+                    .iter()
+                    .any(|c| c.type_ == "Established" && c.status == "True");
+                established.then_some(())
+            },
+        )
+        .await;
+    }
+
     /// A namespace for one test, deleted when the handle drops.
     pub async fn namespace(&'static self) -> TestNamespace {
         let client = self.client().await;

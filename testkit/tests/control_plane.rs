@@ -9,7 +9,6 @@ use std::time::Duration;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Pod, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::{DeleteParams, ListParams, ObjectMeta, PostParams};
 use kube::core::{DynamicObject, GroupVersionKind};
 use kube::discovery::ApiResource;
@@ -28,27 +27,6 @@ fn text(bytes: &[u8]) -> String {
     String::from_utf8_lossy(bytes).into_owned()
 }
 
-/// Installs the CaptureSession CRD (idempotent) and waits until it is served.
-async fn install_crd(control_plane: &'static ControlPlane) {
-    let mut apply = control_plane.kubectl();
-    apply
-        .args(["apply", "--server-side", "-f"])
-        .arg(repo_root().join("crds/capturesession.yaml"));
-    let output = run(apply);
-    assert!(output.status.success(), "apply CRD: {}", text(&output.stderr));
-    let crds: Api<CustomResourceDefinition> = Api::all(control_plane.client().await);
-    wait_until("the CaptureSession CRD to be established", DEADLINE, || async {
-        let crd = crds.get("capturesessions.trawl.dev").await.ok()?;
-        let established = crd
-            .status?
-            .conditions?
-            .iter()
-            .any(|c| c.type_ == "Established" && c.status == "True");
-        established.then_some(())
-    })
-    .await;
-}
-
 fn session_api(namespace: &TestNamespace) -> Api<DynamicObject> {
     let gvk = GroupVersionKind::gvk("trawl.dev", "v1alpha1", "CaptureSession");
     Api::namespaced_with(namespace.client.clone(), &namespace.name, &ApiResource::from_gvk(&gvk))
@@ -57,7 +35,7 @@ fn session_api(namespace: &TestNamespace) -> Api<DynamicObject> {
 #[tokio::test]
 async fn example_session_applies_and_prints_its_columns() {
     let control_plane = ControlPlane::shared();
-    install_crd(control_plane).await;
+    control_plane.install_crd().await;
     let namespace = control_plane.namespace().await;
 
     let mut apply = namespace.kubectl();
@@ -85,7 +63,7 @@ async fn example_session_applies_and_prints_its_columns() {
 #[tokio::test]
 async fn invalid_session_is_rejected_with_the_cel_message() {
     let control_plane = ControlPlane::shared();
-    install_crd(control_plane).await;
+    control_plane.install_crd().await;
     let namespace = control_plane.namespace().await;
 
     let mut session: serde_json::Value =
@@ -188,7 +166,7 @@ async fn daemonset_runs_one_pod_per_matching_node() {
 #[tokio::test]
 async fn deleting_an_owner_collects_its_children() {
     let control_plane = ControlPlane::shared();
-    install_crd(control_plane).await;
+    control_plane.install_crd().await;
     let namespace = control_plane.namespace().await;
 
     let sessions = session_api(&namespace);

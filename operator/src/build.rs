@@ -1,0 +1,284 @@
+//! Desired child objects of a session, as pure functions of (session, operator settings): no
+//! client here, so every builder is unit-tested from fixtures. Only `reconcile` talks to the API.
+
+use crds::{Autoscaler, CaptureSession};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use kube::Resource;
+use serde_json::json;
+
+use crate::names;
+
+/// What the builders need from the operator's configuration.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    pub sniffer_image: String,
+    pub parser_image: String,
+    /// RabbitMQ URL as the pods reach it.
+    pub pod_amqp_url: String,
+    /// Secret in the session's namespace whose key `url` is the PostgreSQL URL.
+    pub database_secret: String,
+    pub privileged_sniffers: bool,
+}
+
+fn owner_reference(session: &CaptureSession) -> serde_json::Value {
+    let owner = session
+        .controller_owner_ref(&())
+        .expect("a stored session has a name and uid");
+    serde_json::to_value(owner).expect("an owner reference serialises")
+}
+
+fn env(pairs: &[(&str, String)]) -> Vec<serde_json::Value> {
+    pairs
+        .iter()
+        .map(|(name, value)| json!({"name": name, "value": value}))
+        .collect()
+}
+
+/// The sniffer DaemonSet: host network, NET_RAW + NET_ADMIN (or privileged when configured), the
+/// session's node selector and tolerations, its capture settings as `TRAWL_*` variables.
+pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &str) -> DaemonSet {
+    let spec = &session.spec;
+    let labels = names::labels(session, "sniffer");
+    let namespace = session.metadata.namespace.clone().unwrap_or_default();
+    let security = if settings.privileged_sniffers {
+        json!({"privileged": true})
+    } else {
+        json!({"capabilities": {"add": ["NET_RAW", "NET_ADMIN"], "drop": ["ALL"]}, "allowPrivilegeEscalation": false})
+    };
+    let mut variables = env(&[
+        ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
+        ("TRAWL_ROUTING_KEY", queue.to_owned()),
+        ("TRAWL_AMQP_URL", settings.pod_amqp_url.clone()),
+        ("TRAWL_SNAPLEN", spec.snaplen.to_string()),
+        ("TRAWL_FILTER", spec.filter.clone().unwrap_or_default()),
+        ("TRAWL_INTERFACES", spec.interfaces.join(",")),
+    ]);
+    variables.push(json!({"name": "TRAWL_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}));
+    serde_json::from_value(json!({
+        "apiVersion": "apps/v1",
+        "kind": "DaemonSet",
+        "metadata": {
+            "name": names::sniffer_name(session),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(session)],
+        },
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "hostNetwork": true,
+                    "dnsPolicy": "ClusterFirstWithHostNet",
+                    "nodeSelector": spec.node_selector,
+                    "tolerations": spec.tolerations,
+                    "terminationGracePeriodSeconds": 30,
+                    "containers": [{
+                        "name": "sniffer",
+                        "image": settings.sniffer_image,
+                        "env": variables,
+                        "ports": [{"name": "metrics", "containerPort": 9090}],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9090}, "periodSeconds": 5},
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 9090}, "periodSeconds": 10},
+                        "resources": {
+                            "requests": {"cpu": "100m", "memory": "128Mi"},
+                            "limits": {"memory": "512Mi"},
+                        },
+                        "securityContext": security,
+                    }],
+                },
+            },
+        },
+    }))
+    .expect("a valid DaemonSet")
+}
+
+/// The parser Deployment. `replicas` is set only when no autoscaler owns the count (`autoscaler:
+/// none`); otherwise it is left out so that server-side apply never fights the autoscaler.
+pub fn parser_deployment(session: &CaptureSession, settings: &Settings, queue: &str) -> Deployment {
+    let spec = &session.spec;
+    let labels = names::labels(session, "parser");
+    let namespace = session.metadata.namespace.clone().unwrap_or_default();
+    let mut variables = env(&[
+        ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
+        ("TRAWL_QUEUE", queue.to_owned()),
+        ("TRAWL_AMQP_URL", settings.pod_amqp_url.clone()),
+        ("TRAWL_STORE_PAYLOAD", spec.store_payload.to_string()),
+        ("TRAWL_RETENTION", spec.retention.clone()),
+    ]);
+    variables.push(json!({
+        "name": "TRAWL_DATABASE_URL",
+        "valueFrom": {"secretKeyRef": {"name": settings.database_secret, "key": "url"}},
+    }));
+    let mut deployment = json!({
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {
+            "name": names::parser_name(session),
+            "namespace": namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(session)],
+        },
+        "spec": {
+            "selector": {"matchLabels": labels},
+            "template": {
+                "metadata": {"labels": labels},
+                "spec": {
+                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
+                    "containers": [{
+                        "name": "parser",
+                        "image": settings.parser_image,
+                        "env": variables,
+                        "ports": [{"name": "metrics", "containerPort": 9091}],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9091}, "periodSeconds": 5},
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 9091}, "periodSeconds": 10},
+                        "resources": {
+                            "requests": {"cpu": "250m", "memory": "256Mi"},
+                            "limits": {"memory": "1Gi"},
+                        },
+                        "securityContext": {
+                            "allowPrivilegeEscalation": false,
+                            "capabilities": {"drop": ["ALL"]},
+                            "readOnlyRootFilesystem": true,
+                        },
+                    }],
+                },
+            },
+        },
+    });
+    if spec.parsers.autoscaler == Autoscaler::None {
+        deployment["spec"]["replicas"] = json!(spec.parsers.min_replicas);
+    }
+    serde_json::from_value(deployment).expect("a valid Deployment")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> Settings {
+        Settings {
+            sniffer_image: "sniffer:1".into(),
+            parser_image: "parser:1".into(),
+            pod_amqp_url: "amqp://rabbitmq:5672/%2f".into(),
+            database_secret: "trawl-database".into(),
+            privileged_sniffers: false,
+        }
+    }
+
+    /// The example a user applies, as the API server would return it (name, namespace, uid set).
+    fn fixture() -> CaptureSession {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/capture.yaml")).unwrap();
+        let mut session: CaptureSession = serde_yaml::from_str(&text).unwrap();
+        session.metadata.namespace = Some("team-a".into());
+        session.metadata.uid = Some("0123456789abcdef".into());
+        session
+    }
+
+    #[test]
+    fn sniffers_run_on_the_host_network_with_capture_capabilities_only() {
+        let daemonset = sniffer_daemonset(&fixture(), &settings(), "q");
+        let pod = daemonset.spec.template.spec.unwrap();
+        assert_eq!(pod.host_network, Some(true));
+        assert_eq!(pod.node_selector.unwrap()["trawl.dev/pool"], "capture");
+        assert_eq!(pod.tolerations.unwrap().len(), 1);
+        let container = &pod.containers[0];
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.privileged, None);
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().add.as_deref(),
+            Some(&["NET_RAW".into(), "NET_ADMIN".into()][..])
+        );
+        let variable = |name: &str| {
+            container
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|v| v.name == name)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            variable("TRAWL_FILTER").value.as_deref(),
+            Some("tcp port 443 or tcp port 80 or udp port 53")
+        );
+        assert_eq!(variable("TRAWL_SESSION").value.as_deref(), Some("team-a/web-and-dns"));
+        assert_eq!(variable("TRAWL_SNAPLEN").value.as_deref(), Some("1024"));
+        assert!(variable("TRAWL_NODE").value_from.is_some());
+        assert_eq!(
+            container
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readyz")
+        );
+    }
+
+    #[test]
+    fn privileged_sniffers_only_when_configured() {
+        let daemonset = sniffer_daemonset(
+            &fixture(),
+            &Settings {
+                privileged_sniffers: true,
+                ..settings()
+            },
+            "q",
+        );
+        let container = &daemonset.spec.template.spec.unwrap().containers[0];
+        assert_eq!(container.security_context.as_ref().unwrap().privileged, Some(true));
+    }
+
+    #[test]
+    fn children_are_owned_by_the_session_and_selected_by_its_labels() {
+        let session = fixture();
+        let deployment = parser_deployment(&session, &settings(), "q");
+        let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
+        assert_eq!(
+            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
+            ("CaptureSession", "0123456789abcdef", Some(true))
+        );
+        let selector = deployment.spec.selector.match_labels.clone().unwrap();
+        assert_eq!(selector["trawl.dev/session"], "web-and-dns");
+        assert_eq!(selector["app.kubernetes.io/component"], "parser");
+    }
+
+    #[test]
+    fn replicas_are_left_to_the_autoscaler_unless_there_is_none() {
+        let mut session = fixture();
+        assert_eq!(parser_deployment(&session, &settings(), "q").spec.replicas, None);
+        session.spec.parsers.autoscaler = Autoscaler::None;
+        session.spec.parsers.min_replicas = 3;
+        assert_eq!(parser_deployment(&session, &settings(), "q").spec.replicas, Some(3));
+    }
+
+    #[test]
+    fn parsers_get_the_database_from_the_secret_and_run_restricted() {
+        let deployment = parser_deployment(&fixture(), &settings(), "trawl.team-a.web-and-dns.01234567");
+        let pod = deployment.spec.template.spec.unwrap();
+        let container = &pod.containers[0];
+        let database = container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "TRAWL_DATABASE_URL")
+            .unwrap();
+        let secret = database.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
+        assert_eq!((secret.name.as_str(), secret.key.as_str()), ("trawl-database", "url"));
+        assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
+        let queue = container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "TRAWL_QUEUE")
+            .unwrap();
+        assert_eq!(queue.value.as_deref(), Some("trawl.team-a.web-and-dns.01234567"));
+    }
+}

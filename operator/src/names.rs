@@ -1,0 +1,35 @@
+//! Names and labels of a session's children (the conventions of shared/README.md).
+
+use std::collections::BTreeMap;
+
+use crds::CaptureSession;
+
+pub const FIELD_MANAGER: &str = "trawl-operator";
+pub const FINALIZER: &str = "trawl.dev/cleanup";
+pub const EXCHANGE: &str = "trawl.packets";
+
+pub fn session_name(session: &CaptureSession) -> &str {
+    session.metadata.name.as_deref().unwrap_or_default()
+}
+
+pub fn sniffer_name(session: &CaptureSession) -> String {
+    format!("{}-sniffer", session_name(session))
+}
+
+pub fn parser_name(session: &CaptureSession) -> String {
+    format!("{}-parser", session_name(session))
+}
+
+pub fn dead_letter_queue(queue: &str) -> String {
+    format!("{queue}.dead")
+}
+
+/// Labels of a child; the selector uses them all, so two sessions never share pods.
+pub fn labels(session: &CaptureSession, component: &str) -> BTreeMap<String, String> {
+    BTreeMap::from([
+        ("app.kubernetes.io/name".to_owned(), "trawl".to_owned()),
+        ("app.kubernetes.io/component".to_owned(), component.to_owned()),
+        ("app.kubernetes.io/managed-by".to_owned(), FIELD_MANAGER.to_owned()),
+        ("trawl.dev/session".to_owned(), session_name(session).to_owned()),
+    ])
+}

@@ -1,0 +1,94 @@
+//! The session's RabbitMQ queue, declared over AMQP: durable, bounded in bytes with
+//! `reject-publish` (so sniffers see a full queue and count it), dead-lettering into `<queue>.dead`.
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ConnectionProperties, ExchangeKind};
+
+use crate::names::{EXCHANGE, dead_letter_queue};
+
+#[derive(Debug, thiserror::Error)]
+#[error("RabbitMQ: {0}")]
+pub struct QueueError(#[from] lapin::Error);
+
+async fn channel(amqp_url: &str) -> Result<(Connection, lapin::Channel), QueueError> {
+    let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+    let channel = connection.create_channel().await?;
+    Ok((connection, channel))
+}
+
+/// Declares (idempotently) the exchange, the dead-letter queue and the session queue, and binds it.
+pub async fn declare(amqp_url: &str, queue: &str, max_bytes: i64) -> Result<(), QueueError> {
+    let (connection, channel) = channel(amqp_url).await?;
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            EXCHANGE.into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await?;
+    let dead = dead_letter_queue(queue);
+    channel
+        .queue_declare(dead.as_str().into(), durable, FieldTable::default())
+        .await?;
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(max_bytes));
+    arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dead.as_str().into()),
+    );
+    channel.queue_declare(queue.into(), durable, arguments).await?;
+    channel
+        .queue_bind(
+            queue.into(),
+            EXCHANGE.into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await?;
+    let _ = connection.close(200, "".into()).await;
+    Ok(())
+}
+
+/// Messages waiting in the queue (a passive declare: it fails if the queue is missing).
+pub async fn backlog(amqp_url: &str, queue: &str) -> Result<u32, QueueError> {
+    let (connection, channel) = channel(amqp_url).await?;
+    let passive = QueueDeclareOptions {
+        passive: true,
+        ..Default::default()
+    };
+    let state = channel
+        .queue_declare(queue.into(), passive, FieldTable::default())
+        .await?;
+    let _ = connection.close(200, "".into()).await;
+    Ok(state.message_count())
+}
+
+/// Deletes the queue and its dead-letter queue (missing ones are fine).
+pub async fn delete(amqp_url: &str, queue: &str) -> Result<(), QueueError> {
+    for name in [queue.to_owned(), dead_letter_queue(queue)] {
+        let (connection, channel) = channel(amqp_url).await?;
+        match channel
+            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+            .await
+        {
+            Ok(_) => {}
+            // Already gone: what cleanup wants.
+            Err(error) if error.to_string().contains("NOT_FOUND") => {}
+            Err(error) => return Err(error.into()),
+        }
+        let _ = connection.close(200, "".into()).await;
+    }
+    Ok(())
+}

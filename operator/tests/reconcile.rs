@@ -1,0 +1,187 @@
+//! The real `trawl-operator` on the test control plane (kwok nodes) with a real RabbitMQ:
+//! a session becomes sniffers, a queue and parsers and turns Ready; an invalid filter stalls it
+//! with nothing created; deleting it removes the queue and lets the finalizer go.
+//!
+//! Run (after `bash hack/services.sh` and `bash hack/control-plane/build.sh`):
+//! `cargo test -p operator --test reconcile`
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::ListParams;
+use serde_json::Value;
+use testkit::control_plane::{ControlPlane, TestNamespace};
+use testkit::process::{Service, free_port};
+use testkit::rabbitmq::TestVhost;
+use testkit::{repo_root, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(90);
+
+struct Rig {
+    namespace: TestNamespace,
+    vhost: TestVhost,
+    _operator: Service,
+}
+
+impl Rig {
+    async fn start() -> Self {
+        let control_plane = ControlPlane::shared();
+        control_plane.install_crd().await;
+        let namespace = control_plane.namespace().await;
+        let vhost = TestVhost::create();
+        let mut command = Command::new(env!("CARGO_BIN_EXE_trawl-operator"));
+        command
+            .env("KUBECONFIG", &control_plane.kubeconfig)
+            .args(["--amqp-url", &vhost.amqp_url, "--watch-namespace", &namespace.name])
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())]);
+        let operator = Service::start("trawl-operator", command);
+        Self {
+            namespace,
+            vhost,
+            _operator: operator,
+        }
+    }
+
+    fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
+        use std::io::Write;
+        let mut command = self.namespace.kubectl();
+        command
+            .args(args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped());
+        command.stderr(std::process::Stdio::piped());
+        let mut child = command.spawn().unwrap();
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(stdin.unwrap_or("").as_bytes())
+            .unwrap();
+        child.wait_with_output().unwrap()
+    }
+
+    fn session(&self, name: &str) -> Option<Value> {
+        let output = self.kubectl(&["get", "cap", name, "-o", "json"], None);
+        output
+            .status
+            .success()
+            .then(|| serde_json::from_slice(&output.stdout).unwrap())
+    }
+
+    fn condition(&self, name: &str, kind: &str) -> Option<Value> {
+        let session = self.session(name)?;
+        session["status"]["conditions"]
+            .as_array()?
+            .iter()
+            .find(|c| c["type"] == kind)
+            .cloned()
+    }
+
+    fn queue_exists(&self, queue: &str) -> bool {
+        self.vhost
+            .get(&format!("/api/queues/{}/{queue}", self.vhost.name))
+            .is_ok()
+    }
+}
+
+fn example() -> String {
+    std::fs::read_to_string(repo_root().join("examples/capture.yaml")).unwrap()
+}
+
+#[tokio::test]
+async fn a_session_becomes_sniffers_a_queue_and_parsers_and_turns_ready() {
+    let rig = Rig::start().await;
+    let applied = rig.kubectl(&["apply", "-f", "-"], Some(&example()));
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+
+    let waited = rig.kubectl(
+        &["wait", "--for=condition=Ready", "cap/web-and-dns", "--timeout=90s"],
+        None,
+    );
+    assert!(
+        waited.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+
+    let client = rig.namespace.client.clone();
+    let ns = rig.namespace.name.as_str();
+    let daemonset = Api::<DaemonSet>::namespaced(client.clone(), ns)
+        .get("web-and-dns-sniffer")
+        .await
+        .unwrap();
+    assert_eq!(
+        daemonset.status.as_ref().unwrap().number_ready,
+        2,
+        "one sniffer per node of the capture pool"
+    );
+    let pods = Api::<Pod>::namespaced(client.clone(), ns)
+        .list(&ListParams::default().labels("app.kubernetes.io/component=sniffer"))
+        .await
+        .unwrap();
+    let mut nodes: Vec<String> = pods
+        .items
+        .iter()
+        .filter_map(|p| p.spec.as_ref()?.node_name.clone())
+        .collect();
+    nodes.sort();
+    assert_eq!(nodes, ["kwok-node-0", "kwok-node-1"]);
+    Api::<Deployment>::namespaced(client, ns)
+        .get("web-and-dns-parser")
+        .await
+        .expect("the parser Deployment");
+
+    let session = rig.session("web-and-dns").unwrap();
+    let status = &session["status"];
+    assert_eq!(status["phase"], "Capturing");
+    assert_eq!(status["observedGeneration"], session["metadata"]["generation"]);
+    assert_eq!(
+        (
+            status["sniffers"]["desired"].as_i64(),
+            status["sniffers"]["ready"].as_i64()
+        ),
+        (Some(2), Some(2))
+    );
+    let queue = status["queue"].as_str().unwrap().to_owned();
+    assert!(rig.queue_exists(&queue), "queue {queue} missing");
+    assert!(rig.queue_exists(&format!("{queue}.dead")), "dead-letter queue missing");
+
+    // Deletion: the finalizer deletes the queue, then lets the session go.
+    let deleted = rig.kubectl(&["delete", "cap", "web-and-dns", "--wait=false"], None);
+    assert!(deleted.status.success());
+    wait_until("the session to be gone", DEADLINE, || async {
+        rig.session("web-and-dns").is_none().then_some(())
+    })
+    .await;
+    assert!(!rig.queue_exists(&queue), "the queue outlived its session");
+}
+
+#[tokio::test]
+async fn an_invalid_filter_stalls_the_session_and_creates_nothing() {
+    let rig = Rig::start().await;
+    let manifest = example().replace(
+        "filter: tcp port 443 or tcp port 80 or udp port 53",
+        "filter: tcp port eleventy",
+    );
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+
+    let stalled = wait_until("Stalled=True", DEADLINE, || async {
+        rig.condition("web-and-dns", "Stalled")
+            .filter(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(stalled["reason"], "InvalidFilter");
+    assert!(
+        stalled["message"].as_str().unwrap().contains("tcp port eleventy"),
+        "{stalled}"
+    );
+    assert_eq!(rig.condition("web-and-dns", "Ready").unwrap()["status"], "False");
+    let daemonsets = Api::<DaemonSet>::namespaced(rig.namespace.client.clone(), &rig.namespace.name);
+    assert!(
+        daemonsets.get_opt("web-and-dns-sniffer").await.unwrap().is_none(),
+        "sniffers were created"
+    );
+}
