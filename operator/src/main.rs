@@ -7,6 +7,7 @@ mod config;
 mod names;
 mod queue;
 mod reconcile;
+mod scaling;
 mod status;
 
 use std::sync::Arc;
@@ -60,6 +61,10 @@ async fn main() -> anyhow::Result<()> {
     wait_for_crd(&client).await;
     ready.store(true, Ordering::Release);
     let context = Arc::new(reconcile::Context {
+        recorder: kube::runtime::events::Recorder::new(client.clone(), "trawl-operator".into()),
+        scale_interval: config.scale_interval,
+        scale_down_stabilization: config.scale_down_stabilization,
+        windows: Default::default(),
         client: client.clone(),
         amqp_url: config.amqp_url.clone(),
         settings: build::Settings {

@@ -8,13 +8,25 @@ use lapin::{Connection, ConnectionProperties, ExchangeKind};
 use crate::names::{EXCHANGE, dead_letter_queue};
 
 #[derive(Debug, thiserror::Error)]
-#[error("RabbitMQ: {0}")]
-pub struct QueueError(#[from] lapin::Error);
+pub enum QueueError {
+    #[error("RabbitMQ: {0}")]
+    Amqp(#[from] lapin::Error),
+    #[error("RabbitMQ did not answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+/// A reconcile must never hang on the broker: every broker conversation is bounded.
+const BROKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn channel(amqp_url: &str) -> Result<(Connection, lapin::Channel), QueueError> {
-    let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
-    let channel = connection.create_channel().await?;
-    Ok((connection, channel))
+    let connect = async {
+        let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
+        let channel = connection.create_channel().await?;
+        Ok::<_, QueueError>((connection, channel))
+    };
+    tokio::time::timeout(BROKER_TIMEOUT, connect)
+        .await
+        .map_err(|_| QueueError::Timeout(BROKER_TIMEOUT))?
 }
 
 /// Declares (idempotently) the exchange, the dead-letter queue and the session queue, and binds it.

@@ -1,27 +1,49 @@
 //! Reconciling one CaptureSession: validate -> queue -> children by server-side apply -> status.
 //! Deletion goes through a finalizer that deletes the queue; the children follow by ownership.
 
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use crds::{CaptureSession, CaptureSessionStatus, Phase, SnifferCounts};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Api, Client, ResourceExt};
+use kube::{Api, Client, Resource, ResourceExt};
 use serde_json::json;
 
 use crate::build::{self, Settings};
 use crate::names::{FIELD_MANAGER, FINALIZER};
-use crate::{queue, status};
+use crate::{queue, scaling, status};
 
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
     /// RabbitMQ URL the operator itself declares queues with.
     pub amqp_url: String,
+    pub recorder: Recorder,
+    pub scale_interval: Duration,
+    pub scale_down_stabilization: Duration,
+    /// Recent autoscaler recommendations, by session uid.
+    pub windows: Mutex<HashMap<String, scaling::Window>>,
+}
+
+impl Context {
+    async fn event(&self, session: &CaptureSession, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &session.object_ref(&())).await {
+            tracing::warn!(%error, "cannot record an event");
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -60,62 +82,212 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let daemonsets: Api<DaemonSet> = Api::namespaced(context.client.clone(), &namespace);
     let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    let previous = session.status.clone().unwrap_or_default();
 
     // A filter the API server could not check: no children, and a condition the user can act on.
     if let Some(message) = invalid_filter(session) {
-        write_status(
-            session,
-            context,
-            &queue,
-            status::kstatus(false, Some(("InvalidFilter", message)), ""),
-            None,
-        )
-        .await?;
+        if previous.phase != Some(Phase::Failed) {
+            context
+                .event(session, EventType::Warning, "InvalidFilter", message.clone())
+                .await;
+        }
+        let decided = status::kstatus(false, Some(("InvalidFilter", message)), "");
+        write_status(session, context, &queue, Phase::Failed, decided, None).await?;
+        return Ok(Action::await_change());
+    }
+    if previous.queue.is_none() {
+        context
+            .event(
+                session,
+                EventType::Normal,
+                "Created",
+                format!("queue {queue}, sniffers and parsers"),
+            )
+            .await;
+    }
+    queue::declare(&context.amqp_url, &queue, session.spec.max_backlog_bytes).await?;
+    let backlog = queue::backlog(&context.amqp_url, &queue).await.ok();
+
+    // Capture ends when the duration is up; then the parsers drain the queue and stop.
+    let expired = capture_deadline(session).is_some_and(|deadline| deadline <= k8s_openapi::jiff::Timestamp::now());
+    let finished = expired || matches!(previous.phase, Some(Phase::Draining | Phase::Completed));
+    let sniffer_name = crate::names::sniffer_name(session);
+    if (session.spec.suspend || finished) && daemonsets.get_opt(&sniffer_name).await.map_err(Error::Kube)?.is_some() {
+        daemonsets
+            .delete(&sniffer_name, &Default::default())
+            .await
+            .map_err(Error::Kube)?;
+    }
+
+    if finished && backlog == Some(0) {
+        let parser_name = crate::names::parser_name(session);
+        let parked = json!({"spec": {"replicas": 0}});
+        if deployments.get_opt(&parser_name).await.map_err(Error::Kube)?.is_some() {
+            deployments
+                .patch_scale(&parser_name, &PatchParams::default(), &Patch::Merge(&parked))
+                .await
+                .map_err(Error::Kube)?;
+        }
+        if previous.phase != Some(Phase::Completed) {
+            context
+                .event(
+                    session,
+                    EventType::Normal,
+                    "Completed",
+                    "capture ended and the queue is drained".into(),
+                )
+                .await;
+        }
+        let decided = status::kstatus_done("Completed", "capture ended and every batch is stored".into());
+        let observed = Observed {
+            sniffers: None,
+            parsers_ready: 0,
+            desired_parsers: Some(0),
+            backlog: Some(0),
+        };
+        write_status(session, context, &queue, Phase::Completed, decided, Some(observed)).await?;
         return Ok(Action::await_change());
     }
 
-    queue::declare(&context.amqp_url, &queue, session.spec.max_backlog_bytes).await?;
-    let daemonset = build::sniffer_daemonset(session, &context.settings, &queue);
-    let deployment = build::parser_deployment(session, &context.settings, &queue);
-    let daemonset = daemonsets
-        .patch(&daemonset.name_any(), &apply, &Patch::Apply(&daemonset))
-        .await
-        .map_err(Error::Kube)?;
+    let daemonset = if session.spec.suspend || finished {
+        None
+    } else {
+        let desired = build::sniffer_daemonset(session, &context.settings, &queue);
+        Some(
+            daemonsets
+                .patch(&desired.name_any(), &apply, &Patch::Apply(&desired))
+                .await
+                .map_err(Error::Kube)?,
+        )
+    };
+    let desired = build::parser_deployment(session, &context.settings, &queue);
     let deployment = deployments
-        .patch(&deployment.name_any(), &apply, &Patch::Apply(&deployment))
+        .patch(&desired.name_any(), &apply, &Patch::Apply(&desired))
         .await
         .map_err(Error::Kube)?;
+    let parsers = autoscale(session, context, &deployments, &deployment, backlog).await?;
 
-    let sniffers = daemonset.status.as_ref().map(|s| SnifferCounts {
-        desired: s.desired_number_scheduled,
-        ready: s.number_ready,
-    });
+    let sniffers = daemonset
+        .as_ref()
+        .and_then(|ds| ds.status.as_ref())
+        .map(|s| SnifferCounts {
+            desired: s.desired_number_scheduled,
+            ready: s.number_ready,
+        });
     let parsers_ready = deployment.status.as_ref().and_then(|s| s.ready_replicas).unwrap_or(0);
+    let observed = Observed {
+        sniffers: sniffers.clone(),
+        parsers_ready,
+        desired_parsers: Some(parsers),
+        backlog: backlog.map(i64::from),
+    };
+    let requeue = if session.spec.parsers.autoscaler == crds::Autoscaler::Builtin {
+        context.scale_interval
+    } else {
+        Duration::from_secs(30)
+    };
+    if session.spec.suspend {
+        let decided = status::kstatus_done(
+            "Suspended",
+            "capture suspended: no sniffers; the queue and stored data are kept".into(),
+        );
+        write_status(session, context, &queue, Phase::Suspended, decided, Some(observed)).await?;
+        return Ok(Action::requeue(requeue));
+    }
+    if finished {
+        let message = format!(
+            "capture ended; parsers are storing the {} batches left in the queue",
+            backlog.unwrap_or(0)
+        );
+        let decided = status::kstatus(false, None, &message);
+        write_status(session, context, &queue, Phase::Draining, decided, Some(observed)).await?;
+        return Ok(Action::requeue(Duration::from_secs(5)));
+    }
     let sniffers_ready = sniffers.as_ref().is_some_and(|s| s.desired > 0 && s.ready == s.desired);
-    let ready = sniffers_ready && parsers_ready >= session.spec.parsers.min_replicas.max(1);
+    let ready = sniffers_ready && parsers_ready >= session.spec.parsers.min_replicas.max(1).min(parsers.max(1));
     let waiting_for = match (&sniffers, sniffers_ready) {
         (None, _) => "waiting for the sniffer DaemonSet".to_owned(),
         (Some(s), false) if s.desired == 0 => "no node matches the session's nodeSelector".to_owned(),
         (Some(s), false) => format!("{} of {} sniffers ready", s.ready, s.desired),
         (Some(_), true) => format!("{parsers_ready} parser replicas ready"),
     };
-    let backlog = queue::backlog(&context.amqp_url, &queue).await.ok().map(i64::from);
-    let observed = Observed {
-        sniffers,
-        parsers_ready,
-        desired_parsers: deployment.spec.replicas,
-        backlog,
-    };
+    let phase = if ready { Phase::Capturing } else { Phase::Pending };
     write_status(
         session,
         context,
         &queue,
+        phase,
         status::kstatus(ready, None, &waiting_for),
         Some(observed),
     )
     .await?;
-    // Children changes wake the controller; the requeue refreshes backlog and counts.
-    Ok(Action::requeue(Duration::from_secs(if ready { 30 } else { 5 })))
+    // Wake up for the autoscaler and for the end of the capture, whichever comes first.
+    let until_deadline = capture_deadline(session)
+        .map(|deadline| deadline.duration_since(k8s_openapi::jiff::Timestamp::now()))
+        .and_then(|span| Duration::try_from(span).ok());
+    Ok(Action::requeue(
+        until_deadline
+            .map_or(requeue, |d| d.min(requeue))
+            .max(Duration::from_millis(500)),
+    ))
+}
+
+/// When capture must end: `startTime + duration`, once the session has started.
+fn capture_deadline(session: &CaptureSession) -> Option<k8s_openapi::jiff::Timestamp> {
+    let duration: kube::core::Duration = session.spec.duration.as_deref()?.parse().ok()?;
+    let started = session.status.as_ref()?.start_time.as_ref()?.0;
+    let duration: std::time::Duration = duration.into();
+    started
+        .checked_add(k8s_openapi::jiff::SignedDuration::try_from(duration).ok()?)
+        .ok()
+}
+
+/// The builtin autoscaler: scales the parser Deployment through its scale subresource. Returns
+/// the replica count the Deployment should have now.
+async fn autoscale(
+    session: &CaptureSession,
+    context: &Context,
+    deployments: &Api<Deployment>,
+    deployment: &Deployment,
+    backlog: Option<u32>,
+) -> Result<i32, Error> {
+    let parsers = &session.spec.parsers;
+    let current = deployment.spec.replicas.unwrap_or(1);
+    if parsers.autoscaler != crds::Autoscaler::Builtin {
+        return Ok(current);
+    }
+    let Some(backlog) = backlog else { return Ok(current) };
+    let recommendation = scaling::recommend(
+        u64::from(backlog),
+        parsers.target_backlog,
+        parsers.min_replicas,
+        parsers.max_replicas,
+    );
+    let uid = session.uid().unwrap_or_default();
+    let desired = {
+        let mut windows = context.windows.lock().expect("not poisoned");
+        windows.entry(uid).or_default().decide(
+            Instant::now(),
+            recommendation,
+            current,
+            context.scale_down_stabilization,
+        )
+    };
+    if desired != current {
+        let scale = json!({"spec": {"replicas": desired}});
+        deployments
+            .patch_scale(&deployment.name_any(), &PatchParams::default(), &Patch::Merge(&scale))
+            .await
+            .map_err(Error::Kube)?;
+        let note = format!(
+            "parsers {current} -> {desired} for a backlog of {backlog} batches (target {} each)",
+            parsers.target_backlog
+        );
+        tracing::info!(session = %session.name_any(), %note, "scaled");
+        let reason = if desired > current { "ScaledUp" } else { "ScaledDown" };
+        context.event(session, EventType::Normal, reason, note).await;
+    }
+    Ok(desired)
 }
 
 async fn cleanup(session: &CaptureSession, context: &Context) -> Result<Action, Error> {
@@ -148,6 +320,7 @@ async fn write_status(
     session: &CaptureSession,
     context: &Context,
     queue: &str,
+    phase: Phase,
     decided: Vec<status::Decided>,
     observed: Option<Observed>,
 ) -> Result<(), Error> {
@@ -155,19 +328,6 @@ async fn write_status(
     let generation = session.metadata.generation.unwrap_or(0);
     let now = Time(k8s_openapi::jiff::Timestamp::now());
     let conditions = status::conditions(&previous.conditions, decided, generation, &now);
-    let stalled = conditions
-        .iter()
-        .any(|c| c.type_ == crds::condition::STALLED && c.status == "True");
-    let ready = conditions
-        .iter()
-        .any(|c| c.type_ == crds::condition::READY && c.status == "True");
-    let phase = if stalled {
-        Phase::Failed
-    } else if ready {
-        Phase::Capturing
-    } else {
-        Phase::Pending
-    };
     let mut next = CaptureSessionStatus {
         observed_generation: Some(generation),
         conditions,
@@ -184,10 +344,13 @@ async fn write_status(
             desired_replicas: observed.desired_parsers.unwrap_or(session.spec.parsers.min_replicas),
         });
         if observed.sniffers.as_ref().is_some_and(|s| s.ready > 0) && next.start_time.is_none() {
-            next.start_time = Some(now);
+            next.start_time = Some(now.clone());
         }
         next.sniffers = observed.sniffers;
         next.backlog = observed.backlog;
+    }
+    if phase == Phase::Completed && next.completion_time.is_none() {
+        next.completion_time = Some(now.clone());
     }
     if !status::changed(session.status.as_ref(), &next) {
         return Ok(());

@@ -101,6 +101,30 @@ pub fn kstatus(ready: bool, stalled: Option<(&'static str, String)>, waiting_for
     }
 }
 
+/// Ready because the session reached a resting state the user asked for (suspended, completed).
+pub fn kstatus_done(reason: &'static str, message: String) -> Vec<Decided> {
+    vec![
+        Decided {
+            type_: condition::READY,
+            status: true,
+            reason,
+            message,
+        },
+        Decided {
+            type_: condition::RECONCILING,
+            status: false,
+            reason,
+            message: String::new(),
+        },
+        Decided {
+            type_: condition::STALLED,
+            status: false,
+            reason,
+            message: String::new(),
+        },
+    ]
+}
+
 /// Whether writing `next` would change anything a reader sees.
 pub fn changed(current: Option<&CaptureSessionStatus>, next: &CaptureSessionStatus) -> bool {
     current != Some(next)

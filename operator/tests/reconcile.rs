@@ -28,6 +28,10 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Self {
+        Self::start_with(&[]).await
+    }
+
+    async fn start_with(extra: &[&str]) -> Self {
         let control_plane = ControlPlane::shared();
         control_plane.install_crd().await;
         let namespace = control_plane.namespace().await;
@@ -36,7 +40,8 @@ impl Rig {
         command
             .env("KUBECONFIG", &control_plane.kubeconfig)
             .args(["--amqp-url", &vhost.amqp_url, "--watch-namespace", &namespace.name])
-            .args(["--listen", &format!("127.0.0.1:{}", free_port())]);
+            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
+            .args(extra);
         let operator = Service::start("trawl-operator", command);
         Self {
             namespace,
@@ -84,6 +89,56 @@ impl Rig {
         self.vhost
             .get(&format!("/api/queues/{}/{queue}", self.vhost.name))
             .is_ok()
+    }
+}
+
+impl Rig {
+    fn status(&self, name: &str, field: &str) -> Value {
+        self.session(name)
+            .map(|s| s["status"][field].clone())
+            .unwrap_or(Value::Null)
+    }
+
+    async fn wait_phase(&self, name: &str, phase: &str) {
+        wait_until(&format!("phase {phase}"), DEADLINE, || async {
+            (self.status(name, "phase") == phase).then_some(())
+        })
+        .await;
+    }
+
+    async fn parser_replicas(&self) -> Option<i32> {
+        let deployments = Api::<Deployment>::namespaced(self.namespace.client.clone(), &self.namespace.name);
+        deployments.get_opt("web-and-dns-parser").await.ok()??.spec.replicas
+    }
+
+    /// Puts `count` messages in the queue, as sniffers would, with no parser consuming them (kwok runs no containers).
+    async fn fill_queue(&self, queue: &str, count: usize) {
+        use lapin::options::BasicPublishOptions;
+        let connection = lapin::Connection::connect(&self.vhost.amqp_url, Default::default())
+            .await
+            .unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        channel.confirm_select(Default::default()).await.unwrap();
+        for _ in 0..count {
+            channel
+                .basic_publish(
+                    "trawl.packets".into(),
+                    queue.into(),
+                    BasicPublishOptions::default(),
+                    b"batch",
+                    Default::default(),
+                )
+                .await
+                .unwrap()
+                .await
+                .unwrap();
+        }
+    }
+
+    fn purge_queue(&self, queue: &str) {
+        self.vhost
+            .delete(&format!("/api/queues/{}/{queue}/contents", self.vhost.name))
+            .unwrap();
     }
 }
 
@@ -183,5 +238,114 @@ async fn an_invalid_filter_stalls_the_session_and_creates_nothing() {
     assert!(
         daemonsets.get_opt("web-and-dns-sniffer").await.unwrap().is_none(),
         "sniffers were created"
+    );
+}
+
+#[tokio::test]
+async fn suspend_removes_the_sniffers_and_keeps_the_queue() {
+    let rig = Rig::start().await;
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&example())).status.success());
+    rig.wait_phase("web-and-dns", "Capturing").await;
+    let queue = rig.status("web-and-dns", "queue").as_str().unwrap().to_owned();
+
+    let patched = rig.kubectl(
+        &[
+            "patch",
+            "cap",
+            "web-and-dns",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ],
+        None,
+    );
+    assert!(patched.status.success());
+    rig.wait_phase("web-and-dns", "Suspended").await;
+    let daemonsets = Api::<DaemonSet>::namespaced(rig.namespace.client.clone(), &rig.namespace.name);
+    wait_until("the sniffers to be removed", DEADLINE, || async {
+        daemonsets
+            .get_opt("web-and-dns-sniffer")
+            .await
+            .unwrap()
+            .is_none()
+            .then_some(())
+    })
+    .await;
+    assert!(rig.queue_exists(&queue));
+    assert_eq!(
+        rig.status("web-and-dns", "observedGeneration"),
+        rig.session("web-and-dns").unwrap()["metadata"]["generation"]
+    );
+}
+
+#[tokio::test]
+async fn the_end_of_the_duration_drains_the_queue_then_completes() {
+    let rig = Rig::start().await;
+    let manifest = example().replace("duration: 30m", "duration: 10s");
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+    let queue = wait_until("the session's queue", DEADLINE, || async {
+        rig.status("web-and-dns", "queue").as_str().map(str::to_owned)
+    })
+    .await;
+    rig.fill_queue(&queue, 3).await;
+
+    // Capture ends; three batches still wait for parsers.
+    rig.wait_phase("web-and-dns", "Draining").await;
+    let daemonsets = Api::<DaemonSet>::namespaced(rig.namespace.client.clone(), &rig.namespace.name);
+    assert!(
+        daemonsets.get_opt("web-and-dns-sniffer").await.unwrap().is_none(),
+        "sniffers kept after the duration"
+    );
+    rig.purge_queue(&queue);
+    rig.wait_phase("web-and-dns", "Completed").await;
+    assert!(rig.status("web-and-dns", "completionTime").is_string());
+    assert_eq!(
+        rig.parser_replicas().await,
+        Some(0),
+        "parsers stay at zero once completed"
+    );
+    assert!(
+        rig.queue_exists(&queue),
+        "the queue is kept until the session is deleted"
+    );
+}
+
+#[tokio::test]
+async fn a_backlog_scales_parsers_up_at_once_and_down_after_the_window() {
+    let rig = Rig::start_with(&["--scale-interval", "1s", "--scale-down-stabilization", "6s"]).await;
+    let manifest = example().replace("targetBacklog: 100", "targetBacklog: 10");
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+    rig.wait_phase("web-and-dns", "Capturing").await;
+    let queue = rig.status("web-and-dns", "queue").as_str().unwrap().to_owned();
+    assert_eq!(rig.parser_replicas().await, Some(1));
+
+    rig.fill_queue(&queue, 35).await;
+    wait_until("4 parser replicas for 35 queued batches", DEADLINE, || async {
+        (rig.parser_replicas().await == Some(4)).then_some(())
+    })
+    .await;
+
+    rig.purge_queue(&queue);
+    let drained = std::time::Instant::now();
+    wait_until("the parsers to scale back to 1", DEADLINE, || async {
+        (rig.parser_replicas().await == Some(1)).then_some(())
+    })
+    .await;
+    assert!(
+        drained.elapsed() >= Duration::from_secs(5),
+        "scaled down before the stabilization window passed"
+    );
+    let events = rig.kubectl(&["get", "events.events.k8s.io", "-o", "json"], None);
+    let events: Value = serde_json::from_slice(&events.stdout).unwrap();
+    let reasons: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["reason"].as_str())
+        .collect();
+    assert!(
+        reasons.contains(&"ScaledUp") && reasons.contains(&"ScaledDown"),
+        "scalings are recorded as events: {reasons:?}"
     );
 }
