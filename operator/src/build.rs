@@ -34,6 +34,19 @@ fn env(pairs: &[(&str, String)]) -> Vec<serde_json::Value> {
         .collect()
 }
 
+/// The sniffer's metrics and health port. Sniffers share the node's network namespace, so each
+/// session needs its own port or two sessions' sniffers could not run on one node (the scheduler
+/// treats a host-network container port as a host port). Derived from the uid (FNV-1a) so that it
+/// stays put across reconciles; two sessions collide with a chance of 1 in 10 000, which shows as a
+/// Pending sniffer with a host-port conflict.
+pub fn sniffer_port(session: &CaptureSession) -> i32 {
+    let uid = session.metadata.uid.as_deref().unwrap_or_default();
+    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    20_000 + (hash % 10_000) as i32
+}
+
 /// The sniffer DaemonSet: host network, NET_RAW + NET_ADMIN (or privileged when configured), the
 /// session's node selector and tolerations, its capture settings as `TRAWL_*` variables.
 pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &str) -> DaemonSet {
@@ -45,8 +58,10 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
     } else {
         json!({"capabilities": {"add": ["NET_RAW", "NET_ADMIN"], "drop": ["ALL"]}, "allowPrivilegeEscalation": false})
     };
+    let port = sniffer_port(session);
     let mut variables = env(&[
         ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
+        ("TRAWL_LISTEN", format!("0.0.0.0:{port}")),
         ("TRAWL_ROUTING_KEY", queue.to_owned()),
         ("TRAWL_AMQP_URL", settings.pod_amqp_url.clone()),
         ("TRAWL_SNAPLEN", spec.snaplen.to_string()),
@@ -77,9 +92,9 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
                         "name": "sniffer",
                         "image": settings.sniffer_image,
                         "env": variables,
-                        "ports": [{"name": "metrics", "containerPort": 9090}],
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9090}, "periodSeconds": 5},
-                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 9090}, "periodSeconds": 10},
+                        "ports": [{"name": "metrics", "containerPort": port}],
+                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 5},
+                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 10},
                         "resources": {
                             "requests": {"cpu": "100m", "memory": "128Mi"},
                             "limits": {"memory": "512Mi"},
@@ -218,6 +233,31 @@ mod tests {
                 .as_deref(),
             Some("/readyz")
         );
+    }
+
+    #[test]
+    fn each_session_gets_its_own_host_port() {
+        let (mut a, mut b) = (fixture(), fixture());
+        a.metadata.uid = Some("2f1c6c4e-6d43-4c3b-9a4f-0d5d3c7c1a01".into());
+        b.metadata.uid = Some("8a7b1f0e-2c9d-4e5f-8a1b-3c4d5e6f7a02".into());
+        assert_ne!(sniffer_port(&a), sniffer_port(&b));
+        assert!((20_000..30_000).contains(&sniffer_port(&a)));
+        assert_eq!(sniffer_port(&a), sniffer_port(&a.clone()), "stable across reconciles");
+        let container = &sniffer_daemonset(&a, &settings(), "q")
+            .spec
+            .template
+            .spec
+            .unwrap()
+            .containers[0];
+        let listen = container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "TRAWL_LISTEN")
+            .unwrap();
+        assert_eq!(listen.value, Some(format!("0.0.0.0:{}", sniffer_port(&a))));
+        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, sniffer_port(&a));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! `cargo run -p operator -- --amqp-url amqp://guest:guest@127.0.0.1:5672/%2f`
 mod build;
 mod config;
+mod metrics;
 mod names;
 mod queue;
 mod reconcile;
@@ -43,19 +44,30 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let probe = ready.clone();
-    let app = Router::new().route("/healthz", get(|| async { "ok" })).route(
-        "/readyz",
-        get(move || {
-            let probe = probe.clone();
-            async move {
-                if probe.load(Ordering::Acquire) {
-                    (StatusCode::OK, "ready")
-                } else {
-                    (StatusCode::SERVICE_UNAVAILABLE, "waiting for the CaptureSession CRD")
+    let metrics = Arc::new(metrics::Metrics::default());
+    let exported = metrics.clone();
+    let app = Router::new()
+        .route("/healthz", get(|| async { "ok" }))
+        .route(
+            "/metrics",
+            get(move || {
+                let exported = exported.clone();
+                async move { exported.encode() }
+            }),
+        )
+        .route(
+            "/readyz",
+            get(move || {
+                let probe = probe.clone();
+                async move {
+                    if probe.load(Ordering::Acquire) {
+                        (StatusCode::OK, "ready")
+                    } else {
+                        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the CaptureSession CRD")
+                    }
                 }
-            }
-        }),
-    );
+            }),
+        );
     tokio::spawn(async move { axum::serve(listener, app).await });
 
     wait_for_crd(&client).await;
@@ -65,6 +77,7 @@ async fn main() -> anyhow::Result<()> {
         scale_interval: config.scale_interval,
         scale_down_stabilization: config.scale_down_stabilization,
         windows: Default::default(),
+        metrics,
         client: client.clone(),
         amqp_url: config.amqp_url.clone(),
         settings: build::Settings {

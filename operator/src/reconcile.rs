@@ -29,6 +29,7 @@ pub struct Context {
     pub scale_down_stabilization: Duration,
     /// Recent autoscaler recommendations, by session uid.
     pub windows: Mutex<HashMap<String, scaling::Window>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
 }
 
 impl Context {
@@ -58,7 +59,28 @@ pub enum Error {
     Incomplete,
 }
 
+/// One reconcile, measured: `trawl_operator_reconciles_total{result}` and its duration.
 pub async fn reconcile(session: Arc<CaptureSession>, context: Arc<Context>) -> Result<Action, Error> {
+    let started = Instant::now();
+    let result = reconcile_session(session, context.clone()).await;
+    context.metrics.duration.observe(started.elapsed().as_secs_f64());
+    let outcome = if result.is_ok() { "ok" } else { "error" };
+    context
+        .metrics
+        .reconciles
+        .get_or_create(&crate::metrics::ResultLabel { result: outcome })
+        .inc();
+    if let Err(error) = &result {
+        context
+            .metrics
+            .errors
+            .get_or_create(&crate::metrics::KindLabel { kind: error.kind() })
+            .inc();
+    }
+    result
+}
+
+async fn reconcile_session(session: Arc<CaptureSession>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = session.namespace().ok_or(Error::Incomplete)?;
     let sessions: Api<CaptureSession> = Api::namespaced(context.client.clone(), &namespace);
     finalizer(&sessions, FINALIZER, session, |event| async {
@@ -69,6 +91,18 @@ pub async fn reconcile(session: Arc<CaptureSession>, context: Arc<Context>) -> R
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+impl Error {
+    /// A label for `trawl_operator_reconcile_errors_total`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Self::Kube(_) => "kubernetes",
+            Self::Queue(_) => "rabbitmq",
+            Self::Finalizer(_) => "finalizer",
+            Self::Incomplete => "incomplete",
+        }
+    }
 }
 
 pub fn error_policy(session: Arc<CaptureSession>, error: &Error, _context: Arc<Context>) -> Action {

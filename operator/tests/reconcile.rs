@@ -23,7 +23,9 @@ const DEADLINE: Duration = Duration::from_secs(90);
 struct Rig {
     namespace: TestNamespace,
     vhost: TestVhost,
-    _operator: Service,
+    operator: Service,
+    metrics_port: u16,
+    extra: Vec<String>,
 }
 
 impl Rig {
@@ -36,18 +38,35 @@ impl Rig {
         control_plane.install_crd().await;
         let namespace = control_plane.namespace().await;
         let vhost = TestVhost::create();
-        let mut command = Command::new(env!("CARGO_BIN_EXE_trawl-operator"));
-        command
-            .env("KUBECONFIG", &control_plane.kubeconfig)
-            .args(["--amqp-url", &vhost.amqp_url, "--watch-namespace", &namespace.name])
-            .args(["--listen", &format!("127.0.0.1:{}", free_port())])
-            .args(extra);
-        let operator = Service::start("trawl-operator", command);
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let metrics_port = free_port();
+        let operator = start_operator(&namespace, &vhost, metrics_port, &extra);
         Self {
             namespace,
             vhost,
-            _operator: operator,
+            operator,
+            metrics_port,
+            extra,
         }
+    }
+
+    /// Kills the operator (SIGKILL: no chance to finish anything) and starts a new one.
+    fn restart_operator_hard(&mut self) {
+        self.operator.signal("KILL");
+        self.operator.wait_for_exit(DEADLINE).expect("killed");
+        self.metrics_port = free_port();
+        self.operator = start_operator(&self.namespace, &self.vhost, self.metrics_port, &self.extra);
+    }
+
+    fn reconciles(&self) -> u64 {
+        let Ok(mut response) = ureq::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).call() else {
+            return 0;
+        };
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        text.lines()
+            .filter(|line| line.starts_with("trawl_operator_reconciles_total"))
+            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
+            .sum()
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -100,10 +119,24 @@ impl Rig {
     }
 
     async fn wait_phase(&self, name: &str, phase: &str) {
-        wait_until(&format!("phase {phase}"), DEADLINE, || async {
-            (self.status(name, "phase") == phase).then_some(())
-        })
-        .await;
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while self.status(name, "phase") != phase {
+            if std::time::Instant::now() > deadline {
+                panic!("phase {phase} not reached within {DEADLINE:?}; {}", self.describe(name));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    /// The session's status and its children, for a failure message.
+    fn describe(&self, name: &str) -> String {
+        let status = self.session(name).map(|s| s["status"].to_string()).unwrap_or_default();
+        let children = self.kubectl(&["get", "ds,deploy,pods", "-o", "wide"], None);
+        let (out, err) = (
+            String::from_utf8_lossy(&children.stdout),
+            String::from_utf8_lossy(&children.stderr),
+        );
+        format!("status: {status}\nchildren:\n{out}{err}")
     }
 
     async fn parser_replicas(&self) -> Option<i32> {
@@ -140,6 +173,16 @@ impl Rig {
             .delete(&format!("/api/queues/{}/{queue}/contents", self.vhost.name))
             .unwrap();
     }
+}
+
+fn start_operator(namespace: &TestNamespace, vhost: &TestVhost, metrics_port: u16, extra: &[String]) -> Service {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trawl-operator"));
+    command
+        .env("KUBECONFIG", &namespace.control_plane.kubeconfig)
+        .args(["--amqp-url", &vhost.amqp_url, "--watch-namespace", &namespace.name])
+        .args(["--listen", &format!("127.0.0.1:{metrics_port}")])
+        .args(extra);
+    Service::start("trawl-operator", command)
 }
 
 fn example() -> String {
@@ -347,5 +390,101 @@ async fn a_backlog_scales_parsers_up_at_once_and_down_after_the_window() {
     assert!(
         reasons.contains(&"ScaledUp") && reasons.contains(&"ScaledDown"),
         "scalings are recorded as events: {reasons:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_spec_change_reaches_the_children_and_an_unchanged_reapply_writes_nothing() {
+    let rig = Rig::start().await;
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&example())).status.success());
+    rig.wait_phase("web-and-dns", "Capturing").await;
+
+    let changed = example().replace(
+        "filter: tcp port 443 or tcp port 80 or udp port 53",
+        "filter: udp port 53",
+    );
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&changed)).status.success());
+    let daemonsets = Api::<DaemonSet>::namespaced(rig.namespace.client.clone(), &rig.namespace.name);
+    wait_until("the new filter in the sniffers' environment", DEADLINE, || async {
+        let daemonset = daemonsets.get("web-and-dns-sniffer").await.ok()?;
+        let container = daemonset.spec.template.spec?.containers.into_iter().next()?;
+        let filter = container.env?.into_iter().find(|v| v.name == "TRAWL_FILTER")?.value?;
+        (filter == "udp port 53").then_some(())
+    })
+    .await;
+    wait_until("observedGeneration to follow", DEADLINE, || async {
+        let session = rig.session("web-and-dns")?;
+        (session["status"]["observedGeneration"] == session["metadata"]["generation"]).then_some(())
+    })
+    .await;
+
+    // Settled: further reconciles (the autoscaler requeues every few seconds) and an unchanged
+    // re-apply must not write the session or its sniffers again.
+    wait_until("a ready, settled session", DEADLINE, || async {
+        (rig.status("web-and-dns", "phase") == "Capturing").then_some(())
+    })
+    .await;
+    let version = |value: Option<Value>| value.map(|v| v["metadata"]["resourceVersion"].clone());
+    let session_before = version(rig.session("web-and-dns"));
+    let daemonset_before = daemonsets
+        .get("web-and-dns-sniffer")
+        .await
+        .unwrap()
+        .metadata
+        .resource_version;
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&changed)).status.success());
+    let reconciles = rig.reconciles();
+    wait_until("two more reconciles", DEADLINE, || async {
+        (rig.reconciles() >= reconciles + 2).then_some(())
+    })
+    .await;
+    assert_eq!(
+        version(rig.session("web-and-dns")),
+        session_before,
+        "the session was written again"
+    );
+    assert_eq!(
+        daemonsets
+            .get("web-and-dns-sniffer")
+            .await
+            .unwrap()
+            .metadata
+            .resource_version,
+        daemonset_before
+    );
+}
+
+#[tokio::test]
+async fn an_operator_killed_mid_reconcile_converges_after_a_restart() {
+    let mut rig = Rig::start().await;
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&example())).status.success());
+    // Kill it while the first reconcile is under way, before the session is Ready.
+    wait_until("the first reconcile to begin", DEADLINE, || async {
+        rig.status("web-and-dns", "queue").as_str().map(|_| ())
+    })
+    .await;
+    rig.restart_operator_hard();
+    let waited = rig.kubectl(
+        &["wait", "--for=condition=Ready", "cap/web-and-dns", "--timeout=90s"],
+        None,
+    );
+    assert!(
+        waited.status.success(),
+        "kubectl wait: {}",
+        String::from_utf8_lossy(&waited.stderr)
+    );
+    let client = rig.namespace.client.clone();
+    let daemonsets = Api::<DaemonSet>::namespaced(client.clone(), &rig.namespace.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    let deployments = Api::<Deployment>::namespaced(client, &rig.namespace.name)
+        .list(&ListParams::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        (daemonsets.items.len(), deployments.items.len()),
+        (1, 1),
+        "children duplicated"
     );
 }

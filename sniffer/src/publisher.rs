@@ -169,18 +169,7 @@ impl Publisher {
                         }
                     },
                 };
-                let published = channel
-                    .basic_publish(
-                        self.settings.exchange.as_str().into(),
-                        self.settings.routing_key.as_str().into(),
-                        BasicPublishOptions {
-                            mandatory: true,
-                            ..Default::default()
-                        },
-                        &batch.body,
-                        properties(&batch),
-                    )
-                    .await;
+                let published = self.publish(channel, &batch).await;
                 match published {
                     Ok(confirm) => {
                         self.accounting.batches_published.inc();
@@ -244,6 +233,24 @@ impl Publisher {
         result
     }
 
+    /// Publishes one batch, mandatory (an unroutable batch comes back and is counted), with its properties.
+    async fn publish(&self, channel: &Channel, batch: &OutgoingBatch) -> Result<lapin::PublisherConfirm, lapin::Error> {
+        let options = BasicPublishOptions {
+            mandatory: true,
+            ..Default::default()
+        };
+        let (exchange, routing_key) = (self.settings.exchange.as_str(), self.settings.routing_key.as_str());
+        channel
+            .basic_publish(
+                exchange.into(),
+                routing_key.into(),
+                options,
+                &batch.body,
+                properties(batch),
+            )
+            .await
+    }
+
     fn drop_batch(&mut self, batch: OutgoingBatch, reason: DropReason) {
         tracing::warn!(batch = %batch.id, packets = batch.packets, reason = reason.as_str(), "batch dropped");
         self.accounting.batches_nacked.inc();
@@ -269,19 +276,7 @@ impl Publisher {
             .max(Duration::from_secs(1));
         let attempt = async {
             let (connection, channel) = self.connect().await?;
-            let confirmation = channel
-                .basic_publish(
-                    self.settings.exchange.as_str().into(),
-                    self.settings.routing_key.as_str().into(),
-                    BasicPublishOptions {
-                        mandatory: true,
-                        ..Default::default()
-                    },
-                    &batch.body,
-                    properties(&batch),
-                )
-                .await?
-                .await?;
+            let confirmation = self.publish(&channel, &batch).await?.await?;
             let _ = connection.close(200, "".into()).await;
             Ok::<_, PublishError>(confirmation)
         };

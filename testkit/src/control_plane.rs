@@ -136,6 +136,15 @@ impl ControlPlane {
             .create(&PostParams::default(), &namespace)
             .await
             .expect("create the test namespace");
+        // Pods cannot be created before the namespace's default ServiceAccount exists, and the
+        // DaemonSet and ReplicaSet controllers back off for minutes after such a failure.
+        let accounts: Api<k8s_openapi::api::core::v1::ServiceAccount> = Api::namespaced(client.clone(), &name);
+        crate::wait_until(
+            "the namespace's default ServiceAccount",
+            Duration::from_secs(60),
+            || async { accounts.get_opt("default").await.ok().flatten().map(|_| ()) },
+        )
+        .await;
         TestNamespace {
             name,
             client,
