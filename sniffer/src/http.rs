@@ -1,6 +1,5 @@
 //! `/metrics`, `/healthz` and `/readyz`.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -19,13 +18,12 @@ pub struct Health {
     pub connected: Arc<AtomicBool>,
 }
 
-pub async fn serve(listen: SocketAddr, health: Health) -> std::io::Result<()> {
+pub async fn serve(listener: tokio::net::TcpListener, health: Health) -> std::io::Result<()> {
     let app = Router::new()
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .with_state(health);
-    let listener = tokio::net::TcpListener::bind(listen).await?;
     axum::serve(listener, app).await
 }
 

@@ -60,12 +60,12 @@ async fn main() -> anyhow::Result<()> {
         accounting: accounting.clone(),
         connected: connected.clone(),
     };
+    // Bound here, before anything else starts, so that a taken port is a clear startup error.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    drop(listener);
     tokio::spawn(async move {
-        if let Err(error) = http::serve(config.listen, health).await {
+        if let Err(error) = http::serve(listener, health).await {
             tracing::error!(%error, "health and metrics server failed");
         }
     });
