@@ -63,9 +63,13 @@ pub struct Config {
     #[arg(long, env = "TRAWL_LEASE_NAME", default_value = "trawl-operator")]
     pub lease_name: String,
 
-    /// Namespace of the leader-election Lease. Default: the pod's namespace, else `default`.
+    /// Namespace of the leader-election Lease. Default: the pod's namespace (POD_NAMESPACE), else `default`.
     #[arg(long, env = "TRAWL_LEASE_NAMESPACE")]
     pub lease_namespace: Option<String>,
+
+    /// How long a leader's Lease lasts without renewal; a standby replica takes over after it.
+    #[arg(long, env = "TRAWL_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub lease_duration: Duration,
 
     /// Reconcile the sessions of this namespace only. Default: every namespace.
     #[arg(long, env = "TRAWL_WATCH_NAMESPACE")]

@@ -72,6 +72,32 @@ async fn main() -> anyhow::Result<()> {
 
     wait_for_crd(&client).await;
     ready.store(true, Ordering::Release);
+    // Only the holder of the Lease reconciles, so that two replicas never write at once.
+    let lease_namespace = config
+        .lease_namespace
+        .clone()
+        .or_else(|| std::env::var("POD_NAMESPACE").ok())
+        .unwrap_or_else(|| "default".to_owned());
+    let identity = format!(
+        "{}-{}",
+        std::env::var("POD_NAME").unwrap_or_else(|_| "trawl-operator".to_owned()),
+        std::process::id()
+    );
+    let lease_seconds = config.lease_duration.as_secs().max(2);
+    let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &config.lease_name)
+        .with_namespace(&lease_namespace)
+        .with_identity(&identity)
+        .with_duration(lease_seconds)
+        .with_grace((lease_seconds / 3).max(1))
+        .build()
+        .await
+        .context("cannot set up leader election")?;
+    let (mut leading, _lease_task) = lease.watch().await;
+    tracing::info!(lease = %config.lease_name, namespace = %lease_namespace, %identity, "waiting to lead");
+    while !*leading.borrow_and_update() {
+        leading.changed().await.context("leader election stopped")?;
+    }
+    tracing::info!(%identity, "leading");
     let context = Arc::new(reconcile::Context {
         recorder: kube::runtime::events::Recorder::new(client.clone(), "trawl-operator".into()),
         scale_interval: config.scale_interval,
@@ -102,7 +128,7 @@ async fn main() -> anyhow::Result<()> {
             Api::all(client.clone()),
         ),
     };
-    Controller::new(sessions, watcher::Config::default())
+    let controller = Controller::new(sessions, watcher::Config::default())
         .owns(daemonsets, children())
         .owns(deployments, children())
         .shutdown_on_signal()
@@ -111,8 +137,18 @@ async fn main() -> anyhow::Result<()> {
             if let Err(error) = result {
                 tracing::debug!(%error, "reconcile error");
             }
-        })
-        .await;
+        });
+    let lost = async {
+        while leading.changed().await.is_ok() {
+            if !*leading.borrow() {
+                break;
+            }
+        }
+    };
+    tokio::select! {
+        _ = controller => {}
+        _ = lost => anyhow::bail!("lost the leader-election Lease; exiting so that a restart rejoins as a standby"),
+    }
     tracing::info!("stopped");
     Ok(())
 }

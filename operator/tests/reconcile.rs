@@ -180,6 +180,7 @@ fn start_operator(namespace: &TestNamespace, vhost: &TestVhost, metrics_port: u1
     command
         .env("KUBECONFIG", &namespace.control_plane.kubeconfig)
         .args(["--amqp-url", &vhost.amqp_url, "--watch-namespace", &namespace.name])
+        .args(["--lease-namespace", &namespace.name])
         .args(["--listen", &format!("127.0.0.1:{metrics_port}")])
         .args(extra);
     Service::start("trawl-operator", command)
@@ -486,5 +487,66 @@ async fn an_operator_killed_mid_reconcile_converges_after_a_restart() {
         (daemonsets.items.len(), deployments.items.len()),
         (1, 1),
         "children duplicated"
+    );
+}
+
+#[tokio::test]
+async fn of_two_replicas_only_the_leader_reconciles_and_the_standby_takes_over() {
+    let mut rig = Rig::start_with(&["--lease-duration", "3s"]).await;
+    let second_port = free_port();
+    let mut second = start_operator(&rig.namespace, &rig.vhost, second_port, &rig.extra);
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&example())).status.success());
+    rig.wait_phase("web-and-dns", "Capturing").await;
+
+    let leases =
+        Api::<k8s_openapi::api::coordination::v1::Lease>::namespaced(rig.namespace.client.clone(), &rig.namespace.name);
+    let holder = || async { leases.get("trawl-operator").await.ok()?.spec?.holder_identity };
+    let first_leads = holder().await == Some(format!("trawl-operator-{}", rig.operator.pid()));
+    let (standby_pid, standby_port) = if first_leads {
+        (second.pid(), second_port)
+    } else {
+        (rig.operator.pid(), rig.metrics_port)
+    };
+    let reconciles_of = |port: u16| {
+        let text = ureq::get(format!("http://127.0.0.1:{port}/metrics"))
+            .call()
+            .ok()?
+            .body_mut()
+            .read_to_string()
+            .ok()?;
+        Some(
+            text.lines()
+                .filter(|l| l.starts_with("trawl_operator_reconciles_total"))
+                .count(),
+        )
+    };
+    assert_eq!(
+        reconciles_of(standby_port),
+        Some(0),
+        "the standby reconciled while not leading"
+    );
+
+    // The leader dies; the standby takes the Lease and carries on.
+    let leader = if first_leads { &mut rig.operator } else { &mut second };
+    leader.signal("KILL");
+    leader.wait_for_exit(DEADLINE).expect("killed");
+    let patched = rig.kubectl(
+        &[
+            "patch",
+            "cap",
+            "web-and-dns",
+            "--type",
+            "merge",
+            "-p",
+            r#"{"spec":{"suspend":true}}"#,
+        ],
+        None,
+    );
+    assert!(patched.status.success());
+    rig.wait_phase("web-and-dns", "Suspended").await;
+    assert_eq!(holder().await, Some(format!("trawl-operator-{standby_pid}")));
+    assert!(
+        reconciles_of(standby_port).unwrap_or(0) > 0,
+        "the new leader did not reconcile"
     );
 }
