@@ -167,6 +167,37 @@ pub fn parser_deployment(session: &CaptureSession, settings: &Settings, queue: &
     serde_json::from_value(deployment).expect("a valid Deployment")
 }
 
+/// The KEDA ScaledObject that scales the parser Deployment on the queue's length (`autoscaler: keda`).
+/// KEDA reads the broker URL from the parsers' own `TRAWL_AMQP_URL`.
+pub fn parser_scaled_object(session: &CaptureSession, queue: &str) -> serde_json::Value {
+    let parsers = &session.spec.parsers;
+    json!({
+        "apiVersion": "keda.sh/v1alpha1",
+        "kind": "ScaledObject",
+        "metadata": {
+            "name": names::parser_name(session),
+            "namespace": session.metadata.namespace,
+            "labels": names::labels(session, "parser"),
+            "ownerReferences": [owner_reference(session)],
+        },
+        "spec": {
+            "scaleTargetRef": {"name": names::parser_name(session)},
+            "minReplicaCount": parsers.min_replicas,
+            "maxReplicaCount": parsers.max_replicas,
+            "pollingInterval": 5,
+            "triggers": [{
+                "type": "rabbitmq",
+                "metadata": {
+                    "queueName": queue,
+                    "mode": "QueueLength",
+                    "value": parsers.target_backlog.to_string(),
+                    "hostFromEnv": "TRAWL_AMQP_URL",
+                },
+            }],
+        },
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -258,6 +289,25 @@ mod tests {
             .unwrap();
         assert_eq!(listen.value, Some(format!("0.0.0.0:{}", sniffer_port(&a))));
         assert_eq!(container.ports.as_ref().unwrap()[0].container_port, sniffer_port(&a));
+    }
+
+    #[test]
+    fn keda_scales_the_parsers_on_the_queue_length() {
+        let session = fixture();
+        let scaled = parser_scaled_object(&session, "trawl.team-a.web-and-dns.01234567");
+        assert_eq!(scaled["spec"]["scaleTargetRef"]["name"], "web-and-dns-parser");
+        assert_eq!(
+            (
+                scaled["spec"]["minReplicaCount"].as_i64(),
+                scaled["spec"]["maxReplicaCount"].as_i64()
+            ),
+            (Some(1), Some(5))
+        );
+        let trigger = &scaled["spec"]["triggers"][0];
+        assert_eq!(trigger["type"], "rabbitmq");
+        assert_eq!(trigger["metadata"]["queueName"], "trawl.team-a.web-and-dns.01234567");
+        assert_eq!(trigger["metadata"]["mode"], "QueueLength");
+        assert_eq!(trigger["metadata"]["value"], "100");
     }
 
     #[test]

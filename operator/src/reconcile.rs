@@ -129,6 +129,22 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
         write_status(session, context, &queue, Phase::Failed, decided, None).await?;
         return Ok(Action::await_change());
     }
+    // KEDA mode needs KEDA: without its CRD nothing would scale the parsers.
+    let keda = session.spec.parsers.autoscaler == crds::Autoscaler::Keda;
+    if keda && !keda_installed(&context.client).await? {
+        let message = "spec.parsers.autoscaler is keda, but KEDA is not installed (no scaledobjects.keda.sh CRD): \
+                       install KEDA or set autoscaler to builtin"
+            .to_owned();
+        if previous.phase != Some(Phase::Failed) {
+            context
+                .event(session, EventType::Warning, "KedaNotInstalled", message.clone())
+                .await;
+        }
+        let decided = status::kstatus(false, Some(("KedaNotInstalled", message)), "");
+        write_status(session, context, &queue, Phase::Failed, decided, None).await?;
+        // CRDs are not watched: look again from time to time, so that installing KEDA is noticed.
+        return Ok(Action::requeue(Duration::from_secs(10)));
+    }
     if previous.queue.is_none() {
         context
             .event(
@@ -199,6 +215,18 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
         .patch(&desired.name_any(), &apply, &Patch::Apply(&desired))
         .await
         .map_err(Error::Kube)?;
+    if keda {
+        let scaled = build::parser_scaled_object(session, &queue);
+        let gvk = kube::core::GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject");
+        let resource = kube::discovery::ApiResource::from_gvk(&gvk);
+        let scaled_objects: Api<kube::core::DynamicObject> =
+            Api::namespaced_with(context.client.clone(), &namespace, &resource);
+        let name = crate::names::parser_name(session);
+        scaled_objects
+            .patch(&name, &apply, &Patch::Apply(&scaled))
+            .await
+            .map_err(Error::Kube)?;
+    }
     let parsers = autoscale(session, context, &deployments, &deployment, backlog).await?;
 
     let sniffers = daemonset
@@ -264,6 +292,16 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
             .map_or(requeue, |d| d.min(requeue))
             .max(Duration::from_millis(500)),
     ))
+}
+
+async fn keda_installed(client: &Client) -> Result<bool, Error> {
+    use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+    let crds: Api<CustomResourceDefinition> = Api::all(client.clone());
+    Ok(crds
+        .get_opt("scaledobjects.keda.sh")
+        .await
+        .map_err(Error::Kube)?
+        .is_some())
 }
 
 /// When capture must end: `startTime + duration`, once the session has started.

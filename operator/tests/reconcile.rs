@@ -550,3 +550,51 @@ async fn of_two_replicas_only_the_leader_reconciles_and_the_standby_takes_over()
         "the new leader did not reconcile"
     );
 }
+
+/// KEDA's ScaledObject CRD, reduced to what the API server needs to store objects of it.
+const KEDA_CRD: &str = r#"
+apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: scaledobjects.keda.sh}
+spec:
+  group: keda.sh
+  scope: Namespaced
+  names: {kind: ScaledObject, listKind: ScaledObjectList, plural: scaledobjects, singular: scaledobject}
+  versions:
+  - name: v1alpha1
+    served: true
+    storage: true
+    schema: {openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}}
+"#;
+
+#[tokio::test]
+async fn keda_mode_says_when_keda_is_missing_and_creates_a_scaled_object_once_it_is_there() {
+    let rig = Rig::start().await;
+    let manifest = example().replace("autoscaler: builtin", "autoscaler: keda");
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+    let stalled = wait_until("Stalled=True", DEADLINE, || async {
+        rig.condition("web-and-dns", "Stalled")
+            .filter(|c| c["status"] == "True")
+    })
+    .await;
+    assert_eq!(stalled["reason"], "KedaNotInstalled");
+
+    // KEDA arrives (only its CRD: nothing here runs KEDA itself).
+    let installed = rig.kubectl(&["apply", "-f", "-"], Some(KEDA_CRD));
+    assert!(
+        installed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&installed.stderr)
+    );
+    rig.wait_phase("web-and-dns", "Capturing").await;
+    let queue = rig.status("web-and-dns", "queue").as_str().unwrap().to_owned();
+    let scaled = rig.kubectl(
+        &["get", "scaledobjects.keda.sh", "web-and-dns-parser", "-o", "json"],
+        None,
+    );
+    assert!(scaled.status.success(), "{}", String::from_utf8_lossy(&scaled.stderr));
+    let scaled: Value = serde_json::from_slice(&scaled.stdout).unwrap();
+    assert_eq!(scaled["spec"]["triggers"][0]["metadata"]["queueName"], queue.as_str());
+    assert_eq!(scaled["spec"]["scaleTargetRef"]["name"], "web-and-dns-parser");
+    let _ = rig.kubectl(&["delete", "crd", "scaledobjects.keda.sh", "--wait=false"], None);
+}
