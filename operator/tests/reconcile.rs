@@ -128,6 +128,14 @@ impl Rig {
         }
     }
 
+    /// Sets `spec.suspend` and waits for the Suspended phase.
+    async fn suspend(&self, name: &str) {
+        let patch = r#"{"spec":{"suspend":true}}"#;
+        let patched = self.kubectl(&["patch", "cap", name, "--type", "merge", "-p", patch], None);
+        assert!(patched.status.success(), "{}", String::from_utf8_lossy(&patched.stderr));
+        self.wait_phase(name, "Suspended").await;
+    }
+
     /// The session's status and its children, for a failure message.
     fn describe(&self, name: &str) -> String {
         let status = self.session(name).map(|s| s["status"].to_string()).unwrap_or_default();
@@ -292,20 +300,7 @@ async fn suspend_removes_the_sniffers_and_keeps_the_queue() {
     rig.wait_phase("web-and-dns", "Capturing").await;
     let queue = rig.status("web-and-dns", "queue").as_str().unwrap().to_owned();
 
-    let patched = rig.kubectl(
-        &[
-            "patch",
-            "cap",
-            "web-and-dns",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"suspend":true}}"#,
-        ],
-        None,
-    );
-    assert!(patched.status.success());
-    rig.wait_phase("web-and-dns", "Suspended").await;
+    rig.suspend("web-and-dns").await;
     let daemonsets = Api::<DaemonSet>::namespaced(rig.namespace.client.clone(), &rig.namespace.name);
     wait_until("the sniffers to be removed", DEADLINE, || async {
         daemonsets
@@ -530,20 +525,7 @@ async fn of_two_replicas_only_the_leader_reconciles_and_the_standby_takes_over()
     let leader = if first_leads { &mut rig.operator } else { &mut second };
     leader.signal("KILL");
     leader.wait_for_exit(DEADLINE).expect("killed");
-    let patched = rig.kubectl(
-        &[
-            "patch",
-            "cap",
-            "web-and-dns",
-            "--type",
-            "merge",
-            "-p",
-            r#"{"spec":{"suspend":true}}"#,
-        ],
-        None,
-    );
-    assert!(patched.status.success());
-    rig.wait_phase("web-and-dns", "Suspended").await;
+    rig.suspend("web-and-dns").await;
     assert_eq!(holder().await, Some(format!("trawl-operator-{standby_pid}")));
     assert!(
         reconciles_of(standby_port).unwrap_or(0) > 0,
