@@ -154,8 +154,8 @@ metadata:
     trawl.dev/pool: $pool
     topology.kubernetes.io/zone: $zone
 status:
-  allocatable: {cpu: "32", memory: 256Gi, pods: "110"}
-  capacity: {cpu: "32", memory: 256Gi, pods: "110"}
+  allocatable: {cpu: "32", memory: 256Gi, pods: "250"}
+  capacity: {cpu: "32", memory: 256Gi, pods: "250"}
 EOF
 done > "$dir/nodes.yaml"
 wait_for 30 "the default namespace" kubectl get namespace default

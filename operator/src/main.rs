@@ -98,14 +98,16 @@ async fn main() -> anyhow::Result<()> {
         leading.changed().await.context("leader election stopped")?;
     }
     tracing::info!(%identity, "leading");
+    let database = config.database_url.as_deref().map(connect_database).transpose()?;
     let context = Arc::new(reconcile::Context {
+        database,
         recorder: kube::runtime::events::Recorder::new(client.clone(), "trawl-operator".into()),
         scale_interval: config.scale_interval,
         scale_down_stabilization: config.scale_down_stabilization,
         windows: Default::default(),
         metrics,
         client: client.clone(),
-        amqp_url: config.amqp_url.clone(),
+        broker: queue::Broker::new(config.amqp_url.clone()),
         settings: build::Settings {
             sniffer_image: config.sniffer_image.clone(),
             parser_image: config.parser_image.clone(),
@@ -151,6 +153,24 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// A pool that connects on first use, and migrations applied in the background until they succeed:
+/// a database outage must not keep the operator from managing the pipeline.
+fn connect_database(url: &str) -> anyhow::Result<sqlx::PgPool> {
+    let pool = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(4)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect_lazy(url)
+        .context("invalid --database-url")?;
+    let migrating = pool.clone();
+    tokio::spawn(async move {
+        while let Err(error) = database::MIGRATOR.run(&migrating).await {
+            tracing::warn!(%error, "cannot migrate the database; retrying in 5 s");
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        }
+    });
+    Ok(pool)
 }
 
 /// The operator is useless without its CRD: say so clearly and keep checking.

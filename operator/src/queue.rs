@@ -18,89 +18,111 @@ pub enum QueueError {
 /// A reconcile must never hang on the broker: every broker conversation is bounded.
 const BROKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn channel(amqp_url: &str) -> Result<(Connection, lapin::Channel), QueueError> {
-    let connect = async {
-        let connection = Connection::connect(amqp_url, ConnectionProperties::default()).await?;
-        let channel = connection.create_channel().await?;
-        Ok::<_, QueueError>((connection, channel))
-    };
-    tokio::time::timeout(BROKER_TIMEOUT, connect)
-        .await
-        .map_err(|_| QueueError::Timeout(BROKER_TIMEOUT))?
+/// One AMQP connection shared by every reconcile (a channel per conversation), opened again when
+/// it breaks: opening a connection per call cost more than the rest of a reconcile together.
+pub struct Broker {
+    url: String,
+    connection: tokio::sync::Mutex<Option<Connection>>,
 }
 
-/// Declares (idempotently) the exchange, the dead-letter queue and the session queue, and binds it.
-pub async fn declare(amqp_url: &str, queue: &str, max_bytes: i64) -> Result<(), QueueError> {
-    let (connection, channel) = channel(amqp_url).await?;
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            EXCHANGE.into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
-        .await?;
-    let dead = dead_letter_queue(queue);
-    channel
-        .queue_declare(dead.as_str().into(), durable, FieldTable::default())
-        .await?;
-    let mut arguments = FieldTable::default();
-    arguments.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(max_bytes));
-    arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-    arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-    arguments.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(dead.as_str().into()),
-    );
-    channel.queue_declare(queue.into(), durable, arguments).await?;
-    channel
-        .queue_bind(
-            queue.into(),
-            EXCHANGE.into(),
-            queue.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await?;
-    let _ = connection.close(200, "".into()).await;
-    Ok(())
-}
-
-/// Messages waiting in the queue (a passive declare: it fails if the queue is missing).
-pub async fn backlog(amqp_url: &str, queue: &str) -> Result<u32, QueueError> {
-    let (connection, channel) = channel(amqp_url).await?;
-    let passive = QueueDeclareOptions {
-        passive: true,
-        ..Default::default()
-    };
-    let state = channel
-        .queue_declare(queue.into(), passive, FieldTable::default())
-        .await?;
-    let _ = connection.close(200, "".into()).await;
-    Ok(state.message_count())
-}
-
-/// Deletes the queue and its dead-letter queue (missing ones are fine).
-pub async fn delete(amqp_url: &str, queue: &str) -> Result<(), QueueError> {
-    for name in [queue.to_owned(), dead_letter_queue(queue)] {
-        let (connection, channel) = channel(amqp_url).await?;
-        match channel
-            .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
-            .await
-        {
-            Ok(_) => {}
-            // Already gone: what cleanup wants.
-            Err(error) if error.to_string().contains("NOT_FOUND") => {}
-            Err(error) => return Err(error.into()),
+impl Broker {
+    pub fn new(url: String) -> Self {
+        Self {
+            url,
+            connection: tokio::sync::Mutex::new(None),
         }
-        let _ = connection.close(200, "".into()).await;
     }
-    Ok(())
+
+    async fn channel(&self) -> Result<lapin::Channel, QueueError> {
+        let open = async {
+            let mut connection = self.connection.lock().await;
+            if let Some(live) = connection.as_ref().filter(|c| c.status().connected())
+                && let Ok(channel) = live.create_channel().await
+            {
+                return Ok(channel);
+            }
+            let fresh = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+            let channel = fresh.create_channel().await?;
+            *connection = Some(fresh);
+            Ok::<_, QueueError>(channel)
+        };
+        tokio::time::timeout(BROKER_TIMEOUT, open)
+            .await
+            .map_err(|_| QueueError::Timeout(BROKER_TIMEOUT))?
+    }
+    /// Declares (idempotently) the exchange, the dead-letter queue and the session queue, and binds it.
+    pub async fn declare(&self, queue: &str, max_bytes: i64) -> Result<(), QueueError> {
+        let channel = self.channel().await?;
+        let durable = QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        };
+        channel
+            .exchange_declare(
+                EXCHANGE.into(),
+                ExchangeKind::Direct,
+                ExchangeDeclareOptions {
+                    durable: true,
+                    ..Default::default()
+                },
+                FieldTable::default(),
+            )
+            .await?;
+        let dead = dead_letter_queue(queue);
+        channel
+            .queue_declare(dead.as_str().into(), durable, FieldTable::default())
+            .await?;
+        let mut arguments = FieldTable::default();
+        arguments.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(max_bytes));
+        arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+        arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+        arguments.insert(
+            "x-dead-letter-routing-key".into(),
+            AMQPValue::LongString(dead.as_str().into()),
+        );
+        channel.queue_declare(queue.into(), durable, arguments).await?;
+        channel
+            .queue_bind(
+                queue.into(),
+                EXCHANGE.into(),
+                queue.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await?;
+        let _ = channel.close(200, "".into()).await;
+        Ok(())
+    }
+
+    /// Messages waiting in the queue (a passive declare: it fails if the queue is missing).
+    pub async fn backlog(&self, queue: &str) -> Result<u32, QueueError> {
+        let channel = self.channel().await?;
+        let passive = QueueDeclareOptions {
+            passive: true,
+            ..Default::default()
+        };
+        let state = channel
+            .queue_declare(queue.into(), passive, FieldTable::default())
+            .await?;
+        let _ = channel.close(200, "".into()).await;
+        Ok(state.message_count())
+    }
+
+    /// Deletes the queue and its dead-letter queue (missing ones are fine).
+    pub async fn delete(&self, queue: &str) -> Result<(), QueueError> {
+        for name in [queue.to_owned(), dead_letter_queue(queue)] {
+            let channel = self.channel().await?;
+            match channel
+                .queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+                .await
+            {
+                Ok(_) => {}
+                // Already gone: what cleanup wants.
+                Err(error) if error.to_string().contains("NOT_FOUND") => {}
+                Err(error) => return Err(error.into()),
+            }
+            let _ = channel.close(200, "".into()).await;
+        }
+        Ok(())
+    }
 }

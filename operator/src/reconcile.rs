@@ -22,14 +22,16 @@ use crate::{queue, scaling, status};
 pub struct Context {
     pub client: Client,
     pub settings: Settings,
-    /// RabbitMQ URL the operator itself declares queues with.
-    pub amqp_url: String,
+    /// The RabbitMQ the operator itself declares queues with.
+    pub broker: queue::Broker,
     pub recorder: Recorder,
     pub scale_interval: Duration,
     pub scale_down_stabilization: Duration,
     /// Recent autoscaler recommendations, by session uid.
     pub windows: Mutex<HashMap<String, scaling::Window>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Where the parsers store packets: read for the packet counts, written with the session mirror.
+    pub database: Option<sqlx::PgPool>,
 }
 
 impl Context {
@@ -57,6 +59,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the session has no namespace, name or uid yet")]
     Incomplete,
+    #[error("cannot mirror the session into PostgreSQL: {0}")]
+    Mirror(#[source] database::MirrorError),
 }
 
 /// One reconcile, measured: `trawl_operator_reconciles_total{result}` and its duration.
@@ -101,12 +105,20 @@ impl Error {
             Self::Queue(_) => "rabbitmq",
             Self::Finalizer(_) => "finalizer",
             Self::Incomplete => "incomplete",
+            Self::Mirror(_) => "database",
         }
     }
 }
 
-pub fn error_policy(session: Arc<CaptureSession>, error: &Error, _context: Arc<Context>) -> Action {
+pub fn error_policy(session: Arc<CaptureSession>, error: &Error, context: Arc<Context>) -> Action {
     tracing::warn!(session = %session.name_any(), %error, "reconcile failed; retrying");
+    // The recorder folds repeats of the same event into a series, so a lasting outage is one Event.
+    let note = format!("{error}; retrying");
+    tokio::spawn(async move {
+        context
+            .event(&session, EventType::Warning, "ReconcileFailed", note)
+            .await;
+    });
     Action::requeue(Duration::from_secs(5))
 }
 
@@ -117,6 +129,7 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
     let daemonsets: Api<DaemonSet> = Api::namespaced(context.client.clone(), &namespace);
     let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
     let previous = session.status.clone().unwrap_or_default();
+    let counts = packet_counts(session, context).await;
 
     // A filter the API server could not check: no children, and a condition the user can act on.
     if let Some(message) = invalid_filter(session) {
@@ -126,7 +139,7 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
                 .await;
         }
         let decided = status::kstatus(false, Some(("InvalidFilter", message)), "");
-        write_status(session, context, &queue, Phase::Failed, decided, None).await?;
+        write_status(session, context, &queue, &counts, Phase::Failed, decided, None).await?;
         return Ok(Action::await_change());
     }
     // KEDA mode needs KEDA: without its CRD nothing would scale the parsers.
@@ -141,7 +154,7 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
                 .await;
         }
         let decided = status::kstatus(false, Some(("KedaNotInstalled", message)), "");
-        write_status(session, context, &queue, Phase::Failed, decided, None).await?;
+        write_status(session, context, &queue, &counts, Phase::Failed, decided, None).await?;
         // CRDs are not watched: look again from time to time, so that installing KEDA is noticed.
         return Ok(Action::requeue(Duration::from_secs(10)));
     }
@@ -155,12 +168,37 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
             )
             .await;
     }
-    queue::declare(&context.amqp_url, &queue, session.spec.max_backlog_bytes).await?;
-    let backlog = queue::backlog(&context.amqp_url, &queue).await.ok();
+    context.broker.declare(&queue, session.spec.max_backlog_bytes).await?;
+    let backlog = context.broker.backlog(&queue).await.ok();
 
-    // Capture ends when the duration is up; then the parsers drain the queue and stop.
+    // Capture ends when the duration is up or enough packets are captured; then the parsers drain
+    // the queue and stop.
     let expired = capture_deadline(session).is_some_and(|deadline| deadline <= k8s_openapi::jiff::Timestamp::now());
-    let finished = expired || matches!(previous.phase, Some(Phase::Draining | Phase::Completed));
+    let enough = session
+        .spec
+        .max_packets
+        .zip(counts.as_ref())
+        .is_some_and(|(max, counts)| counts.captured >= max);
+    let ending = expired || enough;
+    let finished = ending || matches!(previous.phase, Some(Phase::Draining | Phase::Completed));
+    if ending && !matches!(previous.phase, Some(Phase::Draining | Phase::Completed)) {
+        let why = if enough {
+            format!("maxPackets ({}) reached", session.spec.max_packets.unwrap_or_default())
+        } else {
+            format!(
+                "duration ({}) reached",
+                session.spec.duration.as_deref().unwrap_or_default()
+            )
+        };
+        context
+            .event(
+                session,
+                EventType::Normal,
+                "CaptureEnded",
+                format!("{why}; sniffers removed"),
+            )
+            .await;
+    }
     let sniffer_name = crate::names::sniffer_name(session);
     if (session.spec.suspend || finished) && daemonsets.get_opt(&sniffer_name).await.map_err(Error::Kube)?.is_some() {
         daemonsets
@@ -195,7 +233,16 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
             desired_parsers: Some(0),
             backlog: Some(0),
         };
-        write_status(session, context, &queue, Phase::Completed, decided, Some(observed)).await?;
+        write_status(
+            session,
+            context,
+            &queue,
+            &counts,
+            Phase::Completed,
+            decided,
+            Some(observed),
+        )
+        .await?;
         return Ok(Action::await_change());
     }
 
@@ -253,7 +300,16 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
             "Suspended",
             "capture suspended: no sniffers; the queue and stored data are kept".into(),
         );
-        write_status(session, context, &queue, Phase::Suspended, decided, Some(observed)).await?;
+        write_status(
+            session,
+            context,
+            &queue,
+            &counts,
+            Phase::Suspended,
+            decided,
+            Some(observed),
+        )
+        .await?;
         return Ok(Action::requeue(requeue));
     }
     if finished {
@@ -262,7 +318,16 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
             backlog.unwrap_or(0)
         );
         let decided = status::kstatus(false, None, &message);
-        write_status(session, context, &queue, Phase::Draining, decided, Some(observed)).await?;
+        write_status(
+            session,
+            context,
+            &queue,
+            &counts,
+            Phase::Draining,
+            decided,
+            Some(observed),
+        )
+        .await?;
         return Ok(Action::requeue(Duration::from_secs(5)));
     }
     let sniffers_ready = sniffers.as_ref().is_some_and(|s| s.desired > 0 && s.ready == s.desired);
@@ -278,6 +343,7 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
         session,
         context,
         &queue,
+        &counts,
         phase,
         status::kstatus(ready, None, &waiting_for),
         Some(observed),
@@ -364,8 +430,13 @@ async fn autoscale(
 
 async fn cleanup(session: &CaptureSession, context: &Context) -> Result<Action, Error> {
     if let Some(queue) = session.queue_name() {
-        queue::delete(&context.amqp_url, &queue).await?;
+        context.broker.delete(&queue).await?;
         tracing::info!(session = %session.name_any(), %queue, "queue deleted");
+    }
+    if let (Some(pool), Some(namespace)) = (&context.database, session.namespace()) {
+        database::mark_deleted(pool, &namespace, &session.name_any())
+            .await
+            .map_err(|e| Error::Mirror(e.into()))?;
     }
     Ok(Action::await_change())
 }
@@ -388,10 +459,25 @@ fn invalid_filter(session: &CaptureSession) -> Option<String> {
     })
 }
 
+/// The session's packet counts from the database, or `None` (keeping the last known counts) when
+/// there is no database or it cannot be read right now.
+async fn packet_counts(session: &CaptureSession, context: &Context) -> Option<crds::PacketCounts> {
+    let pool = context.database.as_ref()?;
+    let key = database::session_key(&session.namespace()?, &session.name_any());
+    match database::packet_counts(pool, &key).await {
+        Ok(counts) => Some(counts),
+        Err(error) => {
+            tracing::warn!(session = %key, %error, "cannot read packet counts; keeping the last ones");
+            None
+        }
+    }
+}
+
 async fn write_status(
     session: &CaptureSession,
     context: &Context,
     queue: &str,
+    counts: &Option<crds::PacketCounts>,
     phase: Phase,
     decided: Vec<status::Decided>,
     observed: Option<Observed>,
@@ -407,7 +493,7 @@ async fn write_status(
         queue: Some(queue.to_owned()),
         start_time: previous.start_time.clone(),
         completion_time: previous.completion_time.clone(),
-        packets: previous.packets.clone(),
+        packets: counts.clone().or_else(|| previous.packets.clone()),
         ..Default::default()
     };
     if let Some(observed) = observed {
@@ -424,19 +510,25 @@ async fn write_status(
     if phase == Phase::Completed && next.completion_time.is_none() {
         next.completion_time = Some(now.clone());
     }
-    if !status::changed(session.status.as_ref(), &next) {
-        return Ok(());
+    if status::changed(session.status.as_ref(), &next) {
+        let sessions: Api<CaptureSession> =
+            Api::namespaced(context.client.clone(), &session.namespace().ok_or(Error::Incomplete)?);
+        let patch = json!({"apiVersion": "trawl.dev/v1alpha1", "kind": "CaptureSession", "status": next});
+        sessions
+            .patch_status(
+                &session.name_any(),
+                &PatchParams::apply(FIELD_MANAGER).force(),
+                &Patch::Apply(&patch),
+            )
+            .await
+            .map_err(Error::Kube)?;
     }
-    let sessions: Api<CaptureSession> =
-        Api::namespaced(context.client.clone(), &session.namespace().ok_or(Error::Incomplete)?);
-    let patch = json!({"apiVersion": "trawl.dev/v1alpha1", "kind": "CaptureSession", "status": next});
-    sessions
-        .patch_status(
-            &session.name_any(),
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(&patch),
-        )
-        .await
-        .map_err(Error::Kube)?;
+    // The mirror skips unchanged rows itself; writing it on every reconcile also repairs a row
+    // that a database outage kept from being written.
+    if let Some(pool) = &context.database {
+        let mut mirrored = session.clone();
+        mirrored.status = Some(next);
+        database::mirror_session(pool, &mirrored).await.map_err(Error::Mirror)?;
+    }
     Ok(())
 }

@@ -14,9 +14,10 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
 use testkit::control_plane::{ControlPlane, TestNamespace};
-use testkit::process::{Service, free_port};
+use testkit::postgres::TestDatabase;
+use testkit::process::{Service, free_port, workspace_binary};
 use testkit::rabbitmq::TestVhost;
-use testkit::{repo_root, wait_until};
+use testkit::{batches, repo_root, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
@@ -579,4 +580,99 @@ async fn keda_mode_says_when_keda_is_missing_and_creates_a_scaled_object_once_it
     assert_eq!(scaled["spec"]["triggers"][0]["metadata"]["queueName"], queue.as_str());
     assert_eq!(scaled["spec"]["scaleTargetRef"]["name"], "web-and-dns-parser");
     let _ = rig.kubectl(&["delete", "crd", "scaledobjects.keda.sh", "--wait=false"], None);
+}
+
+#[tokio::test]
+async fn packet_counts_come_from_what_the_parsers_stored_and_max_packets_ends_the_capture() {
+    let database = TestDatabase::create().await;
+    let rig = Rig::start_with(&["--database-url", &database.url]).await;
+    let manifest = example().replace("maxPackets: 5000000", "maxPackets: 20");
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+    let queue = wait_until("the session's queue", DEADLINE, || async {
+        rig.status("web-and-dns", "queue").as_str().map(str::to_owned)
+    })
+    .await;
+    // kwok runs no containers: a real parser on the host stands in for the Deployment's pods.
+    let session = format!("{}/web-and-dns", rig.namespace.name);
+    let mut parser = Command::new(workspace_binary("parser", "trawl-parser"));
+    parser
+        .args([
+            "--session",
+            &session,
+            "--queue",
+            &queue,
+            "--amqp-url",
+            &rig.vhost.amqp_url,
+        ])
+        .args(["--database-url", &database.url])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())]);
+    let _parser = Service::start("trawl-parser", parser);
+
+    // One sniffer's two batches: 24 packets captured and stored, 3 more lost to a full queue.
+    let connection = lapin::Connection::connect(&rig.vhost.amqp_url, Default::default())
+        .await
+        .unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel.confirm_select(Default::default()).await.unwrap();
+    let origin = batches::origin(&session, "kwok-node-0");
+    let now = batches::now_nanos();
+    let first = batches::l7_batch_at(now, &origin, 0, 0, 12, 0);
+    let counters = wire::Counters {
+        captured: 27,
+        kernel_drops: 0,
+        drops: vec![("queue_full".into(), 3)],
+    };
+    let second = batches::batch_of(
+        &origin,
+        1,
+        0,
+        &counters,
+        (12..24).map(|seq| (seq, now + seq, batches::l7_frame(seq))),
+    );
+    for (seq, body) in [first, second].iter().enumerate() {
+        batches::publish(&channel, "trawl.packets", &queue, &origin.batch_id(seq as u64), body).await;
+    }
+
+    // 27 captured >= maxPackets 20: the capture ends, the parser empties the queue, and it completes.
+    rig.wait_phase("web-and-dns", "Completed").await;
+    let packets = rig.status("web-and-dns", "packets");
+    assert_eq!(
+        packets,
+        serde_json::json!({"captured": 27, "dropped": 3, "droppedByReason": {"queue_full": 3}, "stored": 24}),
+        "captured = stored + dropped"
+    );
+    let events = rig.kubectl(&["get", "events.events.k8s.io", "-o", "json"], None);
+    let events: Value = serde_json::from_slice(&events.stdout).unwrap();
+    let notes: Vec<&str> = events["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["reason"] == "CaptureEnded")
+        .filter_map(|e| e["note"].as_str())
+        .collect();
+    assert!(notes.iter().any(|n| n.contains("maxPackets (20) reached")), "{notes:?}");
+
+    // The mirror the API reads: the session as the operator last wrote it, then marked deleted.
+    let pool = database.pool().await;
+    let (phase, stored): (Option<String>, Option<i64>) =
+        wait_until("the mirrored Completed phase", DEADLINE, || async {
+            let row: Option<(Option<String>, Option<i64>)> = sqlx::query_as(
+                "SELECT phase, (status->'packets'->>'stored')::bigint FROM sessions WHERE namespace = $1 AND name = $2",
+            )
+            .bind(&rig.namespace.name)
+            .bind("web-and-dns")
+            .fetch_optional(&pool)
+            .await
+            .unwrap();
+            row.filter(|(phase, _)| phase.as_deref() == Some("Completed"))
+        })
+        .await;
+    assert_eq!((phase.as_deref(), stored), (Some("Completed"), Some(24)));
+    assert!(rig.kubectl(&["delete", "cap", "web-and-dns"], None).status.success());
+    let deleted: bool = sqlx::query_scalar("SELECT deleted_at IS NOT NULL FROM sessions WHERE namespace = $1")
+        .bind(&rig.namespace.name)
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert!(deleted, "the mirror still shows a deleted session as live");
 }

@@ -12,7 +12,7 @@ use crate::copy::CopyWriter;
 use crate::dissect::{self, Dissection};
 use crate::flows::FlowTable;
 
-pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+pub use database::MIGRATOR;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

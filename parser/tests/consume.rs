@@ -11,18 +11,16 @@ use std::time::Duration;
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
-use testkit::frames;
+use testkit::batches;
 use testkit::postgres::TestDatabase;
 use testkit::process::{Service, free_port};
 use testkit::rabbitmq::TestVhost;
 use testkit::wait_until;
-use wire::{BatchBuilder, Counters, FLAG_FINAL, Origin};
+use wire::{FLAG_FINAL, Origin};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const QUEUE: &str = "session-under-test";
 const DEAD: &str = "session-under-test.dead";
-const CLIENT: [u8; 6] = [2, 0, 0, 0, 0, 2];
-const SERVER: [u8; 6] = [2, 0, 0, 0, 0, 1];
 
 struct Rig {
     parser: Option<Service>,
@@ -99,16 +97,7 @@ impl Rig {
     }
 
     async fn publish_batch(&self, id: &str, body: &[u8]) {
-        let headers = FieldTable::from(BTreeMap::from([(
-            wire::SCHEMA_HEADER.into(),
-            AMQPValue::LongLongInt(i64::from(wire::VERSION)),
-        )]));
-        let properties = BasicProperties::default()
-            .with_content_type(wire::CONTENT_TYPE.into())
-            .with_message_id(id.into())
-            .with_delivery_mode(2)
-            .with_headers(headers);
-        self.publish(body, properties).await;
+        batches::publish(&self.channel, "", QUEUE, id, body).await;
     }
 
     fn metric(&self, name: &str) -> Option<u64> {
@@ -141,50 +130,12 @@ impl Rig {
 }
 
 fn origin() -> Origin {
-    Origin {
-        boot_id: rand::random(),
-        session: "test/consume".into(),
-        node: "node-a".into(),
-    }
+    batches::origin("test/consume", "node-a")
 }
 
 /// Batch `batch_seq` of `origin`, packets numbered from `first_seq`: DNS, HTTP and TLS in turn.
 fn l7_batch(origin: &Origin, batch_seq: u64, first_seq: u64, packets: u64, flags: u16) -> Vec<u8> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64;
-    l7_batch_at(now, origin, batch_seq, first_seq, packets, flags)
-}
-
-fn l7_batch_at(now: u64, origin: &Origin, batch_seq: u64, first_seq: u64, packets: u64, flags: u16) -> Vec<u8> {
-    let mut builder = BatchBuilder::default();
-    let interface = builder.interface_index("eth0");
-    for seq in first_seq..first_seq + packets {
-        let frame = match seq % 3 {
-            0 => frames::udp(
-                CLIENT,
-                SERVER,
-                53,
-                &frames::dns_query(seq as u16, &format!("q{seq}.example.org")),
-            ),
-            1 => frames::tcp(CLIENT, SERVER, 80, 0x18, &frames::http_get("web.example.org", "/")),
-            _ => frames::tcp(
-                CLIENT,
-                SERVER,
-                443,
-                0x18,
-                &frames::tls_client_hello("secure.example.org"),
-            ),
-        };
-        builder.push(seq, now + seq, interface, frame.len() as u32, &frame);
-    }
-    let counters = Counters {
-        captured: first_seq + packets,
-        kernel_drops: 0,
-        drops: vec![],
-    };
-    builder.seal(origin, batch_seq, flags, &counters)
+    batches::l7_batch_at(batches::now_nanos(), origin, batch_seq, first_seq, packets, flags)
 }
 
 #[tokio::test]
@@ -327,8 +278,11 @@ async fn data_past_retention_is_removed_with_its_partition() {
         .unwrap()
         .as_nanos() as u64;
     let three_days_ago = now - 3 * 86_400 * 1_000_000_000;
-    rig.publish_batch(&origin.batch_id(0), &l7_batch_at(three_days_ago, &origin, 0, 0, 9, 0))
-        .await;
+    rig.publish_batch(
+        &origin.batch_id(0),
+        &batches::l7_batch_at(three_days_ago, &origin, 0, 0, 9, 0),
+    )
+    .await;
     rig.publish_batch(&origin.batch_id(1), &l7_batch(&origin, 1, 9, 6, FLAG_FINAL))
         .await;
     let old_partition = format!("packets_{}", day_name(three_days_ago));

@@ -6,10 +6,12 @@
 //!   shared by the tests of one test binary; [`control_plane::TestNamespace`] gives each test a namespace.
 //!
 //! - [`netns::TestNetwork`]: a network namespace and veth pair, with [`frames`] to send through it.
+//! - [`batches`]: batches in the sniffer's wire format, published as a sniffer would.
 //! - [`process::Service`]: a service binary under test, killed when the test ends.
 //!
 //! Everything is removed when the handle drops, also when the test panics.
 
+pub mod batches;
 pub mod control_plane;
 pub mod frames;
 pub mod netns;

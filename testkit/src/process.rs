@@ -62,3 +62,28 @@ pub fn free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// The path of a binary of another workspace package, built first if needed (cargo only provides
+/// `CARGO_BIN_EXE_*` for the tested package's own binaries). Builds in the test's own target dir
+/// and profile, so it is a no-op when `cargo test --workspace` already built it.
+pub fn workspace_binary(package: &str, binary: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    // Test binaries live in <target>/<profile>/deps/.
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("<target>/<profile>/deps");
+    let target_dir = profile_dir.parent().expect("<target>");
+    let mut build = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    build
+        .args(["build", "--quiet", "--package", package, "--bin", binary])
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(crate::repo_root());
+    if profile_dir.file_name().is_some_and(|name| name == "release") {
+        build.arg("--release");
+    }
+    let status = build.status().unwrap_or_else(|e| panic!("cargo build {binary}: {e}"));
+    assert!(status.success(), "cargo build -p {package} --bin {binary} failed");
+    profile_dir.join(binary)
+}

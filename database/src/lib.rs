@@ -1,0 +1,119 @@
+//! Trawl's PostgreSQL schema and the session queries shared by the operator (which mirrors
+//! CaptureSessions into the `sessions` table) and the API (which reads them back).
+//!
+//! Every process that touches the database runs [`MIGRATOR`] at start; sqlx holds an advisory
+//! lock while it migrates, so parsers, the operator and the API may start together.
+
+use std::collections::BTreeMap;
+
+use crds::{CaptureSession, PacketCounts, condition};
+use sqlx::PgPool;
+
+pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+
+/// How packets, batches and counters name their session: `namespace/name`.
+pub fn session_key(namespace: &str, name: &str) -> String {
+    format!("{namespace}/{name}")
+}
+
+/// Captured, dropped (by reason) and stored packets of a session, from what its sniffers'
+/// batches carried (`sniffer_counters`) and what its parsers committed (`batches`).
+///
+/// Kernel drops count as the reason `kernel`. Drops of a lost batch still show, because every
+/// batch carries its sniffer's cumulative counters.
+pub async fn packet_counts(pool: &PgPool, session: &str) -> Result<PacketCounts, sqlx::Error> {
+    let (captured, kernel, by_reason, stored): (i64, i64, sqlx::types::Json<BTreeMap<String, i64>>, i64) =
+        sqlx::query_as(
+            "WITH counters AS ( \
+                 SELECT coalesce(sum(captured), 0)::bigint AS captured, \
+                        coalesce(sum(kernel_drops), 0)::bigint AS kernel \
+                 FROM sniffer_counters WHERE session = $1), \
+             reasons AS ( \
+                 SELECT coalesce(jsonb_object_agg(reason, n), '{}'::jsonb) AS by_reason FROM ( \
+                     SELECT key AS reason, sum(value::bigint)::bigint AS n \
+                     FROM sniffer_counters, jsonb_each_text(drops) \
+                     WHERE session = $1 GROUP BY key) per_reason), \
+             stored AS (SELECT coalesce(sum(packets), 0)::bigint AS stored FROM batches WHERE session = $1) \
+             SELECT counters.captured, counters.kernel, reasons.by_reason, stored.stored \
+             FROM counters, reasons, stored",
+        )
+        .bind(session)
+        .fetch_one(pool)
+        .await?;
+    let mut dropped_by_reason: BTreeMap<String, i64> = by_reason.0.into_iter().filter(|(_, n)| *n > 0).collect();
+    if kernel > 0 {
+        dropped_by_reason.insert("kernel".into(), kernel);
+    }
+    Ok(PacketCounts {
+        captured,
+        dropped: dropped_by_reason.values().sum(),
+        dropped_by_reason,
+        stored,
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MirrorError {
+    #[error("the session has no namespace, name or uid")]
+    Incomplete,
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("cannot encode the session: {0}")]
+    Encode(#[from] serde_json::Error),
+}
+
+/// Writes the session as it is now (spec and status) into `sessions`. Returns whether the row
+/// changed: an unchanged session leaves the row (and its `updated_at`) alone.
+pub async fn mirror_session(pool: &PgPool, session: &CaptureSession) -> Result<bool, MirrorError> {
+    let meta = &session.metadata;
+    let (Some(namespace), Some(name), Some(uid)) = (&meta.namespace, &meta.name, &meta.uid) else {
+        return Err(MirrorError::Incomplete);
+    };
+    let status = session.status.clone().unwrap_or_default();
+    let ready = status.conditions.iter().find(|c| c.type_ == condition::READY);
+    let phase = status
+        .phase
+        .as_ref()
+        .map(|p| serde_json::to_value(p).map(|v| v.as_str().map(str::to_owned)));
+    let phase = phase.transpose()?.flatten();
+    let created = meta
+        .creation_timestamp
+        .as_ref()
+        .map(|t| t.0.to_string())
+        .unwrap_or_default();
+    let result = sqlx::query(
+        "INSERT INTO sessions (namespace, name, uid, phase, ready, message, spec, status, created_at, deleted_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, coalesce(nullif($9, '')::timestamptz, now()), NULL) \
+         ON CONFLICT (namespace, name) DO UPDATE SET \
+             uid = EXCLUDED.uid, phase = EXCLUDED.phase, ready = EXCLUDED.ready, message = EXCLUDED.message, \
+             spec = EXCLUDED.spec, status = EXCLUDED.status, created_at = EXCLUDED.created_at, \
+             deleted_at = NULL, updated_at = now() \
+         WHERE (sessions.uid, sessions.phase, sessions.ready, sessions.message, sessions.spec, sessions.status, \
+                sessions.deleted_at) \
+               IS DISTINCT FROM \
+               (EXCLUDED.uid, EXCLUDED.phase, EXCLUDED.ready, EXCLUDED.message, EXCLUDED.spec, EXCLUDED.status, \
+                NULL::timestamptz)",
+    )
+    .bind(namespace)
+    .bind(name)
+    .bind(uid)
+    .bind(phase)
+    .bind(ready.is_some_and(|c| c.status == "True"))
+    .bind(ready.map(|c| c.message.clone()))
+    .bind(serde_json::to_value(&session.spec)?)
+    .bind(serde_json::to_value(&status)?)
+    .bind(created)
+    .execute(pool)
+    .await?;
+    Ok(result.rows_affected() > 0)
+}
+
+/// Marks a deleted CaptureSession; its row and data stay until the retention passes.
+pub async fn mark_deleted(pool: &PgPool, namespace: &str, name: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE sessions SET deleted_at = now(), updated_at = now() WHERE namespace = $1 AND name = $2")
+        .bind(namespace)
+        .bind(name)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
