@@ -1,0 +1,96 @@
+//! One error type for every handler: bad input is a 400 naming the parameter, an unknown session a
+//! 404, and only our own failures are 500s (logged, never shown in detail).
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use utoipa::ToSchema;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("{parameter}: {message}")]
+    BadParameter { parameter: &'static str, message: String },
+    #[error("{0}")]
+    NotFound(String),
+    #[error("a bearer token is required")]
+    Unauthenticated,
+    #[error("this token lacks the `{0}` scope")]
+    Forbidden(&'static str),
+    #[error("the database is unavailable")]
+    Unavailable(#[source] sqlx::Error),
+    #[error("database error")]
+    Database(#[source] sqlx::Error),
+}
+
+impl ApiError {
+    pub fn bad(parameter: &'static str, message: impl Into<String>) -> Self {
+        Self::BadParameter {
+            parameter,
+            message: message.into(),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        match &error {
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Self::Unavailable(error),
+            _ => Self::Database(error),
+        }
+    }
+}
+
+/// The body of every error response.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// The query or path parameter at fault, when one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parameter: Option<&'static str>,
+    pub message: String,
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, parameter, message) = match &self {
+            Self::BadParameter { parameter, message } => (StatusCode::BAD_REQUEST, Some(*parameter), message.clone()),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, None, self.to_string()),
+            Self::Unauthenticated => (StatusCode::UNAUTHORIZED, None, self.to_string()),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, None, self.to_string()),
+            Self::Unavailable(source) => {
+                tracing::warn!(error = %source, "database unavailable");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    None,
+                    "the database is unavailable; retry shortly".into(),
+                )
+            }
+            Self::Database(source) => {
+                tracing::error!(error = %source, "database error");
+                (
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    None,
+                    "internal error; see the API's log".into(),
+                )
+            }
+        };
+        let mut response = (
+            status,
+            Json(ErrorBody {
+                error: ErrorDetail { parameter, message },
+            }),
+        )
+            .into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert("www-authenticate", axum::http::HeaderValue::from_static("Bearer"));
+        }
+        response
+    }
+}

@@ -1,0 +1,133 @@
+//! Stored packets: a filtered, keyset-paged list (newest first) and one packet's layers and bytes.
+
+use axum::Json;
+use axum::extract::{Path, Query, State};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::{Postgres, QueryBuilder};
+use utoipa::ToSchema;
+
+use crate::app::AppState;
+use crate::auth::{Caller, Scope, audit};
+use crate::cursor;
+use crate::error::{ApiError, ErrorBody};
+use crate::filter::{FilterParams, PACKETS};
+use crate::routes::{PageParams, ensure_session_known};
+
+/// One packet, as the list shows it.
+#[derive(Serialize, ToSchema, sqlx::FromRow, Clone, Debug)]
+pub struct Packet {
+    pub id: i64,
+    pub session: String,
+    pub ts: DateTime<Utc>,
+    pub node: String,
+    pub interface: String,
+    /// Length on the wire.
+    pub original_len: i32,
+    /// Bytes captured (at most the session's snaplen).
+    pub captured_len: i32,
+    pub src: Option<String>,
+    pub dst: Option<String>,
+    pub src_port: Option<i32>,
+    pub dst_port: Option<i32>,
+    /// `tcp`, `udp`, `icmp`, `icmpv6`, `arp`, or `ip-N`.
+    pub transport: Option<String>,
+    /// `dns`, `http` or `tls` when recognised.
+    pub l7: Option<String>,
+    /// The DNS name, HTTP host or TLS SNI.
+    pub l7_name: Option<String>,
+    pub tcp_flags: Option<i16>,
+    pub vlan: Option<i32>,
+    /// What could not be parsed, if anything.
+    pub malformed: Option<String>,
+    /// The stored bytes include the payload (the session's `storePayload`).
+    pub payload_kept: bool,
+}
+
+pub const PACKET_COLUMNS: &str = "id, session, ts, node, interface, original_len, captured_len, host(src) AS src, \
+     host(dst) AS dst, src_port, dst_port, transport, l7, l7_name, tcp_flags, vlan, malformed, payload_kept";
+
+#[derive(Serialize, ToSchema)]
+pub struct PacketPage {
+    /// Newest first.
+    pub items: Vec<Packet>,
+    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// Packets matching the filters, newest first.
+#[utoipa::path(get, path = "/api/v1/packets", tag = "packets",
+    params(FilterParams, PageParams),
+    responses((status = 200, body = PacketPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn list(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(filters): Query<FilterParams>,
+    Query(page): Query<PageParams>,
+) -> Result<Json<PacketPage>, ApiError> {
+    let filter = filters.check()?;
+    let limit = page.limit(state.max_page_size)?;
+    let before: Option<i64> = page.cursor.as_deref().map(cursor::decode).transpose()?;
+    if let Some(session) = &filter.session {
+        ensure_session_known(&state.pool, session).await?;
+    }
+    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {PACKET_COLUMNS} FROM packets WHERE true"));
+    filter.push_sql(&mut query, &PACKETS);
+    if let Some(before) = before {
+        query.push(" AND id < ").push_bind(before);
+    }
+    query.push(" ORDER BY id DESC LIMIT ").push_bind(limit + 1);
+    let mut items: Vec<Packet> = query.build_query_as().fetch_all(&state.pool).await?;
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|p| cursor::encode(&p.id))
+    } else {
+        None
+    };
+    Ok(Json(PacketPage { items, next_cursor }))
+}
+
+/// One packet with every dissected layer.
+#[derive(Serialize, ToSchema)]
+pub struct PacketDetail {
+    #[serde(flatten)]
+    pub packet: Packet,
+    /// Layers outermost first, each with its fields.
+    #[schema(value_type = Vec<Object>)]
+    pub layers: serde_json::Value,
+    /// The stored bytes as hex: headers only, or the whole frame when the payload is kept
+    /// (then the `payload` scope is needed).
+    pub data_hex: String,
+}
+
+/// One packet: its layers and stored bytes.
+#[utoipa::path(get, path = "/api/v1/packets/{id}", tag = "packets",
+    params(("id" = i64, Path, description = "Packet id")),
+    responses((status = 200, body = PacketDetail), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 404, body = ErrorBody)))]
+pub async fn get(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<PacketDetail>, ApiError> {
+    let id: i64 = id
+        .parse()
+        .map_err(|_| ApiError::bad("id", format!("{id:?} is not a packet id")))?;
+    let mut query = QueryBuilder::<Postgres>::new(format!(
+        "SELECT {PACKET_COLUMNS}, layers, encode(data, 'hex') AS data_hex FROM packets WHERE id = "
+    ));
+    query.push_bind(id);
+    let row = query.build().fetch_optional(&state.pool).await?;
+    let row = row.ok_or_else(|| ApiError::NotFound(format!("packet {id} is not stored")))?;
+    use sqlx::{FromRow, Row};
+    let packet = Packet::from_row(&row)?;
+    if packet.payload_kept {
+        caller.require(Scope::Payload)?;
+        audit(&caller, "view-payload", &format!("packet {id} of {}", packet.session));
+    }
+    Ok(Json(PacketDetail {
+        layers: row.try_get("layers")?,
+        data_hex: row.try_get("data_hex")?,
+        packet,
+    }))
+}

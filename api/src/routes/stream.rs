@@ -1,0 +1,149 @@
+//! New packets of a session as Server-Sent Events, resumable with `Last-Event-ID`.
+//!
+//! Packet ids come from a sequence, but parsers commit concurrently: a row with a lower id can
+//! become visible just after a higher one. The stream therefore looks back over the ids it
+//! delivered in the last few seconds and sends late arrivals it has not sent yet.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Query, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use futures::Stream;
+use serde::Deserialize;
+use sqlx::{Postgres, QueryBuilder};
+use utoipa::IntoParams;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::{ApiError, ErrorBody};
+use crate::filter::{Filter, FilterParams, PACKETS};
+use crate::routes::ensure_session_known;
+use crate::routes::packets::{PACKET_COLUMNS, Packet};
+
+const POLL: Duration = Duration::from_millis(500);
+const LOOK_BACK: Duration = Duration::from_secs(3);
+const BATCH: i64 = 500;
+
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct ResumeParams {
+    /// Resume after this packet id (for clients that cannot send the `Last-Event-ID` header).
+    pub last_event_id: Option<String>,
+    /// Bearer token, for browsers' EventSource, which cannot send headers.
+    #[expect(dead_code, reason = "documents the parameter; the Caller extractor reads it")]
+    pub access_token: Option<String>,
+}
+
+/// Packets stored from now on (or after `Last-Event-ID`) that match the filters, as `packet`
+/// events whose id is the packet id. `session` is required.
+#[utoipa::path(get, path = "/api/v1/stream", tag = "packets",
+    params(FilterParams, ResumeParams),
+    responses((status = 200, content_type = "text/event-stream", description = "`packet` events with a Packet as data"),
+        (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn stream(
+    State(state): State<AppState>,
+    _caller: Caller,
+    headers: HeaderMap,
+    Query(filters): Query<FilterParams>,
+    Query(resume): Query<ResumeParams>,
+) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
+    let filter = filters.check()?;
+    let session = filter
+        .session
+        .clone()
+        .ok_or_else(|| ApiError::bad("session", "the stream needs a session (namespace/name)"))?;
+    ensure_session_known(&state.pool, &session).await?;
+    let resume_from = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .or(resume.last_event_id);
+    let floor = match resume_from {
+        Some(id) => id
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| ApiError::bad("last_event_id", format!("{id:?} is not a packet id")))?,
+        None => {
+            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM packets WHERE session = $1")
+                .bind(&session)
+                .fetch_one(&state.pool)
+                .await?
+        }
+    };
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Event, Infallible>>(BATCH as usize);
+    let mut shutdown = state.shutdown.clone();
+    let pool = state.pool.clone();
+    tokio::spawn(async move {
+        let mut follower = Follower::new(floor);
+        loop {
+            match follower.poll(&pool, &filter).await {
+                Ok(packets) => {
+                    for packet in packets {
+                        let event = Event::default()
+                            .event("packet")
+                            .id(packet.id.to_string())
+                            .json_data(&packet)
+                            .expect("a packet serialises");
+                        if sender.send(Ok(event)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(error) => tracing::warn!(%error, "stream poll failed; retrying"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = sender.closed() => return,
+                _ = shutdown.changed() => return,
+            }
+        }
+    });
+    Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(receiver)).keep_alive(KeepAlive::default()))
+}
+
+/// Which ids were sent: everything up to `floor`, and the ids in `recent` above it.
+struct Follower {
+    floor: i64,
+    recent: BTreeSet<i64>,
+    /// (when, highest id sent by then): the floor moves up to ids sent `LOOK_BACK` ago.
+    marks: VecDeque<(Instant, i64)>,
+}
+
+impl Follower {
+    fn new(floor: i64) -> Self {
+        Self {
+            floor,
+            recent: BTreeSet::new(),
+            marks: VecDeque::new(),
+        }
+    }
+
+    async fn poll(&mut self, pool: &sqlx::PgPool, filter: &Filter) -> Result<Vec<Packet>, sqlx::Error> {
+        let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {PACKET_COLUMNS} FROM packets WHERE id > "));
+        query.push_bind(self.floor);
+        if !self.recent.is_empty() {
+            let sent: Vec<i64> = self.recent.iter().copied().collect();
+            query.push(" AND NOT (id = ANY(").push_bind(sent).push("))");
+        }
+        filter.push_sql(&mut query, &PACKETS);
+        query.push(" ORDER BY id LIMIT ").push_bind(BATCH);
+        let packets: Vec<Packet> = query.build_query_as().fetch_all(pool).await?;
+        self.recent.extend(packets.iter().map(|p| p.id));
+        let now = Instant::now();
+        if let Some(&highest) = self.recent.last() {
+            self.marks.push_back((now, highest));
+        }
+        while let Some(&(at, highest)) = self.marks.front() {
+            if now.duration_since(at) < LOOK_BACK {
+                break;
+            }
+            self.marks.pop_front();
+            self.floor = self.floor.max(highest);
+            self.recent = self.recent.split_off(&(self.floor + 1));
+        }
+        Ok(packets)
+    }
+}
