@@ -76,15 +76,6 @@ and partitions): the rate PostgreSQL itself sustains on this machine.
 <!-- parser:end -->
 EOT
 cat "$section"
-python3 - "$section" <<'PY'
-import pathlib, re, sys
-doc = pathlib.Path("docs/benchmarks.md")
-doc.parent.mkdir(exist_ok=True)
-text = doc.read_text() if doc.exists() else "# Benchmarks\n"
-section = pathlib.Path(sys.argv[1]).read_text().strip()
-pattern = re.compile(r"<!-- parser:begin.*?<!-- parser:end -->", re.S)
-text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-doc.write_text(text)
-PY
+python3 bench/report.py parser "$section"
 psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)"
 log "written to docs/benchmarks.md"

@@ -138,14 +138,5 @@ table=$(mktemp)
   echo "<!-- sniffer:end -->"
 } >"$table"
 cat "$table"
-python3 - "$table" <<'PY'
-import pathlib, re, sys
-doc = pathlib.Path("docs/benchmarks.md")
-doc.parent.mkdir(exist_ok=True)
-text = doc.read_text() if doc.exists() else "# Benchmarks\n\nFigures measured on the project's 2-core machines; each section says the command that produced it.\n"
-section = pathlib.Path(sys.argv[1]).read_text().strip()
-pattern = re.compile(r"<!-- sniffer:begin.*?<!-- sniffer:end -->", re.S)
-text = pattern.sub(lambda _: section, text) if pattern.search(text) else text.rstrip() + "\n\n" + section + "\n"
-doc.write_text(text)
-PY
+python3 bench/report.py sniffer "$table"
 log "written to docs/benchmarks.md"
