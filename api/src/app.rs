@@ -12,7 +12,7 @@ use axum::routing::get;
 use sqlx::PgPool;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
-use tower_http::trace::TraceLayer;
+use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
 
 use crate::auth::Tokens;
@@ -89,8 +89,36 @@ pub fn router(state: AppState, static_dir: &Path) -> Router {
             state.clone(),
             crate::metrics::record,
         ))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(request_span)
+                .on_request(())
+                .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
+        )
         .with_state(state)
+}
+
+/// The request's span for the log, with any `access_token` in the query string blanked out.
+fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Span {
+    let path = request.uri().path();
+    let query = request.uri().query().map(|query| {
+        query
+            .split('&')
+            .map(|pair| {
+                if pair.starts_with("access_token=") {
+                    "access_token=<redacted>"
+                } else {
+                    pair
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let uri = match query {
+        Some(query) => format!("{path}?{query}"),
+        None => path.to_owned(),
+    };
+    tracing::info_span!("request", method = %request.method(), %uri)
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {

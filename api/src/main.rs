@@ -22,9 +22,7 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG").unwrap_or_else(|_| "info,tower_http=debug".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG").unwrap_or_else(|_| "info".into()))
         .init();
     let tokens = match &config.tokens_file {
         Some(path) => auth::Tokens::load(path)?,

@@ -47,13 +47,25 @@ pub fn frame_between(
 
 /// A UDP datagram from port 40000 to `port` carrying `payload`.
 pub fn udp(from: [u8; 6], to: [u8; 6], port: u16, payload: &[u8]) -> Vec<u8> {
+    udp_between(from, to, SOURCE, DESTINATION, port, payload)
+}
+
+/// A UDP datagram from `source`:40000 to `destination`:`port` carrying `payload`.
+pub fn udp_between(
+    from: [u8; 6],
+    to: [u8; 6],
+    source: Ipv4Addr,
+    destination: Ipv4Addr,
+    port: u16,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut transport = vec![0u8; 8 + payload.len()];
     let mut udp = MutableUdpPacket::new(&mut transport).unwrap();
     udp.set_source(40000);
     udp.set_destination(port);
     udp.set_length((8 + payload.len()) as u16);
     udp.set_payload(payload);
-    frame(from, to, IpNextHeaderProtocols::Udp, &transport)
+    frame_between(from, to, source, destination, IpNextHeaderProtocols::Udp, &transport)
 }
 
 /// A TCP SYN from port 40001 to `port` with sequence number `seq`.
