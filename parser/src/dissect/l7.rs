@@ -107,10 +107,25 @@ fn dns(message: &[u8]) -> Option<L7> {
         answers: packet
             .answers
             .iter()
-            .map(|answer| format!("{:?}", answer.rdata))
+            .map(|answer| answer_text(&answer.rdata))
             .take(16)
             .collect(),
     })
+}
+
+/// An answer as `dig` shows it (`A 10.0.0.1`, `CNAME web.example.org`); rarer types fall back to
+/// the DNS library's own rendering.
+fn answer_text(rdata: &simple_dns::rdata::RData<'_>) -> String {
+    use simple_dns::rdata::RData;
+    match rdata {
+        RData::A(a) => format!("A {}", std::net::Ipv4Addr::from(a.address)),
+        RData::AAAA(a) => format!("AAAA {}", std::net::Ipv6Addr::from(a.address)),
+        RData::CNAME(name) => format!("CNAME {}", name.0),
+        RData::NS(name) => format!("NS {}", name.0),
+        RData::PTR(name) => format!("PTR {}", name.0),
+        RData::MX(mx) => format!("MX {} {}", mx.preference, mx.exchange),
+        other => format!("{other:?}"),
+    }
 }
 
 fn http(payload: &[u8]) -> Option<L7> {
@@ -286,4 +301,36 @@ fn guess(transport: Transport, port: u16) -> Option<L7> {
         _ => return None,
     };
     Some(L7::Guess { name: name.into() })
+}
+
+#[cfg(test)]
+mod tests {
+    use simple_dns::rdata::{A, CNAME, RData};
+    use simple_dns::{CLASS, Name, Packet, ResourceRecord};
+
+    #[test]
+    fn dns_answers_read_like_dig() {
+        let mut reply = Packet::new_reply(7);
+        let name = Name::new_unchecked("web.example.org");
+        reply.answers.push(ResourceRecord::new(
+            name.clone(),
+            CLASS::IN,
+            30,
+            RData::CNAME(CNAME(Name::new_unchecked("edge.example.org"))),
+        ));
+        reply.answers.push(ResourceRecord::new(
+            name,
+            CLASS::IN,
+            30,
+            RData::A(A {
+                address: u32::from(std::net::Ipv4Addr::new(10, 203, 0, 2)),
+            }),
+        ));
+        let bytes = reply.build_bytes_vec().unwrap();
+        let Some(super::L7::Dns { answers, response, .. }) = super::dns(&bytes) else {
+            panic!("not DNS")
+        };
+        assert!(response);
+        assert_eq!(answers, ["CNAME edge.example.org", "A 10.203.0.2"]);
+    }
 }

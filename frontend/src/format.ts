@@ -1,0 +1,76 @@
+// Formatting of sizes, times, TCP flags and hex dumps for display.
+
+export function formatBytes(bytes: number): string {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"];
+  let value = bytes;
+  let unit = 0;
+  while (Math.abs(value) >= 1024 && unit < units.length - 1) {
+    value /= 1024;
+    unit += 1;
+  }
+  return unit === 0 ? `${value} B` : `${value.toFixed(value < 10 ? 1 : 0)} ${units[unit]}`;
+}
+
+export function formatCount(n: number): string {
+  return new Intl.NumberFormat("en").format(n);
+}
+
+/** `HH:MM:SS.mmm` in local time, plus the date when it is not today. */
+export function formatTime(iso: string, now: Date = new Date()): string {
+  const t = new Date(iso);
+  const pad = (n: number, w = 2) => String(n).padStart(w, "0");
+  const time = `${pad(t.getHours())}:${pad(t.getMinutes())}:${pad(t.getSeconds())}.${pad(t.getMilliseconds(), 3)}`;
+  const sameDay = t.toDateString() === now.toDateString();
+  return sameDay ? time : `${t.getFullYear()}-${pad(t.getMonth() + 1)}-${pad(t.getDate())} ${time}`;
+}
+
+const TCP_FLAGS: [number, string][] = [
+  [0x02, "SYN"],
+  [0x10, "ACK"],
+  [0x01, "FIN"],
+  [0x04, "RST"],
+  [0x08, "PSH"],
+  [0x20, "URG"],
+  [0x40, "ECE"],
+  [0x80, "CWR"],
+];
+
+export function formatTcpFlags(flags: number | null): string {
+  if (flags === null) return "";
+  return TCP_FLAGS.filter(([bit]) => flags & bit)
+    .map(([, name]) => name)
+    .join(" ");
+}
+
+export interface HexLine {
+  offset: string;
+  hex: string;
+  ascii: string;
+}
+
+/** A hex dump of 16 bytes per line, like Wireshark's bytes pane. */
+export function hexDump(hex: string): HexLine[] {
+  const bytes: number[] = [];
+  for (let i = 0; i + 1 < hex.length; i += 2) {
+    const byte = parseInt(hex.slice(i, i + 2), 16);
+    if (Number.isNaN(byte)) throw new Error(`not hex at offset ${i / 2}`);
+    bytes.push(byte);
+  }
+  const lines: HexLine[] = [];
+  for (let offset = 0; offset < bytes.length; offset += 16) {
+    const chunk = bytes.slice(offset, offset + 16);
+    const hexPart = chunk.map((b) => b.toString(16).padStart(2, "0"));
+    lines.push({
+      offset: offset.toString(16).padStart(4, "0"),
+      hex: [hexPart.slice(0, 8).join(" "), hexPart.slice(8).join(" ")].join("  ").trimEnd(),
+      ascii: chunk.map((b) => (b >= 0x20 && b < 0x7f ? String.fromCharCode(b) : ".")).join(""),
+    });
+  }
+  return lines;
+}
+
+export function endpoint(address: string | null, port: number | null): string {
+  if (!address) return "";
+  if (port === null) return address;
+  return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
+}
