@@ -32,3 +32,6 @@ for component in rustfmt clippy; do
   cargo "${component/rustfmt/fmt}" --version >/dev/null 2>&1 || rustup component add "$component"
 done
 command -v go >/dev/null || { log "Go is needed to build the test control plane: install it first"; exit 1; }
+# Vite 7 needs Node.js 20.19 or later (Debian 12's own nodejs is 18).
+node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null ||
+  { log "Node.js 20.19 or later is needed to build the web UI: install it first (https://nodejs.org)"; exit 1; }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of Trawl on this machine, installing and starting what they need:
-# system packages, PostgreSQL, RabbitMQ, and the test control plane (built once, then cached).
+# system packages, PostgreSQL, RabbitMQ, the test control plane (built once, then cached), the
+# web UI's npm packages and Chromium.
 # Caches live in ${TRAWL_CACHE:-$HOME/.cache/trawl}, outside the clone, so reruns are fast.
 # Usage: hack/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -18,3 +19,6 @@ step "cargo fmt"; cargo fmt --all -- --check
 step "cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"; cargo test --workspace --locked "$@"
 step "fuzz the dissector (20 s)"; bash hack/fuzz.sh 20
+step "web UI: lint, type check, unit tests"
+(cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run --silent lint && npm run --silent typecheck && npm test --silent)
+step "local run: smoke test and the UI's end-to-end tests"; bash hack/local/smoke.sh

@@ -120,9 +120,6 @@ pub async fn list(
     if after.as_ref().is_some_and(|c| c.sort != sort) {
         return Err(ApiError::bad("cursor", "this cursor belongs to another sort order"));
     }
-    if let Some(session) = &filter.session {
-        ensure_session_known(&state.pool, session).await?;
-    }
     let mut query = QueryBuilder::<Postgres>::new(SELECT);
     filter.push_sql(&mut query, &FLOWS);
     if let Some(after) = after {
@@ -148,6 +145,10 @@ pub async fn list(
         ))
         .push_bind(limit + 1);
     let mut items: Vec<Flow> = query.build_query_as().fetch_all(&state.pool).await?;
+    // Only an empty page can mean an unknown session; checking then saves a round trip per page.
+    if let (true, Some(session)) = (items.is_empty(), &filter.session) {
+        ensure_session_known(&state.pool, session).await?;
+    }
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
         items.last().map(|flow| {

@@ -68,9 +68,6 @@ pub async fn list(
     let filter = filters.check()?;
     let limit = page.limit(state.max_page_size)?;
     let before: Option<i64> = page.cursor.as_deref().map(cursor::decode).transpose()?;
-    if let Some(session) = &filter.session {
-        ensure_session_known(&state.pool, session).await?;
-    }
     let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {PACKET_COLUMNS} FROM packets WHERE true"));
     filter.push_sql(&mut query, &PACKETS);
     if let Some(before) = before {
@@ -78,6 +75,10 @@ pub async fn list(
     }
     query.push(" ORDER BY id DESC LIMIT ").push_bind(limit + 1);
     let mut items: Vec<Packet> = query.build_query_as().fetch_all(&state.pool).await?;
+    // Only an empty page can mean an unknown session; checking then saves a round trip per page.
+    if let (true, Some(session)) = (items.is_empty(), &filter.session) {
+        ensure_session_known(&state.pool, session).await?;
+    }
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
         items.last().map(|p| cursor::encode(&p.id))

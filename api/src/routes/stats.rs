@@ -88,9 +88,6 @@ pub async fn get(
         }
         None => *STEPS.iter().find(|&&s| span / s <= 120).unwrap_or(&86400),
     };
-    if let Some(session) = &filter.session {
-        ensure_session_known(&state.pool, session).await?;
-    }
 
     let timeline = async {
         let mut q = QueryBuilder::<Postgres>::new("SELECT date_bin(make_interval(secs => ");
@@ -109,6 +106,9 @@ pub async fn get(
     let tls = grouped(&state, &filter, "l7_name", "l7 = 'tls' AND l7_name IS NOT NULL", TOP);
     let (timeline, protocols, top_talkers, top_dns_names, top_http_hosts, top_tls_server_names) =
         tokio::try_join!(timeline, protocols, talkers, dns, http, tls)?;
+    if let (true, Some(session)) = (timeline.is_empty(), &filter.session) {
+        ensure_session_known(&state.pool, session).await?;
+    }
     Ok(Json(Stats {
         since,
         until,
