@@ -34,22 +34,32 @@ fn env(pairs: &[(&str, String)]) -> Vec<serde_json::Value> {
         .collect()
 }
 
-/// The sniffer's metrics and health port. Sniffers share the node's network namespace, so each
-/// session needs its own port or two sessions' sniffers could not run on one node (the scheduler
-/// treats a host-network container port as a host port). Derived from the uid (FNV-1a) so that it
-/// stays put across reconciles; two sessions collide with a chance of 1 in 10 000, which shows as a
-/// Pending sniffer with a host-port conflict.
-pub fn sniffer_port(session: &CaptureSession) -> i32 {
+/// Sniffers' metrics and health ports come from this range.
+pub const SNIFFER_PORTS: std::ops::Range<i32> = 20_000..30_000;
+
+/// Where a session's sniffer port search starts: derived from the uid (FNV-1a), so that sessions
+/// spread over the range.
+pub fn preferred_sniffer_port(session: &CaptureSession) -> i32 {
     let uid = session.metadata.uid.as_deref().unwrap_or_default();
     let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
         (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
     });
-    20_000 + (hash % 10_000) as i32
+    SNIFFER_PORTS.start + (hash % SNIFFER_PORTS.len() as u64) as i32
+}
+
+/// The first port from `preferred` on (wrapping around the range) that no other session's sniffers
+/// use. Sniffers share the node's network namespace and the scheduler treats a host-network
+/// container port as a host port, so two sessions on one port would leave one Pending.
+pub fn free_sniffer_port(preferred: i32, taken: &std::collections::BTreeSet<i32>) -> Option<i32> {
+    let width = SNIFFER_PORTS.len() as i32;
+    (0..width)
+        .map(|step| SNIFFER_PORTS.start + (preferred - SNIFFER_PORTS.start + step).rem_euclid(width))
+        .find(|port| !taken.contains(port))
 }
 
 /// The sniffer DaemonSet: host network, NET_RAW + NET_ADMIN (or privileged when configured), the
 /// session's node selector and tolerations, its capture settings as `TRAWL_*` variables.
-pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &str) -> DaemonSet {
+pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &str, port: i32) -> DaemonSet {
     let spec = &session.spec;
     let labels = names::labels(session, "sniffer");
     let namespace = session.metadata.namespace.clone().unwrap_or_default();
@@ -58,7 +68,6 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
     } else {
         json!({"capabilities": {"add": ["NET_RAW", "NET_ADMIN"], "drop": ["ALL"]}, "allowPrivilegeEscalation": false})
     };
-    let port = sniffer_port(session);
     let mut variables = env(&[
         ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
         ("TRAWL_LISTEN", format!("0.0.0.0:{port}")),
@@ -223,7 +232,7 @@ mod tests {
 
     #[test]
     fn sniffers_run_on_the_host_network_with_capture_capabilities_only() {
-        let daemonset = sniffer_daemonset(&fixture(), &settings(), "q");
+        let daemonset = sniffer_daemonset(&fixture(), &settings(), "q", 20_001);
         let pod = daemonset.spec.template.spec.unwrap();
         assert_eq!(pod.host_network, Some(true));
         assert_eq!(pod.node_selector.unwrap()["trawl.dev/pool"], "capture");
@@ -267,14 +276,23 @@ mod tests {
     }
 
     #[test]
-    fn each_session_gets_its_own_host_port() {
+    fn each_session_gets_a_port_no_other_session_uses() {
         let (mut a, mut b) = (fixture(), fixture());
         a.metadata.uid = Some("2f1c6c4e-6d43-4c3b-9a4f-0d5d3c7c1a01".into());
         b.metadata.uid = Some("8a7b1f0e-2c9d-4e5f-8a1b-3c4d5e6f7a02".into());
-        assert_ne!(sniffer_port(&a), sniffer_port(&b));
-        assert!((20_000..30_000).contains(&sniffer_port(&a)));
-        assert_eq!(sniffer_port(&a), sniffer_port(&a.clone()), "stable across reconciles");
-        let container = &sniffer_daemonset(&a, &settings(), "q")
+        assert_ne!(preferred_sniffer_port(&a), preferred_sniffer_port(&b));
+        assert!(SNIFFER_PORTS.contains(&preferred_sniffer_port(&a)));
+        let none = std::collections::BTreeSet::new();
+        assert_eq!(free_sniffer_port(24_205, &none), Some(24_205));
+        let taken: std::collections::BTreeSet<i32> = [24_205, 24_206].into();
+        assert_eq!(free_sniffer_port(24_205, &taken), Some(24_207), "the next free one");
+        let top: std::collections::BTreeSet<i32> = [29_999].into();
+        assert_eq!(free_sniffer_port(29_999, &top), Some(20_000), "wraps around");
+        let all: std::collections::BTreeSet<i32> = SNIFFER_PORTS.collect();
+        assert_eq!(free_sniffer_port(25_000, &all), None);
+
+        let port = 24_321;
+        let container = &sniffer_daemonset(&a, &settings(), "q", port)
             .spec
             .template
             .spec
@@ -287,8 +305,8 @@ mod tests {
             .iter()
             .find(|v| v.name == "TRAWL_LISTEN")
             .unwrap();
-        assert_eq!(listen.value, Some(format!("0.0.0.0:{}", sniffer_port(&a))));
-        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, sniffer_port(&a));
+        assert_eq!(listen.value, Some(format!("0.0.0.0:{port}")));
+        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, port);
     }
 
     #[test]
@@ -319,6 +337,7 @@ mod tests {
                 ..settings()
             },
             "q",
+            20_001,
         );
         let container = &daemonset.spec.template.spec.unwrap().containers[0];
         assert_eq!(container.security_context.as_ref().unwrap().privileged, Some(true));

@@ -101,6 +101,7 @@ async fn main() -> anyhow::Result<()> {
     let database = config.database_url.as_deref().map(connect_database).transpose()?;
     let context = Arc::new(reconcile::Context {
         database,
+        assigned_ports: Default::default(),
         recorder: kube::runtime::events::Recorder::new(client.clone(), "trawl-operator".into()),
         scale_interval: config.scale_interval,
         scale_down_stabilization: config.scale_down_stabilization,

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use crds::{CaptureSession, CaptureSessionStatus, Phase, SnifferCounts};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -30,6 +30,8 @@ pub struct Context {
     /// Recent autoscaler recommendations, by session uid.
     pub windows: Mutex<HashMap<String, scaling::Window>>,
     pub metrics: Arc<crate::metrics::Metrics>,
+    /// Sniffer ports handed out by this process, which a list of DaemonSets may not show yet.
+    pub assigned_ports: tokio::sync::Mutex<std::collections::BTreeSet<i32>>,
     /// Where the parsers store packets: read for the packet counts, written with the session mirror.
     pub database: Option<sqlx::PgPool>,
 }
@@ -59,6 +61,8 @@ pub enum Error {
     Finalizer(#[source] Box<kube::runtime::finalizer::Error<Error>>),
     #[error("the session has no namespace, name or uid yet")]
     Incomplete,
+    #[error("every sniffer port ({}..{}) is taken", build::SNIFFER_PORTS.start, build::SNIFFER_PORTS.end)]
+    NoFreePort,
     #[error("cannot mirror the session into PostgreSQL: {0}")]
     Mirror(#[source] database::MirrorError),
 }
@@ -106,6 +110,7 @@ impl Error {
             Self::Finalizer(_) => "finalizer",
             Self::Incomplete => "incomplete",
             Self::Mirror(_) => "database",
+            Self::NoFreePort => "ports",
         }
     }
 }
@@ -249,7 +254,8 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
     let daemonset = if session.spec.suspend || finished {
         None
     } else {
-        let desired = build::sniffer_daemonset(session, &context.settings, &queue);
+        let port = sniffer_port(session, context, &daemonsets).await?;
+        let desired = build::sniffer_daemonset(session, &context.settings, &queue, port);
         Some(
             daemonsets
                 .patch(&desired.name_any(), &apply, &Patch::Apply(&desired))
@@ -358,6 +364,50 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
             .map_or(requeue, |d| d.min(requeue))
             .max(Duration::from_millis(500)),
     ))
+}
+
+/// The session's sniffer port: the one its DaemonSet has, or else a port no other session's
+/// sniffers use (chosen under a lock, so that two new sessions never get the same one).
+async fn sniffer_port(session: &CaptureSession, context: &Context, daemonsets: &Api<DaemonSet>) -> Result<i32, Error> {
+    let port_of = |daemonset: &DaemonSet| {
+        daemonset
+            .spec
+            .template
+            .spec
+            .as_ref()?
+            .containers
+            .first()?
+            .ports
+            .as_ref()?
+            .first()
+            .map(|p| p.container_port)
+    };
+    let name = crate::names::sniffer_name(session);
+    if let Some(port) = daemonsets
+        .get_opt(&name)
+        .await
+        .map_err(Error::Kube)?
+        .as_ref()
+        .and_then(port_of)
+    {
+        return Ok(port);
+    }
+    let mut assigned = context.assigned_ports.lock().await;
+    // Ports are per node, so every namespace counts; an operator limited to one namespace by
+    // RBAC sees only its own.
+    let selector =
+        ListParams::default().labels("app.kubernetes.io/managed-by=trawl-operator,app.kubernetes.io/component=sniffer");
+    let all: Api<DaemonSet> = Api::all(context.client.clone());
+    let existing = match all.list(&selector).await {
+        Ok(list) => list,
+        Err(kube::Error::Api(status)) if status.code == 403 => daemonsets.list(&selector).await.map_err(Error::Kube)?,
+        Err(error) => return Err(Error::Kube(error)),
+    };
+    let mut taken: std::collections::BTreeSet<i32> = existing.items.iter().filter_map(port_of).collect();
+    taken.extend(assigned.iter().copied());
+    let port = build::free_sniffer_port(build::preferred_sniffer_port(session), &taken).ok_or(Error::NoFreePort)?;
+    assigned.insert(port);
+    Ok(port)
 }
 
 async fn keda_installed(client: &Client) -> Result<bool, Error> {
