@@ -17,6 +17,8 @@ declare -A packages=(
   [curl]=curl
   [python3]=python3
   [pkg-config]=pkg-config
+  [lua5.4]=lua5.4
+  [ss]=iproute2
 )
 missing=()
 for command in "${!packages[@]}"; do

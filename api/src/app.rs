@@ -27,6 +27,8 @@ pub struct AppState {
     pub max_page_size: u32,
     /// Flips to true at shutdown, ending live streams so that the server can stop.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Set once the migrations have run: until then the tables may not exist.
+    pub migrated: Arc<std::sync::atomic::AtomicBool>,
 }
 
 #[derive(OpenApi)]
@@ -122,6 +124,9 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
 }
 
 async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
+    if !state.migrated.load(std::sync::atomic::Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "migrating the database".to_owned());
+    }
     match sqlx::query("SELECT 1").execute(&state.pool).await {
         Ok(_) => (StatusCode::OK, "ready".to_owned()),
         Err(error) => (

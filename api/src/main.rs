@@ -38,11 +38,14 @@ async fn main() -> anyhow::Result<()> {
         .context("invalid --database-url")?;
     // The API starts even when the database is down (readyz says so) and migrates once it is up.
     let migrating = pool.clone();
+    let migrated = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = migrated.clone();
     tokio::spawn(async move {
         while let Err(error) = database::MIGRATOR.run(&migrating).await {
             tracing::warn!(%error, "cannot migrate the database; retrying in 5 s");
             tokio::time::sleep(Duration::from_secs(5)).await;
         }
+        done.store(true, std::sync::atomic::Ordering::Release);
     });
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let state = app::AppState {
@@ -51,6 +54,7 @@ async fn main() -> anyhow::Result<()> {
         metrics: Arc::default(),
         max_page_size: config.max_page_size,
         shutdown,
+        migrated,
     };
     let router = app::router(state, &config.static_dir);
     let listener = tokio::net::TcpListener::bind(config.listen)

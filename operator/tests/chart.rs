@@ -1,0 +1,249 @@
+//! The Helm chart on the real control plane: it lints, renders for the API server with default
+//! and with external-services values, its schema rejects bad values, its CRD is the generated one,
+//! its Argo CD health script answers as documented, and the operator reconciles a session to
+//! Ready with nothing but the chart's own ServiceAccount and RBAC.
+//!
+//! Run (after `bash hack/services.sh` and `bash hack/control-plane/build.sh`):
+//! `cargo test -p operator --test chart`
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use testkit::control_plane::ControlPlane;
+use testkit::postgres::TestDatabase;
+use testkit::process::{Service, free_port};
+use testkit::rabbitmq::TestVhost;
+use testkit::{repo_root, unique_suffix, wait_until};
+
+const DEADLINE: Duration = Duration::from_secs(120);
+
+fn run(mut command: Command, stdin: Option<&[u8]>) -> Output {
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = command.spawn().expect("start the command");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.unwrap_or_default())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn chart() -> String {
+    repo_root().join("charts/trawl").display().to_string()
+}
+
+/// `helm template` of the chart with `--set` values.
+fn template(release: &str, namespace: &str, values: &[&str]) -> Output {
+    let mut helm = ControlPlane::shared().helm();
+    helm.args(["template", release, &chart(), "--namespace", namespace]);
+    for value in values {
+        helm.args(["--set", value]);
+    }
+    run(helm, None)
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+const EXTERNAL: &[&str] = &[
+    "postgresql.enabled=false",
+    "rabbitmq.enabled=false",
+    "database.url=postgres://trawl:secret@db.example.internal:5432/trawl",
+    "broker.url=amqp://trawl:secret@mq.example.internal:5672/%2f",
+    "api.ingress.enabled=true",
+    "api.tokensSecret=trawl-tokens",
+    "operator.keda=true",
+];
+
+#[tokio::test]
+async fn the_chart_lints_renders_for_the_api_server_and_rejects_bad_values() {
+    let control_plane = ControlPlane::shared();
+    control_plane.install_crd().await;
+    let namespace = control_plane.namespace().await;
+
+    let mut lint = control_plane.helm();
+    lint.args(["lint", "--strict", &chart()]);
+    let lint = run(lint, None);
+    assert!(
+        lint.status.success(),
+        "helm lint: {}{}",
+        text(&lint.stdout),
+        text(&lint.stderr)
+    );
+
+    for (what, values) in [("default values", &[][..]), ("external services", EXTERNAL)] {
+        let rendered = template("lint", &namespace.name, values);
+        assert!(rendered.status.success(), "{what}: {}", text(&rendered.stderr));
+        let mut apply = namespace.kubectl();
+        apply.args(["apply", "--dry-run=server", "-f", "-"]);
+        let applied = run(apply, Some(&rendered.stdout));
+        assert!(
+            applied.status.success(),
+            "{what}: the API server refused the chart: {}",
+            text(&applied.stderr)
+        );
+        let kinds = text(&rendered.stdout);
+        let has_databases = kinds.contains("kind: StatefulSet");
+        assert_eq!(
+            has_databases,
+            values.is_empty(),
+            "{what}: bundled databases only by default"
+        );
+    }
+
+    for (values, complaint) in [
+        (&["operator.replica=2"][..], "replica"),
+        (&["postgresql.enabled=false"][..], "database"),
+        (&["api.service.type=Internal"][..], "type"),
+        (&["operator.scaleInterval=soon"][..], "scaleInterval"),
+    ] {
+        let rendered = template("bad", &namespace.name, values);
+        assert!(!rendered.status.success(), "{values:?} was accepted");
+        let error = text(&rendered.stderr);
+        assert!(
+            error.contains("schema") && error.contains(complaint),
+            "{values:?}: {error}"
+        );
+    }
+
+    let monitored = template("lint", &namespace.name, &["serviceMonitor.enabled=true"]);
+    assert!(text(&monitored.stdout).contains("kind: ServiceMonitor"));
+    assert!(!text(&template("lint", &namespace.name, &[]).stdout).contains("kind: ServiceMonitor"));
+
+    let generated = std::fs::read_to_string(repo_root().join("crds/capturesession.yaml")).unwrap();
+    let packaged = std::fs::read_to_string(repo_root().join("charts/trawl/crds/capturesession.yaml")).unwrap();
+    assert!(
+        generated == packaged,
+        "charts/trawl/crds/capturesession.yaml differs from crds/capturesession.yaml: copy it over"
+    );
+}
+
+#[test]
+fn the_argo_cd_health_script_reads_the_conditions() {
+    let script = repo_root().join("charts/trawl/gitops/argocd-health.lua");
+    let cases = [
+        (
+            r#"{metadata={generation=2}, status={observedGeneration=2, conditions={{type="Ready", status="True", message="2 of 2 sniffers ready"}}}}"#,
+            "Healthy",
+        ),
+        (
+            r#"{metadata={generation=3}, status={observedGeneration=2, conditions={{type="Ready", status="True"}}}}"#,
+            "Progressing",
+        ),
+        (
+            r#"{metadata={generation=1}, status={observedGeneration=1, conditions={{type="Ready", status="False"}, {type="Stalled", status="True", reason="InvalidFilter", message="spec.filter is not valid"}}}}"#,
+            "Degraded",
+        ),
+        (
+            r#"{metadata={generation=1}, status={observedGeneration=1, phase="Pending", conditions={{type="Ready", status="False", message="1 of 2 sniffers ready"}, {type="Reconciling", status="True"}}}}"#,
+            "Progressing",
+        ),
+        (r#"{metadata={generation=1}}"#, "Progressing"),
+    ];
+    for (object, expected) in cases {
+        let program = format!(
+            "obj = {object}\nlocal health = dofile({:?})\nprint(health.status .. '|' .. health.message)",
+            script.display().to_string()
+        );
+        let output = Command::new("lua5.4")
+            .args(["-e", &program])
+            .output()
+            .expect("lua5.4 (apt install lua5.4)");
+        assert!(output.status.success(), "{}", text(&output.stderr));
+        let answer = text(&output.stdout);
+        assert_eq!(answer.split('|').next(), Some(expected), "{object}: {answer}");
+    }
+}
+
+#[tokio::test]
+async fn the_operator_reconciles_under_the_charts_own_service_account_and_rbac() {
+    let control_plane = ControlPlane::shared();
+    control_plane.install_crd().await;
+    let namespace = control_plane.namespace().await;
+    let vhost = TestVhost::create();
+    let database = TestDatabase::create().await;
+    let release = format!("trawl-{}", &unique_suffix()[..6]);
+    let database_url = format!("database.url={}", database.url);
+    let broker_url = format!("broker.url={}", vhost.amqp_url);
+    let rendered = template(
+        &release,
+        &namespace.name,
+        &[
+            "postgresql.enabled=false",
+            "rabbitmq.enabled=false",
+            &database_url,
+            &broker_url,
+        ],
+    );
+    assert!(rendered.status.success(), "{}", text(&rendered.stderr));
+    let mut apply = namespace.kubectl();
+    apply.args(["apply", "-f", "-"]);
+    let applied = run(apply, Some(&rendered.stdout));
+    assert!(applied.status.success(), "{}", text(&applied.stderr));
+
+    // A kubeconfig whose only credential is a token of the chart's operator ServiceAccount.
+    let mut token = namespace.kubectl();
+    token.args(["create", "token", &format!("{release}-operator"), "--duration=1h"]);
+    let token = run(token, None);
+    assert!(token.status.success(), "{}", text(&token.stderr));
+    let kubeconfig = std::env::temp_dir().join(format!("{release}.kubeconfig"));
+    std::fs::copy(&control_plane.kubeconfig, &kubeconfig).unwrap();
+    let kubectl = |args: &[&str]| {
+        let mut command = Command::new(control_plane.assets.join("kubectl"));
+        command.arg("--kubeconfig").arg(&kubeconfig).args(args);
+        run(command, None)
+    };
+    let set = kubectl(&[
+        "config",
+        "set-credentials",
+        "operator",
+        &format!("--token={}", text(&token.stdout).trim()),
+    ]);
+    assert!(set.status.success(), "{}", text(&set.stderr));
+    let context = kubectl(&["config", "set-context", "--current", "--user=operator"]);
+    assert!(context.status.success(), "{}", text(&context.stderr));
+    let who = kubectl(&["auth", "whoami", "-o", "jsonpath={.status.userInfo.username}"]);
+    assert_eq!(
+        text(&who.stdout),
+        format!("system:serviceaccount:{}:{release}-operator", namespace.name)
+    );
+
+    let mut operator = Command::new(env!("CARGO_BIN_EXE_trawl-operator"));
+    operator
+        .env("KUBECONFIG", &kubeconfig)
+        .env("POD_NAMESPACE", &namespace.name)
+        .args(["--amqp-url", &vhost.amqp_url, "--database-url", &database.url])
+        .args(["--database-secret", &format!("{release}-database")])
+        .args(["--listen", &format!("127.0.0.1:{}", free_port())]);
+    let _operator = Service::start("trawl-operator", operator);
+
+    let example = std::fs::read_to_string(repo_root().join("examples/capture.yaml")).unwrap();
+    let mut apply = namespace.kubectl();
+    apply.args(["apply", "-f", "-"]);
+    assert!(run(apply, Some(example.as_bytes())).status.success());
+    let mut wait = namespace.kubectl();
+    wait.args(["wait", "--for=condition=Ready", "cap/web-and-dns", "--timeout=120s"]);
+    let waited = run(wait, None);
+    let mut describe = namespace.kubectl();
+    describe.args(["get", "cap,ds,deploy,events.events.k8s.io", "-o", "wide"]);
+    assert!(
+        waited.status.success(),
+        "not Ready under the chart's RBAC: {}\n{}",
+        text(&waited.stderr),
+        text(&run(describe, None).stdout)
+    );
+    // Events need their own RBAC rule: the Created event proves it.
+    wait_until("the Created event", DEADLINE, || async {
+        let mut events = namespace.kubectl();
+        events.args(["get", "events.events.k8s.io", "-o", "jsonpath={.items[*].reason}"]);
+        text(&run(events, None).stdout).contains("Created").then_some(())
+    })
+    .await;
+    let _ = std::fs::remove_file(&kubeconfig);
+}
