@@ -28,7 +28,7 @@ trap 'stop; rm -f "$output"' EXIT
 # Packets of each demo protocol, as the API's protocol breakdown counts them.
 deadline=$((SECONDS + 600))
 until curl -fsS "http://127.0.0.1:$port/api/v1/stats?session=local/demo&since=15m" 2>/dev/null |
-  python3 -c 'import json,sys; seen={p["name"] for p in json.load(sys.stdin)["protocols"]}; sys.exit(0 if {"dns","http","tls","tcp","udp"} <= seen else 1)'; do
+  python3 -c 'import json,sys; seen={p["name"] for p in json.load(sys.stdin)["protocols"]}; sys.exit(0 if {"dns","http","tls","tcp","udp"} <= seen else 1)' 2>/dev/null; do
   if [ $SECONDS -gt $deadline ] || ! kill -0 $up 2>/dev/null; then
     log "no packets of every demo protocol through the API; trawl-local said:"
     cat "$output"
@@ -45,7 +45,7 @@ log "DNS, HTTP, TLS, TCP and UDP packets are visible through the API"
 
 stop
 trap 'rm -f "$output"' EXIT
-leftovers=$(pgrep -fa "trawl-(api|parser|sniffer) |hack/local/traffic.py|trawl-local@localhost|$TRAWL_LOCAL_DIR/postgres" || true)
+leftovers=$(pgrep -fa "trawl-(api|parser|sniffer) |hack/local/traffic.py|trawl-local@localhost|postgres.*-p 55432" || true)
 listening=$(ss -ltnH | awk '{print $4}' | grep -E ":($port|55432|55672|55674|59090|59091)$" || true)
 if [ -n "$leftovers$listening" ] || ip netns list | grep -qw trawl-demo; then
   log "left behind after stopping:"; echo "$leftovers"; echo "$listening"; ip netns list

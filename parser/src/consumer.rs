@@ -112,6 +112,14 @@ impl Consumer {
                     match stored {
                         Stored::Written { packets } => {
                             self.metrics.rows_written.inc_by(packets as u64);
+                            let now = std::time::SystemTime::now()
+                                .duration_since(std::time::UNIX_EPOCH)
+                                .unwrap_or_default()
+                                .as_nanos() as u64;
+                            for packet in batch.packets() {
+                                let age = now.saturating_sub(packet.ts_ns) as f64 / 1e9;
+                                self.metrics.wire_to_stored.observe(age);
+                            }
                         }
                         Stored::Duplicate => {
                             tracing::info!(batch = %batch.id(), "already stored; acknowledging the redelivery");

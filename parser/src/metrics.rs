@@ -25,6 +25,8 @@ pub struct Metrics {
     pub parse_errors: Family<KindLabel, Counter>,
     pub dead_lettered: Family<ReasonLabel, Counter>,
     pub write_latency: Histogram,
+    /// From each packet's capture timestamp to the commit of its row.
+    pub wire_to_stored: Histogram,
 }
 
 impl Default for Metrics {
@@ -38,6 +40,7 @@ impl Default for Metrics {
             parse_errors: Family::default(),
             dead_lettered: Family::default(),
             write_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
+            wire_to_stored: Histogram::new(exponential_buckets(0.001, 1.5, 30)),
             registry: Registry::default(),
         };
         registry.register(
@@ -74,6 +77,11 @@ impl Default for Metrics {
             "write_latency_seconds",
             "Time to store one batch",
             metrics.write_latency.clone(),
+        );
+        registry.register(
+            "wire_to_stored_seconds",
+            "From a packet's capture timestamp to the commit of its row (clocks of the sniffer's and the parser's hosts)",
+            metrics.wire_to_stored.clone(),
         );
         Self { registry, ..metrics }
     }

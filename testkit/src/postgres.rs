@@ -64,3 +64,115 @@ impl Drop for TestDatabase {
         }
     }
 }
+
+/// A PostgreSQL server of one test's own (its own data folder and port), for tests that stop and
+/// restart the database without disturbing the shared one. Stopped and removed on drop.
+pub struct PrivatePostgres {
+    pub port: u16,
+    pub url: String,
+    dir: std::path::PathBuf,
+    running: bool,
+}
+
+impl PrivatePostgres {
+    pub fn start() -> Self {
+        let dir = std::env::temp_dir().join(format!("trawl-postgres-{}", crate::unique_suffix()));
+        std::fs::create_dir_all(&dir).unwrap();
+        // PostgreSQL refuses to run as root; the Debian package's `postgres` user runs it.
+        let chown = std::process::Command::new("chown")
+            .args(["postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(chown.success());
+        let port = crate::process::free_port();
+        let server = Self {
+            url: format!("postgres://trawl@127.0.0.1:{port}/postgres"),
+            port,
+            dir,
+            running: false,
+        };
+        let initdb = server
+            .as_postgres(&format!("{}/initdb", pg_bin()))
+            .arg("-D")
+            .arg(server.dir.join("data"))
+            .args(["-U", "trawl", "--auth=trust"])
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(initdb.success(), "initdb failed");
+        let mut server = server;
+        server.resume();
+        server
+    }
+
+    /// Stops the server (fast shutdown: connections drop, as in an outage).
+    pub fn stop(&mut self) {
+        let status = self
+            .as_postgres(&format!("{}/pg_ctl", pg_bin()))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .args(["-m", "fast", "-w", "-s", "stop"])
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl stop failed");
+        self.running = false;
+    }
+
+    /// Starts the stopped server again on the same data.
+    pub fn resume(&mut self) {
+        let options = format!(
+            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            self.port,
+            self.dir.display()
+        );
+        let status = self
+            .as_postgres(&format!("{}/pg_ctl", pg_bin()))
+            .arg("-D")
+            .arg(self.dir.join("data"))
+            .arg("-l")
+            .arg(self.dir.join("server.log"))
+            .args(["-w", "-s", "-o", &options, "start"])
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "pg_ctl start failed; see {}",
+            self.dir.join("server.log").display()
+        );
+        self.running = true;
+    }
+
+    fn as_postgres(&self, program: &str) -> std::process::Command {
+        let mut command = std::process::Command::new("runuser");
+        command.args(["-u", "postgres", "--", program]);
+        command
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        if self.running {
+            let _ = self
+                .as_postgres(&format!("{}/pg_ctl", pg_bin()))
+                .arg("-D")
+                .arg(self.dir.join("data"))
+                .args(["-m", "immediate", "-w", "-s", "stop"])
+                .status();
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// The newest installed PostgreSQL's binaries.
+fn pg_bin() -> String {
+    let mut versions: Vec<_> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (apt install postgresql)")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .collect();
+    versions.sort();
+    format!(
+        "/usr/lib/postgresql/{}/bin",
+        versions.last().expect("a PostgreSQL version")
+    )
+}

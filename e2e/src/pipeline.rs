@@ -1,0 +1,389 @@
+use std::collections::BTreeMap;
+use std::process::{Child, Command};
+use std::time::Duration;
+
+use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Connection, ExchangeKind};
+use testkit::netns::TestNetwork;
+use testkit::postgres::{PrivatePostgres, TestDatabase};
+use testkit::process::{Service, free_port, workspace_binary};
+use testkit::rabbitmq::{PrivateBroker, TestVhost};
+use testkit::{frames, unique_suffix, wait_until};
+
+/// Long enough for a loaded 2-core machine to drain a backlog.
+pub const DEADLINE: Duration = Duration::from_secs(180);
+/// The offered traffic's UDP port; the sniffer's filter selects it and nothing else.
+const PORT: u16 = 9;
+
+pub struct PipelineOptions {
+    /// Parsers to start with.
+    pub parsers: usize,
+    /// A RabbitMQ node of the test's own, so that it can be stopped and restarted.
+    pub private_broker: bool,
+    /// A PostgreSQL server of the test's own, likewise.
+    pub private_database: bool,
+    /// The queue's byte bound (`x-max-length-bytes`, overflow `reject-publish`).
+    pub queue_max_bytes: i64,
+    /// Extra `trawl-sniffer` flags.
+    pub sniffer_args: Vec<String>,
+}
+
+impl Default for PipelineOptions {
+    fn default() -> Self {
+        Self {
+            parsers: 1,
+            private_broker: false,
+            private_database: false,
+            queue_max_bytes: 512 << 20,
+            sniffer_args: Vec::new(),
+        }
+    }
+}
+
+pub enum Broker {
+    Shared(TestVhost),
+    Private(PrivateBroker),
+}
+
+impl Broker {
+    pub fn amqp_url(&self) -> String {
+        match self {
+            Self::Shared(vhost) => vhost.amqp_url.clone(),
+            Self::Private(broker) => broker.amqp_url(),
+        }
+    }
+}
+
+pub enum Database {
+    Shared(TestDatabase),
+    Private(PrivatePostgres),
+}
+
+impl Database {
+    pub fn url(&self) -> String {
+        match self {
+            Self::Shared(database) => database.url.clone(),
+            Self::Private(server) => server.url.clone(),
+        }
+    }
+}
+
+/// Where every offered packet went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Accounting {
+    /// Frames the generator handed to the kernel.
+    pub offered: u64,
+    /// The host end's rx counter over the run (must equal `offered`).
+    pub received: u64,
+    /// What the sniffers' last counters say they captured.
+    pub captured: u64,
+    pub kernel_drops: u64,
+    /// Drops after capture, by reason (`queue_full`, `buffer_full`, `shutdown`, ...).
+    pub drops: BTreeMap<String, u64>,
+    /// Rows in PostgreSQL.
+    pub stored: u64,
+    /// Rows stored more than once.
+    pub duplicates: u64,
+}
+
+impl Accounting {
+    pub fn dropped(&self) -> u64 {
+        self.drops.values().sum()
+    }
+
+    /// Everything captured is stored exactly once or counted as dropped with a reason.
+    pub fn assert_captured_balanced(&self) {
+        assert_eq!(self.duplicates, 0, "duplicated rows: {self:?}");
+        assert_eq!(
+            self.captured,
+            self.stored + self.dropped(),
+            "captured != stored + dropped: {self:?}"
+        );
+    }
+
+    /// Everything offered is stored exactly once or counted as dropped (kernel drops included).
+    pub fn assert_balanced(&self) {
+        self.assert_captured_balanced();
+        assert_eq!(
+            self.received, self.offered,
+            "the veth lost frames before capture: {self:?}"
+        );
+        assert_eq!(
+            self.offered,
+            self.captured + self.kernel_drops,
+            "offered != captured + kernel drops: {self:?}"
+        );
+    }
+}
+
+pub struct Pipeline {
+    // Drop order: processes first, then the network, broker and database they use.
+    sniffer: Option<Service>,
+    parsers: Vec<(Service, u16)>,
+    pub session: String,
+    pub queue: String,
+    pub network: TestNetwork,
+    pub broker: Broker,
+    pub database: Database,
+    sniffer_port: u16,
+    sniffer_args: Vec<String>,
+    rx_before: u64,
+    offered: u64,
+    next_seq: u32,
+}
+
+impl Pipeline {
+    pub async fn start(options: PipelineOptions) -> Self {
+        let broker = if options.private_broker {
+            Broker::Private(PrivateBroker::start())
+        } else {
+            Broker::Shared(TestVhost::create())
+        };
+        let database = if options.private_database {
+            Database::Private(PrivatePostgres::start())
+        } else {
+            Database::Shared(TestDatabase::create().await)
+        };
+        let suffix = unique_suffix();
+        let queue = format!("trawl.e2e.{suffix}");
+        declare_queue(&broker.amqp_url(), &queue, options.queue_max_bytes).await;
+        let network = TestNetwork::create();
+        let rx_before = network.host_rx_packets();
+        let mut pipeline = Self {
+            sniffer: None,
+            parsers: Vec::new(),
+            session: format!("e2e/{suffix}"),
+            queue,
+            network,
+            broker,
+            database,
+            sniffer_port: free_port(),
+            sniffer_args: options.sniffer_args,
+            rx_before,
+            offered: 0,
+            next_seq: 0,
+        };
+        for _ in 0..options.parsers {
+            pipeline.add_parser();
+        }
+        pipeline.start_sniffer().await;
+        pipeline
+    }
+
+    pub fn add_parser(&mut self) {
+        let port = free_port();
+        let mut command = Command::new(workspace_binary("parser", "trawl-parser"));
+        command
+            .args(["--session", &self.session, "--queue", &self.queue])
+            .args([
+                "--amqp-url",
+                &self.broker.amqp_url(),
+                "--database-url",
+                &self.database.url(),
+            ])
+            .args(["--listen", &format!("127.0.0.1:{port}")]);
+        self.parsers.push((Service::start("trawl-parser", command), port));
+    }
+
+    /// Stops the newest parser: `TERM` (it finishes its batch) or `KILL` (mid-batch).
+    pub fn stop_parser(&mut self, signal: &str) {
+        let (mut parser, _) = self.parsers.pop().expect("a running parser");
+        parser.signal(signal);
+        parser.wait_for_exit(DEADLINE).expect("the parser exits");
+    }
+
+    pub fn parsers(&self) -> usize {
+        self.parsers.len()
+    }
+
+    /// The running parsers' `/metrics`, one after another.
+    pub fn parser_metrics(&self) -> String {
+        self.parsers
+            .iter()
+            .filter_map(|(_, port)| {
+                ureq::get(format!("http://127.0.0.1:{port}/metrics"))
+                    .call()
+                    .ok()?
+                    .body_mut()
+                    .read_to_string()
+                    .ok()
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    pub async fn start_sniffer(&mut self) {
+        let mut command = Command::new(workspace_binary("sniffer", "trawl-sniffer"));
+        command
+            .args(["--session", &self.session, "--node", "e2e-node"])
+            .args(["--interfaces", &self.network.host_interface])
+            .args(["--filter", &format!("udp port {PORT}")])
+            .args(["--amqp-url", &self.broker.amqp_url(), "--routing-key", &self.queue])
+            .args(["--listen", &format!("127.0.0.1:{}", self.sniffer_port)])
+            .args(&self.sniffer_args);
+        self.sniffer = Some(Service::start("trawl-sniffer", command));
+        let url = format!("http://127.0.0.1:{}/readyz", self.sniffer_port);
+        wait_until("the sniffer to be ready", DEADLINE, || async {
+            ureq::get(&url).call().ok().map(|_| ())
+        })
+        .await;
+    }
+
+    /// Stops the sniffer with SIGTERM: it flushes and sends its final counters.
+    pub fn stop_sniffer(&mut self) {
+        let mut sniffer = self.sniffer.take().expect("a running sniffer");
+        sniffer.signal("TERM");
+        let status = sniffer.wait_for_exit(DEADLINE).expect("the sniffer exits");
+        assert!(status.success(), "the sniffer exited with {status}");
+    }
+
+    /// `count` frames of the known mix (UDP to port 9 with a sequence number and 16 to 1000
+    /// bytes of payload), numbered on from the last offer.
+    fn frames(&mut self, count: u32) -> Vec<Vec<u8>> {
+        let frames = (self.next_seq..self.next_seq + count)
+            .map(|seq| {
+                let mut payload = seq.to_be_bytes().to_vec();
+                payload.resize(16 + (seq as usize * 37) % 985, (seq % 251) as u8);
+                frames::udp(testkit::batches::CLIENT, testkit::batches::SERVER, PORT, &payload)
+            })
+            .collect();
+        self.next_seq += count;
+        self.offered += u64::from(count);
+        frames
+    }
+
+    /// Offers `count` frames at `per_second` and returns when all were sent.
+    pub fn offer(&mut self, count: u32, per_second: u32) {
+        let frames = self.frames(count);
+        self.network.send_frames(&frames, per_second);
+    }
+
+    /// Starts offering in the background; wait on the returned child.
+    pub fn offer_in_background(&mut self, count: u32, per_second: u32) -> Child {
+        let frames = self.frames(count);
+        self.network.send_frames_in_background(frames, per_second)
+    }
+
+    /// Rows stored so far.
+    pub async fn stored(&self) -> u64 {
+        let Ok(pool) = self.pool().await else { return 0 };
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM packets WHERE session = $1")
+            .bind(&self.session)
+            .fetch_one(&pool)
+            .await
+            .unwrap_or(0);
+        pool.close().await;
+        stored as u64
+    }
+
+    async fn pool(&self) -> Result<sqlx::PgPool, sqlx::Error> {
+        sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(5))
+            .connect(&self.database.url())
+            .await
+    }
+
+    /// After the sniffer stopped: waits until its final batch is stored and the queue is empty,
+    /// then reads where every packet went.
+    pub async fn settle(&self) -> Accounting {
+        assert!(self.sniffer.is_none(), "stop the sniffer before settling");
+        wait_until(
+            "the final batch to be stored and the rows to match",
+            DEADLINE,
+            || async {
+                let accounting = self.read().await.ok()?;
+                let finished = accounting.stored + accounting.dropped() >= accounting.captured;
+                finished.then_some(())
+            },
+        )
+        .await;
+        self.read().await.expect("read the accounting")
+    }
+
+    async fn read(&self) -> Result<Accounting, sqlx::Error> {
+        let pool = self.pool().await?;
+        let counters: Vec<(bool, i64, i64, serde_json::Value)> =
+            sqlx::query_as("SELECT final, captured, kernel_drops, drops FROM sniffer_counters WHERE session = $1")
+                .bind(&self.session)
+                .fetch_all(&pool)
+                .await?;
+        if counters.is_empty() || !counters.iter().all(|(last, ..)| *last) {
+            pool.close().await;
+            return Err(sqlx::Error::RowNotFound);
+        }
+        let mut drops = BTreeMap::new();
+        for (_, _, _, by_reason) in &counters {
+            for (reason, count) in by_reason.as_object().into_iter().flatten() {
+                let count = count.as_u64().unwrap_or(0);
+                if count > 0 {
+                    *drops.entry(reason.clone()).or_insert(0) += count;
+                }
+            }
+        }
+        let (stored, distinct): (i64, i64) =
+            sqlx::query_as("SELECT count(*), count(DISTINCT (boot_id, seq)) FROM packets WHERE session = $1")
+                .bind(&self.session)
+                .fetch_one(&pool)
+                .await?;
+        pool.close().await;
+        Ok(Accounting {
+            offered: self.offered,
+            received: self.network.host_rx_packets() - self.rx_before,
+            captured: counters.iter().map(|c| c.1 as u64).sum(),
+            kernel_drops: counters.iter().map(|c| c.2 as u64).sum(),
+            drops,
+            stored: stored as u64,
+            duplicates: (stored - distinct) as u64,
+        })
+    }
+}
+
+/// The session's queue as the operator declares it: durable, bounded with `reject-publish`,
+/// dead-lettering into `<queue>.dead`, bound to `trawl.packets`.
+async fn declare_queue(amqp_url: &str, queue: &str, max_bytes: i64) {
+    let connection = Connection::connect(amqp_url, Default::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..Default::default()
+    };
+    channel
+        .exchange_declare(
+            "trawl.packets".into(),
+            ExchangeKind::Direct,
+            ExchangeDeclareOptions {
+                durable: true,
+                ..Default::default()
+            },
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let dead = format!("{queue}.dead");
+    channel
+        .queue_declare(dead.as_str().into(), durable, FieldTable::default())
+        .await
+        .unwrap();
+    let mut arguments = FieldTable::default();
+    arguments.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(max_bytes));
+    arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
+    arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
+    arguments.insert(
+        "x-dead-letter-routing-key".into(),
+        AMQPValue::LongString(dead.as_str().into()),
+    );
+    channel.queue_declare(queue.into(), durable, arguments).await.unwrap();
+    channel
+        .queue_bind(
+            queue.into(),
+            "trawl.packets".into(),
+            queue.into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .unwrap();
+    let _ = connection.close(200, "".into()).await;
+}
