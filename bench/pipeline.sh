@@ -23,9 +23,9 @@ cat >"$section" <<EOT
 
 Command: \`bash bench/pipeline.sh $seconds\` on $(nproc) cores, $(date -u +%Y-%m-%d). Release builds of trawl-sniffer (TPACKET_V3
 ring on the host end of a veth pair) and trawl-parser, the shared RabbitMQ and PostgreSQL, all on this machine. The
-generator (Python, AF_PACKET, inside the namespace) offers UDP packets of 46 to 1 030 bytes for ${seconds} s per step,
-doubling from 2 000/s until a step loses a packet; loss means offered > stored, whatever the reason (every loss was
-also counted by reason: the accounting balances at every step). Latency runs from each packet's kernel timestamp to
+generator (Python, AF_PACKET, inside the namespace) offers UDP packets of 46 to 1 030 bytes for ${seconds} s per step
+at rising rates; a step is kept up with when no packet is lost and the last row is stored within 5 s of the end of
+the offer (so that a growing queue backlog does not pass for a sustained rate). The accounting balances at every step. Latency runs from each packet's kernel timestamp to
 the commit of its row, read from the parsers' \`trawl_parser_wire_to_stored_seconds\` histogram (upper bucket bounds).
 All processes share the 2 cores, the generator included.
 
