@@ -13,8 +13,9 @@ export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TRAWL_CACHE/target}
 
 bash hack/deps.sh
 bash hack/services.sh
-cargo build --release -q -p sniffer -p parser --bins
-table=$(cargo run --release -q -p e2e --example sustained -- "$seconds")
+# Each step's figures also go to this log as they come, so a stopped run keeps them.
+log=$TRAWL_CACHE/bench-pipeline.log
+table=$(cargo run --release -q -p e2e --example sustained -- "$seconds" 2> >(tee "$log" >&2))
 
 section=$(mktemp)
 cat >"$section" <<EOT
@@ -23,7 +24,7 @@ cat >"$section" <<EOT
 
 Command: \`bash bench/pipeline.sh $seconds\` on $(nproc) cores, $(date -u +%Y-%m-%d). Release builds of trawl-sniffer (TPACKET_V3
 ring on the host end of a veth pair) and trawl-parser, the shared RabbitMQ and PostgreSQL, all on this machine. The
-generator (Python, AF_PACKET, inside the namespace) offers UDP packets of 46 to 1 030 bytes for ${seconds} s per step
+generator (tcpreplay inside the namespace, paced by packets per second) offers UDP packets of 46 to 1 030 bytes for ${seconds} s per step
 at rising rates; a step is kept up with when no packet is lost and the last row is stored within 5 s of the end of
 the offer (so that a growing queue backlog does not pass for a sustained rate). The accounting balances at every step. Latency runs from each packet's kernel timestamp to
 the commit of its row, read from the parsers' \`trawl_parser_wire_to_stored_seconds\` histogram (upper bucket bounds).

@@ -19,6 +19,7 @@ declare -A packages=(
   [pkg-config]=pkg-config
   [lua5.4]=lua5.4
   [ss]=iproute2
+  [tcpreplay]=tcpreplay
 )
 missing=()
 for command in "${!packages[@]}"; do

@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use e2e::{Pipeline, PipelineOptions};
 
-const RATES: [u32; 7] = [4_000, 8_000, 12_000, 16_000, 24_000, 32_000, 48_000];
+/// Offered rates in packets per second; tcpreplay reaches about 100 000 on a veth here.
+const RATES: [u32; 10] = [
+    8_000, 16_000, 24_000, 32_000, 40_000, 48_000, 56_000, 64_000, 80_000, 96_000,
+];
 /// Keeping up: every row stored this soon after the offer ends.
 const DRAIN: Duration = Duration::from_secs(5);
 
@@ -47,12 +50,15 @@ async fn step(parsers: usize, rate: u32, seconds: u32) -> Step {
         ..Default::default()
     })
     .await;
-    let started = Instant::now();
-    pipeline.offer(rate * seconds, rate);
-    // The generator may fall short of the asked rate; report what it achieved.
-    let achieved = f64::from(rate * seconds) / started.elapsed().as_secs_f64();
-    let offered_at = Instant::now();
     let target = u64::from(rate * seconds);
+    // Frames are built before the clock starts; the generator may fall short of the asked rate,
+    // so report what it achieved.
+    let mut sender = pipeline.offer_in_background(rate * seconds, rate);
+    let started = Instant::now();
+    let status = sender.wait().expect("wait for the generator");
+    assert!(status.success(), "the generator failed: {status}");
+    let offered_at = Instant::now();
+    let achieved = target as f64 / started.elapsed().as_secs_f64();
     let deadline = offered_at + Duration::from_secs(600);
     while pipeline.stored().await < target && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -62,14 +68,22 @@ async fn step(parsers: usize, rate: u32, seconds: u32) -> Step {
     pipeline.stop_sniffer();
     let accounting = pipeline.settle().await;
     accounting.assert_captured_balanced();
-    eprintln!("{parsers} parser(s), {rate}/s (achieved {achieved:.0}/s, drained in {drained_in:?}): {accounting:?}");
-    Step {
+    let result = Step {
         achieved,
         drained_in,
         lost: accounting.offered - accounting.stored,
         p50: quantile(&metrics, "trawl_parser_wire_to_stored_seconds", 0.5).unwrap_or(f64::NAN),
         p99: quantile(&metrics, "trawl_parser_wire_to_stored_seconds", 0.99).unwrap_or(f64::NAN),
-    }
+    };
+    // Each step as it ends, so that a stopped run still leaves its figures.
+    eprintln!(
+        "step: {parsers} parser(s), asked {rate}/s, achieved {achieved:.0}/s, last row {:.1} s after the offer, \
+         wire-to-row p50 <= {:.0} ms, p99 <= {:.0} ms: {accounting:?}",
+        drained_in.as_secs_f64(),
+        result.p50 * 1000.0,
+        result.p99 * 1000.0
+    );
+    result
 }
 
 #[tokio::main]
@@ -77,10 +91,16 @@ async fn main() {
     let seconds: u32 = std::env::args().nth(1).and_then(|s| s.parse().ok()).unwrap_or(60);
     println!("| parsers | highest rate kept up with ({seconds} s, packets/s) | wire-to-row p50 | p99 | next step |");
     println!("|---|---|---|---|---|");
+    // Two parsers sustain at least what one does: start them just below one parser's limit.
+    let mut floor = 0.0;
     for parsers in [1, 2] {
         let mut best: Option<Step> = None;
         let mut next = "none: the generator's limit was reached first".to_owned();
-        for rate in RATES {
+        let start = RATES
+            .iter()
+            .rposition(|&rate| f64::from(rate) <= floor * 0.95)
+            .unwrap_or(0);
+        for rate in RATES[start..].iter().copied() {
             let result = step(parsers, rate, seconds).await;
             if result.achieved < f64::from(rate) * 0.95 {
                 next = format!(
@@ -99,6 +119,7 @@ async fn main() {
             }
             best = Some(result);
         }
+        floor = best.as_ref().map_or(0.0, |best| best.achieved);
         match best {
             Some(best) => println!(
                 "| {parsers} | {:.0} | <= {:.0} ms | <= {:.0} ms | {next} |",
@@ -106,7 +127,7 @@ async fn main() {
                 best.p50 * 1000.0,
                 best.p99 * 1000.0
             ),
-            None => println!("| {parsers} | below {} | | | {next} |", RATES[0]),
+            None => println!("| {parsers} | below {} | | | {next} |", RATES[start]),
         }
     }
 }

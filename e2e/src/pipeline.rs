@@ -265,14 +265,16 @@ impl Pipeline {
         self.network.send_frames_in_background(frames, per_second)
     }
 
-    /// Rows stored so far.
+    /// Rows stored so far, from the batch records committed with them (one row per batch, so
+    /// polling stays cheap at millions of packets; `settle` counts the rows themselves).
     pub async fn stored(&self) -> u64 {
         let Ok(pool) = self.pool().await else { return 0 };
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM packets WHERE session = $1")
-            .bind(&self.session)
-            .fetch_one(&pool)
-            .await
-            .unwrap_or(0);
+        let stored: i64 =
+            sqlx::query_scalar("SELECT coalesce(sum(packets), 0)::bigint FROM batches WHERE session = $1")
+                .bind(&self.session)
+                .fetch_one(&pool)
+                .await
+                .unwrap_or(0);
         pool.close().await;
         stored as u64
     }

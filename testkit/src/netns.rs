@@ -85,66 +85,42 @@ impl TestNetwork {
     /// namespace; returns when all were handed to the kernel. At most `per_second` frames a
     /// second, so that the host's receive backlog never overflows.
     pub fn send_frames(&self, frames: &[Vec<u8>], per_second: u32) {
-        let mut child = self.sender(per_second);
+        let mut child = self.sender(per_second, Stdio::piped());
         let mut stdin = child.stdin.take().unwrap();
-        for frame in frames {
-            stdin.write_all(&(frame.len() as u32).to_le_bytes()).unwrap();
-            stdin.write_all(frame).unwrap();
-        }
+        write_pcap_stream(&mut stdin, frames.iter()).unwrap();
         drop(stdin);
-        let status = child.wait().unwrap();
-        assert!(status.success(), "the frame sender failed");
+        let output = child.wait_with_output().unwrap();
+        let report = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "tcpreplay failed: {report}");
+        // tcpreplay retries when the kernel is busy (ENOBUFS) but skips a frame it could not send.
+        let failed = report
+            .lines()
+            .find_map(|line| line.trim().strip_prefix("Failed packets:"))
+            .and_then(|count| count.trim().parse::<u64>().ok());
+        assert_eq!(failed, Some(0), "tcpreplay could not send every frame: {report}");
     }
 
     /// Like `send_frames`, but returns at once; the caller waits on the child.
     pub fn send_frames_in_background(&self, frames: Vec<Vec<u8>>, per_second: u32) -> std::process::Child {
-        let mut child = self.sender(per_second);
+        let mut child = self.sender(per_second, Stdio::null());
         let mut stdin = child.stdin.take().unwrap();
-        std::thread::spawn(move || {
-            for frame in frames {
-                if stdin.write_all(&(frame.len() as u32).to_le_bytes()).is_err() || stdin.write_all(&frame).is_err() {
-                    return;
-                }
-            }
-        });
+        std::thread::spawn(move || write_pcap_stream(&mut stdin, frames.iter()));
         child
     }
 
-    fn sender(&self, per_second: u32) -> std::process::Child {
-        // AF_PACKET from Python: the standard library can do it and every test machine has python3.
-        const SENDER: &str = r#"
-import socket, struct, sys, time
-s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
-s.bind((sys.argv[1], 0))
-rate = int(sys.argv[2])
-data = sys.stdin.buffer
-start = time.monotonic()
-sent = 0
-while True:
-    head = data.read(4)
-    if len(head) < 4:
-        break
-    frame = data.read(struct.unpack('<I', head)[0])
-    s.send(frame)
-    sent += 1
-    ahead = sent / rate - (time.monotonic() - start)
-    if ahead > 0.001:
-        time.sleep(ahead)
-"#;
+    /// tcpreplay (a C generator that paces by packets per second) reading a pcap stream from
+    /// stdin: it reaches 100 000 frames/s on a veth here, where a Python AF_PACKET loop topped out
+    /// near 31 000, below what the pipeline sustains.
+    fn sender(&self, per_second: u32, stdout: Stdio) -> std::process::Child {
         Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &self.namespace,
-                "python3",
-                "-c",
-                SENDER,
-                &self.inner_interface,
-            ])
-            .arg(per_second.to_string())
+            .args(["netns", "exec", &self.namespace, "tcpreplay", "--quiet", "--intf1"])
+            .arg(&self.inner_interface)
+            .arg(format!("--pps={per_second}"))
+            .arg("-")
             .stdin(Stdio::piped())
+            .stdout(stdout)
             .spawn()
-            .expect("start the frame sender")
+            .expect("start tcpreplay (apt: tcpreplay)")
     }
 
     /// The host end's kernel receive counter: the ground truth of what arrived.
@@ -166,4 +142,14 @@ impl Drop for TestNetwork {
             .stderr(Stdio::null())
             .status();
     }
+}
+
+/// A classic pcap stream of Ethernet frames; timestamps are zero because tcpreplay paces by rate.
+fn write_pcap_stream<'a>(out: &mut impl Write, frames: impl Iterator<Item = &'a Vec<u8>>) -> std::io::Result<()> {
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, out);
+    crate::pcap::write_header(&mut out)?;
+    for frame in frames {
+        crate::pcap::write_record(&mut out, 0, frame)?;
+    }
+    out.flush()
 }
