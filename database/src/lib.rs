@@ -21,23 +21,32 @@ pub fn session_key(namespace: &str, name: &str) -> String {
 ///
 /// Kernel drops count as the reason `kernel`. Drops of a lost batch still show, because every
 /// batch carries its sniffer's cumulative counters.
-pub async fn packet_counts(pool: &PgPool, session: &str) -> Result<PacketCounts, sqlx::Error> {
+///
+/// `created`: the CaptureSession's creation time (RFC 3339). Sniffers first seen before it
+/// captured for an earlier session of the same name and do not count (else a re-created session
+/// would start with the old totals, and reach its `maxPackets` at once).
+pub async fn packet_counts(pool: &PgPool, session: &str, created: Option<&str>) -> Result<PacketCounts, sqlx::Error> {
     let (captured, kernel, by_reason, stored): (i64, i64, sqlx::types::Json<BTreeMap<String, i64>>, i64) =
         sqlx::query_as(
-            "WITH counters AS ( \
+            "WITH sniffers AS ( \
+                 SELECT boot_id, captured, kernel_drops, drops FROM sniffer_counters \
+                 WHERE session = $1 AND ($2::timestamptz IS NULL OR first_seen >= $2::timestamptz)), \
+             counters AS ( \
                  SELECT coalesce(sum(captured), 0)::bigint AS captured, \
                         coalesce(sum(kernel_drops), 0)::bigint AS kernel \
-                 FROM sniffer_counters WHERE session = $1), \
+                 FROM sniffers), \
              reasons AS ( \
                  SELECT coalesce(jsonb_object_agg(reason, n), '{}'::jsonb) AS by_reason FROM ( \
                      SELECT key AS reason, sum(value::bigint)::bigint AS n \
-                     FROM sniffer_counters, jsonb_each_text(drops) \
-                     WHERE session = $1 GROUP BY key) per_reason), \
-             stored AS (SELECT coalesce(sum(packets), 0)::bigint AS stored FROM batches WHERE session = $1) \
+                     FROM sniffers, jsonb_each_text(drops) GROUP BY key) per_reason), \
+             stored AS ( \
+                 SELECT coalesce(sum(packets), 0)::bigint AS stored FROM batches \
+                 WHERE session = $1 AND boot_id IN (SELECT boot_id FROM sniffers)) \
              SELECT counters.captured, counters.kernel, reasons.by_reason, stored.stored \
              FROM counters, reasons, stored",
         )
         .bind(session)
+        .bind(created)
         .fetch_one(pool)
         .await?;
     let mut dropped_by_reason: BTreeMap<String, i64> = by_reason.0.into_iter().filter(|(_, n)| *n > 0).collect();

@@ -2,9 +2,7 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ExchangeKind};
+use lapin::Connection;
 use testkit::netns::TestNetwork;
 use testkit::postgres::{PrivatePostgres, TestDatabase};
 use testkit::process::{Service, free_port, workspace_binary};
@@ -342,50 +340,12 @@ impl Pipeline {
     }
 }
 
-/// The session's queue as the operator declares it: durable, bounded with `reject-publish`,
-/// dead-lettering into `<queue>.dead`, bound to `trawl.packets`.
+/// The session's queue exactly as the operator declares it.
 async fn declare_queue(amqp_url: &str, queue: &str, max_bytes: i64) {
     let connection = Connection::connect(amqp_url, Default::default()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
-    let durable = QueueDeclareOptions {
-        durable: true,
-        ..Default::default()
-    };
-    channel
-        .exchange_declare(
-            "trawl.packets".into(),
-            ExchangeKind::Direct,
-            ExchangeDeclareOptions {
-                durable: true,
-                ..Default::default()
-            },
-            FieldTable::default(),
-        )
+    queues::declare_session_queue(&channel, queue, max_bytes)
         .await
-        .unwrap();
-    let dead = format!("{queue}.dead");
-    channel
-        .queue_declare(dead.as_str().into(), durable, FieldTable::default())
-        .await
-        .unwrap();
-    let mut arguments = FieldTable::default();
-    arguments.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(max_bytes));
-    arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-    arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-    arguments.insert(
-        "x-dead-letter-routing-key".into(),
-        AMQPValue::LongString(dead.as_str().into()),
-    );
-    channel.queue_declare(queue.into(), durable, arguments).await.unwrap();
-    channel
-        .queue_bind(
-            queue.into(),
-            "trawl.packets".into(),
-            queue.into(),
-            QueueBindOptions::default(),
-            FieldTable::default(),
-        )
-        .await
-        .unwrap();
+        .expect("declare the session queue");
     let _ = connection.close(200, "".into()).await;
 }

@@ -3,6 +3,7 @@
 
 use crds::{Autoscaler, CaptureSession};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Secret;
 use kube::Resource;
 use serde_json::json;
 
@@ -15,8 +16,8 @@ pub struct Settings {
     pub parser_image: String,
     /// RabbitMQ URL as the pods reach it.
     pub pod_amqp_url: String,
-    /// Secret in the session's namespace whose key `url` is the PostgreSQL URL.
-    pub database_secret: String,
+    /// PostgreSQL URL as the parsers reach it.
+    pub pod_database_url: Option<String>,
     pub privileged_sniffers: bool,
 }
 
@@ -32,6 +33,46 @@ fn env(pairs: &[(&str, String)]) -> Vec<serde_json::Value> {
         .iter()
         .map(|(name, value)| json!({"name": name, "value": value}))
         .collect()
+}
+
+/// Keys of the session's credentials Secret.
+pub const AMQP_URL_KEY: &str = "amqp-url";
+pub const DATABASE_URL_KEY: &str = "database-url";
+
+/// An environment variable read from the session's credentials Secret.
+fn credential(session: &CaptureSession, variable: &str, key: &str) -> serde_json::Value {
+    json!({
+        "name": variable,
+        "valueFrom": {"secretKeyRef": {"name": names::credentials_name(session), "key": key}},
+    })
+}
+
+/// The URLs the session's pods connect with, in a Secret of the session's own namespace: so that
+/// passwords never appear in a DaemonSet or Deployment (readable by anyone who may list
+/// workloads), and so that sessions work in any namespace without copying Secrets by hand.
+pub fn credentials_secret(session: &CaptureSession, settings: &Settings) -> Secret {
+    let mut data = std::collections::BTreeMap::from([(AMQP_URL_KEY.to_owned(), settings.pod_amqp_url.clone())]);
+    if let Some(url) = &settings.pod_database_url {
+        data.insert(DATABASE_URL_KEY.to_owned(), url.clone());
+    }
+    let mut labels = names::labels(session, "credentials");
+    labels.remove("app.kubernetes.io/component");
+    serde_json::from_value(json!({
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {
+            "name": names::credentials_name(session),
+            "namespace": session.metadata.namespace,
+            "labels": labels,
+            "ownerReferences": [owner_reference(session)],
+        },
+        "type": "Opaque",
+        "data": data
+            .into_iter()
+            .map(|(key, value)| (key, k8s_openapi::ByteString(value.into_bytes())))
+            .collect::<std::collections::BTreeMap<_, _>>(),
+    }))
+    .expect("a valid Secret")
 }
 
 /// Sniffers' metrics and health ports come from this range.
@@ -72,12 +113,12 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
         ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
         ("TRAWL_LISTEN", format!("0.0.0.0:{port}")),
         ("TRAWL_ROUTING_KEY", queue.to_owned()),
-        ("TRAWL_AMQP_URL", settings.pod_amqp_url.clone()),
         ("TRAWL_SNAPLEN", spec.snaplen.to_string()),
         ("TRAWL_FILTER", spec.filter.clone().unwrap_or_default()),
         ("TRAWL_INTERFACES", spec.interfaces.join(",")),
     ]);
     variables.push(json!({"name": "TRAWL_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}));
+    variables.push(credential(session, "TRAWL_AMQP_URL", AMQP_URL_KEY));
     serde_json::from_value(json!({
         "apiVersion": "apps/v1",
         "kind": "DaemonSet",
@@ -126,14 +167,11 @@ pub fn parser_deployment(session: &CaptureSession, settings: &Settings, queue: &
     let mut variables = env(&[
         ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
         ("TRAWL_QUEUE", queue.to_owned()),
-        ("TRAWL_AMQP_URL", settings.pod_amqp_url.clone()),
         ("TRAWL_STORE_PAYLOAD", spec.store_payload.to_string()),
         ("TRAWL_RETENTION", spec.retention.clone()),
     ]);
-    variables.push(json!({
-        "name": "TRAWL_DATABASE_URL",
-        "valueFrom": {"secretKeyRef": {"name": settings.database_secret, "key": "url"}},
-    }));
+    variables.push(credential(session, "TRAWL_AMQP_URL", AMQP_URL_KEY));
+    variables.push(credential(session, "TRAWL_DATABASE_URL", DATABASE_URL_KEY));
     let mut deployment = json!({
         "apiVersion": "apps/v1",
         "kind": "Deployment",
@@ -216,7 +254,7 @@ mod tests {
             sniffer_image: "sniffer:1".into(),
             parser_image: "parser:1".into(),
             pod_amqp_url: "amqp://rabbitmq:5672/%2f".into(),
-            database_secret: "trawl-database".into(),
+            pod_database_url: Some("postgres://trawl:secret@postgresql/trawl".into()),
             privileged_sniffers: false,
         }
     }
@@ -367,7 +405,7 @@ mod tests {
     }
 
     #[test]
-    fn parsers_get_the_database_from_the_secret_and_run_restricted() {
+    fn parsers_get_the_urls_from_the_session_secret_and_run_restricted() {
         let deployment = parser_deployment(&fixture(), &settings(), "trawl.team-a.web-and-dns.01234567");
         let pod = deployment.spec.template.spec.unwrap();
         let container = &pod.containers[0];
@@ -379,7 +417,10 @@ mod tests {
             .find(|v| v.name == "TRAWL_DATABASE_URL")
             .unwrap();
         let secret = database.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
-        assert_eq!((secret.name.as_str(), secret.key.as_str()), ("trawl-database", "url"));
+        assert_eq!(
+            (secret.name.as_str(), secret.key.as_str()),
+            ("web-and-dns-credentials", DATABASE_URL_KEY)
+        );
         assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
         let queue = container
             .env
@@ -389,5 +430,25 @@ mod tests {
             .find(|v| v.name == "TRAWL_QUEUE")
             .unwrap();
         assert_eq!(queue.value.as_deref(), Some("trawl.team-a.web-and-dns.01234567"));
+    }
+
+    #[test]
+    fn urls_with_passwords_live_only_in_the_session_secret() {
+        let session = fixture();
+        let secret = credentials_secret(&session, &settings());
+        assert_eq!(secret.metadata.name.as_deref(), Some("web-and-dns-credentials"));
+        assert_eq!(secret.metadata.namespace.as_deref(), Some("team-a"));
+        assert_eq!(secret.metadata.owner_references.unwrap()[0].uid, "0123456789abcdef");
+        let data = secret.data.unwrap();
+        assert_eq!(data[DATABASE_URL_KEY].0, b"postgres://trawl:secret@postgresql/trawl");
+        assert_eq!(data[AMQP_URL_KEY].0, b"amqp://rabbitmq:5672/%2f");
+        let children = [
+            serde_json::to_string(&sniffer_daemonset(&session, &settings(), "q", 20_001)).unwrap(),
+            serde_json::to_string(&parser_deployment(&session, &settings(), "q")).unwrap(),
+        ];
+        for child in children {
+            assert!(!child.contains("amqp://") && !child.contains("postgres://"), "{child}");
+            assert!(child.contains(r#""name":"TRAWL_AMQP_URL","valueFrom""#), "{child}");
+        }
     }
 }

@@ -39,13 +39,14 @@ pub struct Config {
     #[arg(long, env = "TRAWL_POD_AMQP_URL")]
     pub pod_amqp_url: Option<String>,
 
-    /// Secret (in the session's namespace) whose key `url` holds the PostgreSQL URL for the parsers.
-    #[arg(long, env = "TRAWL_DATABASE_SECRET", default_value = "trawl-database")]
-    pub database_secret: String,
-
     /// PostgreSQL URL the operator mirrors sessions into and reads packet counts from.
     #[arg(long, env = "TRAWL_DATABASE_URL")]
     pub database_url: Option<String>,
+
+    /// PostgreSQL URL the parsers connect to (in-cluster address). Default: `--database-url`.
+    /// Handed to them, like the RabbitMQ URL, through a Secret the operator writes beside each session.
+    #[arg(long, env = "TRAWL_POD_DATABASE_URL")]
+    pub pod_database_url: Option<String>,
 
     /// Run sniffers fully privileged instead of with NET_RAW and NET_ADMIN only.
     #[arg(long, env = "TRAWL_PRIVILEGED_SNIFFERS", default_value_t = false)]

@@ -113,7 +113,7 @@ async fn main() -> anyhow::Result<()> {
             sniffer_image: config.sniffer_image.clone(),
             parser_image: config.parser_image.clone(),
             pod_amqp_url: config.pod_amqp_url.clone().unwrap_or_else(|| config.amqp_url.clone()),
-            database_secret: config.database_secret.clone(),
+            pod_database_url: config.pod_database_url.clone().or_else(|| config.database_url.clone()),
             privileged_sniffers: config.privileged_sniffers,
         },
     });

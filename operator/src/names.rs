@@ -6,7 +6,6 @@ use crds::CaptureSession;
 
 pub const FIELD_MANAGER: &str = "trawl-operator";
 pub const FINALIZER: &str = "trawl.dev/cleanup";
-pub const EXCHANGE: &str = "trawl.packets";
 
 pub fn session_name(session: &CaptureSession) -> &str {
     session.metadata.name.as_deref().unwrap_or_default()
@@ -16,12 +15,12 @@ pub fn sniffer_name(session: &CaptureSession) -> String {
     format!("{}-sniffer", session_name(session))
 }
 
-pub fn parser_name(session: &CaptureSession) -> String {
-    format!("{}-parser", session_name(session))
+pub fn credentials_name(session: &CaptureSession) -> String {
+    format!("{}-credentials", session_name(session))
 }
 
-pub fn dead_letter_queue(queue: &str) -> String {
-    format!("{queue}.dead")
+pub fn parser_name(session: &CaptureSession) -> String {
+    format!("{}-parser", session_name(session))
 }
 
 /// Labels of a child; the selector uses them all, so two sessions never share pods.

@@ -1,11 +1,10 @@
-//! The session's RabbitMQ queue, declared over AMQP: durable, bounded in bytes with
-//! `reject-publish` (so sniffers see a full queue and count it), dead-lettering into `<queue>.dead`.
+//! The operator's side of the session queues: one shared AMQP connection to declare them, read
+//! their backlog and delete them (the topology itself is in the `queues` crate).
 
-use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions, QueueDeleteOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties, ExchangeKind};
-
-use crate::names::{EXCHANGE, dead_letter_queue};
+use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
+use lapin::types::FieldTable;
+use lapin::{Connection, ConnectionProperties};
+use queues::dead_letter_queue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -50,46 +49,10 @@ impl Broker {
             .await
             .map_err(|_| QueueError::Timeout(BROKER_TIMEOUT))?
     }
-    /// Declares (idempotently) the exchange, the dead-letter queue and the session queue, and binds it.
+    /// Declares (idempotently) the session's queue and what it needs (see the `queues` crate).
     pub async fn declare(&self, queue: &str, max_bytes: i64) -> Result<(), QueueError> {
         let channel = self.channel().await?;
-        let durable = QueueDeclareOptions {
-            durable: true,
-            ..Default::default()
-        };
-        channel
-            .exchange_declare(
-                EXCHANGE.into(),
-                ExchangeKind::Direct,
-                ExchangeDeclareOptions {
-                    durable: true,
-                    ..Default::default()
-                },
-                FieldTable::default(),
-            )
-            .await?;
-        let dead = dead_letter_queue(queue);
-        channel
-            .queue_declare(dead.as_str().into(), durable, FieldTable::default())
-            .await?;
-        let mut arguments = FieldTable::default();
-        arguments.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(max_bytes));
-        arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
-        arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
-        arguments.insert(
-            "x-dead-letter-routing-key".into(),
-            AMQPValue::LongString(dead.as_str().into()),
-        );
-        channel.queue_declare(queue.into(), durable, arguments).await?;
-        channel
-            .queue_bind(
-                queue.into(),
-                EXCHANGE.into(),
-                queue.into(),
-                QueueBindOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        queues::declare_session_queue(&channel, queue, max_bytes).await?;
         let _ = channel.close(200, "".into()).await;
         Ok(())
     }

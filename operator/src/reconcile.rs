@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use crds::{CaptureSession, CaptureSessionStatus, Phase, SnifferCounts};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -133,6 +134,7 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
     let apply = PatchParams::apply(FIELD_MANAGER).force();
     let daemonsets: Api<DaemonSet> = Api::namespaced(context.client.clone(), &namespace);
     let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
     let previous = session.status.clone().unwrap_or_default();
     let counts = packet_counts(session, context).await;
 
@@ -251,6 +253,11 @@ async fn apply(session: &CaptureSession, context: &Context) -> Result<Action, Er
         return Ok(Action::await_change());
     }
 
+    let desired = build::credentials_secret(session, &context.settings);
+    secrets
+        .patch(&desired.name_any(), &apply, &Patch::Apply(&desired))
+        .await
+        .map_err(Error::Kube)?;
     let daemonset = if session.spec.suspend || finished {
         None
     } else {
@@ -514,7 +521,12 @@ fn invalid_filter(session: &CaptureSession) -> Option<String> {
 async fn packet_counts(session: &CaptureSession, context: &Context) -> Option<crds::PacketCounts> {
     let pool = context.database.as_ref()?;
     let key = database::session_key(&session.namespace()?, &session.name_any());
-    match database::packet_counts(pool, &key).await {
+    let created = session
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|time| time.0.to_string());
+    match database::packet_counts(pool, &key, created.as_deref()).await {
         Ok(counts) => Some(counts),
         Err(error) => {
             tracing::warn!(session = %key, %error, "cannot read packet counts; keeping the last ones");

@@ -219,7 +219,6 @@ async fn the_operator_reconciles_under_the_charts_own_service_account_and_rbac()
         .env("KUBECONFIG", &kubeconfig)
         .env("POD_NAMESPACE", &namespace.name)
         .args(["--amqp-url", &vhost.amqp_url, "--database-url", &database.url])
-        .args(["--database-secret", &format!("{release}-database")])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())]);
     let _operator = Service::start("trawl-operator", operator);
 

@@ -1,5 +1,5 @@
 //! The real `trawl-operator` on the test control plane (kwok nodes) with a real RabbitMQ:
-//! a session becomes sniffers, a queue and parsers and turns Ready; an invalid filter stalls it
+//! a session becomes sniffers, a queue, parsers and their credentials Secret and turns Ready; an invalid filter stalls it
 //! with nothing created; deleting it removes the queue and lets the finalizer go.
 //!
 //! Run (after `bash hack/services.sh` and `bash hack/control-plane/build.sh`):
@@ -9,7 +9,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{Pod, Secret};
 use kube::Api;
 use kube::api::ListParams;
 use serde_json::Value;
@@ -237,10 +237,18 @@ async fn a_session_becomes_sniffers_a_queue_and_parsers_and_turns_ready() {
         .collect();
     nodes.sort();
     assert_eq!(nodes, ["kwok-node-0", "kwok-node-1"]);
-    Api::<Deployment>::namespaced(client, ns)
+    Api::<Deployment>::namespaced(client.clone(), ns)
         .get("web-and-dns-parser")
         .await
         .expect("the parser Deployment");
+    // The pods' URLs sit in a Secret beside the session, owned by it, not in the workloads.
+    let credentials = Api::<Secret>::namespaced(client, ns)
+        .get("web-and-dns-credentials")
+        .await
+        .expect("the credentials Secret");
+    assert_eq!(credentials.metadata.owner_references.unwrap()[0].kind, "CaptureSession");
+    assert_eq!(credentials.data.unwrap()["amqp-url"].0, rig.vhost.amqp_url.as_bytes());
+    assert!(!serde_json::to_string(&daemonset).unwrap().contains(&rig.vhost.amqp_url));
 
     let session = rig.session("web-and-dns").unwrap();
     let status = &session["status"];
@@ -675,4 +683,14 @@ async fn packet_counts_come_from_what_the_parsers_stored_and_max_packets_ends_th
         .await
         .unwrap();
     assert!(deleted, "the mirror still shows a deleted session as live");
+
+    // Created again under the same name: a new capture. With the old session's counts it would
+    // reach maxPackets at once and end without capturing anything.
+    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+    rig.wait_phase("web-and-dns", "Capturing").await;
+    assert_eq!(
+        rig.status("web-and-dns", "packets"),
+        serde_json::json!({"captured": 0, "dropped": 0, "stored": 0}),
+        "the new session counts only its own sniffers"
+    );
 }

@@ -79,7 +79,7 @@ const SELECT: &str = "SELECT namespace, name, uid, phase, ready, message, spec, 
 async fn view(state: &AppState, row: Row) -> Result<Session, ApiError> {
     let (namespace, name, uid, phase, ready, message, spec, status, created_at, updated_at, deleted_at) = row;
     let key = database::session_key(&namespace, &name);
-    let counts = database::packet_counts(&state.pool, &key).await?;
+    let counts = database::packet_counts(&state.pool, &key, Some(&created_at.to_rfc3339())).await?;
     let text = |field: &str| status.get(field).and_then(|v| v.as_str()).map(str::to_owned);
     Ok(Session {
         conditions: status
