@@ -40,13 +40,13 @@ done
 log "DNS, HTTP, TLS, TCP and UDP packets are visible through the API"
 
 (cd frontend && TRAWL_UI_URL="http://127.0.0.1:$port" TRAWL_SESSION=local/demo \
-  TRAWL_API_BIN="$CARGO_TARGET_DIR/debug/trawl-api" TRAWL_DATABASE_URL="postgres://trawl@127.0.0.1:55432/trawl" \
+  TRAWL_API_BIN="$CARGO_TARGET_DIR/debug/trawl-api" TRAWL_DATABASE_URL="postgres://trawl@127.0.0.1:21432/trawl" \
   npm run e2e --silent)
 
 stop
 trap 'rm -f "$output"' EXIT
-leftovers=$(pgrep -fa "trawl-(api|parser|sniffer) |hack/local/traffic.py|trawl-local@localhost|postgres.*-p 55432" || true)
-listening=$(ss -ltnH | awk '{print $4}' | grep -E ":($port|55432|55672|55674|59090|59091)$" || true)
+leftovers=$(pgrep -fa "trawl-(api|parser|sniffer) |hack/local/traffic.py|trawl-local@localhost|postgres.*-p 21432" || true)
+listening=$(ss -ltnH | awk '{print $4}' | grep -E ":($port|21432|21672|21674|21090|21091)$" || true)
 if [ -n "$leftovers$listening" ] || ip netns list | grep -qw trawl-demo; then
   log "left behind after stopping:"; echo "$leftovers"; echo "$listening"; ip netns list
   exit 1
