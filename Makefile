@@ -1,4 +1,6 @@
 # The Kubernetes path, for a Linux machine with Docker, kind, kubectl and helm:
+#   make images         build the four images from images/Dockerfile (BuildKit); IMAGE_FLAGS=--local-bases
+#                       where no registry is reachable, IMAGE_FLAGS=--prebuilt to compile on the host
 #   make kind-demo      build the images, create the kind cluster, load the images, install the
 #                       chart and apply examples/capture.yaml; the UI is then on http://127.0.0.1:8080/
 #   make kind-down      delete the cluster
@@ -8,11 +10,12 @@ NAMESPACE ?= trawl-system
 TAG ?= dev
 REGISTRY ?= ghcr.io/trawl-dev
 COMPONENTS := operator sniffer parser api
+IMAGE_FLAGS ?=
 
 .PHONY: images kind-up kind-load install demo kind-demo kind-down
 
 images:
-	for c in $(COMPONENTS); do docker build -f images/$$c.Dockerfile -t $(REGISTRY)/trawl-$$c:$(TAG) . || exit 1; done
+	bash images/build.sh --registry $(REGISTRY) --tag $(TAG) $(IMAGE_FLAGS)
 
 kind-up:
 	kind get clusters | grep -qx $(CLUSTER) || kind create cluster --name $(CLUSTER) --config kind-config.yaml

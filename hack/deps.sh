@@ -20,11 +20,18 @@ declare -A packages=(
   [lua5.4]=lua5.4
   [ss]=iproute2
   [tcpreplay]=tcpreplay
+  # The real node and the images: a container runtime, its network plugins, local base images.
+  [dockerd]=docker.io
+  [containerd]=containerd
+  [debootstrap]=debootstrap
+  [iptables]=iptables
+  [conntrack]=conntrack
 )
 missing=()
 for command in "${!packages[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${packages[$command]}")
 done
+[ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   apt-get update -qq

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of Trawl on this machine, installing and starting what they need:
-# system packages, PostgreSQL, RabbitMQ, the test control plane (built once, then cached), the
-# web UI's npm packages and Chromium.
+# system packages, PostgreSQL, RabbitMQ, the test control plane and a real node's binaries (built
+# once, then cached), a Docker engine and the four images, the web UI's npm packages and Chromium.
 # Caches live in ${TRAWL_CACHE:-$HOME/.cache/trawl}, outside the clone, so reruns are fast.
 # Usage: hack/test.sh [extra cargo test arguments]
 set -euo pipefail
@@ -18,6 +18,12 @@ export TRAWL_CONTROL_PLANE_ASSETS
 step "cargo fmt"; cargo fmt --all -- --check
 step "cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"; cargo test --workspace --locked "$@"
+# The images' runtime stages from binaries built here (release); the full multi-stage build
+# (`make images`) compiles the same sources inside the builder stage and takes far longer.
+step "images"; DOCKER=$(bash hack/docker.sh); export DOCKER
+bash images/build.sh --prebuilt --local-bases
+step "real node: helm install, kubectl apply, packets through the API's Service"
+cargo test -p e2e --locked --test real_node -- --ignored --nocapture
 step "fuzz the dissector (20 s)"; bash hack/fuzz.sh 20
 step "web UI: lint, type check, unit tests"
 (cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run --silent lint && npm run --silent typecheck && npm test --silent)

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Builds the test control plane (etcd, kube-apiserver, kube-controller-manager,
-# kube-scheduler, kubectl, kwok, helm) from the Go module proxy at the versions
+# kube-scheduler, kubectl, kwok, helm) and what a real node needs (kubelet, kube-proxy,
+# a static `pause` for the sandbox image) from the Go module proxy at the versions
 # pinned in versions.env, into a cache outside the clone laid out as
 # KUBEBUILDER_ASSETS expects:
 #   ${TRAWL_CACHE:-$HOME/.cache/trawl}/kubebuilder-envtest/k8s/<version>-linux-amd64/
@@ -22,7 +23,7 @@ fresh() { [ -x "$assets/$1" ] && [ "$(cat "$assets/.$1.version" 2>/dev/null)" = 
 stamp() { echo "$2" > "$assets/.$1.version"; }
 
 build_kubernetes() {
-  local v=$KUBERNETES_VERSION bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl) b need=0
+  local v=$KUBERNETES_VERSION bins=(kube-apiserver kube-controller-manager kube-scheduler kubectl kubelet kube-proxy) b need=0
   for b in "${bins[@]}"; do fresh "$b" "$v" || need=1; done
   [ $need = 1 ] || return 0
   log "building Kubernetes $v (first build takes 10-20 minutes on 2 cores)"
@@ -52,6 +53,8 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-apiserver"
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 	_ "k8s.io/kubectl/pkg/cmd"
 )
 GO
@@ -104,7 +107,35 @@ build_go_install() { # name module version
   stamp "$1" "$3"
 }
 
+# The sandbox image's only process: sleeps until it is told to stop, as the pause container does.
+build_pause() {
+  local v=1
+  fresh pause "$v" && return 0
+  log "building pause"
+  local dir="$work/pause"
+  mkdir -p "$dir"
+  printf 'module trawl.dev/pause\n\ngo 1.22\n' > "$dir/go.mod"
+  cat > "$dir/main.go" <<'GO'
+package main
+
+import (
+	"os"
+	"os/signal"
+	"syscall"
+)
+
+func main() {
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGINT, syscall.SIGTERM)
+	<-stop
+}
+GO
+  (cd "$dir" && go build -trimpath -ldflags "-s -w" -o "$assets/pause" .)
+  stamp pause "$v"
+}
+
 build_etcd
+build_pause
 build_go_install kwok sigs.k8s.io/kwok/cmd/kwok "$KWOK_VERSION"
 build_go_install helm helm.sh/helm/v3/cmd/helm "$HELM_VERSION"
 build_kubernetes

@@ -4,24 +4,32 @@
 # admin client certificate), kube-controller-manager, kube-scheduler, and kwok with fake
 # nodes that run pods without containers. Binaries come from build.sh.
 #
-# Usage: hack/control-plane/up.sh [--dir DIR] [--owner-pid PID]
+# Usage: hack/control-plane/up.sh [--dir DIR] [--owner-pid PID] [--real-node [--load-image IMAGE]...]
 #   Stays in the foreground; Ctrl-C, SIGTERM, or the end of the owner process (a test run)
 #   stops every process and removes DIR. When the API is ready it writes DIR/kubeconfig and
 #   then DIR/ready, and prints `export KUBECONFIG=...`.
+#   --real-node also joins this machine as node `trawl-node` (node.sh: containerd, kubelet,
+#   kube-proxy, CNI bridge 10.244.0.0/24, node address 10.244.0.1, labelled trawl.dev/pool=capture),
+#   with each --load-image copied from Docker into its containerd. The API server then listens on
+#   every address (pods reach it through the `kubernetes` Service), and the kwok nodes are
+#   tainted kwok.x-k8s.io/node=fake:NoSchedule so that only what tolerates them lands there.
 # Fake nodes (all labelled kubernetes.io/os=linux and type=kwok):
 #   kwok-node-0  trawl.dev/pool=capture  topology.kubernetes.io/zone=zone-a
 #   kwok-node-1  trawl.dev/pool=capture  topology.kubernetes.io/zone=zone-b
 #   kwok-node-2  trawl.dev/pool=general  topology.kubernetes.io/zone=zone-a
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-dir="" owner=""
+dir="" owner="" real_node=0 node_args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --dir) dir=$2; shift 2 ;;
     --owner-pid) owner=$2; shift 2 ;;
-    *) echo "usage: $0 [--dir DIR] [--owner-pid PID]" >&2; exit 2 ;;
+    --real-node) real_node=1; shift ;;
+    --load-image) node_args+=(--load-image "$2"); shift 2 ;;
+    *) echo "usage: $0 [--dir DIR] [--owner-pid PID] [--real-node [--load-image IMAGE]...]" >&2; exit 2 ;;
   esac
 done
+node_ip=10.244.0.1
 assets=${TRAWL_CONTROL_PLANE_ASSETS:-$("$here/build.sh")}
 [ -n "$dir" ] || dir=$(mktemp -d "${TMPDIR:-/tmp}/trawl-control-plane.XXXXXX")
 mkdir -p "$dir/logs" "$dir/pki"
@@ -31,12 +39,13 @@ pids=()
 cleanup() {
   trap - EXIT INT TERM
   # Stop in reverse start order (kwok and controllers before the API server, etcd last), each
-  # given a few seconds to exit before it is killed, so that nothing outlives this script.
+  # given up to 30 s (the real node takes its pods down) before it is killed, so that nothing
+  # outlives this script.
   local i pid
   for ((i = ${#pids[@]} - 1; i >= 0; i--)); do
     pid=${pids[$i]}
     kill "$pid" 2>/dev/null || continue
-    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    for _ in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
     kill -9 "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
   done
@@ -76,7 +85,8 @@ pki=$dir/pki
   cd "$pki"
   openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=trawl-test-ca" -keyout ca.key -out ca.crt
   openssl req -newkey rsa:2048 -nodes -subj "/CN=kube-apiserver" -keyout apiserver.key -out apiserver.csr
-  printf 'extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n' > apiserver.ext
+  # 10.96.0.1 is the `kubernetes` Service's address, the node's the one its endpoint names.
+  printf 'extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,IP:10.96.0.1,IP:%s,DNS:localhost,DNS:kubernetes,DNS:kubernetes.default,DNS:kubernetes.default.svc\n' "$node_ip" > apiserver.ext
   openssl x509 -req -in apiserver.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile apiserver.ext -out apiserver.crt
   openssl req -newkey rsa:2048 -nodes -subj "/O=system:masters/CN=trawl-admin" -keyout admin.key -out admin.csr
   # Extensions make these X.509 v3 certificates, which rustls requires.
@@ -93,14 +103,23 @@ start etcd --name trawl --data-dir "$dir/etcd" \
   --initial-cluster "trawl=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync --log-level warn
 wait_for 30 etcd curl -fsS "http://127.0.0.1:$etcd_client/health"
 
+# Without a real node nothing outside this machine's loopback needs the API server; with one,
+# pods reach it through the `kubernetes` Service, whose endpoint is the node's bridge address.
+if [ $real_node = 1 ]; then
+  network=(--bind-address 0.0.0.0 --advertise-address "$node_ip"
+    --kubelet-preferred-address-types InternalIP
+    --kubelet-client-certificate "$pki/admin.crt" --kubelet-client-key "$pki/admin.key")
+else
+  network=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none)
+fi
 start kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_client" \
-  --bind-address 127.0.0.1 --advertise-address 127.0.0.1 --secure-port "$api_port" \
+  "${network[@]}" --secure-port "$api_port" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" --authorization-mode RBAC \
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true --cert-dir "$pki" \
-  --enable-priority-and-fairness=false --endpoint-reconciler-type none
+  --enable-priority-and-fairness=false
 
 kubeconfig=$dir/kubeconfig
 cat >"$kubeconfig" <<EOF
@@ -135,6 +154,8 @@ start kwok --kubeconfig "$kubeconfig" \
   --node-ip 10.0.0.1 --cidr 10.0.0.1/24 --node-lease-duration-seconds 40 \
   --server-address "127.0.0.1:$(free_port)"
 
+taints=""
+[ $real_node = 1 ] && taints="  taints: [{key: kwok.x-k8s.io/node, value: fake, effect: NoSchedule}]"
 for i in 0 1 2; do
   pool=capture zone=zone-a
   [ $i = 1 ] && zone=zone-b
@@ -153,6 +174,8 @@ metadata:
     type: kwok
     trawl.dev/pool: $pool
     topology.kubernetes.io/zone: $zone
+spec:
+$taints
 status:
   allocatable: {cpu: "32", memory: 256Gi, pods: "250"}
   capacity: {cpu: "32", memory: 256Gi, pods: "250"}
@@ -162,6 +185,14 @@ wait_for 30 "the default namespace" kubectl get namespace default
 kubectl apply -f "$dir/nodes.yaml" >/dev/null
 wait_for 60 "kwok nodes to be Ready" kubectl wait --for=condition=Ready node --all --timeout=1s
 wait_for 60 "the default service account" kubectl get serviceaccount default
+
+if [ $real_node = 1 ]; then
+  "$here/node.sh" --dir "$dir/node" --kubeconfig "$kubeconfig" --ca-dir "$pki" --owner-pid $$ \
+    --label trawl.dev/pool=capture --label topology.kubernetes.io/zone=zone-a "${node_args[@]}" \
+    >"$dir/logs/node.log" 2>&1 &
+  pids+=($!)
+  wait_for 300 "the real node (node.sh)" test -e "$dir/node/ready"
+fi
 
 echo "$kubeconfig" >"$dir/ready"
 log "ready in ${SECONDS}s; logs in $dir/logs"

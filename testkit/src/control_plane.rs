@@ -22,14 +22,34 @@ pub struct ControlPlane {
 }
 
 static SHARED: OnceLock<ControlPlane> = OnceLock::new();
+static WITH_REAL_NODE: OnceLock<ControlPlane> = OnceLock::new();
+
+/// The name of the real node that [`ControlPlane::with_real_node`] joins.
+pub const REAL_NODE: &str = "trawl-node";
+/// The real node's address: the gateway of its pods' bridge, where pods reach the host.
+pub const REAL_NODE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 244, 0, 1);
 
 impl ControlPlane {
     /// The control plane of this test binary, started on first use.
     pub fn shared() -> &'static ControlPlane {
-        SHARED.get_or_init(Self::start)
+        SHARED.get_or_init(|| Self::start(&[]))
     }
 
-    fn start() -> ControlPlane {
+    /// A control plane with this machine joined as a real node ([`REAL_NODE`]: containerd,
+    /// kubelet, kube-proxy; `hack/control-plane/node.sh`) beside the kwok nodes, which are
+    /// tainted so that only what tolerates them lands there. `images` are copied from Docker
+    /// into the node's containerd. One per test binary; there can be one per machine.
+    pub fn with_real_node(images: &[String]) -> &'static ControlPlane {
+        WITH_REAL_NODE.get_or_init(|| {
+            let mut args = vec!["--real-node".to_owned()];
+            for image in images {
+                args.extend(["--load-image".to_owned(), image.clone()]);
+            }
+            Self::start(&args)
+        })
+    }
+
+    fn start(extra_args: &[String]) -> ControlPlane {
         let assets = assets_dir();
         if let Ok(kubeconfig) = std::env::var("TRAWL_KUBECONFIG") {
             return ControlPlane {
@@ -44,19 +64,22 @@ impl ControlPlane {
             .arg(root.join("hack/control-plane/up.sh"))
             .args(["--dir".as_ref(), dir.as_os_str()])
             .args(["--owner-pid", &std::process::id().to_string()])
+            .args(extra_args)
             .env("TRAWL_CONTROL_PLANE_ASSETS", &assets)
             .stdout(Stdio::null())
             .spawn()
             .expect("run hack/control-plane/up.sh");
         let ready = dir.join("ready");
-        let deadline = Instant::now() + Duration::from_secs(180);
+        // A real node imports images and starts containerd, the kubelet and kube-proxy first.
+        let limit = Duration::from_secs(if extra_args.is_empty() { 180 } else { 480 });
+        let deadline = Instant::now() + limit;
         while !ready.exists() {
             if let Some(status) = script.try_wait().expect("poll up.sh") {
                 panic!("hack/control-plane/up.sh exited with {status} before the API was ready (its output is above)");
             }
             assert!(
                 Instant::now() < deadline,
-                "the test control plane was not ready within 180 s"
+                "the test control plane was not ready within {limit:?}"
             );
             std::thread::sleep(Duration::from_millis(100));
         }

@@ -5,6 +5,7 @@
 //! - [`control_plane::ControlPlane`]: a real kube-apiserver with kwok nodes (`hack/control-plane/up.sh`),
 //!   shared by the tests of one test binary; [`control_plane::TestNamespace`] gives each test a namespace.
 //!
+//! - [`forward::Forward`]: a TCP forwarder that lets pods on the real node reach those services.
 //! - [`netns::TestNetwork`]: a network namespace and veth pair, with [`frames`] to send through it.
 //! - [`batches`]: batches in the sniffer's wire format, published as a sniffer would.
 //! - [`process::Service`]: a service binary under test, killed when the test ends.
@@ -13,6 +14,7 @@
 
 pub mod batches;
 pub mod control_plane;
+pub mod forward;
 pub mod frames;
 pub mod netns;
 pub mod pcap;
