@@ -9,8 +9,10 @@
 # gcc, libc6-dev, libpcap-dev, pkg-config, git and CA certificates (no curl, no other -dev
 # packages); Rust is this machine's active toolchain copied in (rustc, cargo, std; no rustup,
 # no docs) with CARGO_HOME=/usr/local/cargo as in the rust image; Node.js is this machine's
-# `node` and `npm` (the public image has Node.js 22). The runtime images are unaffected: they
-# are built FROM scratch either way.
+# `node` and `npm` (the public image has Node.js 22); the machine's own extra CA certificates
+# (/usr/local/share/ca-certificates) are trusted too, so that cargo and npm reach their registries
+# through a TLS-inspecting egress proxy as the host does. The runtime images are built FROM
+# scratch either way; they take the CA bundle of whichever base built them.
 #
 # Usage: images/local-bases.sh    (does nothing when the image exists; --rebuild to redo it)
 set -euo pipefail
@@ -48,11 +50,17 @@ cp -a "$npm_dir" "$root/usr/local/lib/node_modules/npm"
 ln -sf ../lib/node_modules/npm/bin/npm-cli.js "$root/usr/local/bin/npm"
 ln -sf ../lib/node_modules/npm/bin/npx-cli.js "$root/usr/local/bin/npx"
 
+if compgen -G "/usr/local/share/ca-certificates/*.crt" >/dev/null; then
+  log "trusting this machine's extra CA certificates"
+  cp /usr/local/share/ca-certificates/*.crt "$root/usr/local/share/ca-certificates/"
+  chroot "$root" update-ca-certificates >/dev/null
+fi
 rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/* "$root"/usr/share/doc "$root"/usr/share/man
 log "importing $image"
 tar -C "$root" -cf - . | $docker import \
   --change 'ENV PATH=/usr/local/cargo/bin:/usr/local/rust/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
   --change 'ENV CARGO_HOME=/usr/local/cargo' \
   --change 'ENV RUSTUP_HOME=/usr/local/rustup' \
+  --change 'ENV NODE_EXTRA_CA_CERTS=/etc/ssl/certs/ca-certificates.crt' \
   --change 'CMD ["bash"]' - "$image" >/dev/null
 echo "--build-arg RUST_IMAGE=$image --build-arg NODE_IMAGE=$image"

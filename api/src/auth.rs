@@ -15,11 +15,10 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use axum::extract::FromRequestParts;
+use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use serde::Deserialize;
 
-use crate::app::AppState;
 use crate::error::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -138,11 +137,16 @@ impl Caller {
     }
 }
 
-impl FromRequestParts<AppState> for Caller {
+impl<S> FromRequestParts<S> for Caller
+where
+    Arc<Tokens>: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
-        if state.tokens.entries.is_none() {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let tokens = Arc::<Tokens>::from_ref(state);
+        if tokens.entries.is_none() {
             return Ok(Self {
                 name: "anonymous".into(),
                 scopes: None,
@@ -161,7 +165,7 @@ impl FromRequestParts<AppState> for Caller {
                 .access_token
         };
         let presented = from_header.or_else(from_query).ok_or(ApiError::Unauthenticated)?;
-        let entry = state.tokens.find(presented.trim()).ok_or(ApiError::Unauthenticated)?;
+        let entry = tokens.find(presented.trim()).ok_or(ApiError::Unauthenticated)?;
         let caller = Self {
             name: entry.name.as_str().into(),
             scopes: Some(entry.scopes.clone()),

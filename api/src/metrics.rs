@@ -11,8 +11,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::app::AppState;
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     /// The route's pattern (`/api/v1/packets/{id}`), never the raw path: ids would explode the series.
@@ -59,13 +57,11 @@ impl Default for Metrics {
 
 impl Metrics {
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        prometheus_client::encoding::text::encode(&mut out, &self.registry).expect("writing to a String");
-        out
+        service::admin::encode(&self.registry)
     }
 }
 
-pub async fn record(State(state): State<AppState>, request: Request, next: Next) -> Response {
+pub async fn record(State(metrics): State<std::sync::Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
@@ -74,13 +70,11 @@ pub async fn record(State(state): State<AppState>, request: Request, next: Next)
     let method = request.method().to_string();
     let started = Instant::now();
     let response = next.run(request).await;
-    state
-        .metrics
+    metrics
         .duration
         .get_or_create(&RouteLabel { route: route.clone() })
         .observe(started.elapsed().as_secs_f64());
-    state
-        .metrics
+    metrics
         .requests
         .get_or_create(&RequestLabels {
             route,

@@ -11,6 +11,21 @@ use sqlx::PgPool;
 
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
+/// Runs [`MIGRATOR`] in the background until it succeeds, for processes that must start (and
+/// say why they are not ready) while the database is down. The flag turns true once it has run.
+pub fn migrate_in_background(pool: &PgPool) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+    let migrated = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (pool, done) = (pool.clone(), migrated.clone());
+    tokio::spawn(async move {
+        while let Err(error) = MIGRATOR.run(&pool).await {
+            tracing::warn!(%error, "cannot migrate the database; retrying in 5 s");
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+        done.store(true, std::sync::atomic::Ordering::Release);
+    });
+    migrated
+}
+
 /// How packets, batches and counters name their session: `namespace/name`.
 pub fn session_key(namespace: &str, name: &str) -> String {
     format!("{namespace}/{name}")

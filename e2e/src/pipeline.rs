@@ -199,14 +199,7 @@ impl Pipeline {
     pub fn parser_metrics(&self) -> String {
         self.parsers
             .iter()
-            .filter_map(|(_, port)| {
-                ureq::get(format!("http://127.0.0.1:{port}/metrics"))
-                    .call()
-                    .ok()?
-                    .body_mut()
-                    .read_to_string()
-                    .ok()
-            })
+            .filter_map(|(_, port)| testkit::metrics::scrape(*port))
             .collect::<Vec<_>>()
             .join("\n")
     }

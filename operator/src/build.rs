@@ -1,9 +1,22 @@
 //! Desired child objects of a session, as pure functions of (session, operator settings): no
-//! client here, so every builder is unit-tested from fixtures. Only `reconcile` talks to the API.
+//! client here, so every builder is unit-tested from fixtures. Only `apply` talks to the API.
+//!
+//! Built as k8s-openapi's typed structs, so that a misspelt field does not compile (serde would
+//! drop an unknown key of a JSON literal without a word). KEDA's ScaledObject has no Rust type
+//! and stays JSON; a test checks it against the fields KEDA's CRD declares.
+
+use std::collections::BTreeMap;
 
 use crds::{Autoscaler, CaptureSession};
-use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
+    SecretKeySelector, SecurityContext,
+};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use serde_json::json;
 
@@ -21,17 +34,34 @@ pub struct Settings {
     pub privileged_sniffers: bool,
 }
 
-fn owner_reference(session: &CaptureSession) -> serde_json::Value {
-    let owner = session
+/// The parsers' metrics and health port.
+const PARSER_PORT: i32 = 9091;
+
+fn owner_reference(session: &CaptureSession) -> OwnerReference {
+    session
         .controller_owner_ref(&())
-        .expect("a stored session has a name and uid");
-    serde_json::to_value(owner).expect("an owner reference serialises")
+        .expect("a stored session has a name and uid")
 }
 
-fn env(pairs: &[(&str, String)]) -> Vec<serde_json::Value> {
+/// Name, namespace, labels and the owner reference every child carries.
+fn child_metadata(session: &CaptureSession, name: String, labels: &BTreeMap<String, String>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name),
+        namespace: session.metadata.namespace.clone(),
+        labels: Some(labels.clone()),
+        owner_references: Some(vec![owner_reference(session)]),
+        ..Default::default()
+    }
+}
+
+fn env(pairs: &[(&str, String)]) -> Vec<EnvVar> {
     pairs
         .iter()
-        .map(|(name, value)| json!({"name": name, "value": value}))
+        .map(|(name, value)| EnvVar {
+            name: (*name).to_owned(),
+            value: Some(value.clone()),
+            ..Default::default()
+        })
         .collect()
 }
 
@@ -40,39 +70,84 @@ pub const AMQP_URL_KEY: &str = "amqp-url";
 pub const DATABASE_URL_KEY: &str = "database-url";
 
 /// An environment variable read from the session's credentials Secret.
-fn credential(session: &CaptureSession, variable: &str, key: &str) -> serde_json::Value {
-    json!({
-        "name": variable,
-        "valueFrom": {"secretKeyRef": {"name": names::credentials_name(session), "key": key}},
+fn credential(session: &CaptureSession, variable: &str, key: &str) -> EnvVar {
+    EnvVar {
+        name: variable.to_owned(),
+        value_from: Some(EnvVarSource {
+            secret_key_ref: Some(SecretKeySelector {
+                name: names::credentials_name(session),
+                key: key.to_owned(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+fn http_probe(path: &str, port: i32, period_seconds: i32) -> Option<Probe> {
+    Some(Probe {
+        http_get: Some(HTTPGetAction {
+            path: Some(path.to_owned()),
+            port: IntOrString::Int(port),
+            ..Default::default()
+        }),
+        period_seconds: Some(period_seconds),
+        ..Default::default()
     })
+}
+
+fn resources(cpu: &str, memory: &str, memory_limit: &str) -> Option<ResourceRequirements> {
+    let quantities = |pairs: &[(&str, &str)]| {
+        pairs
+            .iter()
+            .map(|(key, value)| ((*key).to_owned(), Quantity((*value).to_owned())))
+            .collect::<BTreeMap<_, _>>()
+    };
+    Some(ResourceRequirements {
+        requests: Some(quantities(&[("cpu", cpu), ("memory", memory)])),
+        limits: Some(quantities(&[("memory", memory_limit)])),
+        ..Default::default()
+    })
+}
+
+fn selector(labels: &BTreeMap<String, String>) -> LabelSelector {
+    LabelSelector {
+        match_labels: Some(labels.clone()),
+        ..Default::default()
+    }
+}
+
+fn pod_template(labels: &BTreeMap<String, String>, spec: PodSpec) -> PodTemplateSpec {
+    PodTemplateSpec {
+        metadata: Some(ObjectMeta {
+            labels: Some(labels.clone()),
+            ..Default::default()
+        }),
+        spec: Some(spec),
+    }
 }
 
 /// The URLs the session's pods connect with, in a Secret of the session's own namespace: so that
 /// passwords never appear in a DaemonSet or Deployment (readable by anyone who may list
 /// workloads), and so that sessions work in any namespace without copying Secrets by hand.
 pub fn credentials_secret(session: &CaptureSession, settings: &Settings) -> Secret {
-    let mut data = std::collections::BTreeMap::from([(AMQP_URL_KEY.to_owned(), settings.pod_amqp_url.clone())]);
+    let mut data = BTreeMap::from([(AMQP_URL_KEY.to_owned(), settings.pod_amqp_url.clone())]);
     if let Some(url) = &settings.pod_database_url {
         data.insert(DATABASE_URL_KEY.to_owned(), url.clone());
     }
     let mut labels = names::labels(session, "credentials");
     labels.remove("app.kubernetes.io/component");
-    serde_json::from_value(json!({
-        "apiVersion": "v1",
-        "kind": "Secret",
-        "metadata": {
-            "name": names::credentials_name(session),
-            "namespace": session.metadata.namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(session)],
-        },
-        "type": "Opaque",
-        "data": data
-            .into_iter()
-            .map(|(key, value)| (key, k8s_openapi::ByteString(value.into_bytes())))
-            .collect::<std::collections::BTreeMap<_, _>>(),
-    }))
-    .expect("a valid Secret")
+    Secret {
+        metadata: child_metadata(session, names::credentials_name(session), &labels),
+        type_: Some("Opaque".to_owned()),
+        data: Some(
+            data.into_iter()
+                .map(|(key, value)| (key, k8s_openapi::ByteString(value.into_bytes())))
+                .collect(),
+        ),
+        ..Default::default()
+    }
 }
 
 /// Sniffers' metrics and health ports come from this range.
@@ -105,9 +180,19 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
     let labels = names::labels(session, "sniffer");
     let namespace = session.metadata.namespace.clone().unwrap_or_default();
     let security = if settings.privileged_sniffers {
-        json!({"privileged": true})
+        SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        }
     } else {
-        json!({"capabilities": {"add": ["NET_RAW", "NET_ADMIN"], "drop": ["ALL"]}, "allowPrivilegeEscalation": false})
+        SecurityContext {
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_RAW".into(), "NET_ADMIN".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        }
     };
     let mut variables = env(&[
         ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
@@ -117,45 +202,54 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
         ("TRAWL_FILTER", spec.filter.clone().unwrap_or_default()),
         ("TRAWL_INTERFACES", spec.interfaces.join(",")),
     ]);
-    variables.push(json!({"name": "TRAWL_NODE", "valueFrom": {"fieldRef": {"fieldPath": "spec.nodeName"}}}));
+    variables.push(EnvVar {
+        name: "TRAWL_NODE".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "spec.nodeName".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     variables.push(credential(session, "TRAWL_AMQP_URL", AMQP_URL_KEY));
-    serde_json::from_value(json!({
-        "apiVersion": "apps/v1",
-        "kind": "DaemonSet",
-        "metadata": {
-            "name": names::sniffer_name(session),
-            "namespace": namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(session)],
-        },
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "hostNetwork": true,
-                    "dnsPolicy": "ClusterFirstWithHostNet",
-                    "nodeSelector": spec.node_selector,
-                    "tolerations": spec.tolerations,
-                    "terminationGracePeriodSeconds": 30,
-                    "containers": [{
-                        "name": "sniffer",
-                        "image": settings.sniffer_image,
-                        "env": variables,
-                        "ports": [{"name": "metrics", "containerPort": port}],
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": port}, "periodSeconds": 5},
-                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": port}, "periodSeconds": 10},
-                        "resources": {
-                            "requests": {"cpu": "100m", "memory": "128Mi"},
-                            "limits": {"memory": "512Mi"},
-                        },
-                        "securityContext": security,
-                    }],
+    let container = Container {
+        name: "sniffer".into(),
+        image: Some(settings.sniffer_image.clone()),
+        env: Some(variables),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: port,
+            ..Default::default()
+        }]),
+        readiness_probe: http_probe("/readyz", port, 5),
+        liveness_probe: http_probe("/healthz", port, 10),
+        resources: resources("100m", "128Mi", "512Mi"),
+        security_context: Some(security),
+        ..Default::default()
+    };
+    DaemonSet {
+        metadata: child_metadata(session, names::sniffer_name(session), &labels),
+        spec: DaemonSetSpec {
+            selector: selector(&labels),
+            template: pod_template(
+                &labels,
+                PodSpec {
+                    host_network: Some(true),
+                    dns_policy: Some("ClusterFirstWithHostNet".into()),
+                    node_selector: Some(spec.node_selector.clone()),
+                    tolerations: Some(spec.tolerations.clone()),
+                    // Time for the final flush: confirms of the batches in flight and the totals.
+                    termination_grace_period_seconds: Some(30),
+                    containers: vec![container],
+                    ..Default::default()
                 },
-            },
+            ),
+            ..Default::default()
         },
-    }))
-    .expect("a valid DaemonSet")
+        ..Default::default()
+    }
 }
 
 /// The parser Deployment. `replicas` is set only when no autoscaler owns the count (`autoscaler:
@@ -172,46 +266,53 @@ pub fn parser_deployment(session: &CaptureSession, settings: &Settings, queue: &
     ]);
     variables.push(credential(session, "TRAWL_AMQP_URL", AMQP_URL_KEY));
     variables.push(credential(session, "TRAWL_DATABASE_URL", DATABASE_URL_KEY));
-    let mut deployment = json!({
-        "apiVersion": "apps/v1",
-        "kind": "Deployment",
-        "metadata": {
-            "name": names::parser_name(session),
-            "namespace": namespace,
-            "labels": labels,
-            "ownerReferences": [owner_reference(session)],
-        },
-        "spec": {
-            "selector": {"matchLabels": labels},
-            "template": {
-                "metadata": {"labels": labels},
-                "spec": {
-                    "securityContext": {"runAsNonRoot": true, "seccompProfile": {"type": "RuntimeDefault"}},
-                    "containers": [{
-                        "name": "parser",
-                        "image": settings.parser_image,
-                        "env": variables,
-                        "ports": [{"name": "metrics", "containerPort": 9091}],
-                        "readinessProbe": {"httpGet": {"path": "/readyz", "port": 9091}, "periodSeconds": 5},
-                        "livenessProbe": {"httpGet": {"path": "/healthz", "port": 9091}, "periodSeconds": 10},
-                        "resources": {
-                            "requests": {"cpu": "250m", "memory": "256Mi"},
-                            "limits": {"memory": "1Gi"},
-                        },
-                        "securityContext": {
-                            "allowPrivilegeEscalation": false,
-                            "capabilities": {"drop": ["ALL"]},
-                            "readOnlyRootFilesystem": true,
-                        },
-                    }],
+    let container = Container {
+        name: "parser".into(),
+        image: Some(settings.parser_image.clone()),
+        env: Some(variables),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: PARSER_PORT,
+            ..Default::default()
+        }]),
+        readiness_probe: http_probe("/readyz", PARSER_PORT, 5),
+        liveness_probe: http_probe("/healthz", PARSER_PORT, 10),
+        resources: resources("250m", "256Mi", "1Gi"),
+        security_context: Some(SecurityContext {
+            allow_privilege_escalation: Some(false),
+            capabilities: Some(Capabilities {
+                drop: Some(vec!["ALL".into()]),
+                ..Default::default()
+            }),
+            read_only_root_filesystem: Some(true),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    Deployment {
+        metadata: child_metadata(session, names::parser_name(session), &labels),
+        spec: DeploymentSpec {
+            replicas: (spec.parsers.autoscaler == Autoscaler::None).then_some(spec.parsers.min_replicas),
+            selector: selector(&labels),
+            template: pod_template(
+                &labels,
+                PodSpec {
+                    security_context: Some(PodSecurityContext {
+                        run_as_non_root: Some(true),
+                        seccomp_profile: Some(SeccompProfile {
+                            type_: "RuntimeDefault".into(),
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    containers: vec![container],
+                    ..Default::default()
                 },
-            },
+            ),
+            ..Default::default()
         },
-    });
-    if spec.parsers.autoscaler == Autoscaler::None {
-        deployment["spec"]["replicas"] = json!(spec.parsers.min_replicas);
+        ..Default::default()
     }
-    serde_json::from_value(deployment).expect("a valid Deployment")
 }
 
 /// The KEDA ScaledObject that scales the parser Deployment on the queue's length (`autoscaler: keda`).
@@ -221,12 +322,7 @@ pub fn parser_scaled_object(session: &CaptureSession, queue: &str) -> serde_json
     json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": {
-            "name": names::parser_name(session),
-            "namespace": session.metadata.namespace,
-            "labels": names::labels(session, "parser"),
-            "ownerReferences": [owner_reference(session)],
-        },
+        "metadata": child_metadata(session, names::parser_name(session), &names::labels(session, "parser")),
         "spec": {
             "scaleTargetRef": {"name": names::parser_name(session)},
             "minReplicaCount": parsers.min_replicas,
@@ -450,5 +546,95 @@ mod tests {
             assert!(!child.contains("amqp://") && !child.contains("postgres://"), "{child}");
             assert!(child.contains(r#""name":"TRAWL_AMQP_URL","valueFrom""#), "{child}");
         }
+    }
+
+    /// KEDA's ScaledObject as its CRD declares it (keda.sh/v1alpha1, from KEDA's ScaledObject
+    /// specification): the fields each level may have, and the rabbitmq trigger's metadata keys,
+    /// whose values the CRD types as strings.
+    #[test]
+    fn the_scaled_object_has_only_fields_keda_declares() {
+        use serde_json::Value;
+        let scaled = parser_scaled_object(&fixture(), "q");
+        let keys = |value: &Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
+        let within = |value: &Value, allowed: &[&str], at: &str| {
+            for key in keys(value) {
+                assert!(
+                    allowed.contains(&key.as_str()),
+                    "{at}.{key} is not a field of a ScaledObject"
+                );
+            }
+        };
+        within(&scaled, &["apiVersion", "kind", "metadata", "spec"], "");
+        let spec = &scaled["spec"];
+        within(
+            spec,
+            &[
+                "scaleTargetRef",
+                "pollingInterval",
+                "cooldownPeriod",
+                "initialCooldownPeriod",
+                "idleReplicaCount",
+                "minReplicaCount",
+                "maxReplicaCount",
+                "fallback",
+                "advanced",
+                "triggers",
+            ],
+            "spec",
+        );
+        within(
+            &spec["scaleTargetRef"],
+            &["apiVersion", "kind", "name", "envSourceContainerName"],
+            "spec.scaleTargetRef",
+        );
+        assert!(
+            spec["scaleTargetRef"]["name"].is_string(),
+            "scaleTargetRef.name is required"
+        );
+        for key in ["pollingInterval", "minReplicaCount", "maxReplicaCount"] {
+            assert!(spec[key].is_i64(), "spec.{key} is an integer");
+        }
+        let triggers = spec["triggers"].as_array().expect("spec.triggers is required");
+        for trigger in triggers {
+            within(
+                trigger,
+                &[
+                    "type",
+                    "name",
+                    "metadata",
+                    "authenticationRef",
+                    "metricType",
+                    "useCachedMetrics",
+                ],
+                "spec.triggers[]",
+            );
+            assert_eq!(trigger["type"], "rabbitmq");
+            let metadata = &trigger["metadata"];
+            within(
+                metadata,
+                &[
+                    "host",
+                    "hostFromEnv",
+                    "protocol",
+                    "queueName",
+                    "mode",
+                    "value",
+                    "activationValue",
+                    "vhostName",
+                    "usernameFromEnv",
+                    "passwordFromEnv",
+                    "unsafeSsl",
+                ],
+                "spec.triggers[].metadata",
+            );
+            for (key, value) in metadata.as_object().unwrap() {
+                assert!(
+                    value.is_string(),
+                    "trigger metadata {key} must be a string, not {value}"
+                );
+            }
+        }
+        let metadata = serde_json::from_value::<ObjectMeta>(scaled["metadata"].clone()).unwrap();
+        assert_eq!(metadata.owner_references.unwrap()[0].kind, "CaptureSession");
     }
 }

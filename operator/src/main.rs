@@ -2,23 +2,12 @@
 //!
 //! Run against the cluster of `KUBECONFIG` (the CRD must be installed):
 //! `cargo run -p operator -- --amqp-url amqp://guest:guest@127.0.0.1:5672/%2f`
-mod build;
-mod config;
-mod metrics;
-mod names;
-mod queue;
-mod reconcile;
-mod scaling;
-mod status;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::Router;
-use axum::http::StatusCode;
-use axum::routing::get;
 use clap::Parser;
 use crds::CaptureSession;
 use futures::StreamExt;
@@ -26,16 +15,12 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
+use operator::{build, config, decide, lease, metrics, queue, reconcile};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG")
-                .unwrap_or_else(|_| "info,lapin::returned_messages=error".into()),
-        )
-        .init();
+    service::logging::init();
     let client = Client::try_default()
         .await
         .context("cannot reach the Kubernetes API (in-cluster config or KUBECONFIG)")?;
@@ -46,75 +31,44 @@ async fn main() -> anyhow::Result<()> {
     let probe = ready.clone();
     let metrics = Arc::new(metrics::Metrics::default());
     let exported = metrics.clone();
-    let app = Router::new()
-        .route("/healthz", get(|| async { "ok" }))
-        .route(
-            "/metrics",
-            get(move || {
-                let exported = exported.clone();
-                async move { exported.encode() }
-            }),
-        )
-        .route(
-            "/readyz",
-            get(move || {
-                let probe = probe.clone();
-                async move {
-                    if probe.load(Ordering::Acquire) {
-                        (StatusCode::OK, "ready")
-                    } else {
-                        (StatusCode::SERVICE_UNAVAILABLE, "waiting for the CaptureSession CRD")
-                    }
-                }
-            }),
-        );
-    tokio::spawn(async move { axum::serve(listener, app).await });
+    service::admin::spawn(
+        listener,
+        service::admin::routes(
+            move || exported.encode(),
+            move || -> service::admin::Readiness {
+                let ready = probe.load(Ordering::Acquire);
+                Box::pin(std::future::ready(if ready {
+                    Ok(())
+                } else {
+                    Err("waiting for the CaptureSession CRD".to_owned())
+                }))
+            },
+        ),
+    );
 
     wait_for_crd(&client).await;
     ready.store(true, Ordering::Release);
     // Only the holder of the Lease reconciles, so that two replicas never write at once.
-    let lease_namespace = config
-        .lease_namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or_else(|| "default".to_owned());
-    let identity = format!(
-        "{}-{}",
-        std::env::var("POD_NAME").unwrap_or_else(|_| "trawl-operator".to_owned()),
-        std::process::id()
-    );
-    let lease_seconds = config.lease_duration.as_secs().max(2);
-    let lease = kube_lease_manager::LeaseManagerBuilder::new(client.clone(), &config.lease_name)
-        .with_namespace(&lease_namespace)
-        .with_identity(&identity)
-        .with_duration(lease_seconds)
-        .with_grace((lease_seconds / 3).max(1))
-        .build()
-        .await
-        .context("cannot set up leader election")?;
-    let (mut leading, _lease_task) = lease.watch().await;
-    tracing::info!(lease = %config.lease_name, namespace = %lease_namespace, %identity, "waiting to lead");
-    while !*leading.borrow_and_update() {
-        leading.changed().await.context("leader election stopped")?;
-    }
-    tracing::info!(%identity, "leading");
+    let mut leading = lease::wait_to_lead(&client, &config).await?;
     let database = config.database_url.as_deref().map(connect_database).transpose()?;
     let context = Arc::new(reconcile::Context {
         database,
         assigned_ports: Default::default(),
         recorder: kube::runtime::events::Recorder::new(client.clone(), "trawl-operator".into()),
-        scale_interval: config.scale_interval,
-        scale_down_stabilization: config.scale_down_stabilization,
         windows: Default::default(),
         metrics,
         client: client.clone(),
         broker: queue::Broker::new(config.amqp_url.clone()),
-        settings: build::Settings {
-            sniffer_image: config.sniffer_image.clone(),
-            parser_image: config.parser_image.clone(),
-            pod_amqp_url: config.pod_amqp_url.clone().unwrap_or_else(|| config.amqp_url.clone()),
-            pod_database_url: config.pod_database_url.clone().or_else(|| config.database_url.clone()),
-            privileged_sniffers: config.privileged_sniffers,
+        tuning: decide::Tuning {
+            settings: build::Settings {
+                sniffer_image: config.sniffer_image.clone(),
+                parser_image: config.parser_image.clone(),
+                pod_amqp_url: config.pod_amqp_url.clone().unwrap_or_else(|| config.amqp_url.clone()),
+                pod_database_url: config.pod_database_url.clone().or_else(|| config.database_url.clone()),
+                privileged_sniffers: config.privileged_sniffers,
+            },
+            scale_interval: config.scale_interval,
+            scale_down_stabilization: config.scale_down_stabilization,
         },
     });
     tracing::info!("reconciling CaptureSessions");
@@ -164,13 +118,7 @@ fn connect_database(url: &str) -> anyhow::Result<sqlx::PgPool> {
         .acquire_timeout(Duration::from_secs(5))
         .connect_lazy(url)
         .context("invalid --database-url")?;
-    let migrating = pool.clone();
-    tokio::spawn(async move {
-        while let Err(error) = database::MIGRATOR.run(&migrating).await {
-            tracing::warn!(%error, "cannot migrate the database; retrying in 5 s");
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        }
-    });
+    database::migrate_in_background(&pool);
     Ok(pool)
 }
 

@@ -12,7 +12,7 @@ pub fn recommend(backlog: u64, target_backlog: i64, min: i32, max: i32) -> i32 {
 }
 
 /// Recent recommendations of one session.
-#[derive(Debug, Default)]
+#[derive(Clone, Debug, Default)]
 pub struct Window {
     recommendations: VecDeque<(Instant, i32)>,
     observing_since: Option<Instant>,

@@ -1,10 +1,11 @@
 //! Status from what was applied and observed. Conditions keep their lastTransitionTime while
 //! their status is unchanged, so an idle session causes no status writes.
 
-use crds::{CaptureSessionStatus, condition};
+use crds::{CaptureSession, CaptureSessionStatus, condition};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// One condition as the reconciler decided it.
+#[derive(Clone, Debug, PartialEq)]
 pub struct Decided {
     pub type_: &'static str,
     pub status: bool,
@@ -128,6 +129,44 @@ pub fn kstatus_done(reason: &'static str, message: String) -> Vec<Decided> {
 /// Whether writing `next` would change anything a reader sees.
 pub fn changed(current: Option<&CaptureSessionStatus>, next: &CaptureSessionStatus) -> bool {
     current != Some(next)
+}
+
+/// The status a decision leads to: `previous` updated with the decided phase, conditions and
+/// counts. Start and completion times are set once; packet counts the database could not give
+/// keep their last values.
+pub fn next(
+    session: &CaptureSession,
+    decision: &crate::decide::Decision,
+    counts: Option<&crds::PacketCounts>,
+    now: &Time,
+) -> CaptureSessionStatus {
+    let previous = session.status.clone().unwrap_or_default();
+    let generation = session.metadata.generation.unwrap_or(0);
+    let mut next = CaptureSessionStatus {
+        observed_generation: Some(generation),
+        conditions: conditions(&previous.conditions, decision.conditions.clone(), generation, now),
+        phase: Some(decision.phase),
+        queue: session.queue_name(),
+        start_time: previous.start_time.clone(),
+        completion_time: previous.completion_time.clone(),
+        packets: counts.cloned().or_else(|| previous.packets.clone()),
+        ..Default::default()
+    };
+    if let Some(report) = &decision.report {
+        next.parsers = Some(crds::ParserCounts {
+            replicas: report.parsers_ready,
+            desired_replicas: report.desired_parsers,
+        });
+        if report.sniffers.as_ref().is_some_and(|s| s.ready > 0) && next.start_time.is_none() {
+            next.start_time = Some(now.clone());
+        }
+        next.sniffers = report.sniffers.clone();
+        next.backlog = report.backlog;
+    }
+    if decision.phase == crds::Phase::Completed && next.completion_time.is_none() {
+        next.completion_time = Some(now.clone());
+    }
+    next
 }
 
 #[cfg(test)]

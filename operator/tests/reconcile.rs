@@ -60,14 +60,9 @@ impl Rig {
     }
 
     fn reconciles(&self) -> u64 {
-        let Ok(mut response) = ureq::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port)).call() else {
-            return 0;
-        };
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        text.lines()
-            .filter(|line| line.starts_with("trawl_operator_reconciles_total"))
-            .filter_map(|line| line.rsplit(' ').next()?.parse::<u64>().ok())
-            .sum()
+        testkit::metrics::scrape(self.metrics_port).map_or(0, |text| {
+            testkit::metrics::sum(&text, "trawl_operator_reconciles_total")
+        })
     }
 
     fn kubectl(&self, args: &[&str], stdin: Option<&str>) -> Output {
@@ -512,12 +507,7 @@ async fn of_two_replicas_only_the_leader_reconciles_and_the_standby_takes_over()
         (rig.operator.pid(), rig.metrics_port)
     };
     let reconciles_of = |port: u16| {
-        let text = ureq::get(format!("http://127.0.0.1:{port}/metrics"))
-            .call()
-            .ok()?
-            .body_mut()
-            .read_to_string()
-            .ok()?;
+        let text = testkit::metrics::scrape(port)?;
         Some(
             text.lines()
                 .filter(|l| l.starts_with("trawl_operator_reconciles_total"))

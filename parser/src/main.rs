@@ -6,7 +6,7 @@ mod consumer;
 mod copy;
 mod dissect;
 mod flows;
-mod http;
+mod health;
 mod metrics;
 mod store;
 
@@ -16,34 +16,22 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use anyhow::Context;
 use clap::Parser;
-use tokio::signal::unix::{SignalKind, signal};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG")
-                .unwrap_or_else(|_| "info,lapin::returned_messages=error".into()),
-        )
-        .init();
-    let listener = http::bind(config.listen)
+    service::logging::init();
+    let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let store = Arc::new(connect_store(&config.database_url).await);
     ensure_partitions_ahead(&store).await;
     let metrics = Arc::new(metrics::Metrics::default());
     let connected = Arc::new(AtomicBool::new(false));
-    let health = http::Health {
-        metrics: metrics.clone(),
-        connected: connected.clone(),
-        pool: store.pool.clone(),
-    };
-    tokio::spawn(async move {
-        if let Err(error) = http::serve(listener, health).await {
-            tracing::error!(%error, "health and metrics server failed");
-        }
-    });
+    service::admin::spawn(
+        listener,
+        health::routes(metrics.clone(), connected.clone(), store.pool.clone()),
+    );
     let partitions = store.clone();
     tokio::spawn(async move {
         loop {
@@ -80,12 +68,8 @@ async fn main() -> anyhow::Result<()> {
         connected,
     };
     let consuming = tokio::spawn(async move { consumer.run(stopping).await });
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: finishing the batch in hand"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: finishing the batch in hand"),
-    }
+    let signal = service::shutdown::signal_received().await;
+    tracing::info!("{signal}: finishing the batch in hand");
     let _ = stop.send(true);
     consuming.await?;
     tracing::info!(

@@ -101,14 +101,7 @@ impl Rig {
     }
 
     fn metric(&self, name: &str) -> Option<u64> {
-        let text = ureq::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .call()
-            .ok()?
-            .body_mut()
-            .read_to_string()
-            .ok()?;
-        text.lines()
-            .find_map(|line| line.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+        testkit::metrics::value(&testkit::metrics::scrape(self.metrics_port)?, name)
     }
 
     async fn wait_metric(&self, name: &str, at_least: u64) {

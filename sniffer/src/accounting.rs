@@ -187,8 +187,6 @@ impl Accounting {
     /// Prometheus text exposition.
     pub fn encode(&self) -> String {
         self.pending_packets.set(self.pending() as i64);
-        let mut text = String::new();
-        prometheus_client::encoding::text::encode(&mut text, &self.registry).expect("writing to a String cannot fail");
-        text
+        service::admin::encode(&self.registry)
     }
 }

@@ -6,7 +6,7 @@
 mod accounting;
 mod capture;
 mod config;
-mod http;
+mod health;
 mod interfaces;
 mod outbox;
 mod publisher;
@@ -20,7 +20,6 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use tokio::signal::unix::{SignalKind, signal};
 use wire::{BatchBuilder, FLAG_FINAL, Origin};
 
 use crate::accounting::{Accounting, DropReason};
@@ -33,12 +32,7 @@ use crate::worker::{BatchLimits, Shared};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("TRAWL_LOG")
-                .unwrap_or_else(|_| "info,lapin::returned_messages=error".into()),
-        )
-        .init();
+    service::logging::init();
     let filter = KernelFilter::compile(&config.filter)?;
     let origin = Origin {
         boot_id: rand::random(),
@@ -56,19 +50,11 @@ async fn main() -> anyhow::Result<()> {
         stop: AtomicBool::new(false),
     });
     let connected = Arc::new(AtomicBool::new(false));
-    let health = http::Health {
-        accounting: accounting.clone(),
-        connected: connected.clone(),
-    };
     // Bound here, before anything else starts, so that a taken port is a clear startup error.
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    tokio::spawn(async move {
-        if let Err(error) = http::serve(listener, health).await {
-            tracing::error!(%error, "health and metrics server failed");
-        }
-    });
+    service::admin::spawn(listener, health::routes(accounting.clone(), connected.clone()));
 
     let (outbox, outbox_receiver) = outbox::outbox(config.buffer_bytes, accounting.clone());
     let (deadline_sender, deadline) = tokio::sync::watch::channel(None);
@@ -102,12 +88,8 @@ async fn main() -> anyhow::Result<()> {
     let supervisor_shared = shared.clone();
     let supervisor = std::thread::spawn(move || supervise(selection, settings, limits, supervisor_shared, outbox));
 
-    let mut terminate = signal(SignalKind::terminate())?;
-    let mut interrupt = signal(SignalKind::interrupt())?;
-    tokio::select! {
-        _ = terminate.recv() => tracing::info!("SIGTERM: stopping capture and flushing"),
-        _ = interrupt.recv() => tracing::info!("SIGINT: stopping capture and flushing"),
-    }
+    let signal = service::shutdown::signal_received().await;
+    tracing::info!("{signal}: stopping capture and flushing");
     shared.stop.store(true, Ordering::Release);
     let _ = deadline_sender.send(Some(Instant::now() + config.shutdown_timeout));
     tokio::task::spawn_blocking(move || supervisor.join())

@@ -128,17 +128,8 @@ impl Rig {
     }
 
     fn metric(&self, name: &str) -> u64 {
-        let text = ureq::get(format!("http://127.0.0.1:{}/metrics", self.metrics_port))
-            .call()
-            .unwrap()
-            .body_mut()
-            .read_to_string()
-            .unwrap();
-        text.lines()
-            .find_map(|line| line.strip_prefix(name).and_then(|rest| rest.strip_prefix(' ')))
-            .unwrap_or_else(|| panic!("metric {name} missing"))
-            .parse()
-            .unwrap()
+        let text = testkit::metrics::scrape(self.metrics_port).expect("the sniffer serves /metrics");
+        testkit::metrics::value(&text, name).unwrap_or_else(|| panic!("metric {name} missing"))
     }
 
     async fn wait_captured(&self, packets: u64) {

@@ -8,6 +8,7 @@
 //! - [`forward::Forward`]: a TCP forwarder that lets pods on the real node reach those services.
 //! - [`netns::TestNetwork`]: a network namespace and veth pair, with [`frames`] to send through it.
 //! - [`batches`]: batches in the sniffer's wire format, published as a sniffer would.
+//! - [`metrics`]: a process's `/metrics`, and one series or a sum out of it.
 //! - [`process::Service`]: a service binary under test, killed when the test ends.
 //!
 //! Everything is removed when the handle drops, also when the test panics.
@@ -16,6 +17,7 @@ pub mod batches;
 pub mod control_plane;
 pub mod forward;
 pub mod frames;
+pub mod metrics;
 pub mod netns;
 pub mod pcap;
 pub mod postgres;

@@ -7,12 +7,12 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
 use crate::filter::{FLOWS, FilterParams};
 use crate::routes::{PageParams, ensure_session_known};
+use crate::state::AppState;
 
 #[derive(Serialize, ToSchema, sqlx::FromRow)]
 pub struct Flow {

@@ -7,12 +7,12 @@ use serde::Serialize;
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
-use crate::app::AppState;
 use crate::auth::{Caller, Scope, audit};
 use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
 use crate::filter::{FilterParams, PACKETS};
 use crate::routes::{PageParams, ensure_session_known};
+use crate::state::AppState;
 
 /// One packet, as the list shows it.
 #[derive(Serialize, ToSchema, sqlx::FromRow, Clone, Debug)]

@@ -8,11 +8,11 @@ use axum::response::{IntoResponse, Response};
 use futures::TryStreamExt;
 use sqlx::{Postgres, QueryBuilder};
 
-use crate::app::AppState;
 use crate::auth::{Caller, Scope, audit};
 use crate::error::{ApiError, ErrorBody};
 use crate::filter::{FilterParams, PACKETS};
 use crate::routes::ensure_session_known;
+use crate::state::AppState;
 
 /// pcap's link type for Ethernet frames.
 const LINKTYPE_ETHERNET: u32 = 1;

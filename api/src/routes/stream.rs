@@ -16,12 +16,12 @@ use serde::Deserialize;
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::IntoParams;
 
-use crate::app::AppState;
 use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
 use crate::filter::{Filter, FilterParams, PACKETS};
 use crate::routes::ensure_session_known;
 use crate::routes::packets::{PACKET_COLUMNS, Packet};
+use crate::state::AppState;
 
 const POLL: Duration = Duration::from_millis(500);
 const LOOK_BACK: Duration = Duration::from_secs(3);
@@ -33,7 +33,6 @@ pub struct ResumeParams {
     /// Resume after this packet id (for clients that cannot send the `Last-Event-ID` header).
     pub last_event_id: Option<String>,
     /// Bearer token, for browsers' EventSource, which cannot send headers.
-    #[expect(dead_code, reason = "documents the parameter; the Caller extractor reads it")]
     pub access_token: Option<String>,
 }
 

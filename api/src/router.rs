@@ -1,35 +1,22 @@
 //! The router: `/api/v1` (tokens required when configured), the OpenAPI document and its docs
 //! page, health and metrics, and the SPA with a fallback to `index.html` for client routes.
+//! Each API route is declared once, for both routing and the OpenAPI document (utoipa-axum).
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::State;
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{Html, IntoResponse, Json};
+use axum::response::{Html, Json};
 use axum::routing::get;
-use sqlx::PgPool;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
-use crate::auth::Tokens;
-use crate::metrics::Metrics;
 use crate::routes;
-
-#[derive(Clone)]
-pub struct AppState {
-    pub pool: PgPool,
-    pub tokens: Arc<Tokens>,
-    pub metrics: Arc<Metrics>,
-    pub max_page_size: u32,
-    /// Flips to true at shutdown, ending live streams so that the server can stop.
-    pub shutdown: tokio::sync::watch::Receiver<bool>,
-    /// Set once the migrations have run: until then the tables may not exist.
-    pub migrated: Arc<std::sync::atomic::AtomicBool>,
-}
+use crate::state::AppState;
 
 #[derive(OpenApi)]
 #[openapi(
@@ -37,16 +24,6 @@ pub struct AppState {
         title = "Trawl API",
         description = "What Trawl captured: sessions, packets, flows, statistics, pcap exports and a live stream. \
                        Reads PostgreSQL only."
-    ),
-    paths(
-        routes::sessions::list,
-        routes::sessions::get,
-        routes::pcap::export,
-        routes::packets::list,
-        routes::packets::get,
-        routes::stream::stream,
-        routes::flows::list,
-        routes::stats::get,
     ),
     modifiers(&BearerAuth),
     tags((name = "sessions"), (name = "packets"), (name = "flows"), (name = "stats"))
@@ -67,28 +44,35 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// The API's routes with their OpenAPI operations; the paths are in the handlers' annotations.
+pub fn api_routes() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::sessions::list))
+        .routes(routes!(routes::sessions::get))
+        .routes(routes!(routes::pcap::export))
+        .routes(routes!(routes::packets::list))
+        .routes(routes!(routes::packets::get))
+        .routes(routes!(routes::stream::stream))
+        .routes(routes!(routes::flows::list))
+        .routes(routes!(routes::stats::get))
+}
+
+/// The OpenAPI document, as `/api/openapi.json` serves it.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_routes().into_openapi()
+}
+
 pub fn router(state: AppState, static_dir: &Path) -> Router {
-    let api = Router::new()
-        .route("/sessions", get(routes::sessions::list))
-        .route("/sessions/{namespace}/{name}", get(routes::sessions::get))
-        .route("/sessions/{namespace}/{name}/pcap", get(routes::pcap::export))
-        .route("/packets", get(routes::packets::list))
-        .route("/packets/{id}", get(routes::packets::get))
-        .route("/flows", get(routes::flows::list))
-        .route("/stats", get(routes::stats::get))
-        .route("/stream", get(routes::stream::stream));
-    let document = ApiDoc::openapi();
+    let (api, document) = api_routes().split_for_parts();
     let docs_page = crate::docs::render(&document);
     Router::new()
-        .nest("/api/v1", api)
+        .merge(api)
         .route("/api/openapi.json", get(move || async move { Json(document) }))
         .route("/docs", get(move || async move { Html(docs_page) }))
-        .route("/healthz", get(|| async { "ok" }))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
+        .merge(admin_routes(&state))
         .fallback_service(spa(static_dir))
         .layer(axum::middleware::from_fn_with_state(
-            state.clone(),
+            state.metrics.clone(),
             crate::metrics::record,
         ))
         .layer(
@@ -123,26 +107,24 @@ fn request_span(request: &axum::http::Request<axum::body::Body>) -> tracing::Spa
     tracing::info_span!("request", method = %request.method(), %uri)
 }
 
-async fn readyz(State(state): State<AppState>) -> impl IntoResponse {
-    if !state.migrated.load(std::sync::atomic::Ordering::Acquire) {
-        return (StatusCode::SERVICE_UNAVAILABLE, "migrating the database".to_owned());
-    }
-    match sqlx::query("SELECT 1").execute(&state.pool).await {
-        Ok(_) => (StatusCode::OK, "ready".to_owned()),
-        Err(error) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            format!("database unreachable: {error}"),
-        ),
-    }
-}
-
-async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        state.metrics.encode(),
+/// `/metrics` with the request metrics; ready once migrated and while the database answers.
+fn admin_routes(state: &AppState) -> Router<AppState> {
+    let (metrics, migrated, pool) = (state.metrics.clone(), state.migrated.clone(), state.pool.clone());
+    service::admin::routes(
+        move || metrics.encode(),
+        move || -> service::admin::Readiness {
+            let (migrated, pool) = (migrated.clone(), pool.clone());
+            Box::pin(async move {
+                if !migrated.load(std::sync::atomic::Ordering::Acquire) {
+                    return Err("migrating the database".to_owned());
+                }
+                sqlx::query("SELECT 1")
+                    .execute(&pool)
+                    .await
+                    .map(|_| ())
+                    .map_err(|error| format!("database unreachable: {error}"))
+            })
+        },
     )
 }
 

@@ -1,0 +1,145 @@
+//! The filter query parameters, checked into a [`Filter`].
+
+use std::net::IpAddr;
+
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::{Expr, Filter, Side, parse_expression};
+use crate::error::ApiError;
+
+/// Filters shared by `/packets`, `/flows`, `/stats`, the pcap export and the live stream.
+#[derive(Debug, Default, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct FilterParams {
+    /// Session as `namespace/name`.
+    pub session: Option<String>,
+    /// Start of the time range: RFC 3339 (`2026-11-27T10:00:00Z`) or a duration ago (`15m`).
+    pub since: Option<String>,
+    /// End of the time range (exclusive), in the same forms as `since`.
+    pub until: Option<String>,
+    /// Source address or network (`10.0.0.5`, `10.0.0.0/24`).
+    pub src: Option<String>,
+    /// Destination address or network.
+    pub dst: Option<String>,
+    /// Address or network on either side.
+    pub host: Option<String>,
+    /// Port on either side.
+    pub port: Option<String>,
+    /// L4 (`tcp`, `udp`, `icmp`, ...) or L7 (`dns`, `http`, `tls`) protocol.
+    pub protocol: Option<String>,
+    /// Filter expression, e.g. `tcp and port 443 and not host 10.0.0.5`.
+    pub q: Option<String>,
+}
+
+/// An address or a network in CIDR notation, kept as checked text for an `inet` parameter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Network(pub(crate) String);
+
+impl Network {
+    pub(super) fn parse(text: &str) -> Result<Self, String> {
+        let (address, prefix) = match text.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (text, None),
+        };
+        let address: IpAddr = address
+            .parse()
+            .map_err(|_| format!("{text:?} is not an IP address or network (10.0.0.5, 10.0.0.0/24, fd00::/64)"))?;
+        if let Some(prefix) = prefix {
+            let max = if address.is_ipv4() { 32 } else { 128 };
+            match prefix.parse::<u8>() {
+                Ok(bits) if bits <= max => {}
+                _ => return Err(format!("{text:?}: the prefix length must be 0 to {max}")),
+            }
+        }
+        Ok(Self(text.to_owned()))
+    }
+}
+
+impl FilterParams {
+    pub fn check(&self) -> Result<Filter, ApiError> {
+        let mut filter = Filter {
+            session: self.session.as_deref().map(check_session).transpose()?,
+            since: self.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
+            until: self.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
+            conditions: Vec::new(),
+        };
+        if let (Some(since), Some(until)) = (filter.since, filter.until)
+            && since >= until
+        {
+            return Err(ApiError::bad("until", "must be later than since"));
+        }
+        let network = |parameter: &'static str, value: &str| {
+            Network::parse(value.trim()).map_err(|message| ApiError::bad(parameter, message))
+        };
+        if let Some(src) = &self.src {
+            filter.conditions.push(Expr::Host(Side::Src, network("src", src)?));
+        }
+        if let Some(dst) = &self.dst {
+            filter.conditions.push(Expr::Host(Side::Dst, network("dst", dst)?));
+        }
+        if let Some(host) = &self.host {
+            filter.conditions.push(Expr::Host(Side::Either, network("host", host)?));
+        }
+        if let Some(port) = &self.port {
+            let port = parse_port(port.trim()).map_err(|m| ApiError::bad("port", m))?;
+            filter.conditions.push(Expr::Port(Side::Either, port));
+        }
+        if let Some(protocol) = &self.protocol {
+            let protocol = check_protocol(protocol.trim()).map_err(|m| ApiError::bad("protocol", m))?;
+            filter.conditions.push(Expr::Protocol(protocol));
+        }
+        if let Some(q) = self.q.as_deref().filter(|q| !q.trim().is_empty()) {
+            filter
+                .conditions
+                .push(parse_expression(q).map_err(|m| ApiError::bad("q", m))?);
+        }
+        Ok(filter)
+    }
+}
+
+fn check_session(session: &str) -> Result<String, ApiError> {
+    match session.split_once('/') {
+        Some((namespace, name)) if !namespace.is_empty() && !name.is_empty() && !name.contains('/') => {
+            Ok(session.to_owned())
+        }
+        _ => Err(ApiError::bad(
+            "session",
+            format!("{session:?} is not of the form namespace/name"),
+        )),
+    }
+}
+
+/// An RFC 3339 time, or a duration before now (`90s`, `15m`, `2h`).
+pub fn parse_time(parameter: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    if let Ok(time) = DateTime::parse_from_rfc3339(text.trim()) {
+        return Ok(time.with_timezone(&Utc));
+    }
+    let ago = humantime::parse_duration(text.trim()).map_err(|_| {
+        ApiError::bad(
+            parameter,
+            format!("{text:?} is neither an RFC 3339 time (2026-11-27T10:00:00Z) nor a duration ago (15m)"),
+        )
+    })?;
+    let ago = chrono::Duration::from_std(ago).map_err(|_| ApiError::bad(parameter, "duration too long"))?;
+    Utc::now()
+        .checked_sub_signed(ago)
+        .ok_or_else(|| ApiError::bad(parameter, "duration too long"))
+}
+
+pub(super) fn parse_port(text: &str) -> Result<u16, String> {
+    text.parse::<u16>()
+        .map_err(|_| format!("{text:?} is not a port number (0-65535)"))
+}
+
+pub(super) fn check_protocol(text: &str) -> Result<String, String> {
+    let valid = !text.is_empty() && text.len() <= 16 && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if valid {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{text:?} is not a protocol name (tcp, udp, icmp, dns, http, tls, ...)"
+        ))
+    }
+}

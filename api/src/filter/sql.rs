@@ -1,0 +1,134 @@
+//! A checked [`Filter`] as SQL, with every value a bound parameter.
+
+use sqlx::{Postgres, QueryBuilder};
+
+use super::{Expr, Filter, Side};
+
+/// How a table names what the filters look at. Flows store each conversation once (endpoint `a`
+/// is the lower address), so their source is whichever endpoint initiated it.
+pub struct Columns {
+    pub session: &'static str,
+    pub src: &'static str,
+    pub dst: &'static str,
+    pub src_port: &'static str,
+    pub dst_port: &'static str,
+    pub transport: &'static str,
+    pub l7: &'static str,
+    /// The time range applies as `first <= until` and `last >= since`.
+    pub first_time: &'static str,
+    pub last_time: &'static str,
+}
+
+pub const PACKETS: Columns = Columns {
+    session: "session",
+    src: "src",
+    dst: "dst",
+    src_port: "src_port",
+    dst_port: "dst_port",
+    transport: "transport",
+    l7: "l7",
+    first_time: "ts",
+    last_time: "ts",
+};
+
+pub const FLOWS: Columns = Columns {
+    session: "session",
+    src: "(CASE WHEN initiator = 'a' THEN a_addr ELSE b_addr END)",
+    dst: "(CASE WHEN initiator = 'a' THEN b_addr ELSE a_addr END)",
+    src_port: "(CASE WHEN initiator = 'a' THEN a_port ELSE b_port END)",
+    dst_port: "(CASE WHEN initiator = 'a' THEN b_port ELSE a_port END)",
+    transport: "transport",
+    l7: "l7",
+    first_time: "first_seen",
+    last_time: "last_seen",
+};
+
+impl Filter {
+    /// Appends ` AND ...` for every part of the filter; values only ever as bound parameters.
+    pub fn push_sql(&self, query: &mut QueryBuilder<Postgres>, columns: &Columns) {
+        if let Some(session) = &self.session {
+            query
+                .push(format_args!(" AND {} = ", columns.session))
+                .push_bind(session.clone());
+        }
+        if let Some(since) = self.since {
+            query
+                .push(format_args!(" AND {} >= ", columns.last_time))
+                .push_bind(since);
+        }
+        if let Some(until) = self.until {
+            query
+                .push(format_args!(" AND {} < ", columns.first_time))
+                .push_bind(until);
+        }
+        for condition in &self.conditions {
+            query.push(" AND ");
+            push_expr(query, condition, columns);
+        }
+    }
+}
+
+fn push_expr(query: &mut QueryBuilder<Postgres>, expr: &Expr, columns: &Columns) {
+    match expr {
+        Expr::And(a, b) | Expr::Or(a, b) => {
+            let joiner = if matches!(expr, Expr::And(..)) { " AND " } else { " OR " };
+            query.push("(");
+            push_expr(query, a, columns);
+            query.push(joiner);
+            push_expr(query, b, columns);
+            query.push(")");
+        }
+        Expr::Not(inner) => {
+            // NULL (a packet without addresses or ports) must count as "not matching".
+            query.push("(NOT coalesce(");
+            push_expr(query, inner, columns);
+            query.push(", false))");
+        }
+        Expr::Host(side, network) => {
+            let one = |query: &mut QueryBuilder<Postgres>, column: &str| {
+                query
+                    .push(format_args!("{column} <<= "))
+                    .push_bind(network.0.clone())
+                    .push("::inet");
+            };
+            match side {
+                Side::Src => one(query, columns.src),
+                Side::Dst => one(query, columns.dst),
+                Side::Either => {
+                    query.push("(");
+                    one(query, columns.src);
+                    query.push(" OR ");
+                    one(query, columns.dst);
+                    query.push(")");
+                }
+            }
+        }
+        Expr::Port(side, port) => {
+            let port = i32::from(*port);
+            match side {
+                Side::Src => {
+                    query.push(format_args!("{} = ", columns.src_port)).push_bind(port);
+                }
+                Side::Dst => {
+                    query.push(format_args!("{} = ", columns.dst_port)).push_bind(port);
+                }
+                Side::Either => {
+                    query
+                        .push(format_args!("({} = ", columns.src_port))
+                        .push_bind(port)
+                        .push(format_args!(" OR {} = ", columns.dst_port))
+                        .push_bind(port)
+                        .push(")");
+                }
+            }
+        }
+        Expr::Protocol(name) => {
+            query
+                .push(format_args!("({} = ", columns.transport))
+                .push_bind(name.clone())
+                .push(format_args!(" OR {} = ", columns.l7))
+                .push_bind(name.clone())
+                .push(")");
+        }
+    }
+}

@@ -1,0 +1,16 @@
+//! `trawl-api` as a library: `main.rs` serves [`router::router`]; tests drive it in-process.
+//!
+//! [`state`] holds what handlers share; [`routes`] the handlers, each annotated with its OpenAPI
+//! operation; [`filter`] turns query parameters and the `q` expression into SQL; [`auth`] the
+//! bearer tokens and the audit log.
+
+pub mod auth;
+pub mod config;
+pub mod cursor;
+pub mod docs;
+pub mod error;
+pub mod filter;
+pub mod metrics;
+pub mod router;
+pub mod routes;
+pub mod state;

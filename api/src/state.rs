@@ -1,0 +1,36 @@
+//! The application state every handler shares. A leaf: it names the types it holds and nothing
+//! imports back, so handlers, extractors and the router all depend on it and not on each other.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use axum::extract::FromRef;
+use sqlx::PgPool;
+
+use crate::auth::Tokens;
+use crate::metrics::Metrics;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub tokens: Arc<Tokens>,
+    pub metrics: Arc<Metrics>,
+    pub max_page_size: u32,
+    /// Flips to true at shutdown, ending live streams so that the server can stop.
+    pub shutdown: tokio::sync::watch::Receiver<bool>,
+    /// Set once the migrations have run: until then the tables may not exist.
+    pub migrated: Arc<AtomicBool>,
+}
+
+/// What the `Caller` extractor needs, taken from any state that has it.
+impl FromRef<AppState> for Arc<Tokens> {
+    fn from_ref(state: &AppState) -> Self {
+        state.tokens.clone()
+    }
+}
+
+impl FromRef<AppState> for Arc<Metrics> {
+    fn from_ref(state: &AppState) -> Self {
+        state.metrics.clone()
+    }
+}

@@ -1,0 +1,114 @@
+//! The API's refusals, in-process: the router driven with tower's `oneshot`, no server process.
+//! 400s, 401s and 403s are decided before the database is asked, so their state points at a
+//! database that does not exist (a 5xx would show that a handler reached it); 404s read a real,
+//! migrated, empty database.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+
+use api::auth::Tokens;
+use api::state::AppState;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use serde_json::Value;
+use testkit::postgres::TestDatabase;
+use tower::ServiceExt;
+
+const READER: &str = "reader-token-0123456789";
+const ANALYST: &str = "analyst-token-0123456789";
+
+fn tokens() -> Arc<Tokens> {
+    let path = std::env::temp_dir().join(format!("trawl-tokens-{}.yaml", testkit::unique_suffix()));
+    std::fs::write(
+        &path,
+        format!(
+            "tokens:\n  - {{name: reader, token: {READER}, scopes: [read]}}\n  - {{name: analyst, token: {ANALYST}, scopes: [read, payload, pcap]}}\n"
+        ),
+    )
+    .unwrap();
+    let tokens = Tokens::load(&path).unwrap();
+    std::fs::remove_file(path).unwrap();
+    Arc::new(tokens)
+}
+
+fn state(pool: sqlx::PgPool, tokens: Arc<Tokens>) -> AppState {
+    AppState {
+        pool,
+        tokens,
+        metrics: Arc::default(),
+        max_page_size: 1000,
+        shutdown: tokio::sync::watch::channel(false).1,
+        migrated: Arc::new(AtomicBool::new(true)),
+    }
+}
+
+fn unreachable_database() -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .acquire_timeout(std::time::Duration::from_millis(200))
+        .connect_lazy("postgres://nobody:nothing@127.0.0.1:1/none")
+        .unwrap()
+}
+
+async fn get(state: AppState, uri: &str, token: Option<&str>) -> (StatusCode, Value) {
+    let router = api::router::router(state, std::path::Path::new("/nonexistent"));
+    let mut request = Request::get(uri);
+    if let Some(token) = token {
+        request = request.header(header::AUTHORIZATION, format!("Bearer {token}"));
+    }
+    let response = router.oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let status = response.status();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn bad_parameters_are_400s_that_name_the_parameter() {
+    let open = || state(unreachable_database(), Arc::new(Tokens::open()));
+    for (uri, parameter) in [
+        ("/api/v1/packets?limit=many", "limit"),
+        ("/api/v1/packets?q=host", "q"),
+        ("/api/v1/packets?port=70000", "port"),
+        ("/api/v1/flows?since=yesterday", "since"),
+        ("/api/v1/packets?session=no-slash", "session"),
+        ("/api/v1/stats?protocol=tcp%20or%20udp", "protocol"),
+        ("/api/v1/stats?bucket=often", "bucket"),
+    ] {
+        let (status, body) = get(open(), uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_eq!(body["error"]["parameter"], parameter, "{uri}: {body}");
+    }
+}
+
+#[tokio::test]
+async fn tokens_are_required_and_scoped() {
+    let guarded = || state(unreachable_database(), tokens());
+    let (status, _) = get(guarded(), "/api/v1/packets", None).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, _) = get(guarded(), "/api/v1/packets", Some("not-a-token-at-all")).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let (status, body) = get(guarded(), "/api/v1/sessions/team-a/web/pcap", Some(READER)).await;
+    assert_eq!(
+        status,
+        StatusCode::FORBIDDEN,
+        "a read token may not export pcap: {body}"
+    );
+    // The analyst passes the scope check and only then meets the (missing) database.
+    let (status, _) = get(guarded(), "/api/v1/sessions/team-a/web/pcap", Some(ANALYST)).await;
+    assert!(status.is_server_error(), "{status}");
+    let (status, _) = get(guarded(), "/healthz", None).await;
+    assert_eq!(status, StatusCode::OK, "probes need no token");
+}
+
+#[tokio::test]
+async fn unknown_things_are_404s() {
+    let database = TestDatabase::create().await;
+    let pool = database.pool().await;
+    database::MIGRATOR.run(&pool).await.unwrap();
+    let open = || state(pool.clone(), Arc::new(Tokens::open()));
+    let (status, body) = get(open(), "/api/v1/packets/424242", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, body) = get(open(), "/api/v1/sessions/team-a/nothing", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
+    let (status, _) = get(open(), "/api/v1/packets", None).await;
+    assert_eq!(status, StatusCode::OK, "an empty page is not a 404");
+}

@@ -1,0 +1,138 @@
+//! Apply: carry a decision out, by server-side apply as `trawl-operator`, in this order:
+//! 1. the queue, so that sniffers never publish to nowhere;
+//! 2. the credentials Secret, which the pods read at start;
+//! 3. the sniffer DaemonSet (or its removal), then the parser Deployment and KEDA's ScaledObject;
+//! 4. the parsers' scale, through the scale subresource (the autoscaler owns the count);
+//! 5. the Events, once what they announce has happened;
+//! 6. the status, written once and only when it changed, and the sessions mirror.
+
+use crds::CaptureSession;
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use serde_json::json;
+
+use crate::decide::{Decision, Sniffers};
+use crate::error::Error;
+use crate::names::{self, FIELD_MANAGER};
+use crate::observe::{Now, Observed};
+use crate::reconcile::Context;
+use crate::status;
+
+pub async fn apply(
+    session: &CaptureSession,
+    decision: &Decision,
+    observed: &Observed,
+    now: Now,
+    context: &Context,
+) -> Result<(), Error> {
+    let namespace = session.namespace().ok_or(Error::Incomplete)?;
+    let ssa = PatchParams::apply(FIELD_MANAGER).force();
+    let children = &decision.children;
+
+    if children.queue {
+        let queue = session.queue_name().ok_or(Error::Incomplete)?;
+        context
+            .broker
+            .declare(&queue, session.spec.max_backlog_bytes)
+            .await
+            .map_err(|source| Error::DeclareQueue { name: queue, source })?;
+    }
+    if let Some(secret) = &children.secret {
+        let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+        let name = secret.name_any();
+        secrets
+            .patch(&name, &ssa, &Patch::Apply(secret))
+            .await
+            .map_err(|source| Error::ApplySecret { name, source })?;
+    }
+    let daemonsets: Api<DaemonSet> = Api::namespaced(context.client.clone(), &namespace);
+    match &children.sniffers {
+        Sniffers::Untouched => {}
+        Sniffers::Apply(daemonset) => {
+            let name = daemonset.name_any();
+            daemonsets
+                .patch(&name, &ssa, &Patch::Apply(daemonset.as_ref()))
+                .await
+                .map_err(|source| Error::ApplyDaemonSet { name, source })?;
+        }
+        Sniffers::Remove => {
+            let name = names::sniffer_name(session);
+            match daemonsets.delete(&name, &Default::default()).await {
+                Ok(_) => {}
+                Err(kube::Error::Api(status)) if status.code == 404 => {}
+                Err(source) => return Err(Error::DeleteDaemonSet { name, source }),
+            }
+        }
+    }
+    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    if let Some(deployment) = &children.parsers {
+        let name = deployment.name_any();
+        deployments
+            .patch(&name, &ssa, &Patch::Apply(deployment))
+            .await
+            .map_err(|source| Error::ApplyDeployment { name, source })?;
+    }
+    if let Some(scaled) = &children.scaled_object {
+        let gvk = kube::core::GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject");
+        let resource = kube::discovery::ApiResource::from_gvk(&gvk);
+        let scaled_objects: Api<kube::core::DynamicObject> =
+            Api::namespaced_with(context.client.clone(), &namespace, &resource);
+        let name = names::parser_name(session);
+        scaled_objects
+            .patch(&name, &ssa, &Patch::Apply(scaled))
+            .await
+            .map_err(|source| Error::ApplyScaledObject { name, source })?;
+    }
+    if let Some(scale) = &decision.scale {
+        let name = names::parser_name(session);
+        let replicas = json!({"spec": {"replicas": scale.to}});
+        deployments
+            .patch_scale(&name, &PatchParams::default(), &Patch::Merge(&replicas))
+            .await
+            .map_err(|source| Error::ScaleDeployment {
+                name: name.clone(),
+                replicas: scale.to,
+                source,
+            })?;
+        tracing::info!(session = %session.name_any(), from = scale.from, to = scale.to, "scaled the parsers");
+    }
+    if let Some(uid) = session.uid() {
+        context
+            .windows
+            .lock()
+            .expect("not poisoned")
+            .insert(uid, decision.window.clone());
+    }
+    for note in &decision.events {
+        let type_ = if note.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        context.event(session, type_, note.reason, note.message.clone()).await;
+    }
+
+    let now = Time(now.wall);
+    let next = status::next(session, decision, observed.counts.as_ref(), &now);
+    if status::changed(session.status.as_ref(), &next) {
+        let sessions: Api<CaptureSession> = Api::namespaced(context.client.clone(), &namespace);
+        let patch = json!({"apiVersion": "trawl.dev/v1alpha1", "kind": "CaptureSession", "status": next});
+        let name = session.name_any();
+        sessions
+            .patch_status(&name, &ssa, &Patch::Apply(&patch))
+            .await
+            .map_err(|source| Error::WriteStatus { name, source })?;
+    }
+    // The mirror skips unchanged rows itself; writing it on every reconcile also repairs a row
+    // that a database outage kept from being written.
+    if let Some(pool) = &context.database {
+        let mut mirrored = session.clone();
+        mirrored.status = Some(next);
+        database::mirror_session(pool, &mirrored).await.map_err(Error::Mirror)?;
+    }
+    Ok(())
+}

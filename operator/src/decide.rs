@@ -1,0 +1,363 @@
+//! Decide: what a session should look like, as a pure function of the session, what was
+//! observed and the time. No client and no clock here, so every path is unit-tested from
+//! fixtures (below); `apply` carries the decision out and `status` writes what it says.
+
+use std::time::Duration;
+
+use crds::{Autoscaler, CaptureSession, Phase, SnifferCounts};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::Secret;
+
+use crate::build::{self, Settings};
+use crate::observe::{Now, Observed};
+use crate::scaling;
+use crate::status::{self, Decided};
+
+/// What one reconcile will do and report.
+#[derive(Debug)]
+pub struct Decision {
+    pub phase: Phase,
+    pub conditions: Vec<Decided>,
+    pub children: Children,
+    /// A new replica count for the parser Deployment (the builtin autoscaler's), with the
+    /// event that explains it.
+    pub scale: Option<Scale>,
+    /// The autoscaler's window after this reconcile's recommendation.
+    pub window: scaling::Window,
+    pub events: Vec<Note>,
+    /// What the status reports of the children; `None` leaves those fields out.
+    pub report: Option<Report>,
+    /// When to look again without a change; `None`: only on a change.
+    pub requeue: Option<Duration>,
+}
+
+/// The desired children, in the order `apply` applies them.
+#[derive(Debug, Default)]
+pub struct Children {
+    /// Declare the session's queue (bounded by `maxBacklogBytes`).
+    pub queue: bool,
+    pub secret: Option<Secret>,
+    pub sniffers: Sniffers,
+    pub parsers: Option<Deployment>,
+    /// KEDA's ScaledObject (no Rust type: JSON).
+    pub scaled_object: Option<serde_json::Value>,
+}
+
+/// What becomes of the sniffer DaemonSet.
+#[derive(Debug, Default)]
+pub enum Sniffers {
+    /// Leave it as it is (or absent).
+    #[default]
+    Untouched,
+    Apply(Box<DaemonSet>),
+    Remove,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct Scale {
+    pub from: i32,
+    pub to: i32,
+}
+
+/// An Event about the session.
+#[derive(Debug, PartialEq)]
+pub struct Note {
+    pub warning: bool,
+    pub reason: &'static str,
+    pub message: String,
+}
+
+impl Note {
+    fn normal(reason: &'static str, message: String) -> Self {
+        Self {
+            warning: false,
+            reason,
+            message,
+        }
+    }
+
+    fn warning(reason: &'static str, message: String) -> Self {
+        Self {
+            warning: true,
+            reason,
+            message,
+        }
+    }
+}
+
+/// The children's counts as the status shows them.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Report {
+    pub sniffers: Option<SnifferCounts>,
+    pub parsers_ready: i32,
+    pub desired_parsers: i32,
+    pub backlog: Option<i64>,
+}
+
+/// The operator's tunables that decisions depend on.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub settings: Settings,
+    /// How often the builtin autoscaler looks at the backlog.
+    pub scale_interval: Duration,
+    pub scale_down_stabilization: Duration,
+}
+
+pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &Tuning) -> Decision {
+    let previous = session.status.clone().unwrap_or_default();
+    let queue = session.queue_name().unwrap_or_default();
+    let mut decision = Decision {
+        phase: Phase::Pending,
+        conditions: Vec::new(),
+        children: Children::default(),
+        scale: None,
+        window: observed.window.clone(),
+        events: Vec::new(),
+        report: None,
+        requeue: None,
+    };
+    let failed_before = previous.phase == Some(Phase::Failed);
+
+    // A filter libpcap cannot compile: no children, and a condition the user can act on.
+    if let Some(message) = invalid_filter(session) {
+        if !failed_before {
+            decision.events.push(Note::warning("InvalidFilter", message.clone()));
+        }
+        decision.phase = Phase::Failed;
+        decision.conditions = status::kstatus(false, Some(("InvalidFilter", message)), "");
+        return decision;
+    }
+    // KEDA mode needs KEDA: without its CRD nothing would scale the parsers.
+    let keda = session.spec.parsers.autoscaler == Autoscaler::Keda;
+    if keda && observed.keda_installed != Some(true) {
+        let message = "spec.parsers.autoscaler is keda, but KEDA is not installed (no scaledobjects.keda.sh CRD): \
+                       install KEDA or set autoscaler to builtin"
+            .to_owned();
+        if !failed_before {
+            decision.events.push(Note::warning("KedaNotInstalled", message.clone()));
+        }
+        decision.phase = Phase::Failed;
+        decision.conditions = status::kstatus(false, Some(("KedaNotInstalled", message)), "");
+        // CRDs are not watched: look again from time to time, so that installing KEDA is noticed.
+        decision.requeue = Some(Duration::from_secs(10));
+        return decision;
+    }
+    if previous.queue.is_none() {
+        decision
+            .events
+            .push(Note::normal("Created", format!("queue {queue}, sniffers and parsers")));
+    }
+    decision.children.queue = true;
+
+    // Capture ends when the duration is up or enough packets are captured; then the parsers drain
+    // the queue and stop.
+    let deadline = capture_deadline(session);
+    let expired = deadline.is_some_and(|deadline| deadline <= now.wall);
+    let enough = session
+        .spec
+        .max_packets
+        .zip(observed.counts.as_ref())
+        .is_some_and(|(max, counts)| counts.captured >= max);
+    let ended_before = matches!(previous.phase, Some(Phase::Draining | Phase::Completed));
+    let finished = expired || enough || ended_before;
+    if (expired || enough) && !ended_before {
+        let why = if enough {
+            format!("maxPackets ({}) reached", session.spec.max_packets.unwrap_or_default())
+        } else {
+            format!(
+                "duration ({}) reached",
+                session.spec.duration.as_deref().unwrap_or_default()
+            )
+        };
+        decision
+            .events
+            .push(Note::normal("CaptureEnded", format!("{why}; sniffers removed")));
+    }
+    let capturing = !session.spec.suspend && !finished;
+    if !capturing && observed.sniffers.is_some() {
+        decision.children.sniffers = Sniffers::Remove;
+    }
+
+    if finished && observed.backlog == Some(0) {
+        if let Some(parsers) = &observed.parsers
+            && parsers.replicas != 0
+        {
+            decision.scale = Some(Scale {
+                from: parsers.replicas,
+                to: 0,
+            });
+        }
+        if previous.phase != Some(Phase::Completed) {
+            decision.events.push(Note::normal(
+                "Completed",
+                "capture ended and the queue is drained".into(),
+            ));
+        }
+        decision.phase = Phase::Completed;
+        decision.conditions = status::kstatus_done("Completed", "capture ended and every batch is stored".into());
+        decision.report = Some(Report {
+            sniffers: None,
+            parsers_ready: 0,
+            desired_parsers: 0,
+            backlog: Some(0),
+        });
+        return decision;
+    }
+
+    decision.children.secret = Some(build::credentials_secret(session, &tuning.settings));
+    let sniffers = if capturing {
+        match observed.sniffer_port {
+            Some(port) => {
+                decision.children.sniffers = Sniffers::Apply(Box::new(build::sniffer_daemonset(
+                    session,
+                    &tuning.settings,
+                    &queue,
+                    port,
+                )));
+                observed.sniffers.as_ref().and_then(|s| s.counts.clone())
+            }
+            None => None,
+        }
+    } else {
+        None
+    };
+    decision.children.parsers = Some(build::parser_deployment(session, &tuning.settings, &queue));
+    if keda {
+        decision.children.scaled_object = Some(build::parser_scaled_object(session, &queue));
+    }
+    let current = observed.parsers.as_ref().map_or(1, |p| p.replicas);
+    let desired = autoscale(session, observed, now, tuning, current, &mut decision);
+    let parsers_ready = observed.parsers.as_ref().map_or(0, |p| p.ready);
+    decision.report = Some(Report {
+        sniffers: sniffers.clone(),
+        parsers_ready,
+        desired_parsers: desired,
+        backlog: observed.backlog.map(i64::from),
+    });
+    let requeue = if session.spec.parsers.autoscaler == Autoscaler::Builtin {
+        tuning.scale_interval
+    } else {
+        Duration::from_secs(30)
+    };
+
+    if session.spec.suspend {
+        decision.phase = Phase::Suspended;
+        decision.conditions = status::kstatus_done(
+            "Suspended",
+            "capture suspended: no sniffers; the queue and stored data are kept".into(),
+        );
+        decision.requeue = Some(requeue);
+        return decision;
+    }
+    if finished {
+        let message = format!(
+            "capture ended; parsers are storing the {} batches left in the queue",
+            observed.backlog.unwrap_or(0)
+        );
+        decision.phase = Phase::Draining;
+        decision.conditions = status::kstatus(false, None, &message);
+        decision.requeue = Some(Duration::from_secs(5));
+        return decision;
+    }
+    let sniffers_ready = sniffers.as_ref().is_some_and(|s| s.desired > 0 && s.ready == s.desired);
+    let ready = sniffers_ready && parsers_ready >= session.spec.parsers.min_replicas.max(1).min(desired.max(1));
+    let waiting_for = match (&sniffers, sniffers_ready) {
+        (None, _) => "waiting for the sniffer DaemonSet".to_owned(),
+        (Some(s), false) if s.desired == 0 => "no node matches the session's nodeSelector".to_owned(),
+        (Some(s), false) => format!("{} of {} sniffers ready", s.ready, s.desired),
+        (Some(_), true) => format!("{parsers_ready} parser replicas ready"),
+    };
+    decision.phase = if ready { Phase::Capturing } else { Phase::Pending };
+    decision.conditions = status::kstatus(ready, None, &waiting_for);
+    // Wake up for the autoscaler and for the end of the capture, whichever comes first.
+    let until_deadline = deadline
+        .map(|deadline| deadline.duration_since(now.wall))
+        .and_then(|span| Duration::try_from(span).ok());
+    decision.requeue = Some(
+        until_deadline
+            .map_or(requeue, |d| d.min(requeue))
+            .max(Duration::from_millis(500)),
+    );
+    decision
+}
+
+/// The builtin autoscaler: the replica count the parsers should have now (up at once, down after
+/// the stabilization window), recorded in `decision` with its event when it differs.
+fn autoscale(
+    session: &CaptureSession,
+    observed: &Observed,
+    now: Now,
+    tuning: &Tuning,
+    current: i32,
+    decision: &mut Decision,
+) -> i32 {
+    let parsers = &session.spec.parsers;
+    if parsers.autoscaler != Autoscaler::Builtin {
+        return current;
+    }
+    let Some(backlog) = observed.backlog else {
+        return current;
+    };
+    let recommendation = scaling::recommend(
+        u64::from(backlog),
+        parsers.target_backlog,
+        parsers.min_replicas,
+        parsers.max_replicas,
+    );
+    let desired = decision
+        .window
+        .decide(now.instant, recommendation, current, tuning.scale_down_stabilization);
+    if desired != current {
+        let message = format!(
+            "parsers {current} -> {desired} for a backlog of {backlog} batches (target {} each)",
+            parsers.target_backlog
+        );
+        let reason = if desired > current { "ScaledUp" } else { "ScaledDown" };
+        decision.events.push(Note::normal(reason, message));
+        decision.scale = Some(Scale {
+            from: current,
+            to: desired,
+        });
+    }
+    desired
+}
+
+/// Why the session's filter cannot run, if it cannot: libpcap compiles it as the sniffer will.
+pub fn invalid_filter(session: &CaptureSession) -> Option<String> {
+    let expression = session.spec.filter.as_deref().unwrap_or("").trim();
+    if expression.is_empty() {
+        return None;
+    }
+    let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).ok()?;
+    dead.compile(expression, true).err().map(|error| {
+        format!("spec.filter {expression:?} is not valid tcpdump syntax ({error}); fix the filter to start capturing")
+    })
+}
+
+/// When capture must end: `startTime + duration`, once the session has started.
+fn capture_deadline(session: &CaptureSession) -> Option<k8s_openapi::jiff::Timestamp> {
+    let duration: kube::core::Duration = session.spec.duration.as_deref()?.parse().ok()?;
+    let started = session.status.as_ref()?.start_time.as_ref()?.0;
+    let duration: std::time::Duration = duration.into();
+    started
+        .checked_add(k8s_openapi::jiff::SignedDuration::try_from(duration).ok()?)
+        .ok()
+}
+
+/// What deleting a session takes: its queues go (its children follow by ownership), and its
+/// mirror row is marked deleted.
+#[derive(Debug, PartialEq)]
+pub struct Cleanup {
+    pub queue: Option<String>,
+    pub mirror: Option<(String, String)>,
+}
+
+pub fn decide_cleanup(session: &CaptureSession) -> Cleanup {
+    Cleanup {
+        queue: session.queue_name(),
+        mirror: session.metadata.namespace.clone().zip(session.metadata.name.clone()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

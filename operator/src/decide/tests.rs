@@ -1,0 +1,343 @@
+//! Every path of `decide`, from fixtures: the example session as the API server returns it, and
+//! what a reconcile could have observed.
+
+use std::time::{Duration, Instant};
+
+use crds::{Autoscaler, CaptureSession, CaptureSessionStatus, PacketCounts, Phase, SnifferCounts};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::jiff::Timestamp;
+
+use super::*;
+use crate::observe::{ObservedParsers, ObservedSniffers};
+
+const NOW: i64 = 1_800_000_000;
+
+fn session() -> CaptureSession {
+    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/capture.yaml")).unwrap();
+    let mut session: CaptureSession = serde_yaml::from_str(&text).unwrap();
+    session.metadata.namespace = Some("team-a".into());
+    session.metadata.uid = Some("0123456789abcdef".into());
+    session.metadata.generation = Some(1);
+    session
+}
+
+fn with_status(mut session: CaptureSession, status: CaptureSessionStatus) -> CaptureSession {
+    session.status = Some(status);
+    session
+}
+
+fn running() -> CaptureSessionStatus {
+    CaptureSessionStatus {
+        phase: Some(Phase::Capturing),
+        queue: session().queue_name(),
+        start_time: Some(Time(Timestamp::from_second(NOW - 60).unwrap())),
+        ..Default::default()
+    }
+}
+
+fn tuning() -> Tuning {
+    Tuning {
+        settings: Settings {
+            sniffer_image: "sniffer:1".into(),
+            parser_image: "parser:1".into(),
+            pod_amqp_url: "amqp://rabbitmq:5672/%2f".into(),
+            pod_database_url: Some("postgres://trawl:secret@postgresql/trawl".into()),
+            privileged_sniffers: false,
+        },
+        scale_interval: Duration::from_secs(5),
+        scale_down_stabilization: Duration::from_secs(60),
+    }
+}
+
+fn at(base: Instant, seconds: u64) -> Now {
+    Now {
+        wall: Timestamp::from_second(NOW + seconds as i64).unwrap(),
+        instant: base + Duration::from_secs(seconds),
+    }
+}
+
+fn now() -> Now {
+    at(Instant::now(), 0)
+}
+
+/// A session whose sniffers and parsers are all up, with an empty queue.
+fn healthy() -> Observed {
+    Observed {
+        sniffers: Some(ObservedSniffers {
+            counts: Some(SnifferCounts { desired: 2, ready: 2 }),
+        }),
+        parsers: Some(ObservedParsers { replicas: 1, ready: 1 }),
+        backlog: Some(0),
+        sniffer_port: Some(24_000),
+        ..Default::default()
+    }
+}
+
+fn condition(decision: &Decision, type_: &str) -> (bool, &'static str) {
+    let c = decision.conditions.iter().find(|c| c.type_ == type_).unwrap();
+    (c.status, c.reason)
+}
+
+fn reasons(decision: &Decision) -> Vec<&'static str> {
+    decision.events.iter().map(|n| n.reason).collect()
+}
+
+#[test]
+fn a_new_session_gets_its_queue_secret_sniffers_and_parsers() {
+    let observed = Observed {
+        sniffer_port: Some(24_000),
+        ..Default::default()
+    };
+    let decision = decide(&session(), &observed, now(), &tuning());
+    assert!(decision.children.queue);
+    assert!(decision.children.secret.is_some());
+    let Sniffers::Apply(daemonset) = &decision.children.sniffers else {
+        panic!("sniffers to apply, got {:?}", decision.children.sniffers)
+    };
+    let container = &daemonset.spec.template.spec.as_ref().unwrap().containers[0];
+    assert_eq!(container.ports.as_ref().unwrap()[0].container_port, 24_000);
+    assert!(decision.children.parsers.is_some());
+    assert!(decision.children.scaled_object.is_none());
+    assert_eq!(reasons(&decision), ["Created"]);
+    assert_eq!(decision.phase, Phase::Pending);
+    assert_eq!(condition(&decision, "Reconciling"), (true, "Progressing"));
+    assert_eq!(
+        decision.conditions[0].message, "waiting for the sniffer DaemonSet",
+        "{:?}",
+        decision.conditions
+    );
+    assert_eq!(decision.requeue, Some(Duration::from_secs(5)));
+    assert_eq!(decision.scale, None, "a new Deployment starts at one parser");
+}
+
+#[test]
+fn ready_when_every_sniffer_and_parser_is() {
+    let decision = decide(&with_status(session(), running()), &healthy(), now(), &tuning());
+    assert_eq!(decision.phase, Phase::Capturing);
+    assert_eq!(condition(&decision, "Ready"), (true, "Capturing"));
+    assert!(reasons(&decision).is_empty(), "no Created event for a known queue");
+    let report = decision.report.unwrap();
+    assert_eq!(report.sniffers, Some(SnifferCounts { desired: 2, ready: 2 }));
+    assert_eq!((report.parsers_ready, report.desired_parsers), (1, 1));
+
+    let mut waiting = healthy();
+    waiting.sniffers = Some(ObservedSniffers {
+        counts: Some(SnifferCounts { desired: 2, ready: 1 }),
+    });
+    let decision = decide(&with_status(session(), running()), &waiting, now(), &tuning());
+    assert_eq!(decision.phase, Phase::Pending);
+    assert_eq!(decision.conditions[0].message, "1 of 2 sniffers ready");
+
+    let mut nowhere = healthy();
+    nowhere.sniffers = Some(ObservedSniffers {
+        counts: Some(SnifferCounts { desired: 0, ready: 0 }),
+    });
+    let decision = decide(&with_status(session(), running()), &nowhere, now(), &tuning());
+    assert_eq!(
+        decision.conditions[0].message,
+        "no node matches the session's nodeSelector"
+    );
+}
+
+#[test]
+fn an_invalid_filter_creates_nothing_and_stalls_with_the_reason() {
+    let mut session = session();
+    session.spec.filter = Some("tcp port".into());
+    let decision = decide(&session, &Observed::default(), now(), &tuning());
+    assert_eq!(decision.phase, Phase::Failed);
+    assert_eq!(condition(&decision, "Stalled"), (true, "InvalidFilter"));
+    assert_eq!(condition(&decision, "Ready"), (false, "InvalidFilter"));
+    assert!(!decision.children.queue && decision.children.secret.is_none());
+    assert!(matches!(decision.children.sniffers, Sniffers::Untouched));
+    assert!(decision.children.parsers.is_none());
+    assert_eq!(reasons(&decision), ["InvalidFilter"]);
+    assert!(decision.events[0].warning);
+    assert!(
+        decision.events[0].message.contains("\"tcp port\""),
+        "{:?}",
+        decision.events
+    );
+    assert_eq!(decision.requeue, None, "only a change of the spec can fix it");
+
+    let failed = with_status(
+        session,
+        CaptureSessionStatus {
+            phase: Some(Phase::Failed),
+            ..Default::default()
+        },
+    );
+    let again = decide(&failed, &Observed::default(), now(), &tuning());
+    assert!(
+        again.events.is_empty(),
+        "the Warning is raised once, not on every reconcile"
+    );
+}
+
+#[test]
+fn keda_mode_needs_keda() {
+    let mut session = session();
+    session.spec.parsers.autoscaler = Autoscaler::Keda;
+    let missing = Observed {
+        keda_installed: Some(false),
+        ..healthy()
+    };
+    let decision = decide(&session, &missing, now(), &tuning());
+    assert_eq!(decision.phase, Phase::Failed);
+    assert_eq!(condition(&decision, "Stalled"), (true, "KedaNotInstalled"));
+    assert_eq!(reasons(&decision), ["KedaNotInstalled"]);
+    assert_eq!(decision.requeue, Some(Duration::from_secs(10)), "CRDs are not watched");
+    assert!(decision.children.parsers.is_none());
+
+    let installed = Observed {
+        keda_installed: Some(true),
+        backlog: Some(10_000),
+        ..healthy()
+    };
+    let decision = decide(&session, &installed, now(), &tuning());
+    assert!(decision.children.scaled_object.is_some());
+    assert_eq!(decision.scale, None, "KEDA owns the replica count");
+    assert_eq!(decision.requeue, Some(Duration::from_secs(30)));
+}
+
+#[test]
+fn suspend_removes_the_sniffers_and_keeps_the_rest() {
+    let mut session = with_status(session(), running());
+    session.spec.suspend = true;
+    let observed = Observed {
+        sniffer_port: None,
+        ..healthy()
+    };
+    let decision = decide(&session, &observed, now(), &tuning());
+    assert!(matches!(decision.children.sniffers, Sniffers::Remove));
+    assert!(decision.children.queue && decision.children.parsers.is_some());
+    assert_eq!(decision.phase, Phase::Suspended);
+    assert_eq!(condition(&decision, "Ready"), (true, "Suspended"));
+    assert_eq!(decision.report.unwrap().sniffers, None);
+
+    let gone = Observed {
+        sniffers: None,
+        ..observed
+    };
+    let decision = decide(&session, &gone, now(), &tuning());
+    assert!(matches!(decision.children.sniffers, Sniffers::Untouched));
+}
+
+#[test]
+fn duration_reached_drains_then_completes() {
+    let mut session = with_status(session(), running());
+    session.spec.duration = Some("30s".into());
+    let base = Instant::now();
+    let busy = Observed {
+        backlog: Some(7),
+        ..healthy()
+    };
+    let draining = decide(&session, &busy, at(base, 0), &tuning());
+    assert!(matches!(draining.children.sniffers, Sniffers::Remove));
+    assert_eq!(draining.phase, Phase::Draining);
+    assert_eq!(reasons(&draining), ["CaptureEnded"]);
+    assert!(draining.events[0].message.starts_with("duration (30s) reached"));
+    assert!(draining.conditions[0].message.contains("the 7 batches left"));
+    assert_eq!(draining.requeue, Some(Duration::from_secs(5)));
+
+    session.status.as_mut().unwrap().phase = Some(Phase::Draining);
+    let drained = Observed {
+        sniffers: None,
+        ..healthy()
+    };
+    let completed = decide(&session, &drained, at(base, 5), &tuning());
+    assert_eq!(completed.phase, Phase::Completed);
+    assert_eq!(completed.scale, Some(Scale { from: 1, to: 0 }), "parsers parked");
+    assert_eq!(reasons(&completed), ["Completed"], "CaptureEnded is not repeated");
+    assert_eq!(condition(&completed, "Ready"), (true, "Completed"));
+    assert!(completed.children.secret.is_none() && completed.children.parsers.is_none());
+    assert_eq!(completed.requeue, None);
+}
+
+#[test]
+fn capture_wakes_up_for_its_deadline() {
+    let mut session = with_status(session(), running());
+    session.spec.duration = Some("62s".into());
+    let decision = decide(&session, &healthy(), now(), &tuning());
+    assert_eq!(decision.phase, Phase::Capturing);
+    assert_eq!(
+        decision.requeue,
+        Some(Duration::from_secs(2)),
+        "deadline before the next scale check"
+    );
+}
+
+#[test]
+fn max_packets_reached_ends_the_capture() {
+    let mut session = with_status(session(), running());
+    session.spec.max_packets = Some(1_000);
+    let observed = Observed {
+        counts: Some(PacketCounts {
+            captured: 1_000,
+            ..Default::default()
+        }),
+        backlog: Some(3),
+        ..healthy()
+    };
+    let decision = decide(&session, &observed, now(), &tuning());
+    assert_eq!(decision.phase, Phase::Draining);
+    assert!(decision.events[0].message.starts_with("maxPackets (1000) reached"));
+    let below = Observed {
+        counts: Some(PacketCounts {
+            captured: 999,
+            ..Default::default()
+        }),
+        ..observed
+    };
+    assert_eq!(decide(&session, &below, now(), &tuning()).phase, Phase::Capturing);
+}
+
+#[test]
+fn the_builtin_autoscaler_scales_up_at_once_and_down_after_the_window() {
+    let session = with_status(session(), running());
+    let base = Instant::now();
+    let mut observed = Observed {
+        backlog: Some(450),
+        ..healthy()
+    };
+    let up = decide(&session, &observed, at(base, 0), &tuning());
+    assert_eq!(
+        up.scale,
+        Some(Scale { from: 1, to: 5 }),
+        "450 batches / 100 each, at most 5"
+    );
+    assert_eq!(reasons(&up), ["ScaledUp"]);
+    assert_eq!(up.report.as_ref().unwrap().desired_parsers, 5);
+
+    // The backlog is gone, but the window has not passed: no scale-down yet.
+    observed.window = up.window;
+    observed.parsers = Some(ObservedParsers { replicas: 5, ready: 5 });
+    observed.backlog = Some(0);
+    let holding = decide(&session, &observed, at(base, 30), &tuning());
+    assert_eq!(holding.scale, None);
+    assert_eq!(holding.report.as_ref().unwrap().desired_parsers, 5);
+
+    observed.window = holding.window;
+    let down = decide(&session, &observed, at(base, 91), &tuning());
+    assert_eq!(down.scale, Some(Scale { from: 5, to: 1 }));
+    assert_eq!(reasons(&down), ["ScaledDown"]);
+
+    let unknown = Observed {
+        backlog: None,
+        ..healthy()
+    };
+    assert_eq!(
+        decide(&session, &unknown, now(), &tuning()).scale,
+        None,
+        "no backlog, no guess"
+    );
+}
+
+#[test]
+fn deletion_removes_the_queue_and_marks_the_mirror() {
+    let mut session = session();
+    session.metadata.name = Some("web-and-dns".into());
+    let plan = decide_cleanup(&session);
+    assert_eq!(plan.queue, session.queue_name());
+    assert!(plan.queue.is_some());
+    assert_eq!(plan.mirror, Some(("team-a".into(), "web-and-dns".into())));
+}

@@ -1,0 +1,20 @@
+//! `trawl-operator` as a library: `main.rs` wires these to a cluster; tests use them directly.
+//!
+//! A reconcile is a pipeline: [`observe`] (every read) -> [`decide`] (pure, from what was
+//! observed) -> [`apply`] (server-side apply, Events, the status once). [`build`] makes the
+//! desired children as typed objects, [`status`] the conditions, [`scaling`] the builtin
+//! autoscaler's arithmetic; [`error`] names the action that failed.
+
+pub mod apply;
+pub mod build;
+pub mod config;
+pub mod decide;
+pub mod error;
+pub mod lease;
+pub mod metrics;
+pub mod names;
+pub mod observe;
+pub mod queue;
+pub mod reconcile;
+pub mod scaling;
+pub mod status;

@@ -1,0 +1,190 @@
+//! Observe: every read a reconcile makes, before anything is decided. The cluster (the session's
+//! children, KEDA's CRD), the broker (the queue's backlog) and the database (packet counts).
+
+use std::time::Instant;
+
+use crds::{CaptureSession, PacketCounts, SnifferCounts};
+use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::ListParams;
+use kube::{Api, ResourceExt};
+
+use crate::error::Error;
+use crate::reconcile::Context;
+use crate::{build, names, scaling};
+
+/// What the world looked like to one reconcile.
+#[derive(Clone, Debug, Default)]
+pub struct Observed {
+    /// The session's sniffer DaemonSet, if it exists.
+    pub sniffers: Option<ObservedSniffers>,
+    /// The session's parser Deployment, if it exists.
+    pub parsers: Option<ObservedParsers>,
+    /// Batches waiting in the session's queue; `None` when the queue does not exist yet or the
+    /// broker could not be asked.
+    pub backlog: Option<u32>,
+    /// Whether KEDA's ScaledObject CRD exists; only asked for sessions with `autoscaler: keda`.
+    pub keda_installed: Option<bool>,
+    /// Packet counts from the database; `None` without a database or while it cannot be read
+    /// (the status then keeps the last known counts).
+    pub counts: Option<PacketCounts>,
+    /// The sniffer port: the DaemonSet's own, or one reserved for it now. `None` for a
+    /// suspended session that has no sniffers.
+    pub sniffer_port: Option<i32>,
+    /// The builtin autoscaler's recent recommendations for this session.
+    pub window: scaling::Window,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedSniffers {
+    pub counts: Option<SnifferCounts>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ObservedParsers {
+    /// `spec.replicas`: what the Deployment is scaled to now.
+    pub replicas: i32,
+    pub ready: i32,
+}
+
+pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Observed, Error> {
+    let namespace = session.namespace().ok_or(Error::Incomplete)?;
+    let queue = session.queue_name().ok_or(Error::Incomplete)?;
+    let daemonsets: Api<DaemonSet> = Api::namespaced(context.client.clone(), &namespace);
+    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    let sniffer_name = names::sniffer_name(session);
+    let daemonset = daemonsets.get_opt(&sniffer_name).await.map_err(|source| Error::Read {
+        what: format!("DaemonSet {sniffer_name}"),
+        source,
+    })?;
+    let parser_name = names::parser_name(session);
+    let deployment = deployments.get_opt(&parser_name).await.map_err(|source| Error::Read {
+        what: format!("Deployment {parser_name}"),
+        source,
+    })?;
+    let keda_installed = if session.spec.parsers.autoscaler == crds::Autoscaler::Keda {
+        Some(keda_installed(context).await?)
+    } else {
+        None
+    };
+    let sniffer_port = match daemonset.as_ref().and_then(port_of) {
+        Some(port) => Some(port),
+        None if session.spec.suspend => None,
+        None => Some(reserve_sniffer_port(session, context, &daemonsets).await?),
+    };
+    let window = context
+        .windows
+        .lock()
+        .expect("not poisoned")
+        .get(&session.uid().unwrap_or_default())
+        .cloned()
+        .unwrap_or_default();
+    Ok(Observed {
+        sniffers: daemonset.map(|daemonset| ObservedSniffers {
+            counts: daemonset.status.map(|s| SnifferCounts {
+                desired: s.desired_number_scheduled,
+                ready: s.number_ready,
+            }),
+        }),
+        parsers: deployment.map(|deployment| ObservedParsers {
+            replicas: deployment.spec.replicas.unwrap_or(1),
+            ready: deployment.status.and_then(|s| s.ready_replicas).unwrap_or(0),
+        }),
+        backlog: context.broker.backlog(&queue).await.ok(),
+        keda_installed,
+        counts: packet_counts(session, context).await,
+        sniffer_port,
+        window,
+    })
+}
+
+/// When the observation was made: wall-clock time for the status, a monotonic instant for the
+/// autoscaler's window.
+#[derive(Clone, Copy, Debug)]
+pub struct Now {
+    pub wall: k8s_openapi::jiff::Timestamp,
+    pub instant: Instant,
+}
+
+impl Now {
+    pub fn current() -> Self {
+        Self {
+            wall: k8s_openapi::jiff::Timestamp::now(),
+            instant: Instant::now(),
+        }
+    }
+}
+
+fn port_of(daemonset: &DaemonSet) -> Option<i32> {
+    daemonset
+        .spec
+        .template
+        .spec
+        .as_ref()?
+        .containers
+        .first()?
+        .ports
+        .as_ref()?
+        .first()
+        .map(|p| p.container_port)
+}
+
+/// A port no other session's sniffers use, reserved under a lock so that two new sessions never
+/// get the same one (a list of DaemonSets may not show the other's yet).
+async fn reserve_sniffer_port(
+    session: &CaptureSession,
+    context: &Context,
+    daemonsets: &Api<DaemonSet>,
+) -> Result<i32, Error> {
+    let mut assigned = context.assigned_ports.lock().await;
+    // Ports are per node, so every namespace counts; an operator limited to one namespace by
+    // RBAC sees only its own.
+    let selector =
+        ListParams::default().labels("app.kubernetes.io/managed-by=trawl-operator,app.kubernetes.io/component=sniffer");
+    let all: Api<DaemonSet> = Api::all(context.client.clone());
+    let read = |source| Error::Read {
+        what: "sniffer DaemonSets".into(),
+        source,
+    };
+    let existing = match all.list(&selector).await {
+        Ok(list) => list,
+        Err(kube::Error::Api(status)) if status.code == 403 => daemonsets.list(&selector).await.map_err(read)?,
+        Err(error) => return Err(read(error)),
+    };
+    let mut taken: std::collections::BTreeSet<i32> = existing.items.iter().filter_map(port_of).collect();
+    taken.extend(assigned.iter().copied());
+    let port = build::free_sniffer_port(build::preferred_sniffer_port(session), &taken).ok_or(Error::NoFreePort)?;
+    assigned.insert(port);
+    Ok(port)
+}
+
+async fn keda_installed(context: &Context) -> Result<bool, Error> {
+    let crds: Api<CustomResourceDefinition> = Api::all(context.client.clone());
+    let crd = crds
+        .get_opt("scaledobjects.keda.sh")
+        .await
+        .map_err(|source| Error::Read {
+            what: "CustomResourceDefinition scaledobjects.keda.sh".into(),
+            source,
+        })?;
+    Ok(crd.is_some())
+}
+
+/// The session's packet counts from the database, or `None` (keeping the last known counts) when
+/// there is no database or it cannot be read right now.
+async fn packet_counts(session: &CaptureSession, context: &Context) -> Option<PacketCounts> {
+    let pool = context.database.as_ref()?;
+    let key = database::session_key(&session.namespace()?, &session.name_any());
+    let created = session
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|time| time.0.to_string());
+    match database::packet_counts(pool, &key, created.as_deref()).await {
+        Ok(counts) => Some(counts),
+        Err(error) => {
+            tracing::warn!(session = %key, %error, "cannot read packet counts; keeping the last ones");
+            None
+        }
+    }
+}
