@@ -90,7 +90,11 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
             replicas: deployment.spec.replicas.unwrap_or(1),
             ready: deployment.status.and_then(|s| s.ready_replicas).unwrap_or(0),
         }),
-        backlog: context.broker.backlog(&queue).await.ok(),
+        backlog: if queue_declared(session) {
+            context.broker.backlog(&queue).await.ok()
+        } else {
+            None
+        },
         keda_installed,
         counts: packet_counts(session, context).await,
         sniffer_port,
@@ -113,6 +117,16 @@ impl Now {
             instant: Instant::now(),
         }
     }
+}
+
+/// Whether an earlier reconcile declared the session's queue. Asking the broker for the depth of
+/// a queue that does not exist closes the channel with NOT_FOUND, which lapin logs as an error;
+/// a new session's first reconcile declares the queue and reads its depth the next time.
+fn queue_declared(session: &CaptureSession) -> bool {
+    session
+        .status
+        .as_ref()
+        .is_some_and(|status| status.queue.is_some() && status.phase != Some(crds::Phase::Failed))
 }
 
 fn port_of(daemonset: &DaemonSet) -> Option<i32> {
@@ -186,5 +200,26 @@ async fn packet_counts(session: &CaptureSession, context: &Context) -> Option<Pa
             tracing::warn!(session = %key, %error, "cannot read packet counts; keeping the last ones");
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crds::{CaptureSessionStatus, Phase};
+
+    #[test]
+    fn the_backlog_is_asked_for_only_once_the_queue_was_declared() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/capture.yaml")).unwrap();
+        let mut session: CaptureSession = serde_yaml::from_str(&text).unwrap();
+        assert!(!queue_declared(&session), "a new session");
+        session.status = Some(CaptureSessionStatus {
+            queue: Some("q".into()),
+            phase: Some(Phase::Failed),
+            ..Default::default()
+        });
+        assert!(!queue_declared(&session), "a failed session never declared it");
+        session.status.as_mut().unwrap().phase = Some(Phase::Pending);
+        assert!(queue_declared(&session));
     }
 }
