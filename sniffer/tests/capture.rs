@@ -566,3 +566,39 @@ async fn a_full_queue_is_counted_as_queue_full_drops() {
     assert_eq!(queue_full, 170);
     rig.stop();
 }
+
+/// `frame` with VLAN tags (TPID, TCI pairs, outermost first) after its MAC addresses.
+fn tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for (tpid, tci) in tags {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&tci.to_be_bytes());
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
+}
+
+#[tokio::test]
+async fn vlan_tagged_frames_are_stored_as_they_were_on_the_wire() {
+    // The receiving kernel moves a frame's outer tag into the ring's metadata; the sniffer puts
+    // it back, as libpcap does. 802.1Q, 802.1ad over 802.1Q (QinQ), priority bits, VLAN 0.
+    let mut rig = Rig::start(&["--backend", "ring"]).await;
+    let (from, to) = (rig.network.inner_mac, rig.network.host_mac);
+    let plain = |i: usize| frames::udp(from, to, 5555, format!("vlan:{i}").as_bytes());
+    let sent = vec![
+        tagged(&plain(0), &[(0x8100, 100)]),
+        tagged(&plain(1), &[(0x88a8, 200), (0x8100, 300)]),
+        tagged(&plain(2), &[(0x8100, (5 << 13) | 42)]),
+        tagged(&plain(3), &[(0x8100, 0)]),
+        plain(4),
+    ];
+    rig.network.send_frames(&sent, 1_000);
+    rig.wait_captured(sent.len() as u64).await;
+    rig.stop();
+    let stored: Vec<(u32, Vec<u8>)> = unique_packets(&rig.drain().await)
+        .into_iter()
+        .map(|(_, original_len, data)| (original_len, data))
+        .collect();
+    let expected: Vec<(u32, Vec<u8>)> = sent.iter().map(|f| (f.len() as u32, f.clone())).collect();
+    assert_eq!(stored, expected, "stored bytes and lengths differ from what was sent");
+}

@@ -22,6 +22,26 @@ pub struct Frame<'a> {
     pub data: &'a [u8],
 }
 
+/// The 802.1Q TPID, which the kernel reports for a tag it stripped without naming the TPID.
+const ETH_P_8021Q: u16 = 0x8100;
+
+/// `data` with the outer VLAN tag put back after the two MAC addresses, as libpcap does: on
+/// receive the kernel moves the outer 802.1Q/802.1ad tag of a frame into the ring's metadata,
+/// so the bytes it hands over are not the bytes on the wire. `tpid` is `None` when the kernel
+/// did not say (older kernels): then it was 802.1Q.
+pub fn restore_vlan_tag(data: &[u8], tpid: Option<u16>, tci: u16) -> Option<Vec<u8>> {
+    const MACS: usize = 12;
+    if data.len() < MACS {
+        return None;
+    }
+    let mut frame = Vec::with_capacity(data.len() + 4);
+    frame.extend_from_slice(&data[..MACS]);
+    frame.extend_from_slice(&tpid.unwrap_or(ETH_P_8021Q).to_be_bytes());
+    frame.extend_from_slice(&tci.to_be_bytes());
+    frame.extend_from_slice(&data[MACS..]);
+    Some(frame)
+}
+
 /// Cumulative kernel counters of one capture socket.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct KernelStats {
@@ -68,5 +88,32 @@ pub fn open(interface: &str, settings: &CaptureSettings) -> Result<Box<dyn Captu
     match settings.backend {
         Backend::Ring => Ok(Box::new(ring::RingCapture::open(interface, settings)?)),
         Backend::Pnet => Ok(Box::new(pnet_socket::PnetCapture::open(interface, settings)?)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::restore_vlan_tag;
+
+    #[test]
+    fn the_outer_tag_goes_back_after_the_mac_addresses() {
+        let untagged = [[0xaa; 6], [0xbb; 6]]
+            .concat()
+            .into_iter()
+            .chain([0x08, 0x00, 0x45])
+            .collect::<Vec<_>>();
+        let tagged = restore_vlan_tag(&untagged, Some(0x88a8), 0x00c8).unwrap();
+        assert_eq!(&tagged[..12], &untagged[..12]);
+        assert_eq!(&tagged[12..16], &[0x88, 0xa8, 0x00, 0xc8]);
+        assert_eq!(&tagged[16..], &[0x08, 0x00, 0x45]);
+        assert_eq!(
+            &restore_vlan_tag(&untagged, None, 100).unwrap()[12..16],
+            &[0x81, 0x00, 0x00, 0x64]
+        );
+        assert_eq!(
+            restore_vlan_tag(&[0; 11], None, 1),
+            None,
+            "too short to hold MAC addresses"
+        );
     }
 }

@@ -96,10 +96,23 @@ impl CaptureSource for RingCapture {
         let mut count = 0;
         for packet in batch.iter() {
             let timestamp = packet.timestamp();
-            let data = packet.data();
+            let mut data = packet.data();
+            let mut original_len = packet.original_len() as u32;
+            // libpcap's test: a non-zero TCI, or the kernel's flag for a zero one.
+            let status = packet.status();
+            let tagged = (status.vlan_valid || packet.vlan_tci() != 0)
+                .then(|| {
+                    let tpid = (status.vlan_tpid_valid || packet.vlan_tpid() != 0).then(|| packet.vlan_tpid());
+                    super::restore_vlan_tag(data, tpid, packet.vlan_tci())
+                })
+                .flatten();
+            if let Some(tagged) = &tagged {
+                data = tagged;
+                original_len += 4;
+            }
             sink(Frame {
                 ts_ns: u64::from(timestamp.sec) * 1_000_000_000 + u64::from(timestamp.nsec),
-                original_len: packet.original_len() as u32,
+                original_len,
                 data: &data[..data.len().min(snaplen)],
             });
             count += 1;
