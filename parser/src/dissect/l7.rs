@@ -68,31 +68,57 @@ impl L7 {
     }
 }
 
-/// `Ok(Some)`: dissected. `Ok(None)`: nothing to say (no payload, unknown port).
-/// `Err(guess)`: the port promised a protocol the payload does not parse as.
-pub fn dissect(transport: Transport, src_port: u16, dst_port: u16, payload: &[u8]) -> Result<Option<L7>, Option<L7>> {
-    let either = |port: u16| src_port == port || dst_port == port;
+/// What the application layer of one packet turned out to be.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Found {
+    /// Nothing to say: no payload, or nothing recognised by content or port.
+    Nothing,
+    Dissected(L7),
+    /// Dissected as far as the bytes allowed; a later part did not parse (a DNS answer the
+    /// library rejects after a readable question).
+    Partial(L7),
+    /// A well-known port promised a protocol the payload does not parse as: the port's guess.
+    NotAsPromised(L7),
+}
+
+/// DNS, mDNS and LLMNR share the message format.
+const DNS_PORTS: [u16; 3] = [53, 5353, 5355];
+
+/// Recognises the payload by its content first (DNS on its ports; HTTP/1.x request and status
+/// lines on any TCP or UDP port, SSDP among them; TLS handshake records on any TCP port), and
+/// only then guesses by well-known port, marked as a guess.
+pub fn dissect(transport: Transport, src_port: u16, dst_port: u16, payload: &[u8]) -> Found {
     if payload.is_empty() {
-        return Ok(None);
+        return Found::Nothing;
     }
-    if either(53) || either(5353) {
+    if DNS_PORTS.iter().any(|&port| src_port == port || dst_port == port) {
         let message = match transport {
             // DNS over TCP prefixes each message with its length.
             Transport::Tcp if payload.len() > 2 => &payload[2..],
-            Transport::Tcp => return Ok(None),
+            Transport::Tcp => return Found::Nothing,
             Transport::Udp => payload,
         };
-        return dns(message).map(Some).ok_or(Some(L7::Guess { name: "dns".into() }));
-    }
-    if transport == Transport::Tcp {
-        if let Some(http) = http(payload) {
-            return Ok(Some(http));
+        if let Some(found) = dns(message) {
+            return Found::Dissected(found);
         }
-        if let Some(tls) = tls(payload) {
-            return Ok(Some(tls));
+        if let Some(question) = dns_question(message) {
+            return Found::Partial(question);
+        }
+        if http(payload).is_none() {
+            return Found::NotAsPromised(L7::Guess { name: "dns".into() });
         }
     }
-    Ok(guess(transport, src_port.min(dst_port)).or_else(|| guess(transport, src_port.max(dst_port))))
+    if let Some(http) = http(payload) {
+        return Found::Dissected(http);
+    }
+    if transport == Transport::Tcp
+        && let Some(tls) = tls(payload)
+    {
+        return Found::Dissected(tls);
+    }
+    guess(transport, src_port.min(dst_port))
+        .or_else(|| guess(transport, src_port.max(dst_port)))
+        .map_or(Found::Nothing, Found::Dissected)
 }
 
 fn dns(message: &[u8]) -> Option<L7> {
@@ -103,7 +129,7 @@ fn dns(message: &[u8]) -> Option<L7> {
         response,
         rcode: format!("{:?}", packet.rcode()),
         queries: packet.questions.iter().map(|q| q.qname.to_string()).collect(),
-        query_types: packet.questions.iter().map(|q| format!("{:?}", q.qtype)).collect(),
+        query_types: packet.questions.iter().map(|q| qtype_name(q.qtype)).collect(),
         answers: packet
             .answers
             .iter()
@@ -111,6 +137,76 @@ fn dns(message: &[u8]) -> Option<L7> {
             .take(16)
             .collect(),
     })
+}
+
+/// A query type as `dig` names it (`A`, `AAAA`, `ANY`), not as the library's Debug does.
+fn qtype_name(qtype: simple_dns::QTYPE) -> String {
+    match qtype {
+        simple_dns::QTYPE::TYPE(kind) => format!("{kind:?}"),
+        other => format!("{other:?}"),
+    }
+}
+
+/// The header and questions of a DNS message whose later sections do not parse: the name the
+/// client asked for is what matters most, and it comes first.
+fn dns_question(message: &[u8]) -> Option<L7> {
+    let mut r = Cursor(message);
+    let id = r.u16()?;
+    let flags = r.u16()?;
+    let questions = r.u16()?;
+    r.skip(6)?; // answer, authority and additional counts
+    if questions == 0 {
+        return None;
+    }
+    let (mut queries, mut query_types) = (Vec::new(), Vec::new());
+    let mut at = 12;
+    for _ in 0..questions.min(16) {
+        let (name, next) = dns_name(message, at)?;
+        let kind = u16::from_be_bytes([*message.get(next)?, *message.get(next + 1)?]);
+        message.get(next + 3)?; // the class
+        queries.push(name);
+        query_types.push(simple_dns::QTYPE::try_from(kind).map_or_else(|_| format!("TYPE{kind}"), qtype_name));
+        at = next + 4;
+    }
+    Some(L7::Dns {
+        id,
+        response: flags & 0x8000 != 0,
+        rcode: format!("{:?}", simple_dns::RCODE::from(flags & 0x000f)),
+        queries,
+        query_types,
+        answers: Vec::new(),
+    })
+}
+
+/// A (possibly compressed) name at `at`: the dotted name and the offset after it. Pointers may
+/// only go backwards, so a loop of pointers ends.
+fn dns_name(message: &[u8], mut at: usize) -> Option<(String, usize)> {
+    let mut labels: Vec<String> = Vec::new();
+    let mut after = None;
+    loop {
+        let len = *message.get(at)?;
+        match len {
+            0 => break,
+            1..=63 => {
+                let label = message.get(at + 1..at + 1 + usize::from(len))?;
+                labels.push(String::from_utf8_lossy(label).into_owned());
+                at += 1 + usize::from(len);
+            }
+            0xc0..=0xff => {
+                let target = usize::from(u16::from_be_bytes([len, *message.get(at + 1)?]) & 0x3fff);
+                after.get_or_insert(at + 2);
+                if target >= at {
+                    return None;
+                }
+                at = target;
+            }
+            _ => return None,
+        }
+        if labels.len() > 127 {
+            return None;
+        }
+    }
+    Some((labels.join("."), after.unwrap_or(at + 1)))
 }
 
 /// An answer as `dig` shows it (`A 10.0.0.1`, `CNAME web.example.org`); rarer types fall back to

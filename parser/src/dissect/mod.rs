@@ -63,6 +63,7 @@ pub enum Malformed {
     TruncatedUdp,
     TruncatedIcmp,
     BadL7,
+    PartialL7,
 }
 
 impl Malformed {
@@ -80,6 +81,7 @@ impl Malformed {
             Self::TruncatedUdp => "truncated_udp",
             Self::TruncatedIcmp => "truncated_icmp",
             Self::BadL7 => "bad_l7",
+            Self::PartialL7 => "partial_l7",
         }
     }
 }
@@ -403,15 +405,21 @@ fn transport(d: &mut Dissection, protocol: IpNextHeaderProtocol, bytes: &[u8], o
 
 fn application(d: &mut Dissection, transport: l7::Transport, src_port: u16, dst_port: u16, payload: &[u8]) {
     match l7::dissect(transport, src_port, dst_port, payload) {
-        Ok(Some(found)) => {
+        l7::Found::Dissected(found) => {
             d.layers.push(Layer::Application(found.clone()));
             d.l7 = Some(found);
         }
-        Ok(None) => {}
-        Err(guess) => {
+        l7::Found::Nothing => {}
+        l7::Found::Partial(found) => {
+            // What parsed is kept and shown; the rest is counted as malformed.
+            d.layers.push(Layer::Application(found.clone()));
+            d.l7 = Some(found);
+            d.malformed = Some(Malformed::PartialL7);
+        }
+        l7::Found::NotAsPromised(guess) => {
             // A well-known port whose payload did not parse as its protocol: keep the guess, flag it.
             d.malformed = Some(Malformed::BadL7);
-            d.l7 = guess;
+            d.l7 = Some(guess);
         }
     }
 }

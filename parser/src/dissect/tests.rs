@@ -242,3 +242,66 @@ fn no_prefix_of_a_frame_panics_or_overruns() {
         }
     }
 }
+
+#[test]
+fn http_and_tls_are_recognised_by_content_on_any_port() {
+    let d = dissect(&ethernet(
+        0x0800,
+        &ipv4(
+            6,
+            0,
+            &tcp(40000, 8888, 0x18, b"GET /odd HTTP/1.1\r\nHost: odd.example\r\n\r\n"),
+        ),
+    ));
+    assert_eq!(d.l7.as_ref().and_then(L7::main_name), Some("odd.example"));
+    assert!(!d.l7.unwrap().is_guess());
+    let d = dissect(&ethernet(
+        0x0800,
+        &ipv4(6, 0, &tcp(40000, 9443, 0x18, &client_hello("tls.example"))),
+    ));
+    assert_eq!(d.l7.as_ref().and_then(L7::main_name), Some("tls.example"));
+    // SSDP: HTTP over UDP.
+    let search = b"M-SEARCH * HTTP/1.1\r\nHOST: 239.255.255.250:1900\r\nMAN: \"ssdp:discover\"\r\n\r\n";
+    let d = dissect(&ethernet(0x0800, &ipv4(17, 0, &udp(40000, 1900, search))));
+    assert_eq!(d.l7.as_ref().map(L7::name), Some("http"));
+    assert_eq!(d.l7.as_ref().and_then(L7::main_name), Some("239.255.255.250:1900"));
+}
+
+#[test]
+fn mdns_and_llmnr_are_dns() {
+    for port in [5353, 5355] {
+        let d = dissect(&ethernet(
+            0x0800,
+            &ipv4(17, 0, &udp(port, port, &dns_query("printer.local"))),
+        ));
+        assert_eq!(
+            d.l7.as_ref().and_then(L7::main_name),
+            Some("printer.local"),
+            "port {port}"
+        );
+        let Some(L7::Dns { query_types, .. }) = &d.l7 else {
+            panic!("{:?}", d.l7)
+        };
+        assert_eq!(query_types, &["A"], "types named as dig names them");
+    }
+}
+
+#[test]
+fn a_dns_question_survives_an_answer_that_does_not_parse() {
+    // A response whose answer claims 200 bytes of data that are not there.
+    let mut message = dns_query("cut.example");
+    message[2] |= 0x80; // a response
+    message[7] = 1; // one answer
+    message.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 200, 1, 2]);
+    let d = dissect(&ethernet(0x0800, &ipv4(17, 0, &udp(53, 40000, &message))));
+    assert_eq!(d.l7.as_ref().and_then(L7::main_name), Some("cut.example"));
+    assert_eq!(
+        d.malformed,
+        Some(Malformed::PartialL7),
+        "the rest is counted as malformed"
+    );
+    let Some(L7::Dns { response, answers, .. }) = &d.l7 else {
+        panic!("{:?}", d.l7)
+    };
+    assert!(*response && answers.is_empty());
+}
