@@ -19,6 +19,7 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
+
     #[error("database error")]
     Database(#[source] sqlx::Error),
 }
@@ -93,4 +94,15 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The 500 a panicking handler gets: the same body as every other internal error.
+pub fn internal_error_response() -> Response {
+    let body = ErrorBody {
+        error: ErrorDetail {
+            parameter: None,
+            message: "internal error; see the API's log".into(),
+        },
+    };
+    (StatusCode::INTERNAL_SERVER_ERROR, Json(body)).into_response()
 }

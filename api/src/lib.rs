@@ -10,6 +10,7 @@ pub mod cursor;
 pub mod docs;
 pub mod error;
 pub mod filter;
+pub mod input;
 pub mod metrics;
 pub mod router;
 pub mod routes;

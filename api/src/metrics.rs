@@ -26,6 +26,8 @@ pub struct RouteLabel {
 
 pub struct Metrics {
     registry: Registry,
+    /// Requests whose handler panicked (each answered with a 500).
+    pub panics: Counter,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabel, Histogram>,
 }
@@ -47,8 +49,15 @@ impl Default for Metrics {
             "Time to the response's headers, by route",
             duration.clone(),
         );
+        let panics = Counter::default();
+        registry.register(
+            "handler_panics",
+            "Requests whose handler panicked; each got a 500 and the process kept serving",
+            panics.clone(),
+        );
         Self {
             registry,
+            panics,
             requests,
             duration,
         }

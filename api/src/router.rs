@@ -3,11 +3,13 @@
 //! Each API route is declared once, for both routing and the OpenAPI document (utoipa-axum).
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use axum::Router;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, Json};
 use axum::routing::get;
+use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::services::{ServeDir, ServeFile};
 use tower_http::set_header::SetResponseHeaderLayer;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
@@ -15,6 +17,7 @@ use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
+use crate::metrics::Metrics;
 use crate::routes;
 use crate::state::AppState;
 
@@ -65,23 +68,40 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState, static_dir: &Path) -> Router {
     let (api, document) = api_routes().split_for_parts();
     let docs_page = crate::docs::render(&document);
-    Router::new()
+    let metrics = state.metrics.clone();
+    let routes = Router::new()
         .merge(api)
         .route("/api/openapi.json", get(move || async move { Json(document) }))
         .route("/docs", get(move || async move { Html(docs_page) }))
         .merge(admin_routes(&state))
         .fallback_service(spa(static_dir))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            crate::metrics::record,
-        ))
+        .with_state(state);
+    with_layers(routes, metrics)
+}
+
+/// What every request goes through, innermost first: NUL bytes refused, a panic turned into a
+/// 500 for that request alone (the process keeps serving), the request metrics, the request log.
+pub fn with_layers(routes: Router, metrics: Arc<Metrics>) -> Router {
+    let panics = metrics.clone();
+    routes
+        .layer(axum::middleware::from_fn(crate::input::reject_nul))
+        .layer(CatchPanicLayer::custom(move |panic: Box<dyn std::any::Any + Send>| {
+            let what = panic
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(panic = %what, "a request handler panicked");
+            panics.panics.inc();
+            crate::error::internal_error_response()
+        }))
+        .layer(axum::middleware::from_fn_with_state(metrics, crate::metrics::record))
         .layer(
             TraceLayer::new_for_http()
                 .make_span_with(request_span)
                 .on_request(())
                 .on_response(DefaultOnResponse::new().level(tracing::Level::INFO)),
         )
-        .with_state(state)
 }
 
 /// The request's span for the log, with any `access_token` in the query string blanked out.

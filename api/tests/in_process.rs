@@ -112,3 +112,57 @@ async fn unknown_things_are_404s() {
     let (status, _) = get(open(), "/api/v1/packets", None).await;
     assert_eq!(status, StatusCode::OK, "an empty page is not a 404");
 }
+
+#[tokio::test]
+async fn unbounded_input_is_refused_before_the_database() {
+    let open = || state(unreachable_database(), Arc::new(Tokens::open()));
+    let deep = format!("{}tcp{}", "%28".repeat(600), "%29".repeat(600));
+    let nots = "not%20".repeat(1000) + "tcp";
+    let chained = vec!["tcp"; 200].join("%20and%20");
+    for (uri, parameter) in [
+        (format!("/api/v1/packets?q={deep}"), "q"),
+        (format!("/api/v1/packets?q={nots}"), "q"),
+        (format!("/api/v1/flows?q={chained}"), "q"),
+        ("/api/v1/packets?session=local/demo%00".to_owned(), "session"),
+        ("/api/v1/sessions/local%00/demo".to_owned(), "path"),
+        ("/api/v1/packets?since=200000y".to_owned(), "since"),
+        ("/api/v1/stats?bucket=1000000000y".to_owned(), "bucket"),
+    ] {
+        let (status, body) = get(open(), &uri, None).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{}: {body}", &uri[..uri.len().min(80)]);
+        assert_eq!(body["error"]["parameter"], parameter, "{body}");
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_costs_one_500_not_the_process() {
+    use axum::routing::get as route;
+    let metrics = Arc::new(api::metrics::Metrics::default());
+    let routes = axum::Router::new()
+        .route(
+            "/boom",
+            route(|| async {
+                if std::hint::black_box(true) {
+                    panic!("a bug");
+                }
+                "unreachable"
+            }),
+        )
+        .route("/fine", route(|| async { "fine" }));
+    let app = api::router::with_layers(routes, metrics.clone());
+    let call = |uri: &'static str| app.clone().oneshot(Request::get(uri).body(Body::empty()).unwrap());
+    let response = call("/boom").await.unwrap();
+    assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let body = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&body).contains("internal error"),
+        "no detail leaks"
+    );
+    assert_eq!(call("/fine").await.unwrap().status(), StatusCode::OK, "still serving");
+    let text = metrics.encode();
+    assert_eq!(
+        testkit::metrics::value(&text, "trawl_api_handler_panics_total"),
+        Some(1),
+        "{text}"
+    );
+}

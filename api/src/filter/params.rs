@@ -113,6 +113,16 @@ fn check_session(session: &str) -> Result<String, ApiError> {
 
 /// An RFC 3339 time, or a duration before now (`90s`, `15m`, `2h`).
 pub fn parse_time(parameter: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
+    let time = parse_unchecked_time(parameter, text)?;
+    // PostgreSQL's timestamps end where chrono's do not; years outside 1..=9999 are no one's data.
+    use chrono::Datelike;
+    if !(1..=9999).contains(&time.year()) {
+        return Err(ApiError::bad(parameter, "must lie between the years 1 and 9999"));
+    }
+    Ok(time)
+}
+
+fn parse_unchecked_time(parameter: &'static str, text: &str) -> Result<DateTime<Utc>, ApiError> {
     if let Ok(time) = DateTime::parse_from_rfc3339(text.trim()) {
         return Ok(time.with_timezone(&Utc));
     }

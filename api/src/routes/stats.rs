@@ -55,6 +55,9 @@ pub struct Count {
 const STEPS: [i64; 12] = [1, 5, 10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 86400];
 const TOP: i64 = 10;
 
+/// The widest bucket: a year's (beyond it PostgreSQL's interval arithmetic gives up).
+const MAX_BUCKET_SECONDS: i64 = 366 * 86_400;
+
 /// Statistics of the packets matching the filters; the range defaults to the last hour.
 #[utoipa::path(get, path = "/api/v1/stats", tag = "stats",
     params(FilterParams, BucketParams),
@@ -77,11 +80,11 @@ pub async fn get(
         Some(text) => {
             let width = humantime::parse_duration(text.trim())
                 .map_err(|_| ApiError::bad("bucket", format!("{text:?} is not a duration (10s, 1m, 1h)")))?;
-            let seconds = width.as_secs() as i64;
-            if seconds < 1 || span / seconds > 10_000 {
+            let seconds = i64::try_from(width.as_secs()).unwrap_or(i64::MAX);
+            if !(1..=MAX_BUCKET_SECONDS).contains(&seconds) || span / seconds > 10_000 {
                 return Err(ApiError::bad(
                     "bucket",
-                    "use at least 1s, and at most 10000 buckets over the range",
+                    "use at least 1s and at most 366d, and at most 10000 buckets over the range",
                 ));
             }
             seconds
