@@ -15,8 +15,9 @@ const POSITIVE_DURATION_RULE: &str =
 const AT_LEAST_A_MINUTE_RULE: &str =
     r"!self.matches('^([0-9]+(\\.[0-9]+)?(ns|us|ms|s|m|h))+$') || duration(self) >= duration('1m')";
 
-/// A packet capture pipeline: sniffers on the selected nodes publish to a queue, autoscaled
-/// parsers dissect what they captured into PostgreSQL, and the API and UI serve it.
+/// What to capture, on which nodes, for how long, and how the parsers scale. Sniffers on the
+/// selected nodes publish to a queue; autoscaled parsers dissect what they captured into
+/// PostgreSQL, and the API and UI serve it.
 #[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[kube(
     group = "trawl.dev",
@@ -26,6 +27,7 @@ const AT_LEAST_A_MINUTE_RULE: &str =
     shortname = "cap",
     category = "trawl",
     status = "CaptureSessionStatus",
+    doc = "A packet capture pipeline declared as a resource: sniffers on the selected nodes capture what the filter selects, parsers dissect it into PostgreSQL, and the API and web UI serve it.",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Where the session is in its lifecycle"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"Whether every part of the pipeline is up"}"#,
     printcolumn = r#"{"name":"Sniffers","type":"integer","jsonPath":".status.sniffers.ready","description":"Sniffer pods ready"}"#,

@@ -118,13 +118,37 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
     };
     let failed_before = previous.phase == Some(Phase::Failed);
 
-    // A filter libpcap cannot compile: no children, and a condition the user can act on.
-    if let Some(message) = invalid_filter(session) {
-        if !failed_before {
+    // A filter libpcap cannot compile: a condition the user can act on, and no change to the
+    // children. Sniffers that run already keep their previous, valid filter (the DaemonSet is
+    // not applied), so the status says so instead of claiming capture stopped.
+    if let Some(problem) = invalid_filter(session) {
+        let reported_before = previous
+            .conditions
+            .iter()
+            .any(|c| c.type_ == crds::condition::STALLED && c.status == "True" && c.reason == "InvalidFilter");
+        let running = observed.sniffers.is_some() && matches!(previous.phase, Some(Phase::Capturing | Phase::Pending));
+        let message = if running {
+            format!("{problem}; capture continues with the previous filter until this one is fixed")
+        } else {
+            format!("{problem}; fix the filter to start capturing")
+        };
+        if !reported_before && !failed_before {
             decision.events.push(Note::warning("InvalidFilter", message.clone()));
         }
-        decision.phase = Phase::Failed;
         decision.conditions = status::kstatus(false, Some(("InvalidFilter", message)), "");
+        if running {
+            decision.phase = previous.phase.unwrap_or(Phase::Capturing);
+            decision.report = Some(Report {
+                sniffers: observed.sniffers.as_ref().and_then(|s| s.counts.clone()),
+                parsers_ready: observed.parsers.as_ref().map_or(0, |p| p.ready),
+                desired_parsers: observed.parsers.as_ref().map_or(0, |p| p.replicas),
+                backlog: observed.backlog.map(i64::from),
+            });
+            // Keep the counts fresh while the sniffers run.
+            decision.requeue = Some(tuning.scale_interval);
+        } else {
+            decision.phase = Phase::Failed;
+        }
         return decision;
     }
     // KEDA mode needs KEDA: without its CRD nothing would scale the parsers.
@@ -329,9 +353,9 @@ pub fn invalid_filter(session: &CaptureSession) -> Option<String> {
         return None;
     }
     let dead = pcap::Capture::dead(pcap::Linktype::ETHERNET).ok()?;
-    dead.compile(expression, true).err().map(|error| {
-        format!("spec.filter {expression:?} is not valid tcpdump syntax ({error}); fix the filter to start capturing")
-    })
+    dead.compile(expression, true)
+        .err()
+        .map(|error| format!("spec.filter {expression:?} is not valid tcpdump syntax ({error})"))
 }
 
 /// When capture must end: `startTime + duration`, once the session has started.

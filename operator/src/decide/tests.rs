@@ -341,3 +341,48 @@ fn deletion_removes_the_queue_and_marks_the_mirror() {
     assert!(plan.queue.is_some());
     assert_eq!(plan.mirror, Some(("team-a".into(), "web-and-dns".into())));
 }
+
+#[test]
+fn an_invalid_filter_on_a_running_session_says_capture_goes_on() {
+    let mut session = with_status(session(), running());
+    session.spec.filter = Some("tcp port".into());
+    let decision = decide(&session, &healthy(), now(), &tuning());
+    assert_eq!(decision.phase, Phase::Capturing, "the sniffers still capture");
+    assert_eq!(condition(&decision, "Stalled"), (true, "InvalidFilter"));
+    let stalled = decision.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
+    assert!(
+        stalled.message.contains("capture continues with the previous filter"),
+        "{}",
+        stalled.message
+    );
+    assert!(
+        matches!(decision.children.sniffers, Sniffers::Untouched),
+        "the old filter stays"
+    );
+    assert!(decision.children.parsers.is_none() && !decision.children.queue);
+    let report = decision.report.as_ref().expect("counts stay in the status");
+    assert_eq!(report.sniffers, Some(SnifferCounts { desired: 2, ready: 2 }));
+    assert_eq!(reasons(&decision), ["InvalidFilter"]);
+
+    // Reported once: the next reconcile sees its own Stalled condition.
+    let mut status = running();
+    status.conditions = crate::status::conditions(
+        &[],
+        decision.conditions.clone(),
+        1,
+        &Time(Timestamp::from_second(NOW).unwrap()),
+    );
+    let again = decide(&with_status(session.clone(), status), &healthy(), now(), &tuning());
+    assert!(again.events.is_empty());
+
+    // A session that never captured stays Failed, told to fix the filter to start.
+    let mut fresh = self::session();
+    fresh.spec.filter = Some("tcp port".into());
+    let failed = decide(&fresh, &Observed::default(), now(), &tuning());
+    assert_eq!(failed.phase, Phase::Failed);
+    assert!(
+        failed.conditions[0]
+            .message
+            .ends_with("fix the filter to start capturing")
+    );
+}
