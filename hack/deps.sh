@@ -20,6 +20,7 @@ declare -A packages=(
   [lua5.4]=lua5.4
   [ss]=iproute2
   [tcpreplay]=tcpreplay
+  [dig]=bind9-dnsutils
   # The real node and the images: a container runtime, its network plugins, local base images.
   [dockerd]=docker.io
   [containerd]=containerd

@@ -4,21 +4,9 @@
 //!
 //! Run (after `bash hack/services.sh`; needs tshark from apt): `cargo test -p parser --test tshark`
 
-use std::collections::BTreeMap;
-use std::process::Command;
-use std::time::Duration;
+mod common;
 
-use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
-use lapin::types::{AMQPValue, FieldTable};
-use lapin::{BasicProperties, Connection};
 use testkit::frames;
-use testkit::postgres::TestDatabase;
-use testkit::process::{Service, free_port};
-use testkit::rabbitmq::TestVhost;
-use testkit::wait_until;
-use wire::{BatchBuilder, Counters, FLAG_FINAL, Origin};
-
-const QUEUE: &str = "tshark-agreement";
 
 /// Rewrites the IPv4 addresses of a frame built by `testkit::frames` (tshark does not check the checksum).
 fn between(mut frame: Vec<u8>, src: [u8; 4], dst: [u8; 4]) -> Vec<u8> {
@@ -81,139 +69,12 @@ async fn stored_packets_agree_with_tshark() {
     std::fs::create_dir_all(&dir).unwrap();
     let pcap = dir.join("traffic.pcap");
     testkit::pcap::write(&pcap, &stamped).unwrap();
-    let output = Command::new("tshark")
-        .arg("-r")
-        .arg(&pcap)
-        .args(["-T", "fields", "-E", "separator=|", "-E", "occurrence=f"])
-        .args([
-            "-e",
-            "ip.src",
-            "-e",
-            "ip.dst",
-            "-e",
-            "tcp.srcport",
-            "-e",
-            "udp.srcport",
-            "-e",
-            "tcp.dstport",
-        ])
-        .args([
-            "-e",
-            "udp.dstport",
-            "-e",
-            "dns.qry.name",
-            "-e",
-            "http.host",
-            "-e",
-            "tls.handshake.extensions_server_name",
-        ])
-        .output()
-        .expect("run tshark (apt: tshark)");
+    let expected = common::tshark(&pcap, &[]);
     std::fs::remove_dir_all(&dir).unwrap();
-    assert!(
-        output.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    let expected: Vec<Vec<String>> = String::from_utf8(output.stdout)
-        .unwrap()
-        .lines()
-        .map(|line| {
-            let f: Vec<&str> = line.split('|').collect();
-            let either = |x: &str, y: &str| if x.is_empty() { y.to_owned() } else { x.to_owned() };
-            let name = [f[6], f[7], f[8]]
-                .into_iter()
-                .find(|n| !n.is_empty())
-                .unwrap_or("")
-                .to_owned();
-            vec![
-                f[0].to_owned(),
-                f[1].to_owned(),
-                either(f[2], f[3]),
-                either(f[4], f[5]),
-                name,
-            ]
-        })
-        .collect();
     assert_eq!(expected.len(), frames.len());
 
     // Trawl's view: the same frames as sniffer batches, through the real parser into PostgreSQL.
-    let database = TestDatabase::create().await;
-    let vhost = TestVhost::create();
-    let connection = Connection::connect(&vhost.amqp_url, Default::default()).await.unwrap();
-    let channel = connection.create_channel().await.unwrap();
-    channel
-        .queue_declare(QUEUE.into(), QueueDeclareOptions::default(), FieldTable::default())
-        .await
-        .unwrap();
-    let origin = Origin {
-        boot_id: rand::random(),
-        session: "test/tshark".into(),
-        node: "n".into(),
-    };
-    let mut builder = BatchBuilder::default();
-    let interface = builder.interface_index("eth0");
-    for (seq, (ts, frame)) in stamped.iter().enumerate() {
-        builder.push(seq as u64, *ts, interface, frame.len() as u32, frame);
-    }
-    let counters = Counters {
-        captured: frames.len() as u64,
-        ..Counters::default()
-    };
-    let body = builder.seal(&origin, 0, FLAG_FINAL, &counters);
-    let headers = FieldTable::from(BTreeMap::from([(
-        wire::SCHEMA_HEADER.into(),
-        AMQPValue::LongLongInt(i64::from(wire::VERSION)),
-    )]));
-    let properties = BasicProperties::default()
-        .with_content_type(wire::CONTENT_TYPE.into())
-        .with_headers(headers);
-    channel
-        .basic_publish(
-            "".into(),
-            QUEUE.into(),
-            BasicPublishOptions::default(),
-            &body,
-            properties,
-        )
-        .await
-        .unwrap();
-
-    let mut command = Command::new(env!("CARGO_BIN_EXE_trawl-parser"));
-    command
-        .args([
-            "--session",
-            "test/tshark",
-            "--queue",
-            QUEUE,
-            "--amqp-url",
-            &vhost.amqp_url,
-        ])
-        .args([
-            "--database-url",
-            &database.url,
-            "--listen",
-            &format!("127.0.0.1:{}", free_port()),
-        ]);
-    let _parser = Service::start("trawl-parser", command);
-    let pool = database.pool().await;
-    wait_until("the batch to be stored", Duration::from_secs(60), || async {
-        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM batches")
-            .fetch_one(&pool)
-            .await
-            .ok()?;
-        (stored == 1).then_some(())
-    })
-    .await;
-    let rows: Vec<(String, String, String, String, String)> = sqlx::query_as(
-        "SELECT coalesce(host(src), ''), coalesce(host(dst), ''), coalesce(src_port::text, ''), \
-           coalesce(dst_port::text, ''), coalesce(CASE WHEN l7_guessed THEN NULL ELSE l7_name END, '') \
-         FROM packets ORDER BY seq",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let stored: Vec<Vec<String>> = rows.into_iter().map(|(a, b, c, d, e)| vec![a, b, c, d, e]).collect();
+    let stored = common::through_the_parser(&stamped, "test/tshark").await;
     assert_eq!(stored.len(), expected.len(), "packet count");
     for (i, (ours, theirs)) in stored.iter().zip(&expected).enumerate() {
         assert_eq!(ours, theirs, "packet {i}: Trawl (left) and tshark (right) disagree");

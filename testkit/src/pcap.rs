@@ -29,3 +29,33 @@ pub fn write_record(out: &mut impl Write, ts_ns: u64, frame: &[u8]) -> std::io::
     out.write_all(&(frame.len() as u32).to_le_bytes())?;
     out.write_all(frame)
 }
+
+/// The frames of a classic little-endian pcap file (as tcpdump writes it), as (timestamp in ns,
+/// captured bytes). Microsecond and nanosecond files are both read.
+pub fn read(path: &std::path::Path) -> std::io::Result<Vec<(u64, Vec<u8>)>> {
+    let bytes = std::fs::read(path)?;
+    let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what.to_owned());
+    let word = |at: usize| -> std::io::Result<u32> {
+        let four = bytes.get(at..at + 4).ok_or_else(|| invalid("cut short"))?;
+        Ok(u32::from_le_bytes(four.try_into().expect("four bytes")))
+    };
+    let fraction_ns = match word(0)? {
+        0xa1b2_c3d4 => 1_000,
+        0xa1b2_3c4d => 1,
+        _ => return Err(invalid("not a little-endian pcap file")),
+    };
+    let mut frames = Vec::new();
+    let mut at = 24;
+    while at < bytes.len() {
+        let (seconds, fraction, captured) = (word(at)?, word(at + 4)?, word(at + 8)? as usize);
+        let data = bytes
+            .get(at + 16..at + 16 + captured)
+            .ok_or_else(|| invalid("a record is cut short"))?;
+        frames.push((
+            u64::from(seconds) * 1_000_000_000 + u64::from(fraction) * fraction_ns,
+            data.to_vec(),
+        ));
+        at += 16 + captured;
+    }
+    Ok(frames)
+}

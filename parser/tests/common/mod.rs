@@ -1,0 +1,151 @@
+//! What the tshark agreement tests share: tshark's reading of a pcap, and the same frames pushed
+//! through the real parser into PostgreSQL, each as one row per packet with the same columns:
+//! source, destination, source port, destination port, VLAN, and the L7 name (DNS query, HTTP
+//! host, TLS SNI; never a port guess).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use lapin::options::{BasicPublishOptions, QueueDeclareOptions};
+use lapin::types::{AMQPValue, FieldTable};
+use lapin::{BasicProperties, Connection};
+use testkit::postgres::TestDatabase;
+use testkit::process::{Service, free_port};
+use testkit::rabbitmq::TestVhost;
+use testkit::wait_until;
+use wire::{BatchBuilder, Counters, FLAG_FINAL, Origin};
+
+/// One packet as both sides describe it (for ARP, the sender and target protocol addresses).
+pub type Row = [String; 6];
+
+/// tshark's rows for `pcap`; `decode_as` are tshark `-d` rules (`tcp.port==8081,http`).
+pub fn tshark(pcap: &Path, decode_as: &[&str]) -> Vec<Row> {
+    let fields = [
+        "ip.src",
+        "ip.dst",
+        "tcp.srcport",
+        "udp.srcport",
+        "tcp.dstport",
+        "udp.dstport",
+        "vlan.id",
+        "dns.qry.name",
+        "http.host",
+        "tls.handshake.extensions_server_name",
+        "arp.src.proto_ipv4",
+        "arp.dst.proto_ipv4",
+        "ieee8021ad.id",
+    ];
+    let mut command = Command::new("tshark");
+    command.arg("-r").arg(pcap);
+    for rule in decode_as {
+        command.args(["-d", rule]);
+    }
+    command.args(["-T", "fields", "-E", "separator=|", "-E", "occurrence=f"]);
+    for field in fields {
+        command.args(["-e", field]);
+    }
+    let output = command.output().expect("run tshark (apt: tshark)");
+    assert!(
+        output.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .lines()
+        .map(|line| {
+            let f: Vec<&str> = line.split('|').collect();
+            let either = |x: &str, y: &str| if x.is_empty() { y.to_owned() } else { x.to_owned() };
+            let name = [f[7], f[8], f[9]].into_iter().find(|n| !n.is_empty()).unwrap_or("");
+            // Trawl stores an ARP packet's sender and target addresses as its source and destination.
+            [
+                either(f[0], f[10]),
+                either(f[1], f[11]),
+                either(f[2], f[3]),
+                either(f[4], f[5]),
+                // The outer tag: tshark names an 802.1ad (QinQ) tag's id apart from 802.1Q's.
+                either(f[12], f[6]),
+                name.to_owned(),
+            ]
+        })
+        .collect()
+}
+
+/// The frames as one sniffer batch, through the real trawl-parser into PostgreSQL; the stored
+/// rows in capture order.
+pub async fn through_the_parser(stamped: &[(u64, Vec<u8>)], session: &str) -> Vec<Row> {
+    const QUEUE: &str = "tshark-agreement";
+    let database = TestDatabase::create().await;
+    let vhost = TestVhost::create();
+    let connection = Connection::connect(&vhost.amqp_url, Default::default()).await.unwrap();
+    let channel = connection.create_channel().await.unwrap();
+    channel
+        .queue_declare(QUEUE.into(), QueueDeclareOptions::default(), FieldTable::default())
+        .await
+        .unwrap();
+    let origin = Origin {
+        boot_id: rand::random(),
+        session: session.into(),
+        node: "n".into(),
+    };
+    let mut builder = BatchBuilder::default();
+    let interface = builder.interface_index("eth0");
+    for (seq, (ts, frame)) in stamped.iter().enumerate() {
+        builder.push(seq as u64, *ts, interface, frame.len() as u32, frame);
+    }
+    let counters = Counters {
+        captured: stamped.len() as u64,
+        ..Counters::default()
+    };
+    let body = builder.seal(&origin, 0, FLAG_FINAL, &counters);
+    let headers = FieldTable::from(BTreeMap::from([(
+        wire::SCHEMA_HEADER.into(),
+        AMQPValue::LongLongInt(i64::from(wire::VERSION)),
+    )]));
+    let properties = BasicProperties::default()
+        .with_content_type(wire::CONTENT_TYPE.into())
+        .with_headers(headers);
+    channel
+        .basic_publish(
+            "".into(),
+            QUEUE.into(),
+            BasicPublishOptions::default(),
+            &body,
+            properties,
+        )
+        .await
+        .unwrap();
+
+    let mut command = Command::new(env!("CARGO_BIN_EXE_trawl-parser"));
+    command
+        .args(["--session", session, "--queue", QUEUE, "--amqp-url", &vhost.amqp_url])
+        .args([
+            "--database-url",
+            &database.url,
+            "--listen",
+            &format!("127.0.0.1:{}", free_port()),
+        ]);
+    let _parser = Service::start("trawl-parser", command);
+    let pool = database.pool().await;
+    wait_until("the batch to be stored", Duration::from_secs(60), || async {
+        let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM batches")
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+        (stored == 1).then_some(())
+    })
+    .await;
+    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
+        "SELECT coalesce(host(src), ''), coalesce(host(dst), ''), coalesce(src_port::text, ''), \
+           coalesce(dst_port::text, ''), coalesce(vlan::text, ''), \
+           coalesce(CASE WHEN l7_guessed THEN NULL ELSE l7_name END, '') \
+         FROM packets ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    rows.into_iter().map(|(a, b, c, d, e, f)| [a, b, c, d, e, f]).collect()
+}
