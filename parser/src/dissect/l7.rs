@@ -224,6 +224,23 @@ fn answer_text(rdata: &simple_dns::rdata::RData<'_>) -> String {
     }
 }
 
+/// Request methods of HTTP/1.x (RFC 9110, PATCH) and of SSDP/GENA over UDP.
+const KNOWN_METHODS: [&str; 13] = [
+    "GET",
+    "HEAD",
+    "POST",
+    "PUT",
+    "DELETE",
+    "CONNECT",
+    "OPTIONS",
+    "TRACE",
+    "PATCH",
+    "M-SEARCH",
+    "NOTIFY",
+    "SUBSCRIBE",
+    "UNSUBSCRIBE",
+];
+
 fn http(payload: &[u8]) -> Option<L7> {
     let mut headers = [httparse::EMPTY_HEADER; 64];
     let header = |headers: &[httparse::Header<'_>], name: &str| {
@@ -245,8 +262,14 @@ fn http(payload: &[u8]) -> Option<L7> {
         });
     }
     let mut request = httparse::Request::new(&mut headers);
-    request.parse(payload).ok()?;
+    let status = request.parse(payload).ok()?;
     let method = request.method?.to_owned();
+    // A request line cut short ("ping 5", "hello 0": any word, a space, any word) parses as a
+    // partial request; recognised by content on any port, it counts only with a method HTTP and
+    // SSDP clients really send, or once its `HTTP/1.x` version has been seen.
+    if status.is_partial() && request.version.is_none() && !KNOWN_METHODS.contains(&method.as_str()) {
+        return None;
+    }
     Some(L7::Http {
         method: Some(method),
         host: header(request.headers, "host"),

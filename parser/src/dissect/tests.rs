@@ -305,3 +305,30 @@ fn a_dns_question_survives_an_answer_that_does_not_parse() {
     };
     assert!(*response && answers.is_empty());
 }
+
+#[test]
+fn words_that_merely_look_like_a_request_line_are_not_http() {
+    for (transport_payload, port) in [(&b"ping 5"[..], 7), (b"hello 0", 7), (b"ok go", 9999)] {
+        let udp_frame = ethernet(0x0800, &ipv4(17, 0, &udp(40000, port, transport_payload)));
+        assert_ne!(
+            dissect(&udp_frame).l7.as_ref().map(L7::name),
+            Some("http"),
+            "{transport_payload:?}"
+        );
+        let tcp_frame = ethernet(0x0800, &ipv4(6, 0, &tcp(40000, port, 0x18, transport_payload)));
+        assert_ne!(
+            dissect(&tcp_frame).l7.as_ref().map(L7::name),
+            Some("http"),
+            "{transport_payload:?}"
+        );
+    }
+    // A real method with its request line cut short by the snaplen is still HTTP.
+    let cut = ethernet(0x0800, &ipv4(6, 0, &tcp(40000, 8081, 0x18, b"GET /a/very/long/path")));
+    assert_eq!(dissect(&cut).l7.as_ref().map(L7::name), Some("http"));
+    // Any method with its version is HTTP.
+    let odd = ethernet(
+        0x0800,
+        &ipv4(6, 0, &tcp(40000, 8081, 0x18, b"BREW /pot HTTP/1.1\r\n\r\n")),
+    );
+    assert_eq!(dissect(&odd).l7.as_ref().map(L7::name), Some("http"));
+}
