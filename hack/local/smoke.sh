@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # The local run's smoke test, and the web UI's end-to-end tests on top of it: starts
 # `trawl-local up`, waits until packets of every demo protocol are visible through the API, runs
-# the UI tests in headless Chromium against it, stops it with SIGTERM (as Ctrl-C would), and
-# checks that nothing is left running or listening.
+# the UI tests in headless Chromium against it, kills trawl-api and checks that only it was
+# restarted, stops the run with SIGTERM (as Ctrl-C would), and checks that nothing is left
+# running or listening.
 #
 # Usage: bash hack/local/smoke.sh        (root; part of hack/test.sh)
 set -euo pipefail
@@ -42,6 +43,26 @@ log "DNS, HTTP, TLS, TCP and UDP packets are visible through the API"
 (cd frontend && TRAWL_UI_URL="http://127.0.0.1:$port" TRAWL_SESSION=local/demo \
   TRAWL_API_BIN="$CARGO_TARGET_DIR/debug/trawl-api" TRAWL_DATABASE_URL="postgres://trawl@127.0.0.1:21432/trawl" \
   npm run e2e --silent)
+
+# A crash costs only the crashed service a restart: the supervisor starts it again, the data
+# stores and the other services keep running.
+kill -KILL "$(cat "$TRAWL_LOCAL_DIR/run/trawl-api.pid")"
+deadline=$((SECONDS + 60))
+# (grep reads a here-string: with pipefail, `status | grep -q` fails when grep stops reading early.)
+until grep -q '^trawl-api .*running.*restarted 1 times' <<<"$(hack/local/trawl-local status 2>/dev/null)" &&
+  curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; do
+  if [ $SECONDS -gt $deadline ] || ! kill -0 $up 2>/dev/null; then
+    log "trawl-api was not restarted after a crash; trawl-local said:"; cat "$output"
+    hack/local/trawl-local status || true
+    exit 1
+  fi
+  sleep 0.5
+done
+after=$(hack/local/trawl-local status)
+for service in postgresql rabbitmq trawl-parser trawl-sniffer; do
+  grep -q "^$service .*running" <<<"$after" || { log "$service stopped with trawl-api:"; echo "$after"; exit 1; }
+done
+log "a killed trawl-api was started again; the data stores and the other services kept running"
 
 stop
 trap 'rm -f "$output"' EXIT
