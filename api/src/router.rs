@@ -62,11 +62,51 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document, as `/api/openapi.json` serves it.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_routes().into_openapi()
+    with_common_responses(api_routes().into_openapi())
+}
+
+/// Every API route can answer 401 (a token is configured and missing or wrong), 500 and 503
+/// (the database is unavailable), with the common error body; documented once here instead of on
+/// each handler.
+fn with_common_responses(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+    let error = |description: &str| {
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                "application/json",
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name("ErrorBody")))
+                    .build(),
+            )
+            .build()
+    };
+    for item in document.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete]
+            .into_iter()
+            .flatten()
+        {
+            let responses = &mut operation.responses.responses;
+            for (status, description) in [
+                (
+                    "401",
+                    "A bearer token is required (when the API has a tokens file) or the one given is unknown",
+                ),
+                ("500", "An internal error; the API's log says more"),
+                ("503", "The database is unavailable; retry shortly"),
+            ] {
+                responses
+                    .entry(status.to_owned())
+                    .or_insert_with(|| error(description).into());
+            }
+        }
+    }
+    document
 }
 
 pub fn router(state: AppState, static_dir: &Path) -> Router {
     let (api, document) = api_routes().split_for_parts();
+    let document = with_common_responses(document);
     let docs_page = crate::docs::render(&document);
     let metrics = state.metrics.clone();
     let routes = Router::new()

@@ -166,3 +166,24 @@ async fn a_panicking_handler_costs_one_500_not_the_process() {
         "{text}"
     );
 }
+
+#[test]
+fn the_openapi_document_names_each_operation_once_and_every_answer() {
+    let document = serde_json::to_value(api::router::openapi()).unwrap();
+    let mut ids = std::collections::BTreeSet::new();
+    for (path, item) in document["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let id = operation["operationId"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{method} {path}: no operationId"));
+            assert!(ids.insert(id.to_owned()), "operationId {id} repeats");
+            for status in ["200", "401", "500", "503"] {
+                assert!(
+                    operation["responses"].get(status).is_some(),
+                    "{method} {path} does not document {status}"
+                );
+            }
+        }
+    }
+    assert_eq!(ids.len(), 8, "{ids:?}");
+}

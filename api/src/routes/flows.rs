@@ -93,7 +93,7 @@ const SELECT: &str = "SELECT session, flow_key, transport, l7, l7_name, \
     tcp_flags, '' AS packets_filter FROM flows WHERE true";
 
 /// Flows matching the filters (the time range selects flows active in it).
-#[utoipa::path(get, path = "/api/v1/flows", tag = "flows",
+#[utoipa::path(get, path = "/api/v1/flows", operation_id = "listFlows", tag = "flows",
     params(FilterParams, SortParams, PageParams),
     responses((status = 200, body = FlowPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(

@@ -51,12 +51,12 @@ pub const PACKET_COLUMNS: &str = "id, session, ts, node, interface, original_len
 pub struct PacketPage {
     /// Newest first.
     pub items: Vec<Packet>,
-    /// Pass as `cursor` for the next (older) page; absent on the last page.
+    /// Pass as `cursor` for the next (older) page; null on the last page.
     pub next_cursor: Option<String>,
 }
 
 /// Packets matching the filters, newest first.
-#[utoipa::path(get, path = "/api/v1/packets", tag = "packets",
+#[utoipa::path(get, path = "/api/v1/packets", operation_id = "listPackets", tag = "packets",
     params(FilterParams, PageParams),
     responses((status = 200, body = PacketPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(
@@ -102,7 +102,7 @@ pub struct PacketDetail {
 }
 
 /// One packet: its layers and stored bytes.
-#[utoipa::path(get, path = "/api/v1/packets/{id}", tag = "packets",
+#[utoipa::path(get, path = "/api/v1/packets/{id}", operation_id = "getPacket", tag = "packets",
     params(("id" = i64, Path, description = "Packet id")),
     responses((status = 200, body = PacketDetail), (status = 400, body = ErrorBody), (status = 403, body = ErrorBody),
         (status = 404, body = ErrorBody)))]

@@ -41,7 +41,7 @@ fn push_record(out: &mut Vec<u8>, micros: i64, original_len: i32, data: &[u8]) {
 }
 
 /// The session's packets matching the filters, oldest first, as a pcap file (Wireshark, tshark).
-#[utoipa::path(get, path = "/api/v1/sessions/{namespace}/{name}/pcap", tag = "sessions",
+#[utoipa::path(get, path = "/api/v1/sessions/{namespace}/{name}/pcap", operation_id = "exportPcap", tag = "sessions",
     params(("namespace" = String, Path), ("name" = String, Path), FilterParams),
     responses((status = 200, content_type = "application/vnd.tcpdump.pcap", body = Vec<u8>),
         (status = 400, body = ErrorBody), (status = 403, body = ErrorBody), (status = 404, body = ErrorBody)))]

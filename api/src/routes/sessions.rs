@@ -112,7 +112,7 @@ async fn view(state: &AppState, row: Row) -> Result<Session, ApiError> {
 }
 
 /// Every session the operator has mirrored, deleted ones included (until their data expires).
-#[utoipa::path(get, path = "/api/v1/sessions", tag = "sessions",
+#[utoipa::path(get, path = "/api/v1/sessions", operation_id = "listSessions", tag = "sessions",
     responses((status = 200, body = SessionList), (status = 401, body = ErrorBody)))]
 pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<Json<SessionList>, ApiError> {
     let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(SELECT);
@@ -126,7 +126,7 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<Json
 }
 
 /// One session.
-#[utoipa::path(get, path = "/api/v1/sessions/{namespace}/{name}", tag = "sessions",
+#[utoipa::path(get, path = "/api/v1/sessions/{namespace}/{name}", operation_id = "getSession", tag = "sessions",
     params(("namespace" = String, Path), ("name" = String, Path)),
     responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
 pub async fn get(

@@ -59,7 +59,7 @@ const TOP: i64 = 10;
 const MAX_BUCKET_SECONDS: i64 = 366 * 86_400;
 
 /// Statistics of the packets matching the filters; the range defaults to the last hour.
-#[utoipa::path(get, path = "/api/v1/stats", tag = "stats",
+#[utoipa::path(get, path = "/api/v1/stats", operation_id = "getStats", tag = "stats",
     params(FilterParams, BucketParams),
     responses((status = 200, body = Stats), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(

@@ -38,7 +38,7 @@ pub struct ResumeParams {
 
 /// Packets stored from now on (or after `Last-Event-ID`) that match the filters, as `packet`
 /// events whose id is the packet id. `session` is required.
-#[utoipa::path(get, path = "/api/v1/stream", tag = "packets",
+#[utoipa::path(get, path = "/api/v1/stream", operation_id = "streamPackets", tag = "packets",
     params(FilterParams, ResumeParams),
     responses((status = 200, content_type = "text/event-stream", description = "`packet` events with a Packet as data"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
