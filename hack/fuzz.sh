@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Builds the dissector's fuzz target with libFuzzer and coverage instrumentation, and runs it.
+# Builds the parser's fuzz targets (the dissector, the batch decoder) with libFuzzer and coverage
+# instrumentation, and runs each for the given time.
 # Uses the stable toolchain: the instrumentation flags cargo-fuzz passes are stable; only its
 # sanitizers need nightly, and the dissector has no unsafe code for them to check.
-# Usage: hack/fuzz.sh [seconds, default 30]   (crashes land in parser/fuzz/artifacts/)
+# Usage: hack/fuzz.sh [seconds per target, default 30]   (crashes land in parser/fuzz/artifacts/)
 set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 seconds=${1:-30}
@@ -13,6 +14,9 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 # An explicit --target keeps RUSTFLAGS (the instrumentation) off build scripts, as cargo-fuzz does.
 target=$(rustc -vV | awk '/^host:/ {print $2}')
 cargo build --release -q --target "$target" --manifest-path "$root/parser/fuzz/Cargo.toml"
-mkdir -p "$root/parser/fuzz/corpus/dissect" "$root/parser/fuzz/artifacts/dissect"
-"$CARGO_TARGET_DIR/$target/release/dissect" -max_total_time="$seconds" -max_len=2048 \
-  -artifact_prefix="$root/parser/fuzz/artifacts/dissect/" "$root/parser/fuzz/corpus/dissect" 2>&1 | tail -n 3
+for target_name in dissect wire_decode; do
+  mkdir -p "$root/parser/fuzz/corpus/$target_name" "$root/parser/fuzz/artifacts/$target_name"
+  echo "fuzz: $target_name" >&2
+  "$CARGO_TARGET_DIR/$target/release/$target_name" -max_total_time="$seconds" -max_len=4096 \
+    -artifact_prefix="$root/parser/fuzz/artifacts/$target_name/" "$root/parser/fuzz/corpus/$target_name" 2>&1 | tail -n 3
+done
