@@ -34,7 +34,9 @@ assets=${TRAWL_CONTROL_PLANE_ASSETS:-$("$here/build.sh")}
 node_ip=$subnet.1 bridge=trawl-cni0
 mkdir -p "$dir/logs"
 dir=$(cd "$dir" && pwd)
-log() { echo "node: $*" >&2; }
+role=node
+# shellcheck source=processes.sh
+source "$here/processes.sh"
 sock=$dir/containerd.sock
 ctr() { command ctr --address "$sock" -n k8s.io "$@"; }
 
@@ -48,7 +50,6 @@ if [ ${#need[@]} -gt 0 ]; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
 fi
 
-pids=()
 cleanup() {
   trap - EXIT INT TERM
   local i pid
@@ -92,29 +93,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM
-start() {
-  local name=$1; shift
-  "$@" >"$dir/logs/$name.log" 2>&1 &
-  pids+=($!)
-}
-fail() {
-  log "$1; last lines of the logs in $dir/logs:"
-  tail -n 20 "$dir"/logs/*.log >&2 || true
-  exit 1
-}
-check_alive() {
-  local pid
-  for pid in "${pids[@]}"; do kill -0 "$pid" 2>/dev/null || fail "a node process (pid $pid) exited"; done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
-wait_for() {
-  local deadline=$((SECONDS + $1)) what=$2; shift 2
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"
-    check_alive
-    sleep 0.2
-  done
-}
 
 # The bridge exists before any pod, so the node's address is there for the kubelet to serve on.
 ip link show "$bridge" >/dev/null 2>&1 || ip link add "$bridge" type bridge
@@ -214,9 +192,4 @@ wait_for 120 "node $name to be Ready" kubectl wait --for=condition=Ready "node/$
 
 touch "$dir/ready"
 log "node $name ready at $node_ip in ${SECONDS}s"
-while :; do
-  if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then exit 0; fi
-  check_alive
-  sleep 1 &
-  wait $! || true
-done
+watch_until_owner_exits

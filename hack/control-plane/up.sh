@@ -33,9 +33,10 @@ node_ip=10.244.0.1
 assets=${TRAWL_CONTROL_PLANE_ASSETS:-$("$here/build.sh")}
 [ -n "$dir" ] || dir=$(mktemp -d "${TMPDIR:-/tmp}/trawl-control-plane.XXXXXX")
 mkdir -p "$dir/logs" "$dir/pki"
-log() { echo "control-plane: $*" >&2; }
+role=control-plane
+# shellcheck source=processes.sh
+source "$here/processes.sh"
 
-pids=()
 cleanup() {
   trap - EXIT INT TERM
   # Stop in reverse start order (kwok and controllers before the API server, etcd last), each
@@ -53,31 +54,6 @@ cleanup() {
 }
 trap cleanup EXIT
 trap 'exit 0' INT TERM
-start() { # name args...: runs a component in the background, logging to logs/name.log
-  local name=$1; shift
-  "$assets/$name" "$@" >"$dir/logs/$name.log" 2>&1 &
-  pids+=($!)
-}
-check_alive() {
-  local pid
-  for pid in "${pids[@]}"; do
-    kill -0 "$pid" 2>/dev/null || fail "a control-plane process (pid $pid) exited"
-  done
-}
-fail() {
-  log "$1; last lines of the logs in $dir/logs:"
-  tail -n 15 "$dir"/logs/*.log >&2 || true
-  exit 1
-}
-wait_for() { # seconds description command...
-  local deadline=$((SECONDS + $1)) what=$2; shift 2
-  until "$@" >/dev/null 2>&1; do
-    [ $SECONDS -lt $deadline ] || fail "timed out waiting for $what"
-    check_alive
-    sleep 0.2
-  done
-}
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }
 
 # Certificates: one CA signs the serving certificate and the admin's client certificate.
 pki=$dir/pki
@@ -97,7 +73,7 @@ pki=$dir/pki
 ) >"$dir/logs/pki.log" 2>&1 || fail "certificate generation failed"
 
 etcd_client=$(free_port) etcd_peer=$(free_port) api_port=$(free_port)
-start etcd --name trawl --data-dir "$dir/etcd" \
+start etcd "$assets/etcd" --name trawl --data-dir "$dir/etcd" \
   --listen-client-urls "http://127.0.0.1:$etcd_client" --advertise-client-urls "http://127.0.0.1:$etcd_client" \
   --listen-peer-urls "http://127.0.0.1:$etcd_peer" --initial-advertise-peer-urls "http://127.0.0.1:$etcd_peer" \
   --initial-cluster "trawl=http://127.0.0.1:$etcd_peer" --unsafe-no-fsync --log-level warn
@@ -112,7 +88,7 @@ if [ $real_node = 1 ]; then
 else
   network=(--bind-address 127.0.0.1 --advertise-address 127.0.0.1 --endpoint-reconciler-type none)
 fi
-start kube-apiserver --etcd-servers "http://127.0.0.1:$etcd_client" \
+start kube-apiserver "$assets/kube-apiserver" --etcd-servers "http://127.0.0.1:$etcd_client" \
   "${network[@]}" --secure-port "$api_port" \
   --tls-cert-file "$pki/apiserver.crt" --tls-private-key-file "$pki/apiserver.key" \
   --client-ca-file "$pki/ca.crt" --authorization-mode RBAC \
@@ -143,13 +119,13 @@ EOF
 kubectl() { "$assets/kubectl" --kubeconfig "$kubeconfig" "$@"; }
 wait_for 60 "kube-apiserver /readyz" kubectl get --raw /readyz
 
-start kube-controller-manager --kubeconfig "$kubeconfig" --leader-elect=false \
+start kube-controller-manager "$assets/kube-controller-manager" --kubeconfig "$kubeconfig" --leader-elect=false \
   --bind-address 127.0.0.1 --secure-port "$(free_port)" \
   --root-ca-file "$pki/ca.crt" --service-account-private-key-file "$pki/sa.key" \
   --controllers '*' --concurrent-gc-syncs 5
-start kube-scheduler --kubeconfig "$kubeconfig" --leader-elect=false \
+start kube-scheduler "$assets/kube-scheduler" --kubeconfig "$kubeconfig" --leader-elect=false \
   --bind-address 127.0.0.1 --secure-port "$(free_port)"
-start kwok --kubeconfig "$kubeconfig" \
+start kwok "$assets/kwok" --kubeconfig "$kubeconfig" \
   --manage-all-nodes=false --manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake \
   --node-ip 10.0.0.1 --cidr 10.0.0.1/24 --node-lease-duration-seconds 40 \
   --server-address "127.0.0.1:$(free_port)"
@@ -198,9 +174,4 @@ echo "$kubeconfig" >"$dir/ready"
 log "ready in ${SECONDS}s; logs in $dir/logs"
 echo "export KUBECONFIG=$kubeconfig"
 
-while :; do
-  if [ -n "$owner" ] && ! kill -0 "$owner" 2>/dev/null; then exit 0; fi
-  check_alive
-  sleep 1 &
-  wait $! || true
-done
+watch_until_owner_exits

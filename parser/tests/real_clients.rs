@@ -54,16 +54,6 @@ fn in_namespace(network: &TestNetwork, program: &str) -> Command {
     command
 }
 
-fn tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
-    let mut out = frame[..12].to_vec();
-    for (tpid, tci) in tags {
-        out.extend_from_slice(&tpid.to_be_bytes());
-        out.extend_from_slice(&tci.to_be_bytes());
-    }
-    out.extend_from_slice(&frame[12..]);
-    out
-}
-
 #[tokio::test]
 async fn names_from_real_clients_agree_with_tshark() {
     let network = TestNetwork::create();
@@ -162,8 +152,8 @@ async fn names_from_real_clients_agree_with_tshark() {
     );
     network.send_frames(
         &[
-            tagged(&vlan_query, &[(0x8100, 100)]),
-            tagged(&vlan_query, &[(0x88a8, 200), (0x8100, 300)]),
+            frames::with_vlan_tags(&vlan_query, &[(0x8100, 100)]),
+            frames::with_vlan_tags(&vlan_query, &[(0x88a8, 200), (0x8100, 300)]),
         ],
         100,
     );

@@ -567,17 +567,6 @@ async fn a_full_queue_is_counted_as_queue_full_drops() {
     rig.stop();
 }
 
-/// `frame` with VLAN tags (TPID, TCI pairs, outermost first) after its MAC addresses.
-fn tagged(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
-    let mut out = frame[..12].to_vec();
-    for (tpid, tci) in tags {
-        out.extend_from_slice(&tpid.to_be_bytes());
-        out.extend_from_slice(&tci.to_be_bytes());
-    }
-    out.extend_from_slice(&frame[12..]);
-    out
-}
-
 #[tokio::test]
 async fn vlan_tagged_frames_are_stored_as_they_were_on_the_wire() {
     // The receiving kernel moves a frame's outer tag into the ring's metadata; the sniffer puts
@@ -586,10 +575,10 @@ async fn vlan_tagged_frames_are_stored_as_they_were_on_the_wire() {
     let (from, to) = (rig.network.inner_mac, rig.network.host_mac);
     let plain = |i: usize| frames::udp(from, to, 5555, format!("vlan:{i}").as_bytes());
     let sent = vec![
-        tagged(&plain(0), &[(0x8100, 100)]),
-        tagged(&plain(1), &[(0x88a8, 200), (0x8100, 300)]),
-        tagged(&plain(2), &[(0x8100, (5 << 13) | 42)]),
-        tagged(&plain(3), &[(0x8100, 0)]),
+        frames::with_vlan_tags(&plain(0), &[(0x8100, 100)]),
+        frames::with_vlan_tags(&plain(1), &[(0x88a8, 200), (0x8100, 300)]),
+        frames::with_vlan_tags(&plain(2), &[(0x8100, (5 << 13) | 42)]),
+        frames::with_vlan_tags(&plain(3), &[(0x8100, 0)]),
         plain(4),
     ];
     rig.network.send_frames(&sent, 1_000);

@@ -137,3 +137,15 @@ pub fn tls_client_hello(sni: &str) -> Vec<u8> {
     record.extend_from_slice(&handshake);
     record
 }
+
+/// `frame` (an Ethernet frame) with VLAN tags inserted after its MAC addresses: (TPID, TCI)
+/// pairs, outermost first, e.g. `[(0x88a8, 200), (0x8100, 300)]` for QinQ.
+pub fn with_vlan_tags(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {
+    let mut out = frame[..12].to_vec();
+    for (tpid, tci) in tags {
+        out.extend_from_slice(&tpid.to_be_bytes());
+        out.extend_from_slice(&tci.to_be_bytes());
+    }
+    out.extend_from_slice(&frame[12..]);
+    out
+}
