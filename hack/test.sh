@@ -9,6 +9,9 @@ root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 export TRAWL_CACHE=${TRAWL_CACHE:-$HOME/.cache/trawl}
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TRAWL_CACHE/target}
+# Incremental state only pays off for edit-compile loops; in a test run it grows the cache by
+# gigabytes per change while saving little.
+export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}
 step() { echo "== $*" >&2; }
 
 step "dependencies"; bash hack/deps.sh

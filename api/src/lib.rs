@@ -2,7 +2,7 @@
 //!
 //! [`state`] holds what handlers share; [`routes`] the handlers, each annotated with its OpenAPI
 //! operation; [`filter`] turns query parameters and the `q` expression into SQL; [`auth`] the
-//! bearer tokens and the audit log.
+//! bearer tokens and the audit log; [`segments`] reads packets' kept bytes back.
 
 pub mod auth;
 pub mod config;
@@ -14,4 +14,5 @@ pub mod input;
 pub mod metrics;
 pub mod router;
 pub mod routes;
+pub mod segments;
 pub mod state;

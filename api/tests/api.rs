@@ -277,12 +277,17 @@ async fn packets_are_filtered_paged_and_detailed() {
         .iter()
         .filter_map(|l| l["name"].as_str().or(l["layer"].as_str()))
         .collect();
-    assert!(!detail["layers"].as_array().unwrap().is_empty(), "{detail}");
-    assert!(
-        detail["layers"].to_string().contains("dns"),
-        "the DNS layer is there: {layers:?}"
+    // Layers are dissected on read from the kept bytes: this session keeps headers only, so the
+    // tree ends at UDP while the row still says what the payload was at capture.
+    assert_eq!(layers[..3], ["ethernet", "ipv4", "udp"], "{detail}");
+    assert_eq!(detail["l7"], "dns");
+    assert_eq!(
+        detail["data_hex"].as_str().unwrap().len(),
+        2 * (14 + 20 + 8),
+        "headers as hex"
     );
-    assert!(detail["data_hex"].as_str().unwrap().len() >= 2 * 42, "headers as hex");
+    let (status, body) = rig.get(&format!("/api/v1/packets/{}", (1i64 << 40) + 3));
+    assert_eq!(status, 404, "an id whose segment does not exist: {body}");
 }
 
 #[tokio::test]

@@ -315,11 +315,13 @@ impl Pipeline {
                 }
             }
         }
-        let (stored, distinct): (i64, i64) =
-            sqlx::query_as("SELECT count(*), count(DISTINCT (boot_id, seq)) FROM packets WHERE session = $1")
-                .bind(&self.session)
-                .fetch_one(&pool)
-                .await?;
+        let (stored, distinct): (i64, i64) = sqlx::query_as(
+            "SELECT count(*), count(DISTINCT (b.boot_id, p.seq)) FROM packets p \
+                 JOIN batches b ON b.segment = p.id >> 20 WHERE p.session = $1",
+        )
+        .bind(&self.session)
+        .fetch_one(&pool)
+        .await?;
         pool.close().await;
         Ok(Accounting {
             offered: self.offered,

@@ -97,6 +97,19 @@ impl Consumer {
                 return delivery.reject(BasicRejectOptions { requeue: false }).await.map(|_| ());
             }
         };
+        if batch.packet_count > crate::store::MAX_SEGMENT_PACKETS {
+            tracing::warn!(
+                packets = batch.packet_count,
+                "batch holds more packets than a segment can; dead-lettering it"
+            );
+            self.metrics
+                .dead_lettered
+                .get_or_create(&ReasonLabel {
+                    reason: "too_many_packets",
+                })
+                .inc();
+            return delivery.reject(BasicRejectOptions { requeue: false }).await.map(|_| ());
+        }
         self.metrics.batches_consumed.inc();
         self.metrics.packets_consumed.inc_by(u64::from(batch.packet_count));
         // A database outage is waited out, not dropped: the batch stays unacked until it is stored.

@@ -1,4 +1,4 @@
-//! PostgreSQL's binary COPY format for the `packets` table.
+//! PostgreSQL's binary COPY format, for the `packets` table's rows.
 //!
 //! Hand-written: sqlx streams raw COPY data but has no encoder for it, and the format is small
 //! (a header, then per row a field count and length-prefixed fields in each type's binary form).
@@ -55,10 +55,6 @@ impl CopyWriter {
         }
     }
 
-    pub fn bytea(&mut self, value: &[u8]) {
-        self.field(value);
-    }
-
     pub fn bool(&mut self, value: bool) {
         self.field(&[u8::from(value)]);
     }
@@ -101,13 +97,6 @@ impl CopyWriter {
             }
             None => self.null(),
         }
-    }
-
-    pub fn jsonb(&mut self, json: &str) {
-        let mut bytes = Vec::with_capacity(json.len() + 1);
-        bytes.push(1); // jsonb binary format version
-        bytes.extend_from_slice(json.as_bytes());
-        self.field(&bytes);
     }
 
     /// The complete COPY data, with its trailer.

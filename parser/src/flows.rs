@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 
-use crate::dissect::Dissection;
+use dissect::Dissection;
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct FlowKey {

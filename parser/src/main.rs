@@ -4,10 +4,10 @@
 mod config;
 mod consumer;
 mod copy;
-mod dissect;
 mod flows;
 mod health;
 mod metrics;
+mod packet_rows;
 mod store;
 
 use std::sync::Arc;

@@ -1,6 +1,7 @@
-//! Writes a dissected batch to PostgreSQL in one transaction: the batch id, its packets (binary
-//! COPY), the flows it touches and its sniffer's counters. The batch id row makes a redelivered
-//! batch a no-op, so each batch takes effect exactly once.
+//! Writes a dissected batch to PostgreSQL in one transaction: the batch id, the batch's frames as
+//! one segment, a narrow index row per packet (binary COPY), the flows it touches and its
+//! sniffer's counters. The batch id row makes a redelivered batch a no-op, so each batch takes
+//! effect exactly once.
 
 use std::collections::HashSet;
 use std::sync::Mutex;
@@ -8,11 +9,13 @@ use std::sync::Mutex;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
-use crate::copy::CopyWriter;
-use crate::dissect::{self, Dissection};
 use crate::flows::FlowTable;
+use crate::packet_rows::{self, PacketRows};
 
 pub use database::MIGRATOR;
+
+/// The most packets one segment (one batch) may hold: a packet id is `segment << 20 | position`.
+pub const MAX_SEGMENT_PACKETS: u32 = 1 << packet_rows::POSITION_BITS;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -42,10 +45,10 @@ pub struct Store {
     partitions: Mutex<HashSet<i64>>,
 }
 
-const COPY_PACKETS: &str = "COPY packets (session, ts, boot_id, seq, node, interface, original_len, captured_len, src, dst, \
-    src_port, dst_port, ip_protocol, transport, l7, l7_guessed, l7_name, tcp_flags, vlan, fragment, malformed, \
-    layers, data, payload_kept) FROM STDIN (FORMAT binary)";
-const PACKET_FIELDS: i16 = 24;
+/// Tables partitioned by day.
+const PARTITIONED: [&str; 2] = ["packets", "segments"];
+
+const NANOS_PER_DAY: u64 = 86_400_000_000_000;
 
 impl Store {
     /// Connects and applies the migrations (sqlx holds an advisory lock while it does, so parsers
@@ -70,10 +73,13 @@ impl Store {
                 .collect()
         };
         for day in missing {
-            sqlx::query("SELECT trawl_ensure_packet_partition(DATE '1970-01-01' + $1::integer)")
-                .bind(day as i32)
-                .execute(&self.pool)
-                .await?;
+            for parent in PARTITIONED {
+                sqlx::query("SELECT trawl_ensure_partition($1, DATE '1970-01-01' + $2::integer)")
+                    .bind(parent)
+                    .bind(day as i32)
+                    .execute(&self.pool)
+                    .await?;
+            }
             self.partitions.lock().expect("not poisoned").insert(day);
         }
         Ok(())
@@ -97,17 +103,18 @@ impl Store {
             .execute(&self.pool)
             .await?
             .rows_affected();
-        sqlx::query("DELETE FROM flows WHERE session = $1 AND last_seen < now() - make_interval(secs => $2)")
-            .bind(session)
-            .bind(seconds)
-            .execute(&self.pool)
-            .await?;
-        sqlx::query("DELETE FROM batches WHERE session = $1 AND stored_at < now() - make_interval(secs => $2)")
-            .bind(session)
-            .bind(seconds)
-            .execute(&self.pool)
-            .await?;
-        let dropped: Vec<String> = sqlx::query_scalar("SELECT trawl_drop_expired_packet_partitions()")
+        for statement in [
+            "DELETE FROM segments WHERE session = $1 AND last_ts < now() - make_interval(secs => $2)",
+            "DELETE FROM flows WHERE session = $1 AND last_seen < now() - make_interval(secs => $2)",
+            "DELETE FROM batches WHERE session = $1 AND stored_at < now() - make_interval(secs => $2)",
+        ] {
+            sqlx::query(statement)
+                .bind(session)
+                .bind(seconds)
+                .execute(&self.pool)
+                .await?;
+        }
+        let dropped: Vec<String> = sqlx::query_scalar("SELECT trawl_drop_expired_partitions()")
             .fetch_all(&self.pool)
             .await?;
         if !dropped.is_empty() {
@@ -124,34 +131,20 @@ impl Store {
         store_payload: bool,
     ) -> Result<(Stored, BatchReport), StoreError> {
         let mut report = BatchReport::default();
-        let mut copy = CopyWriter::new(PACKET_FIELDS);
         let mut flows = FlowTable::default();
-        let boot_id = hex(&batch.boot_id);
+        let mut rows = PacketRows::new(batch, store_payload);
         let mut days = HashSet::new();
         for packet in batch.packets() {
-            let dissection = dissect::dissect(packet.data);
+            let dissection = dissect::summarize(packet.data);
             if let Some(kind) = dissection.malformed {
                 report.malformed.push(kind.as_str());
             }
             flows.add(&dissection, packet.ts_ns, packet.original_len);
-            days.insert((packet.ts_ns / 86_400_000_000_000) as i64);
-            let interface = batch
-                .interfaces
-                .get(usize::from(packet.interface))
-                .copied()
-                .unwrap_or("");
-            write_packet(
-                &mut copy,
-                batch,
-                &boot_id,
-                interface,
-                &packet,
-                &dissection,
-                store_payload,
-            );
+            days.insert((packet.ts_ns / NANOS_PER_DAY) as i64);
+            rows.push(&packet, dissection);
         }
         self.ensure_partitions(days).await?;
-        let written = self.write(batch, &boot_id, copy, &flows).await;
+        let written = self.write(batch, rows, &flows).await;
         if written.is_err() {
             // Another parser's retention run may have dropped a partition this one believes in.
             self.partitions.lock().expect("not poisoned").clear();
@@ -162,33 +155,49 @@ impl Store {
     async fn write(
         &self,
         batch: &wire::Batch<'_>,
-        boot_id: &str,
-        copy: CopyWriter,
+        rows: PacketRows<'_, '_>,
         flows: &FlowTable,
     ) -> Result<Stored, StoreError> {
+        let boot_id = hex(&batch.boot_id);
         let mut tx = self.pool.begin().await?;
-        let inserted = sqlx::query(
+        let segment: Option<i64> = sqlx::query_scalar(
             "INSERT INTO batches (batch_id, session, node, boot_id, batch_seq, packets, final) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (batch_id) DO NOTHING",
+             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (batch_id) DO NOTHING RETURNING segment",
         )
         .bind(batch.id())
         .bind(batch.session)
         .bind(batch.node)
-        .bind(boot_id)
+        .bind(&boot_id)
         .bind(batch.batch_seq as i64)
         .bind(batch.packet_count as i32)
         .bind(batch.is_final())
-        .execute(&mut *tx)
-        .await?
-        .rows_affected();
-        if inserted == 0 {
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(segment) = segment else {
             tx.rollback().await?;
             return Ok(Stored::Duplicate);
-        }
+        };
         if batch.packet_count > 0 {
-            let mut sink = tx.copy_in_raw(COPY_PACKETS).await?;
-            sink.send(copy.finish()).await?;
+            let (copy, kept) = rows.finish(segment);
+            let mut sink = tx.copy_in_raw(packet_rows::COPY).await?;
+            sink.send(copy).await?;
             sink.finish().await?;
+            sqlx::query(
+                "INSERT INTO segments (id, session, node, interfaces, first_ts, last_ts, packets, payload_kept, records) \
+                 VALUES ($1, $2, $3, $4, 'epoch'::timestamptz + $5 * interval '1 microsecond', \
+                   'epoch'::timestamptz + $6 * interval '1 microsecond', $7, $8, $9)",
+            )
+            .bind(segment)
+            .bind(batch.session)
+            .bind(batch.node)
+            .bind(&batch.interfaces)
+            .bind((kept.first_ns / 1_000) as i64)
+            .bind((kept.last_ns / 1_000) as i64)
+            .bind(batch.packet_count as i32)
+            .bind(kept.payload_kept)
+            .bind(kept.records)
+            .execute(&mut *tx)
+            .await?;
         }
         upsert_flows(&mut tx, batch.session, flows).await?;
         let drops: serde_json::Map<String, serde_json::Value> = batch
@@ -205,7 +214,7 @@ impl Store {
                kernel_drops = EXCLUDED.kernel_drops, drops = EXCLUDED.drops, final = EXCLUDED.final, updated_at = now() \
              WHERE sniffer_counters.batch_seq < EXCLUDED.batch_seq",
         )
-        .bind(boot_id)
+        .bind(&boot_id)
         .bind(batch.session)
         .bind(batch.node)
         .bind(batch.batch_seq as i64)
@@ -220,47 +229,6 @@ impl Store {
             packets: batch.packet_count as usize,
         })
     }
-}
-
-fn write_packet(
-    copy: &mut CopyWriter,
-    batch: &wire::Batch<'_>,
-    boot_id: &str,
-    interface: &str,
-    packet: &wire::PacketRecord<'_>,
-    d: &Dissection,
-    store_payload: bool,
-) {
-    copy.row();
-    copy.text(batch.session);
-    copy.timestamptz_from_unix_nanos(packet.ts_ns);
-    copy.text(boot_id);
-    copy.int8(packet.seq as i64);
-    copy.text(batch.node);
-    copy.text(interface);
-    copy.int4(Some(packet.original_len as i32));
-    copy.int4(Some(packet.data.len() as i32));
-    copy.inet(d.src);
-    copy.inet(d.dst);
-    copy.int4(d.src_port.map(i32::from));
-    copy.int4(d.dst_port.map(i32::from));
-    copy.int2(d.ip_protocol.map(i16::from));
-    copy.opt_text(d.transport.as_deref());
-    copy.opt_text(d.l7.as_ref().map(|l7| l7.name()));
-    copy.bool(d.l7.as_ref().is_some_and(|l7| l7.is_guess()));
-    copy.opt_text(d.l7.as_ref().and_then(|l7| l7.main_name()));
-    copy.int2(d.tcp_flags.map(i16::from));
-    copy.int4(d.vlan.map(i32::from));
-    copy.bool(d.fragment);
-    copy.opt_text(d.malformed.map(|m| m.as_str()));
-    copy.jsonb(&serde_json::to_string(&d.layers).expect("layers serialise"));
-    let kept = if store_payload {
-        packet.data
-    } else {
-        &packet.data[..d.headers_len.min(packet.data.len())]
-    };
-    copy.bytea(kept);
-    copy.bool(store_payload);
 }
 
 async fn upsert_flows(tx: &mut sqlx::PgConnection, session: &str, flows: &FlowTable) -> Result<(), sqlx::Error> {

@@ -131,6 +131,10 @@ fn l7_batch(origin: &Origin, batch_seq: u64, first_seq: u64, packets: u64, flags
     batches::l7_batch_at(batches::now_nanos(), origin, batch_seq, first_seq, packets, flags)
 }
 
+/// Packets stored under distinct (sniffer process, packet sequence) pairs: a duplicate would count once.
+const DISTINCT_PACKETS: &str =
+    "SELECT count(DISTINCT (b.boot_id, p.seq)) FROM packets p JOIN batches b ON b.segment = p.id >> 20";
+
 #[tokio::test]
 async fn batches_are_stored_once_and_foreign_messages_dead_lettered() {
     let mut rig = Rig::new().await;
@@ -167,10 +171,7 @@ async fn batches_are_stored_once_and_foreign_messages_dead_lettered() {
     rig.wait_metric("trawl_parser_redeliveries_skipped_total", 1).await;
 
     assert_eq!(rig.count("SELECT count(*) FROM packets").await, 30);
-    assert_eq!(
-        rig.count("SELECT count(DISTINCT (boot_id, seq)) FROM packets").await,
-        30
-    );
+    assert_eq!(rig.count(DISTINCT_PACKETS).await, 30);
     assert_eq!(rig.count("SELECT count(*) FROM batches").await, 3);
     assert_eq!(
         rig.count("SELECT count(*) FROM packets WHERE l7 = 'dns' AND l7_name LIKE 'q%.example.org'")
@@ -187,11 +188,12 @@ async fn batches_are_stored_once_and_foreign_messages_dead_lettered() {
             .await,
         10
     );
-    // Headers only (storePayload is off): nothing past the transport header is kept.
+    // Headers only (storePayload is off): nothing past the transport header is kept, and one
+    // segment per batch holds the records (26-byte record headers plus at most 54 bytes each).
     assert_eq!(
-        rig.count("SELECT count(*) FROM packets WHERE octet_length(data) > 14 + 20 + 20")
+        rig.count("SELECT count(*) FROM segments WHERE NOT payload_kept AND octet_length(records) <= packets * (26 + 14 + 20 + 20)")
             .await,
-        0
+        3
     );
     // Three flows (DNS, HTTP, TLS), each with every one of its packets counted once.
     assert_eq!(rig.count("SELECT count(*) FROM flows").await, 3);
@@ -256,10 +258,7 @@ async fn a_parser_killed_mid_stream_loses_and_duplicates_nothing() {
         rig.count("SELECT count(*) FROM packets").await,
         (batches * per_batch) as i64
     );
-    assert_eq!(
-        rig.count("SELECT count(DISTINCT (boot_id, seq)) FROM packets").await,
-        (batches * per_batch) as i64
-    );
+    assert_eq!(rig.count(DISTINCT_PACKETS).await, (batches * per_batch) as i64);
 }
 
 #[tokio::test]
@@ -278,14 +277,14 @@ async fn data_past_retention_is_removed_with_its_partition() {
     .await;
     rig.publish_batch(&origin.batch_id(1), &l7_batch(&origin, 1, 9, 6, FLAG_FINAL))
         .await;
-    let old_partition = format!("packets_{}", day_name(three_days_ago));
+    let old_day = day_name(three_days_ago);
     rig.start_parser_with(&["--retention", "1h", "--retention-interval", "1s"]);
 
     rig.wait_metric("trawl_parser_rows_written_total", 15).await;
-    wait_until("the old partition to be dropped", DEADLINE, || async {
+    wait_until("the old partitions to be dropped", DEADLINE, || async {
         let gone = rig
             .count(&format!(
-                "SELECT count(*) FROM pg_class WHERE relname = '{old_partition}'"
+                "SELECT count(*) FROM pg_class WHERE relname IN ('packets_{old_day}', 'segments_{old_day}')"
             ))
             .await
             == 0;
@@ -296,6 +295,11 @@ async fn data_past_retention_is_removed_with_its_partition() {
         rig.count("SELECT count(*) FROM packets").await,
         6,
         "recent packets must stay"
+    );
+    assert_eq!(
+        rig.count("SELECT count(*) FROM segments").await,
+        1,
+        "the recent batch's segment must stay"
     );
 }
 

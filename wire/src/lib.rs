@@ -7,6 +7,8 @@
 
 use thiserror::Error;
 
+pub mod segment;
+
 pub const MAGIC: &[u8; 4] = b"TRWL";
 pub const VERSION: u16 = 1;
 /// AMQP `content_type` of a batch message.
@@ -101,13 +103,7 @@ impl BatchBuilder {
 
     /// Appends one packet; `data` is already cut to the snaplen.
     pub fn push(&mut self, seq: u64, ts_ns: u64, interface: u16, original_len: u32, data: &[u8]) {
-        self.body.reserve(PACKET_HEADER_LEN + data.len());
-        self.body.extend_from_slice(&seq.to_le_bytes());
-        self.body.extend_from_slice(&ts_ns.to_le_bytes());
-        self.body.extend_from_slice(&interface.to_le_bytes());
-        self.body.extend_from_slice(&original_len.to_le_bytes());
-        self.body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-        self.body.extend_from_slice(data);
+        push_record(&mut self.body, seq, ts_ns, interface, original_len, data);
         self.packets += 1;
     }
 
@@ -139,6 +135,17 @@ impl BatchBuilder {
         self.interfaces.clear();
         out
     }
+}
+
+/// Appends one packet record (the layout of a batch's packets and of a stored segment).
+fn push_record(out: &mut Vec<u8>, seq: u64, ts_ns: u64, interface: u16, original_len: u32, data: &[u8]) {
+    out.reserve(PACKET_HEADER_LEN + data.len());
+    out.extend_from_slice(&seq.to_le_bytes());
+    out.extend_from_slice(&ts_ns.to_le_bytes());
+    out.extend_from_slice(&interface.to_le_bytes());
+    out.extend_from_slice(&original_len.to_le_bytes());
+    out.extend_from_slice(&(data.len() as u32).to_le_bytes());
+    out.extend_from_slice(data);
 }
 
 fn put_str(out: &mut Vec<u8>, value: &str) {

@@ -12,6 +12,7 @@ use crate::cursor;
 use crate::error::{ApiError, ErrorBody};
 use crate::filter::{FilterParams, PACKETS};
 use crate::routes::{PageParams, ensure_session_known};
+use crate::segments::{self, Segment};
 use crate::state::AppState;
 
 /// One packet, as the list shows it.
@@ -93,7 +94,9 @@ pub async fn list(
 pub struct PacketDetail {
     #[serde(flatten)]
     pub packet: Packet,
-    /// Layers outermost first, each with its fields.
+    /// Layers outermost first, each with its fields, dissected from the stored bytes (so a packet
+    /// stored without payload shows no application layer here; `l7` and `l7_name` still tell
+    /// what it was at capture).
     #[schema(value_type = Vec<Object>)]
     pub layers: serde_json::Value,
     /// The stored bytes as hex: headers only, or the whole frame when the payload is kept
@@ -114,21 +117,33 @@ pub async fn get(
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::bad("id", format!("{id:?} is not a packet id")))?;
-    let mut query = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {PACKET_COLUMNS}, layers, encode(data, 'hex') AS data_hex FROM packets WHERE id = "
-    ));
-    query.push_bind(id);
-    let row = query.build().fetch_optional(&state.pool).await?;
-    let row = row.ok_or_else(|| ApiError::NotFound(format!("packet {id} is not stored")))?;
-    use sqlx::{FromRow, Row};
-    let packet = Packet::from_row(&row)?;
+    let not_stored = || ApiError::NotFound(format!("packet {id} is not stored"));
+    let (segment_id, position) = segments::locate(id);
+    let segment = Segment::fetch(&state.pool, segment_id).await?.ok_or_else(not_stored)?;
+    // The segment's session and time range lead the lookup to one index entry in one partition.
+    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {PACKET_COLUMNS} FROM packets WHERE session = "));
+    query
+        .push_bind(&segment.session)
+        .push(" AND id = ")
+        .push_bind(id)
+        .push(" AND ts BETWEEN ")
+        .push_bind(segment.first_ts)
+        .push(" AND ")
+        .push_bind(segment.last_ts);
+    let packet: Packet = query
+        .build_query_as()
+        .fetch_optional(&state.pool)
+        .await?
+        .ok_or_else(not_stored)?;
+    let frame = segment.frame(position).ok_or_else(not_stored)?;
     if packet.payload_kept {
         caller.require(Scope::Payload)?;
         audit(&caller, "view-payload", &format!("packet {id} of {}", packet.session));
     }
+    let layers = serde_json::to_value(dissect::dissect(frame).layers).expect("layers serialise");
     Ok(Json(PacketDetail {
-        layers: row.try_get("layers")?,
-        data_hex: row.try_get("data_hex")?,
+        layers,
+        data_hex: frame.iter().map(|b| format!("{b:02x}")).collect(),
         packet,
     }))
 }

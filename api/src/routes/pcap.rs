@@ -1,17 +1,20 @@
-//! A session's packets as a pcap file, streamed straight from the database: rows are written as
-//! they arrive, through a small bounded channel, so an export of any size holds little memory.
+//! A session's packets as a pcap file, streamed straight from the database: records are written as
+//! they are read, through a small bounded channel, so an export of any size holds little memory.
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
+use std::collections::VecDeque;
+
 use futures::TryStreamExt;
 use sqlx::{Postgres, QueryBuilder};
 
 use crate::auth::{Caller, Scope, audit};
 use crate::error::{ApiError, ErrorBody};
-use crate::filter::{FilterParams, PACKETS};
+use crate::filter::{Filter, FilterParams, PACKETS};
 use crate::routes::ensure_session_known;
+use crate::segments::{self, Segment};
 use crate::state::AppState;
 
 /// pcap's link type for Ethernet frames.
@@ -19,6 +22,8 @@ const LINKTYPE_ETHERNET: u32 = 1;
 const SNAPLEN: u32 = 262_144;
 /// Rows are gathered into chunks of about this size before they are sent.
 const CHUNK: usize = 64 * 1024;
+/// Decoded segments kept while exporting: enough for the batches of several nodes interleaving.
+const SEGMENTS_KEPT: usize = 16;
 
 fn file_header() -> Vec<u8> {
     let mut out = Vec::with_capacity(24);
@@ -38,6 +43,50 @@ fn push_record(out: &mut Vec<u8>, micros: i64, original_len: i32, data: &[u8]) {
     out.extend_from_slice(&(data.len() as u32).to_le_bytes());
     out.extend_from_slice(&(original_len.max(data.len() as i32) as u32).to_le_bytes());
     out.extend_from_slice(data);
+}
+
+/// Streams the matching packets' records, oldest first: the index rows say which packets and in
+/// what order, their segments give the bytes (a few recent segments are kept decoded, since
+/// packets of one batch mostly follow each other). Returns early if the client goes away.
+async fn write_packets(
+    pool: &sqlx::PgPool,
+    filter: &Filter,
+    sender: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> Result<(), sqlx::Error> {
+    let mut query = QueryBuilder::<Postgres>::new(
+        "SELECT id, (extract(epoch FROM ts) * 1000000)::bigint, original_len FROM packets WHERE true",
+    );
+    filter.push_sql(&mut query, &PACKETS);
+    query.push(" ORDER BY ts, id");
+    let mut rows = query.build_query_as::<(i64, i64, i32)>().fetch(pool);
+    let mut segments: VecDeque<(i64, Segment)> = VecDeque::new();
+    let mut chunk = file_header();
+    while let Some((id, micros, original_len)) = rows.try_next().await? {
+        let (segment_id, position) = segments::locate(id);
+        if !segments.iter().any(|(id, _)| *id == segment_id) {
+            let Some(segment) = Segment::fetch(pool, segment_id).await? else {
+                continue; // expired between the two reads
+            };
+            if segments.len() == SEGMENTS_KEPT {
+                segments.pop_back();
+            }
+            segments.push_front((segment_id, segment));
+        }
+        let segment = &segments
+            .iter()
+            .find(|(id, _)| *id == segment_id)
+            .expect("just fetched")
+            .1;
+        let Some(data) = segment.frame(position) else {
+            continue;
+        };
+        push_record(&mut chunk, micros, original_len, data);
+        if chunk.len() >= CHUNK && sender.send(Ok(std::mem::take(&mut chunk).into())).await.is_err() {
+            return Ok(()); // the client went away
+        }
+    }
+    let _ = sender.send(Ok(chunk.into())).await;
+    Ok(())
 }
 
 /// The session's packets matching the filters, oldest first, as a pcap file (Wireshark, tshark).
@@ -65,30 +114,10 @@ pub async fn export(
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let pool = state.pool.clone();
     tokio::spawn(async move {
-        let mut query = QueryBuilder::<Postgres>::new(
-            "SELECT (extract(epoch FROM ts) * 1000000)::bigint, original_len, data FROM packets WHERE true",
-        );
-        filter.push_sql(&mut query, &PACKETS);
-        query.push(" ORDER BY ts, id");
-        let mut rows = query.build_query_as::<(i64, i32, Vec<u8>)>().fetch(&pool);
-        let mut chunk = file_header();
-        loop {
-            match rows.try_next().await {
-                Ok(Some((micros, original_len, data))) => {
-                    push_record(&mut chunk, micros, original_len, &data);
-                    if chunk.len() >= CHUNK && sender.send(Ok(std::mem::take(&mut chunk).into())).await.is_err() {
-                        return; // the client went away
-                    }
-                }
-                Ok(None) => break,
-                Err(error) => {
-                    tracing::error!(%error, "pcap export failed midway");
-                    let _ = sender.send(Err(std::io::Error::other(error))).await;
-                    return;
-                }
-            }
+        if let Err(error) = write_packets(&pool, &filter, &sender).await {
+            tracing::error!(%error, "pcap export failed midway");
+            let _ = sender.send(Err(std::io::Error::other(error))).await;
         }
-        let _ = sender.send(Ok(chunk.into())).await;
     });
     let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(receiver));
     let filename = format!("attachment; filename=\"{namespace}-{name}.pcap\"");

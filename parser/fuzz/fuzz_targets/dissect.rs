@@ -1,11 +1,6 @@
 //! Any byte string is a frame the dissector must survive: it may report the frame malformed, never panic.
 #![no_main]
 
-// The dissector's source, compiled here as it is in trawl-parser (it depends on nothing else of the parser).
-#[path = "../../src/dissect/mod.rs"]
-#[allow(dead_code)]
-mod dissect;
-
 libfuzzer_sys::fuzz_target!(|frame: &[u8]| {
     let dissection = dissect::dissect(frame);
     // The store keeps `frame[..headers_len]`: it must lie inside the frame.

@@ -45,6 +45,17 @@ pub struct Dissection {
     pub headers_len: usize,
     /// What could not be parsed, if anything.
     pub malformed: Option<Malformed>,
+    /// Whether `layers` is filled ([`dissect`]) or left empty ([`summarize`]).
+    #[serde(skip)]
+    with_layers: bool,
+}
+
+impl Dissection {
+    fn layer(&mut self, build: impl FnOnce() -> Layer) {
+        if self.with_layers {
+            self.layers.push(build());
+        }
+    }
 }
 
 /// Why a frame could not be dissected completely. Counted by kind in `/metrics`.
@@ -147,13 +158,29 @@ pub enum Layer {
     Application(L7),
 }
 
+/// Every layer with its fields, for a person to read (the API's detail view).
 pub fn dissect(frame: &[u8]) -> Dissection {
-    let mut d = Dissection::default();
+    walk(
+        frame,
+        Dissection {
+            with_layers: true,
+            ..Dissection::default()
+        },
+    )
+}
+
+/// What the index needs (addresses, ports, protocols, names, lengths) without building the layer
+/// tree: the parser's path at ingest, where the layers are not stored.
+pub fn summarize(frame: &[u8]) -> Dissection {
+    walk(frame, Dissection::default())
+}
+
+fn walk(frame: &[u8], mut d: Dissection) -> Dissection {
     let Some(ethernet) = EthernetPacket::new(frame) else {
         d.malformed = Some(Malformed::TruncatedEthernet);
         return d;
     };
-    d.layers.push(Layer::Ethernet {
+    d.layer(|| Layer::Ethernet {
         src: ethernet.get_source().to_string(),
         dst: ethernet.get_destination().to_string(),
         ethertype: ethernet.get_ethertype().0,
@@ -168,7 +195,7 @@ pub fn dissect(frame: &[u8]) -> Dissection {
             return d;
         };
         d.vlan.get_or_insert(vlan.get_vlan_identifier());
-        d.layers.push(Layer::Vlan {
+        d.layer(|| Layer::Vlan {
             id: vlan.get_vlan_identifier(),
             priority: vlan.get_priority_code_point().0,
             ethertype: vlan.get_ethertype().0,
@@ -187,7 +214,7 @@ pub fn dissect(frame: &[u8]) -> Dissection {
                 d.src = Some(IpAddr::V4(arp.get_sender_proto_addr()));
                 d.dst = Some(IpAddr::V4(arp.get_target_proto_addr()));
                 d.headers_len = offset + 28.min(payload.len());
-                d.layers.push(Layer::Arp {
+                d.layer(|| Layer::Arp {
                     operation: arp.get_operation().0,
                     sender_ip: arp.get_sender_proto_addr().to_string(),
                     target_ip: arp.get_target_proto_addr().to_string(),
@@ -220,7 +247,7 @@ fn ipv4(d: &mut Dissection, bytes: &[u8], offset: usize) {
     d.src = Some(IpAddr::V4(ip.get_source()));
     d.dst = Some(IpAddr::V4(ip.get_destination()));
     d.fragment = more_fragments || fragment_offset != 0;
-    d.layers.push(Layer::Ipv4 {
+    d.layer(|| Layer::Ipv4 {
         src: ip.get_source().to_string(),
         dst: ip.get_destination().to_string(),
         ttl: ip.get_ttl(),
@@ -290,7 +317,7 @@ fn ipv6(d: &mut Dissection, bytes: &[u8], offset: usize) {
         }
     }
     d.fragment = fragment;
-    d.layers.push(Layer::Ipv6 {
+    d.layer(|| Layer::Ipv6 {
         src: ip.get_source().to_string(),
         dst: ip.get_destination().to_string(),
         hop_limit: ip.get_hop_limit(),
@@ -325,7 +352,7 @@ fn transport(d: &mut Dissection, protocol: IpNextHeaderProtocol, bytes: &[u8], o
             d.dst_port = Some(tcp.get_destination());
             let flags = tcp.get_flags();
             d.tcp_flags = Some(flags);
-            d.layers.push(Layer::Tcp {
+            d.layer(|| Layer::Tcp {
                 src_port: tcp.get_source(),
                 dst_port: tcp.get_destination(),
                 seq: tcp.get_sequence(),
@@ -359,7 +386,7 @@ fn transport(d: &mut Dissection, protocol: IpNextHeaderProtocol, bytes: &[u8], o
             };
             d.src_port = Some(udp.get_source());
             d.dst_port = Some(udp.get_destination());
-            d.layers.push(Layer::Udp {
+            d.layer(|| Layer::Udp {
                 src_port: udp.get_source(),
                 dst_port: udp.get_destination(),
                 length: udp.get_length(),
@@ -377,7 +404,7 @@ fn transport(d: &mut Dissection, protocol: IpNextHeaderProtocol, bytes: &[u8], o
             d.transport = Some("icmp".into());
             match IcmpPacket::new(bytes) {
                 Some(icmp) => {
-                    d.layers.push(Layer::Icmp {
+                    d.layer(|| Layer::Icmp {
                         icmp_type: icmp.get_icmp_type().0,
                         code: icmp.get_icmp_code().0,
                     });
@@ -390,7 +417,7 @@ fn transport(d: &mut Dissection, protocol: IpNextHeaderProtocol, bytes: &[u8], o
             d.transport = Some("icmpv6".into());
             match Icmpv6Packet::new(bytes) {
                 Some(icmp) => {
-                    d.layers.push(Layer::Icmpv6 {
+                    d.layer(|| Layer::Icmpv6 {
                         icmp_type: icmp.get_icmpv6_type().0,
                         code: icmp.get_icmpv6_code().0,
                     });
@@ -406,13 +433,13 @@ fn transport(d: &mut Dissection, protocol: IpNextHeaderProtocol, bytes: &[u8], o
 fn application(d: &mut Dissection, transport: l7::Transport, src_port: u16, dst_port: u16, payload: &[u8]) {
     match l7::dissect(transport, src_port, dst_port, payload) {
         l7::Found::Dissected(found) => {
-            d.layers.push(Layer::Application(found.clone()));
+            d.layer(|| Layer::Application(found.clone()));
             d.l7 = Some(found);
         }
         l7::Found::Nothing => {}
         l7::Found::Partial(found) => {
             // What parsed is kept and shown; the rest is counted as malformed.
-            d.layers.push(Layer::Application(found.clone()));
+            d.layer(|| Layer::Application(found.clone()));
             d.l7 = Some(found);
             d.malformed = Some(Malformed::PartialL7);
         }

@@ -1,0 +1,73 @@
+//! Packets' bytes, read back from the segments the parsers store (one per batch, in the wire
+//! format's record layout). A packet id names its segment and its position in it.
+
+use std::ops::Range;
+
+use sqlx::PgPool;
+
+/// Bits of a packet id that give its position in its segment (as the parser writes them).
+const POSITION_BITS: u32 = 20;
+
+/// The segment and position a packet id points at.
+pub fn locate(packet_id: i64) -> (i64, usize) {
+    (
+        packet_id >> POSITION_BITS,
+        (packet_id & ((1 << POSITION_BITS) - 1)) as usize,
+    )
+}
+
+type Time = chrono::DateTime<chrono::Utc>;
+
+/// One stored segment, decoded far enough to hand out any packet's bytes.
+pub struct Segment {
+    pub session: String,
+    pub first_ts: Time,
+    pub last_ts: Time,
+    records: Vec<u8>,
+    frames: Vec<Range<usize>>,
+}
+
+impl Segment {
+    pub async fn fetch(pool: &PgPool, id: i64) -> Result<Option<Self>, sqlx::Error> {
+        let row: Option<(String, Time, Time, Vec<u8>)> =
+            sqlx::query_as("SELECT session, first_ts, last_ts, records FROM segments WHERE id = $1")
+                .bind(id)
+                .fetch_optional(pool)
+                .await?;
+        Ok(row.map(|(session, first_ts, last_ts, records)| {
+            let start = records.as_ptr() as usize;
+            // Records that do not decode end the list: their packets read as not kept.
+            let frames = wire::segment::records(&records)
+                .map_while(Result::ok)
+                .map(|record| {
+                    let at = record.data.as_ptr() as usize - start;
+                    at..at + record.data.len()
+                })
+                .collect();
+            Self {
+                session,
+                first_ts,
+                last_ts,
+                records,
+                frames,
+            }
+        }))
+    }
+
+    /// The kept bytes of the packet at `position`.
+    pub fn frame(&self, position: usize) -> Option<&[u8]> {
+        self.frames.get(position).map(|range| &self.records[range.clone()])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_split_into_segment_and_position() {
+        assert_eq!(locate((7 << 20) | 5), (7, 5));
+        assert_eq!(locate(1 << 20), (1, 0));
+        assert_eq!(locate((3 << 20) | ((1 << 20) - 1)), (3, (1 << 20) - 1));
+    }
+}

@@ -1,0 +1,100 @@
+//! A batch's packets as stored: the narrow index rows (binary COPY into `packets`) and the segment
+//! that keeps their bytes. Rows are encoded once the batch's segment id is known, since a packet's
+//! id is `segment << POSITION_BITS | position`.
+
+use dissect::Dissection;
+use wire::segment::SegmentBuilder;
+
+use crate::copy::CopyWriter;
+
+/// Bits of a packet id that give its position in its segment.
+pub const POSITION_BITS: u32 = 20;
+
+pub const COPY: &str = "COPY packets (id, session, ts, seq, node, interface, original_len, captured_len, src, dst, \
+    src_port, dst_port, ip_protocol, transport, l7, l7_guessed, l7_name, tcp_flags, vlan, fragment, malformed, \
+    payload_kept) FROM STDIN (FORMAT binary)";
+const FIELDS: i16 = 22;
+
+/// The packets of one batch, dissected, waiting for their segment id.
+pub struct PacketRows<'b, 'a> {
+    batch: &'b wire::Batch<'a>,
+    store_payload: bool,
+    packets: Vec<(wire::PacketRecord<'a>, Dissection)>,
+    segment: SegmentBuilder,
+}
+
+/// What the segment row holds besides its id.
+pub struct Kept {
+    pub records: Vec<u8>,
+    pub first_ns: u64,
+    pub last_ns: u64,
+    pub payload_kept: bool,
+}
+
+impl<'b, 'a> PacketRows<'b, 'a> {
+    pub fn new(batch: &'b wire::Batch<'a>, store_payload: bool) -> Self {
+        let frames: usize = batch.packets().map(|p| p.data.len()).sum();
+        Self {
+            batch,
+            store_payload,
+            packets: Vec::with_capacity(batch.packet_count as usize),
+            segment: SegmentBuilder::with_capacity(frames + batch.packet_count as usize * wire::PACKET_HEADER_LEN),
+        }
+    }
+
+    pub fn push(&mut self, packet: &wire::PacketRecord<'a>, dissection: Dissection) {
+        let keep = if self.store_payload {
+            packet.data.len()
+        } else {
+            dissection.headers_len
+        };
+        self.segment.push(packet, keep);
+        self.packets.push((*packet, dissection));
+    }
+
+    /// The COPY data for the rows of segment `segment`, and the segment's bytes.
+    pub fn finish(self, segment: i64) -> (Vec<u8>, Kept) {
+        let mut copy = CopyWriter::new(FIELDS);
+        let (mut first_ns, mut last_ns) = (u64::MAX, 0);
+        for (position, (packet, d)) in self.packets.iter().enumerate() {
+            first_ns = first_ns.min(packet.ts_ns);
+            last_ns = last_ns.max(packet.ts_ns);
+            let interface = self
+                .batch
+                .interfaces
+                .get(usize::from(packet.interface))
+                .copied()
+                .unwrap_or("");
+            copy.row();
+            copy.int8(segment << POSITION_BITS | position as i64);
+            copy.text(self.batch.session);
+            copy.timestamptz_from_unix_nanos(packet.ts_ns);
+            copy.int8(packet.seq as i64);
+            copy.text(self.batch.node);
+            copy.text(interface);
+            copy.int4(Some(packet.original_len as i32));
+            copy.int4(Some(packet.data.len() as i32));
+            copy.inet(d.src);
+            copy.inet(d.dst);
+            copy.int4(d.src_port.map(i32::from));
+            copy.int4(d.dst_port.map(i32::from));
+            copy.int2(d.ip_protocol.map(i16::from));
+            copy.opt_text(d.transport.as_deref());
+            copy.opt_text(d.l7.as_ref().map(|l7| l7.name()));
+            copy.bool(d.l7.as_ref().is_some_and(|l7| l7.is_guess()));
+            copy.opt_text(d.l7.as_ref().and_then(|l7| l7.main_name()));
+            copy.int2(d.tcp_flags.map(i16::from));
+            copy.int4(d.vlan.map(i32::from));
+            copy.bool(d.fragment);
+            copy.opt_text(d.malformed.map(|m| m.as_str()));
+            copy.bool(self.store_payload);
+        }
+        let kept = Kept {
+            records: self.segment.finish(),
+            first_ns,
+            last_ns,
+            payload_kept: self.store_payload,
+        };
+        (copy.finish(), kept)
+    }
+}
