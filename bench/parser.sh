@@ -48,7 +48,7 @@ ingest() {
   log "filling the queue with $batches batches of $per_batch packets"
   "$bin/examples/fill_queue" amqp://guest:guest@127.0.0.1:5672/%2f $queue "$batches" "$per_batch" >/dev/null
   "$bin/trawl-parser" --session bench/parser --queue $queue --database-url "postgres://trawl:trawl@127.0.0.1:5432/$db" \
-    --prefetch 8 --listen 127.0.0.1:$port --amqp-url amqp://guest:guest@127.0.0.1:5672/%2f "$@" >"$data/parser.log" 2>&1 &
+    --listen 127.0.0.1:$port --amqp-url amqp://guest:guest@127.0.0.1:5672/%2f "$@" >"$data/parser.log" 2>&1 &
   parser=$!
   # The clock starts at the first committed batch, so start-up and migrations are not counted.
   until [ "$(rows)" -gt 0 ] 2>/dev/null; do sleep 0.01; done
@@ -92,7 +92,7 @@ cat >"$section" <<EOT
 <!-- parser:begin (written by bench/parser.sh; do not edit by hand) -->
 ## Parser: ingest rate into PostgreSQL
 
-Command: \`bash bench/parser.sh $batches $per_batch\` on $(nproc) cores, $(date -u +%Y-%m-%d). One trawl-parser (prefetch 8)
+Command: \`bash bench/parser.sh $batches $per_batch\` on $(nproc) cores, $(date -u +%Y-%m-%d). One trawl-parser (prefetch 16, so a backlog is stored up to 16 batches per transaction)
 drains a pre-filled queue of $batches batches of $per_batch packets (DNS, HTTP, TLS hellos, TCP ACKs): it dissects every
 packet, writes one segment (the batch's frames) and a narrow index row per packet with binary COPY, upserts flows
 and records each batch id, one transaction per batch; once for a headers-only session, once keeping payload.

@@ -7,6 +7,8 @@
 
 use serde::Serialize;
 
+use crate::ja4;
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
     Tcp,
@@ -37,6 +39,8 @@ pub enum L7 {
         version: Option<String>,
         sni: Option<String>,
         alpn: Vec<String>,
+        /// JA4 fingerprint of a ClientHello whose extensions were all captured.
+        ja4: Option<String>,
     },
     /// Recognised only by its well-known port; the payload was not dissected.
     Guess { name: String },
@@ -297,6 +301,11 @@ fn tls(payload: &[u8]) -> Option<L7> {
         version: Some(version_name(legacy_version)),
         sni: None,
         alpn: vec![],
+        ja4: None,
+    };
+    let mut hello = ja4::Hello {
+        legacy_version,
+        ..ja4::Hello::default()
     };
     let walked = (|| {
         r.skip(32)?; // random
@@ -304,24 +313,37 @@ fn tls(payload: &[u8]) -> Option<L7> {
         r.skip(usize::from(session_id))?;
         if handshake == "client_hello" {
             let suites = r.u16()?;
-            r.skip(usize::from(suites))?;
+            hello.ciphers = u16_list(r.take(usize::from(suites))?);
             let compression = r.u8()?;
             r.skip(usize::from(compression))?;
         } else {
             r.skip(3)?; // cipher suite, compression method
         }
-        let _extensions_len = r.u16()?;
-        while let (Some(kind), Some(len)) = (r.u16(), r.u16()) {
-            let Some(data) = r.take(usize::from(len)) else { break };
-            let L7::Tls { version, sni, alpn, .. } = &mut found else {
-                unreachable!()
-            };
+        // The snaplen or a TCP segment boundary may cut the extensions: read what is there.
+        let extensions_len = usize::from(r.u16()?);
+        let available = extensions_len.min(r.0.len());
+        let mut extensions = Cursor(r.take(available)?);
+        let L7::Tls { version, sni, alpn, .. } = &mut found else {
+            unreachable!()
+        };
+        while !extensions.0.is_empty() {
+            let (kind, len) = (extensions.u16()?, extensions.u16()?);
+            let data = extensions.take(usize::from(len))?;
+            hello.extensions.push(kind);
             match kind {
-                0 => *sni = server_name(data),
-                16 => *alpn = protocol_names(data),
+                0 => {
+                    *sni = server_name(data);
+                    hello.sni = true;
+                }
+                16 => {
+                    *alpn = protocol_names(data);
+                    hello.first_alpn = alpn.first().map(|name| name.as_bytes().to_vec());
+                }
+                13 => hello.signature_algorithms = data.get(2..).map(u16_list).unwrap_or_default(),
                 43 => {
                     // supported_versions: a list in a ClientHello, the chosen one in a ServerHello.
                     let chosen = if handshake == "client_hello" {
+                        hello.supported_versions = data.get(1..).map(u16_list).unwrap_or_default();
                         data.get(1..3)
                     } else {
                         data.get(0..2)
@@ -333,10 +355,23 @@ fn tls(payload: &[u8]) -> Option<L7> {
                 _ => {}
             }
         }
-        Some(())
+        (available == extensions_len).then_some(())
     })();
-    let _ = walked; // a hello cut short still yields the fields before the cut
+    // A hello cut short still yields the fields before the cut; its fingerprint would be wrong.
+    if walked.is_some()
+        && handshake == "client_hello"
+        && let L7::Tls { ja4, .. } = &mut found
+    {
+        *ja4 = Some(ja4::fingerprint(&hello));
+    }
     Some(found)
+}
+
+fn u16_list(bytes: &[u8]) -> Vec<u16> {
+    bytes
+        .chunks_exact(2)
+        .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
+        .collect()
 }
 
 fn server_name(data: &[u8]) -> Option<String> {

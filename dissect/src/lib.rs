@@ -3,6 +3,7 @@
 //! A malformed or truncated packet keeps every layer that did parse and records what went wrong
 //! (`Malformed`); nothing here panics on input, which the fuzz target checks.
 
+mod ja4;
 mod l7;
 
 use std::net::IpAddr;

@@ -114,6 +114,10 @@ fn tls_client_hello_sni_alpn_and_version() {
         0x0800,
         &ipv4(6, 0, &tcp(40000, 443, 0x18, &client_hello("api.example.com"))),
     ));
+    let Some(L7::Tls { ja4: Some(ja4), .. }) = &d.l7 else {
+        panic!("a complete ClientHello has a fingerprint: {:?}", d.l7)
+    };
+    let ja4 = ja4.clone();
     assert_eq!(
         d.l7,
         Some(L7::Tls {
@@ -121,8 +125,12 @@ fn tls_client_hello_sni_alpn_and_version() {
             version: Some("TLS 1.3".into()),
             sni: Some("api.example.com".into()),
             alpn: vec!["h2".into()],
+            ja4: Some(ja4.clone()),
         })
     );
+    // TLS 1.3 over TCP, SNI present, then the test hello's cipher and extension counts, ALPN h2.
+    assert!(ja4.starts_with("t13d") && ja4[8..].starts_with("h2_"), "{ja4}");
+    assert_eq!(ja4.len(), 36, "{ja4}");
 }
 
 #[test]

@@ -27,8 +27,8 @@ pub struct Config {
     #[arg(long, env = "TRAWL_QUEUE")]
     pub queue: String,
 
-    /// Batches delivered but not yet acknowledged, at most.
-    #[arg(long, env = "TRAWL_PREFETCH", default_value_t = 8)]
+    /// Batches delivered but not yet acknowledged, at most: a backlog is stored this many per transaction.
+    #[arg(long, env = "TRAWL_PREFETCH", default_value_t = 16)]
     pub prefetch: u16,
 
     /// PostgreSQL connection URL.

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, FieldTable};
@@ -16,6 +16,9 @@ use tokio::sync::watch;
 
 use crate::metrics::{KindLabel, Metrics, ReasonLabel};
 use crate::store::{Store, Stored};
+
+/// The most deliveries stored in one transaction (the prefetch bounds it too).
+const MAX_GROUP: usize = 16;
 
 pub struct Consumer {
     pub amqp_url: String,
@@ -65,7 +68,18 @@ impl Consumer {
         let outcome = loop {
             tokio::select! {
                 delivery = deliveries.next() => match delivery {
-                    Some(Ok(delivery)) => self.handle(delivery, stop).await?,
+                    Some(Ok(delivery)) => {
+                        // Whatever else the broker has already sent joins this group.
+                        let mut group = vec![delivery];
+                        while group.len() < MAX_GROUP {
+                            match deliveries.next().now_or_never() {
+                                Some(Some(Ok(delivery))) => group.push(delivery),
+                                Some(Some(Err(error))) => return Err(error),
+                                _ => break,
+                            }
+                        }
+                        self.handle(group, stop).await?
+                    }
                     Some(Err(error)) => break Err(error),
                     None => {
                         tracing::warn!("the broker cancelled the consumer; subscribing again");
@@ -80,74 +94,105 @@ impl Consumer {
         outcome
     }
 
-    async fn handle(&self, delivery: Delivery, stop: &watch::Receiver<bool>) -> Result<(), lapin::Error> {
-        if let Some(reason) = unsupported(&delivery) {
-            tracing::warn!(reason, "message is not a batch this parser reads; dead-lettering it");
-            self.metrics.dead_lettered.get_or_create(&ReasonLabel { reason }).inc();
-            return delivery.reject(BasicRejectOptions { requeue: false }).await.map(|_| ());
+    /// Stores a group of deliveries and acks each once its transaction committed. Messages that
+    /// are not batches this build reads are dead-lettered one by one first.
+    async fn handle(&self, group: Vec<Delivery>, stop: &watch::Receiver<bool>) -> Result<(), lapin::Error> {
+        let mut readable = Vec::with_capacity(group.len());
+        for delivery in group {
+            match self.check(&delivery) {
+                Ok(()) => readable.push(delivery),
+                Err(reason) => {
+                    self.metrics.dead_lettered.get_or_create(&ReasonLabel { reason }).inc();
+                    delivery.reject(BasicRejectOptions { requeue: false }).await?;
+                }
+            }
         }
-        let batch = match wire::Batch::decode(&delivery.data) {
-            Ok(batch) => batch,
+        let batches: Vec<wire::Batch<'_>> = readable
+            .iter()
+            .map(|d| wire::Batch::decode(&d.data).expect("checked"))
+            .collect();
+        // One transaction holds one session's batches (a queue normally carries only one).
+        let mut start = 0;
+        while start < batches.len() {
+            let session = batches[start].session;
+            let end = start + batches[start..].iter().take_while(|b| b.session == session).count();
+            self.store(&batches[start..end], &readable[start..end], stop).await?;
+            start = end;
+        }
+        Ok(())
+    }
+
+    /// Why a delivery cannot be stored, if so (logged here, counted and rejected by the caller).
+    fn check(&self, delivery: &Delivery) -> Result<(), &'static str> {
+        if let Some(reason) = unsupported(delivery) {
+            tracing::warn!(reason, "message is not a batch this parser reads; dead-lettering it");
+            return Err(reason);
+        }
+        match wire::Batch::decode(&delivery.data) {
             Err(error) => {
                 tracing::warn!(%error, "undecodable batch; dead-lettering it");
-                self.metrics
-                    .dead_lettered
-                    .get_or_create(&ReasonLabel { reason: "undecodable" })
-                    .inc();
-                return delivery.reject(BasicRejectOptions { requeue: false }).await.map(|_| ());
+                Err("undecodable")
             }
-        };
-        if batch.packet_count > crate::store::MAX_SEGMENT_PACKETS {
-            tracing::warn!(
-                packets = batch.packet_count,
-                "batch holds more packets than a segment can; dead-lettering it"
-            );
-            self.metrics
-                .dead_lettered
-                .get_or_create(&ReasonLabel {
-                    reason: "too_many_packets",
-                })
-                .inc();
-            return delivery.reject(BasicRejectOptions { requeue: false }).await.map(|_| ());
+            Ok(batch) if batch.packet_count > crate::store::MAX_SEGMENT_PACKETS => {
+                tracing::warn!(
+                    packets = batch.packet_count,
+                    "batch holds more packets than a segment can; dead-lettering it"
+                );
+                Err("too_many_packets")
+            }
+            Ok(_) => Ok(()),
         }
-        self.metrics.batches_consumed.inc();
-        self.metrics.packets_consumed.inc_by(u64::from(batch.packet_count));
-        // A database outage is waited out, not dropped: the batch stays unacked until it is stored.
+    }
+
+    async fn store(
+        &self,
+        batches: &[wire::Batch<'_>],
+        deliveries: &[Delivery],
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), lapin::Error> {
+        for batch in batches {
+            self.metrics.batches_consumed.inc();
+            self.metrics.packets_consumed.inc_by(u64::from(batch.packet_count));
+        }
+        // A database outage is waited out, not dropped: the batches stay unacked until stored.
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
-            match self.store.store_batch(&batch, self.store_payload).await {
-                Ok((stored, report)) => {
+            match self.store.store_batches(batches, self.store_payload).await {
+                Ok((outcomes, report)) => {
                     self.metrics.write_latency.observe(started.elapsed().as_secs_f64());
                     for kind in report.malformed {
                         self.metrics.parse_errors.get_or_create(&KindLabel { kind }).inc();
                     }
-                    match stored {
-                        Stored::Written { packets } => {
-                            self.metrics.rows_written.inc_by(packets as u64);
-                            let now = std::time::SystemTime::now()
-                                .duration_since(std::time::UNIX_EPOCH)
-                                .unwrap_or_default()
-                                .as_nanos() as u64;
-                            for packet in batch.packets() {
-                                let age = now.saturating_sub(packet.ts_ns) as f64 / 1e9;
-                                self.metrics.wire_to_stored.observe(age);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap_or_default()
+                        .as_nanos() as u64;
+                    for ((batch, outcome), delivery) in batches.iter().zip(outcomes).zip(deliveries) {
+                        match outcome {
+                            Stored::Written { packets } => {
+                                self.metrics.rows_written.inc_by(packets as u64);
+                                for packet in batch.packets() {
+                                    let age = now.saturating_sub(packet.ts_ns) as f64 / 1e9;
+                                    self.metrics.wire_to_stored.observe(age);
+                                }
+                            }
+                            Stored::Duplicate => {
+                                tracing::info!(batch = %batch.id(), "already stored; acknowledging the redelivery");
+                                self.metrics.redeliveries_skipped.inc();
                             }
                         }
-                        Stored::Duplicate => {
-                            tracing::info!(batch = %batch.id(), "already stored; acknowledging the redelivery");
-                            self.metrics.redeliveries_skipped.inc();
-                        }
+                        delivery.ack(BasicAckOptions::default()).await?;
                     }
-                    return delivery.ack(BasicAckOptions::default()).await.map(|_| ());
+                    return Ok(());
                 }
                 Err(error) => {
                     if *stop.borrow() {
-                        // Leave it unacked: the broker redelivers it to another parser.
-                        tracing::warn!(%error, "stopping with an unstored batch; the broker will redeliver it");
+                        // Leave them unacked: the broker redelivers them to another parser.
+                        tracing::warn!(%error, "stopping with unstored batches; the broker will redeliver them");
                         return Ok(());
                     }
-                    tracing::warn!(%error, retry_in = ?backoff, "cannot store the batch; retrying");
+                    tracing::warn!(%error, retry_in = ?backoff, "cannot store the batches; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }

@@ -1,11 +1,12 @@
 //! A batch's packets as stored: the narrow index rows (binary COPY into `packets`) and the segment
-//! that keeps their bytes. Rows are encoded once the batch's segment id is known, since a packet's
-//! id is `segment << POSITION_BITS | position`.
+//! that keeps their bytes. Rows are encoded once the batch's segment id is known (and the batch
+//! known not to be a redelivery), since a packet's id is `segment << POSITION_BITS | position`.
 
 use dissect::Dissection;
 use wire::segment::SegmentBuilder;
 
 use crate::copy::CopyWriter;
+use crate::flows::FlowTable;
 
 /// Bits of a packet id that give its position in its segment.
 pub const POSITION_BITS: u32 = 20;
@@ -13,7 +14,7 @@ pub const POSITION_BITS: u32 = 20;
 pub const COPY: &str = "COPY packets (id, session, ts, seq, node, interface, original_len, captured_len, src, dst, \
     src_port, dst_port, ip_protocol, transport, l7, l7_guessed, l7_name, tcp_flags, vlan, fragment, malformed, \
     payload_kept) FROM STDIN (FORMAT binary)";
-const FIELDS: i16 = 22;
+pub const FIELDS: i16 = 22;
 
 /// The packets of one batch, dissected, waiting for their segment id.
 pub struct PacketRows<'b, 'a> {
@@ -52,9 +53,15 @@ impl<'b, 'a> PacketRows<'b, 'a> {
         self.packets.push((*packet, dissection));
     }
 
-    /// The COPY data for the rows of segment `segment`, and the segment's bytes.
-    pub fn finish(self, segment: i64) -> (Vec<u8>, Kept) {
-        let mut copy = CopyWriter::new(FIELDS);
+    /// Adds this batch's packets to `flows`.
+    pub fn add_flows(&self, flows: &mut FlowTable) {
+        for (packet, d) in &self.packets {
+            flows.add(d, packet.ts_ns, packet.original_len);
+        }
+    }
+
+    /// Appends the rows of segment `segment` to `copy`; returns the segment's bytes.
+    pub fn write(self, copy: &mut CopyWriter, segment: i64) -> Kept {
         let (mut first_ns, mut last_ns) = (u64::MAX, 0);
         for (position, (packet, d)) in self.packets.iter().enumerate() {
             first_ns = first_ns.min(packet.ts_ns);
@@ -89,12 +96,11 @@ impl<'b, 'a> PacketRows<'b, 'a> {
             copy.opt_text(d.malformed.map(|m| m.as_str()));
             copy.bool(self.store_payload);
         }
-        let kept = Kept {
+        Kept {
             records: self.segment.finish(),
             first_ns,
             last_ns,
             payload_kept: self.store_payload,
-        };
-        (copy.finish(), kept)
+        }
     }
 }

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
+use crate::copy::CopyWriter;
 use crate::flows::FlowTable;
 use crate::packet_rows::{self, PacketRows};
 
@@ -25,7 +26,7 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
 
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Stored {
     /// The batch's rows were written.
     Written { packets: usize },
@@ -125,26 +126,31 @@ impl Store {
         Ok(deleted)
     }
 
-    pub async fn store_batch(
+    /// Stores a group of batches of one session in one transaction: what the broker had ready, so that a
+    /// backlog is drained with few, large transactions while a trickle still commits each batch
+    /// as it comes. Returns one outcome per batch, in order.
+    pub async fn store_batches(
         &self,
-        batch: &wire::Batch<'_>,
+        batches: &[wire::Batch<'_>],
         store_payload: bool,
-    ) -> Result<(Stored, BatchReport), StoreError> {
+    ) -> Result<(Vec<Stored>, BatchReport), StoreError> {
         let mut report = BatchReport::default();
-        let mut flows = FlowTable::default();
-        let mut rows = PacketRows::new(batch, store_payload);
         let mut days = HashSet::new();
-        for packet in batch.packets() {
-            let dissection = dissect::summarize(packet.data);
-            if let Some(kind) = dissection.malformed {
-                report.malformed.push(kind.as_str());
+        let mut prepared = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let mut rows = PacketRows::new(batch, store_payload);
+            for packet in batch.packets() {
+                let dissection = dissect::summarize(packet.data);
+                if let Some(kind) = dissection.malformed {
+                    report.malformed.push(kind.as_str());
+                }
+                days.insert((packet.ts_ns / NANOS_PER_DAY) as i64);
+                rows.push(&packet, dissection);
             }
-            flows.add(&dissection, packet.ts_ns, packet.original_len);
-            days.insert((packet.ts_ns / NANOS_PER_DAY) as i64);
-            rows.push(&packet, dissection);
+            prepared.push(rows);
         }
         self.ensure_partitions(days).await?;
-        let written = self.write(batch, rows, &flows).await;
+        let written = self.write(batches, prepared).await;
         if written.is_err() {
             // Another parser's retention run may have dropped a partition this one believes in.
             self.partitions.lock().expect("not poisoned").clear();
@@ -154,34 +160,63 @@ impl Store {
 
     async fn write(
         &self,
-        batch: &wire::Batch<'_>,
-        rows: PacketRows<'_, '_>,
-        flows: &FlowTable,
-    ) -> Result<Stored, StoreError> {
-        let boot_id = hex(&batch.boot_id);
+        batches: &[wire::Batch<'_>],
+        prepared: Vec<PacketRows<'_, '_>>,
+    ) -> Result<Vec<Stored>, StoreError> {
         let mut tx = self.pool.begin().await?;
-        let segment: Option<i64> = sqlx::query_scalar(
+        // The batch ids that are new get a segment id; the others were stored before (redeliveries).
+        let ids: Vec<String> = batches.iter().map(wire::Batch::id).collect();
+        let boot_ids: Vec<String> = batches.iter().map(|b| hex(&b.boot_id)).collect();
+        let segments: Vec<(String, i64)> = sqlx::query_as(
             "INSERT INTO batches (batch_id, session, node, boot_id, batch_seq, packets, final) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT (batch_id) DO NOTHING RETURNING segment",
+             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::integer[], $7::boolean[]) \
+             ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id, segment",
         )
-        .bind(batch.id())
-        .bind(batch.session)
-        .bind(batch.node)
-        .bind(&boot_id)
-        .bind(batch.batch_seq as i64)
-        .bind(batch.packet_count as i32)
-        .bind(batch.is_final())
-        .fetch_optional(&mut *tx)
+        .bind(&ids)
+        .bind(batches.iter().map(|b| b.session).collect::<Vec<_>>())
+        .bind(batches.iter().map(|b| b.node).collect::<Vec<_>>())
+        .bind(&boot_ids)
+        .bind(batches.iter().map(|b| b.batch_seq as i64).collect::<Vec<_>>())
+        .bind(batches.iter().map(|b| b.packet_count as i32).collect::<Vec<_>>())
+        .bind(batches.iter().map(wire::Batch::is_final).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
         .await?;
-        let Some(segment) = segment else {
-            tx.rollback().await?;
-            return Ok(Stored::Duplicate);
+        let segment_of = |id: &str| {
+            segments
+                .iter()
+                .find(|(stored, _)| stored == id)
+                .map(|(_, segment)| *segment)
         };
-        if batch.packet_count > 0 {
-            let (copy, kept) = rows.finish(segment);
+        if segments.is_empty() {
+            tx.rollback().await?;
+            return Ok(vec![Stored::Duplicate; batches.len()]);
+        }
+
+        let mut copy = CopyWriter::new(packet_rows::FIELDS);
+        let mut flows = FlowTable::default();
+        let mut kept = Vec::new();
+        let mut outcomes = Vec::with_capacity(batches.len());
+        let mut first_of_id = HashSet::new();
+        for ((batch, rows), id) in batches.iter().zip(prepared).zip(&ids) {
+            // A batch id seen twice in one group (a redelivery arriving with the original) counts once.
+            let (Some(segment), true) = (segment_of(id), first_of_id.insert(id)) else {
+                outcomes.push(Stored::Duplicate);
+                continue;
+            };
+            outcomes.push(Stored::Written {
+                packets: batch.packet_count as usize,
+            });
+            rows.add_flows(&mut flows);
+            if batch.packet_count > 0 {
+                kept.push((batch, segment, rows.write(&mut copy, segment)));
+            }
+        }
+        if !kept.is_empty() {
             let mut sink = tx.copy_in_raw(packet_rows::COPY).await?;
-            sink.send(copy).await?;
+            sink.send(copy.finish()).await?;
             sink.finish().await?;
+        }
+        for (batch, segment, kept) in kept {
             sqlx::query(
                 "INSERT INTO segments (id, session, node, interfaces, first_ts, last_ts, packets, payload_kept, records) \
                  VALUES ($1, $2, $3, $4, 'epoch'::timestamptz + $5 * interval '1 microsecond', \
@@ -199,35 +234,47 @@ impl Store {
             .execute(&mut *tx)
             .await?;
         }
-        upsert_flows(&mut tx, batch.session, flows).await?;
-        let drops: serde_json::Map<String, serde_json::Value> = batch
-            .counters
-            .drops
-            .iter()
-            .map(|(reason, n)| (reason.clone(), (*n).into()))
-            .collect();
+        upsert_flows(&mut tx, batches[0].session, &flows).await?;
+
         // Counters are cumulative: keep the newest (highest batch sequence) per sniffer process.
-        sqlx::query(
-            "INSERT INTO sniffer_counters (boot_id, session, node, batch_seq, captured, kernel_drops, drops, final) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-             ON CONFLICT (boot_id) DO UPDATE SET batch_seq = EXCLUDED.batch_seq, captured = EXCLUDED.captured, \
-               kernel_drops = EXCLUDED.kernel_drops, drops = EXCLUDED.drops, final = EXCLUDED.final, updated_at = now() \
-             WHERE sniffer_counters.batch_seq < EXCLUDED.batch_seq",
-        )
-        .bind(&boot_id)
-        .bind(batch.session)
-        .bind(batch.node)
-        .bind(batch.batch_seq as i64)
-        .bind(batch.counters.captured as i64)
-        .bind(batch.counters.kernel_drops as i64)
-        .bind(serde_json::Value::Object(drops))
-        .bind(batch.is_final())
-        .execute(&mut *tx)
-        .await?;
+        let mut newest: Vec<(&wire::Batch<'_>, &String)> = Vec::new();
+        for ((batch, boot_id), id) in batches.iter().zip(&boot_ids).zip(&ids) {
+            if segment_of(id).is_none() {
+                continue;
+            }
+            match newest.iter_mut().find(|(_, known)| *known == boot_id) {
+                Some(entry) if entry.0.batch_seq < batch.batch_seq => entry.0 = batch,
+                Some(_) => {}
+                None => newest.push((batch, boot_id)),
+            }
+        }
+        for (batch, boot_id) in newest {
+            let drops: serde_json::Map<String, serde_json::Value> = batch
+                .counters
+                .drops
+                .iter()
+                .map(|(reason, n)| (reason.clone(), (*n).into()))
+                .collect();
+            sqlx::query(
+                "INSERT INTO sniffer_counters (boot_id, session, node, batch_seq, captured, kernel_drops, drops, final) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+                 ON CONFLICT (boot_id) DO UPDATE SET batch_seq = EXCLUDED.batch_seq, captured = EXCLUDED.captured, \
+                   kernel_drops = EXCLUDED.kernel_drops, drops = EXCLUDED.drops, final = EXCLUDED.final, updated_at = now() \
+                 WHERE sniffer_counters.batch_seq < EXCLUDED.batch_seq",
+            )
+            .bind(boot_id)
+            .bind(batch.session)
+            .bind(batch.node)
+            .bind(batch.batch_seq as i64)
+            .bind(batch.counters.captured as i64)
+            .bind(batch.counters.kernel_drops as i64)
+            .bind(serde_json::Value::Object(drops))
+            .bind(batch.is_final())
+            .execute(&mut *tx)
+            .await?;
+        }
         tx.commit().await?;
-        Ok(Stored::Written {
-            packets: batch.packet_count as usize,
-        })
+        Ok(outcomes)
     }
 }
 
@@ -241,8 +288,13 @@ async fn upsert_flows(tx: &mut sqlx::PgConnection, session: &str, flows: &FlowTa
     let (mut initiators, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
     let (mut packets_ab, mut bytes_ab, mut packets_ba, mut bytes_ba) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut flags, mut l7s, mut names) = (Vec::new(), Vec::new(), Vec::new());
-    for (key, flow) in &flows.flows {
-        keys.push(key.text());
+    // In key order, so that parsers upserting the same flows at once lock them in the same order
+    // (one waits for the other instead of both deadlocking).
+    let mut sorted: Vec<(String, &crate::flows::FlowKey, &crate::flows::FlowDelta)> =
+        flows.flows.iter().map(|(key, flow)| (key.text(), key, flow)).collect();
+    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+    for (text, key, flow) in sorted {
+        keys.push(text);
         protocols.push(key.ip_protocol.map(i16::from));
         transports.push(flow.transport.clone());
         a_addrs.push(key.a.0.map(|a| a.to_string()));
