@@ -131,7 +131,7 @@ fn dns(message: &[u8]) -> Option<L7> {
     Some(L7::Dns {
         id: packet.id(),
         response,
-        rcode: format!("{:?}", packet.rcode()),
+        rcode: rcode_name(&format!("{:?}", packet.rcode())),
         queries: packet.questions.iter().map(|q| q.qname.to_string()).collect(),
         query_types: packet.questions.iter().map(|q| qtype_name(q.qtype)).collect(),
         answers: packet
@@ -372,6 +372,21 @@ fn u16_list(bytes: &[u8]) -> Vec<u16> {
         .chunks_exact(2)
         .map(|pair| u16::from_be_bytes([pair[0], pair[1]]))
         .collect()
+}
+
+/// The response code as dig and the RFCs name it (`NOERROR`, `NXDOMAIN`, ...), from simple-dns's
+/// variant name.
+fn rcode_name(variant: &str) -> String {
+    match variant {
+        "NoError" => "NOERROR",
+        "FormatError" => "FORMERR",
+        "ServerFailure" => "SERVFAIL",
+        "NameError" => "NXDOMAIN",
+        "NotImplemented" => "NOTIMP",
+        "Refused" => "REFUSED",
+        other => return other.to_ascii_uppercase(),
+    }
+    .into()
 }
 
 fn server_name(data: &[u8]) -> Option<String> {

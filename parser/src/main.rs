@@ -4,6 +4,7 @@
 mod config;
 mod consumer;
 mod copy;
+mod events;
 mod flows;
 mod health;
 mod metrics;

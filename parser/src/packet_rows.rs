@@ -6,6 +6,7 @@ use dissect::Dissection;
 use wire::segment::SegmentBuilder;
 
 use crate::copy::CopyWriter;
+use crate::events::{Events, Pending};
 use crate::flows::FlowTable;
 
 /// Bits of a packet id that give its position in its segment.
@@ -57,6 +58,13 @@ impl<'b, 'a> PacketRows<'b, 'a> {
     pub fn add_flows(&self, flows: &mut FlowTable) {
         for (packet, d) in &self.packets {
             flows.add(d, packet.ts_ns, packet.original_len);
+        }
+    }
+
+    /// Adds this batch's L7 events to `events`.
+    pub fn add_events(&self, events: &mut Events, pending: &Pending) {
+        for (packet, d) in &self.packets {
+            events.add(d, packet.ts_ns, pending);
         }
     }
 

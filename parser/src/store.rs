@@ -1,6 +1,6 @@
-//! Writes a dissected batch to PostgreSQL in one transaction: the batch id, the batch's frames as
-//! one segment, a narrow index row per packet (binary COPY), the flows it touches and its
-//! sniffer's counters. The batch id row makes a redelivered batch a no-op, so each batch takes
+//! Writes dissected batches to PostgreSQL in one transaction: the batch ids, each batch's frames
+//! as one segment, a narrow index row per packet (binary COPY), the flows and L7 events they make
+//! and their sniffers' counters. The batch id row makes a redelivered batch a no-op, so each batch takes
 //! effect exactly once.
 
 use std::collections::HashSet;
@@ -10,6 +10,7 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::copy::CopyWriter;
+use crate::events::{self, Events, Pending};
 use crate::flows::FlowTable;
 use crate::packet_rows::{self, PacketRows};
 
@@ -44,10 +45,12 @@ pub struct Store {
     pub pool: PgPool,
     /// Day partitions known to exist (as days since the Unix epoch).
     partitions: Mutex<HashSet<i64>>,
+    /// Requests stored without their response yet.
+    pending: Mutex<Pending>,
 }
 
 /// Tables partitioned by day.
-const PARTITIONED: [&str; 2] = ["packets", "segments"];
+const PARTITIONED: [&str; 5] = ["packets", "segments", "dns_events", "http_events", "tls_events"];
 
 const NANOS_PER_DAY: u64 = 86_400_000_000_000;
 
@@ -60,6 +63,7 @@ impl Store {
         Ok(Self {
             pool,
             partitions: Mutex::new(HashSet::new()),
+            pending: Mutex::new(Pending::default()),
         })
     }
 
@@ -106,6 +110,9 @@ impl Store {
             .rows_affected();
         for statement in [
             "DELETE FROM segments WHERE session = $1 AND last_ts < now() - make_interval(secs => $2)",
+            "DELETE FROM dns_events WHERE session = $1 AND ts < now() - make_interval(secs => $2)",
+            "DELETE FROM http_events WHERE session = $1 AND ts < now() - make_interval(secs => $2)",
+            "DELETE FROM tls_events WHERE session = $1 AND ts < now() - make_interval(secs => $2)",
             "DELETE FROM flows WHERE session = $1 AND last_seen < now() - make_interval(secs => $2)",
             "DELETE FROM batches WHERE session = $1 AND stored_at < now() - make_interval(secs => $2)",
         ] {
@@ -196,19 +203,24 @@ impl Store {
         let mut flows = FlowTable::default();
         let mut kept = Vec::new();
         let mut outcomes = Vec::with_capacity(batches.len());
-        let mut first_of_id = HashSet::new();
-        for ((batch, rows), id) in batches.iter().zip(prepared).zip(&ids) {
-            // A batch id seen twice in one group (a redelivery arriving with the original) counts once.
-            let (Some(segment), true) = (segment_of(id), first_of_id.insert(id)) else {
-                outcomes.push(Stored::Duplicate);
-                continue;
-            };
-            outcomes.push(Stored::Written {
-                packets: batch.packet_count as usize,
-            });
-            rows.add_flows(&mut flows);
-            if batch.packet_count > 0 {
-                kept.push((batch, segment, rows.write(&mut copy, segment)));
+        let mut events = Events::default();
+        {
+            let pending = self.pending.lock().expect("not poisoned");
+            let mut first_of_id = HashSet::new();
+            for ((batch, rows), id) in batches.iter().zip(prepared).zip(&ids) {
+                // A batch id seen twice in one group (a redelivery arriving with the original) counts once.
+                let (Some(segment), true) = (segment_of(id), first_of_id.insert(id)) else {
+                    outcomes.push(Stored::Duplicate);
+                    continue;
+                };
+                outcomes.push(Stored::Written {
+                    packets: batch.packet_count as usize,
+                });
+                rows.add_flows(&mut flows);
+                rows.add_events(&mut events, &pending);
+                if batch.packet_count > 0 {
+                    kept.push((batch, segment, rows.write(&mut copy, segment)));
+                }
             }
         }
         if !kept.is_empty() {
@@ -235,6 +247,7 @@ impl Store {
             .await?;
         }
         upsert_flows(&mut tx, batches[0].session, &flows).await?;
+        let event_ids = events::store::write(&mut tx, batches[0].session, &events).await?;
 
         // Counters are cumulative: keep the newest (highest batch sequence) per sniffer process.
         let mut newest: Vec<(&wire::Batch<'_>, &String)> = Vec::new();
@@ -274,6 +287,10 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .apply(&events, &event_ids.dns, &event_ids.http);
         Ok(outcomes)
     }
 }

@@ -5,18 +5,19 @@
 //! Run (after `bash hack/services.sh`): `cargo test -p parser --test consume`
 
 use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
 use std::process::Command;
 use std::time::Duration;
 
 use lapin::options::{BasicGetOptions, BasicPublishOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{BasicProperties, Channel, Connection};
-use testkit::batches;
 use testkit::postgres::TestDatabase;
 use testkit::process::{Service, free_port};
 use testkit::rabbitmq::TestVhost;
 use testkit::wait_until;
-use wire::{FLAG_FINAL, Origin};
+use testkit::{batches, frames};
+use wire::{Counters, FLAG_FINAL, Origin};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const QUEUE: &str = "session-under-test";
@@ -195,6 +196,22 @@ async fn batches_are_stored_once_and_foreign_messages_dead_lettered() {
             .await,
         3
     );
+    // One L7 event per DNS query, HTTP request and ClientHello, the redelivery counted once.
+    assert_eq!(
+        rig.count("SELECT count(*) FROM dns_events WHERE query LIKE 'q%.example.org' AND query_type = 'A'")
+            .await,
+        10
+    );
+    assert_eq!(
+        rig.count("SELECT count(*) FROM http_events WHERE method = 'GET' AND host = 'web.example.org'")
+            .await,
+        10
+    );
+    assert_eq!(
+        rig.count("SELECT count(*) FROM tls_events WHERE sni = 'secure.example.org' AND ja4 LIKE 't13d%'")
+            .await,
+        10
+    );
     // Three flows (DNS, HTTP, TLS), each with every one of its packets counted once.
     assert_eq!(rig.count("SELECT count(*) FROM flows").await, 3);
     assert_eq!(
@@ -317,4 +334,50 @@ fn day_name(ns: u64) -> String {
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
     format!("{year:04}{month:02}{day:02}")
+}
+
+#[tokio::test]
+async fn a_response_stored_after_its_request_completes_the_request_s_event() {
+    let mut rig = Rig::new().await;
+    let origin = origin();
+    let (client, server) = (Ipv4Addr::new(10, 0, 0, 2), Ipv4Addr::new(10, 0, 0, 53));
+    let query = frames::udp_ports(
+        [2; 6],
+        [4; 6],
+        (client, 40000),
+        (server, 53),
+        &frames::dns_query(77, "later.example.org"),
+    );
+    let response = frames::udp_ports(
+        [4; 6],
+        [2; 6],
+        (server, 53),
+        (client, 40000),
+        &frames::dns_response(77, "later.example.org", Some([192, 0, 2, 9])),
+    );
+    let now = batches::now_nanos();
+    let counters = Counters::default();
+    rig.start_parser();
+    rig.publish_batch(
+        &origin.batch_id(0),
+        &batches::batch_of(&origin, 0, 0, &counters, [(0, now, query)]),
+    )
+    .await;
+    rig.wait_metric("trawl_parser_rows_written_total", 1).await;
+    rig.publish_batch(
+        &origin.batch_id(1),
+        &batches::batch_of(&origin, 1, FLAG_FINAL, &counters, [(1, now + 3_000_000, response)]),
+    )
+    .await;
+    rig.wait_metric("trawl_parser_rows_written_total", 2).await;
+    assert_eq!(
+        rig.count(
+            "SELECT count(*) FROM dns_events WHERE query = 'later.example.org' AND rcode = 'NOERROR' \
+             AND answers = ARRAY['A 192.0.2.9'] AND rtt_ms = 3"
+        )
+        .await,
+        1,
+        "one row, the query's, completed by the response"
+    );
+    assert_eq!(rig.count("SELECT count(*) FROM dns_events").await, 1);
 }

@@ -59,9 +59,20 @@ pub fn udp_between(
     port: u16,
     payload: &[u8],
 ) -> Vec<u8> {
+    udp_ports(from, to, (source, 40000), (destination, port), payload)
+}
+
+/// A UDP datagram between any two endpoints (address, port), e.g. a server's response.
+pub fn udp_ports(
+    from: [u8; 6],
+    to: [u8; 6],
+    (source, source_port): (Ipv4Addr, u16),
+    (destination, port): (Ipv4Addr, u16),
+    payload: &[u8],
+) -> Vec<u8> {
     let mut transport = vec![0u8; 8 + payload.len()];
     let mut udp = MutableUdpPacket::new(&mut transport).unwrap();
-    udp.set_source(40000);
+    udp.set_source(source_port);
     udp.set_destination(port);
     udp.set_length((8 + payload.len()) as u16);
     udp.set_payload(payload);
@@ -105,6 +116,24 @@ pub fn dns_query(id: u16, name: &str) -> Vec<u8> {
     }
     message.extend_from_slice(&[0, 0, 1, 0, 1]);
     message
+}
+
+/// The response to [`dns_query`]`(id, name)`: one A record, or none with `rcode` 3 (NXDOMAIN).
+pub fn dns_response(id: u16, name: &str, address: Option<[u8; 4]>) -> Vec<u8> {
+    let mut message = dns_query(id, name);
+    message[2] = 0x81; // response, recursion desired
+    message[3] = if address.is_some() { 0x80 } else { 0x83 };
+    if let Some(address) = address {
+        message[7] = 1; // one answer
+        message.extend_from_slice(&[0xc0, 12, 0, 1, 0, 1, 0, 0, 0, 60, 0, 4]);
+        message.extend_from_slice(&address);
+    }
+    message
+}
+
+/// An HTTP/1.1 response status line and headers.
+pub fn http_response(status: u16) -> Vec<u8> {
+    format!("HTTP/1.1 {status} OK\r\nContent-Length: 0\r\n\r\n").into_bytes()
 }
 
 /// An HTTP/1.1 GET request for `host`.
