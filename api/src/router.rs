@@ -29,7 +29,7 @@ use crate::state::AppState;
                        Reads PostgreSQL only."
     ),
     modifiers(&BearerAuth),
-    tags((name = "sessions"), (name = "packets"), (name = "flows"), (name = "stats"))
+    tags((name = "sessions"), (name = "packets"), (name = "flows"), (name = "events"), (name = "stats"))
 )]
 pub struct ApiDoc;
 
@@ -57,6 +57,9 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::packets::get))
         .routes(routes!(routes::stream::stream))
         .routes(routes!(routes::flows::list))
+        .routes(routes!(routes::events::dns))
+        .routes(routes!(routes::events::http))
+        .routes(routes!(routes::events::tls))
         .routes(routes!(routes::stats::get))
 }
 

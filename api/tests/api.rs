@@ -640,3 +640,59 @@ async fn openapi_docs_metrics_and_the_spa_are_served() {
     assert_eq!(index.headers().get("cache-control").unwrap(), "no-cache");
     assert_eq!(rig.get("/readyz").0, 200);
 }
+
+#[tokio::test]
+async fn l7_events_are_listed_filtered_and_paged() {
+    let mut rig = Rig::start().await;
+    rig.store_mix().await;
+
+    let dns = rig.ok(&format!("/api/v1/events/dns?session={SESSION}"));
+    let items = dns["items"].as_array().unwrap();
+    assert_eq!(items.len(), 10, "{dns}");
+    assert!(
+        items
+            .iter()
+            .all(|e| e["query"].as_str().unwrap().ends_with(".example.org") && e["query_type"] == "A")
+    );
+    assert!(items.iter().all(|e| e["server_port"] == 53 && e["transport"] == "udp"));
+
+    // Paged three at a time: every HTTP request once, newest first.
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(c) => format!("/api/v1/events/http?session={SESSION}&limit=3&cursor={c}"),
+            None => format!("/api/v1/events/http?session={SESSION}&limit=3"),
+        };
+        let page = rig.ok(&path);
+        for event in page["items"].as_array().unwrap() {
+            assert_eq!(event["method"], "GET");
+            assert_eq!(event["host"], "web.example.org");
+            seen.push(event["id"].as_i64().unwrap());
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_owned()),
+            None => break,
+        }
+    }
+    assert_eq!(seen.len(), 10);
+    assert!(seen.windows(2).all(|w| w[0] > w[1]), "{seen:?}");
+
+    let tls = rig.ok(&format!(
+        "/api/v1/events/tls?session={SESSION}&q=tcp%20and%20port%20443"
+    ));
+    let items = tls["items"].as_array().unwrap();
+    assert_eq!(items.len(), 10, "{tls}");
+    assert!(
+        items
+            .iter()
+            .all(|e| e["sni"] == "secure.example.org" && e["alpn"][0] == "h2")
+    );
+    assert!(items.iter().all(|e| e["ja4"].as_str().unwrap().starts_with("t13d")));
+    let none = rig.ok(&format!("/api/v1/events/tls?session={SESSION}&q=dns"));
+    assert_eq!(none["items"].as_array().unwrap().len(), 0);
+
+    let (status, body) = rig.get(&format!("/api/v1/events/dns?session={SESSION}&q=port%20x"));
+    assert_eq!(status, 400, "{body}");
+    assert_eq!(body["error"]["parameter"], "q", "{body}");
+}

@@ -29,6 +29,8 @@ CREATE TABLE http_events (
     id            bigint NOT NULL DEFAULT nextval('events_id_seq'),
     session       text NOT NULL,
     ts            timestamptz NOT NULL,
+    -- SSDP and other HTTP over UDP is recognised too.
+    transport     text NOT NULL,
     client        inet NOT NULL,
     client_port   integer NOT NULL,
     server        inet NOT NULL,

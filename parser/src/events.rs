@@ -46,6 +46,7 @@ pub struct DnsAnswer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpEvent {
     pub ts_ns: u64,
+    pub transport: &'static str,
     pub endpoints: Endpoints,
     pub method: Option<String>,
     pub host: Option<String>,
@@ -104,6 +105,10 @@ pub struct Events {
     used_http: HashMap<Endpoints, usize>,
 }
 
+fn transport_of(d: &Dissection) -> &'static str {
+    if d.ip_protocol == Some(6) { "tcp" } else { "udp" }
+}
+
 fn milliseconds(from_ns: u64, to_ns: u64) -> Option<f64> {
     (to_ns >= from_ns).then(|| (to_ns - from_ns) as f64 / 1e6)
 }
@@ -139,7 +144,7 @@ impl Events {
                 self.open_dns.insert((forward, *id), self.dns.len());
                 self.dns.push(DnsEvent {
                     ts_ns,
-                    transport: if d.ip_protocol == Some(6) { "tcp" } else { "udp" },
+                    transport: transport_of(d),
                     endpoints: forward,
                     transaction: *id,
                     query: queries.first().cloned(),
@@ -175,7 +180,7 @@ impl Events {
                 } else {
                     self.dns.push(DnsEvent {
                         ts_ns,
-                        transport: if d.ip_protocol == Some(6) { "tcp" } else { "udp" },
+                        transport: transport_of(d),
                         endpoints: backward,
                         transaction: *id,
                         query: queries.first().cloned(),
@@ -194,6 +199,7 @@ impl Events {
                 self.open_http.entry(forward).or_default().push_back(self.http.len());
                 self.http.push(HttpEvent {
                     ts_ns,
+                    transport: transport_of(d),
                     endpoints: forward,
                     method: Some(method.clone()),
                     host: host.clone(),
@@ -227,6 +233,7 @@ impl Events {
                 } else {
                     self.http.push(HttpEvent {
                         ts_ns,
+                        transport: transport_of(d),
                         endpoints: backward,
                         method: None,
                         host: None,

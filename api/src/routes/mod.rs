@@ -1,5 +1,6 @@
 //! The `/api/v1` handlers, one file per resource.
 
+pub mod events;
 pub mod flows;
 pub mod packets;
 pub mod pcap;

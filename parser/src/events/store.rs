@@ -65,17 +65,18 @@ pub async fn write(tx: &mut PgConnection, session: &str, events: &Events) -> Res
     if !events.http.is_empty() {
         let e = &events.http;
         sqlx::query(
-            "INSERT INTO http_events (id, session, ts, client, client_port, server, server_port, method, host, path, \
-               user_agent, status, latency_ms) \
-             SELECT id, $1, 'epoch'::timestamptz + interval '1 microsecond' * ts, client::inet, client_port, server::inet, server_port, method, host, path, \
-               user_agent, status, latency \
-             FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::integer[], $6::text[], $7::integer[], $8::text[], \
-               $9::text[], $10::text[], $11::text[], $12::integer[], $13::float8[]) \
-               AS u(id, ts, client, client_port, server, server_port, method, host, path, user_agent, status, latency)",
+            "INSERT INTO http_events (id, session, ts, transport, client, client_port, server, server_port, method, host, \
+               path, user_agent, status, latency_ms) \
+             SELECT id, $1, 'epoch'::timestamptz + interval '1 microsecond' * ts, transport, client::inet, client_port, \
+               server::inet, server_port, method, host, path, user_agent, status, latency \
+             FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::text[], $6::integer[], $7::text[], $8::integer[], \
+               $9::text[], $10::text[], $11::text[], $12::text[], $13::integer[], $14::float8[]) \
+               AS u(id, ts, transport, client, client_port, server, server_port, method, host, path, user_agent, status, latency)",
         )
         .bind(session)
         .bind(&http_ids)
         .bind(e.iter().map(|h| micros(h.ts_ns)).collect::<Vec<_>>())
+        .bind(e.iter().map(|h| h.transport).collect::<Vec<_>>())
         .bind(e.iter().map(|h| h.endpoints.client.to_string()).collect::<Vec<_>>())
         .bind(e.iter().map(|h| i32::from(h.endpoints.client_port)).collect::<Vec<_>>())
         .bind(e.iter().map(|h| h.endpoints.server.to_string()).collect::<Vec<_>>())

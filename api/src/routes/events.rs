@@ -1,0 +1,197 @@
+//! L7 events: DNS transactions, HTTP exchanges and TLS ClientHellos, newest first, with the same
+//! filters as packets (`src`/`dst` are the client and the server) and keyset paging.
+
+use axum::Json;
+use axum::extract::{Query, State};
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::postgres::PgRow;
+use sqlx::{FromRow, Postgres, QueryBuilder};
+use utoipa::ToSchema;
+
+use crate::auth::Caller;
+use crate::cursor;
+use crate::error::{ApiError, ErrorBody};
+use crate::filter::{Columns, FilterParams};
+use crate::routes::{PageParams, ensure_session_known};
+use crate::state::AppState;
+
+/// What the filters look at in an event table: the client is the source, the server the destination.
+const fn columns(transport: &'static str, l7: &'static str) -> Columns {
+    Columns {
+        session: "session",
+        src: "client",
+        dst: "server",
+        src_port: "client_port",
+        dst_port: "server_port",
+        transport,
+        l7,
+        first_time: "ts",
+        last_time: "ts",
+    }
+}
+const DNS: Columns = columns("transport", "'dns'");
+const HTTP: Columns = columns("transport", "'http'");
+const TLS: Columns = columns("'tcp'", "'tls'");
+
+const ENDPOINTS: &str = "id, session, ts, host(client) AS client, client_port, host(server) AS server, server_port";
+
+/// One DNS query and its response.
+#[derive(Serialize, ToSchema, FromRow)]
+pub struct DnsEvent {
+    pub id: i64,
+    pub session: String,
+    /// When the query was seen (the response's time if the query was not).
+    pub ts: DateTime<Utc>,
+    pub client: String,
+    pub client_port: i32,
+    pub server: String,
+    pub server_port: i32,
+    /// `udp` or `tcp`.
+    pub transport: String,
+    pub transaction: i32,
+    pub query: Option<String>,
+    /// Record type asked for (`A`, `AAAA`, `PTR`, ...).
+    pub query_type: Option<String>,
+    /// `NOERROR`, `NXDOMAIN`, ...; absent until a response was seen.
+    pub rcode: Option<String>,
+    /// Answers as dig prints them (`A 10.0.0.5`).
+    pub answers: Option<Vec<String>>,
+    /// From the query to its response, when both were seen.
+    pub rtt_ms: Option<f64>,
+}
+
+/// One HTTP request and its response.
+#[derive(Serialize, ToSchema, FromRow)]
+pub struct HttpEvent {
+    pub id: i64,
+    pub session: String,
+    /// When the request was seen (the response's time if the request was not).
+    pub ts: DateTime<Utc>,
+    pub client: String,
+    pub client_port: i32,
+    pub server: String,
+    pub server_port: i32,
+    pub transport: String,
+    pub method: Option<String>,
+    pub host: Option<String>,
+    pub path: Option<String>,
+    pub user_agent: Option<String>,
+    /// Absent until a response was seen.
+    pub status: Option<i32>,
+    pub latency_ms: Option<f64>,
+}
+
+/// One TLS ClientHello.
+#[derive(Serialize, ToSchema, FromRow)]
+pub struct TlsEvent {
+    pub id: i64,
+    pub session: String,
+    pub ts: DateTime<Utc>,
+    pub client: String,
+    pub client_port: i32,
+    pub server: String,
+    pub server_port: i32,
+    /// Server name indication.
+    pub sni: Option<String>,
+    pub alpn: Vec<String>,
+    /// The highest version offered.
+    pub version: Option<String>,
+    /// JA4 fingerprint (absent when the hello was cut short).
+    pub ja4: Option<String>,
+}
+
+/// A page of events, newest first.
+#[derive(Serialize, ToSchema)]
+pub struct EventPage<T> {
+    pub items: Vec<T>,
+    /// Pass as `cursor` for the next (older) page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+async fn page<T>(
+    state: &AppState,
+    filters: &FilterParams,
+    page: &PageParams,
+    select: &str,
+    columns: &Columns,
+) -> Result<EventPage<T>, ApiError>
+where
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin + HasId,
+{
+    let filter = filters.check()?;
+    let limit = page.limit(state.max_page_size)?;
+    let before: Option<i64> = page.cursor.as_deref().map(cursor::decode).transpose()?;
+    let mut query = QueryBuilder::<Postgres>::new(select);
+    query.push(" WHERE true");
+    filter.push_sql(&mut query, columns);
+    if let Some(before) = before {
+        query.push(" AND id < ").push_bind(before);
+    }
+    query.push(" ORDER BY id DESC LIMIT ").push_bind(limit + 1);
+    let mut items: Vec<T> = query.build_query_as().fetch_all(&state.pool).await?;
+    if let (true, Some(session)) = (items.is_empty(), &filter.session) {
+        ensure_session_known(&state.pool, session).await?;
+    }
+    let next_cursor = if items.len() as i64 > limit {
+        items.truncate(limit as usize);
+        items.last().map(|event| cursor::encode(&event.id()))
+    } else {
+        None
+    };
+    Ok(EventPage { items, next_cursor })
+}
+
+pub trait HasId {
+    fn id(&self) -> i64;
+}
+
+macro_rules! has_id {
+    ($($t:ty),*) => { $(impl HasId for $t { fn id(&self) -> i64 { self.id } })* };
+}
+has_id!(DnsEvent, HttpEvent, TlsEvent);
+
+/// DNS transactions: each query with its response code, answers and round-trip time.
+#[utoipa::path(get, path = "/api/v1/events/dns", operation_id = "listDnsEvents", tag = "events",
+    params(FilterParams, PageParams),
+    responses((status = 200, body = EventPage<DnsEvent>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn dns(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(filters): Query<FilterParams>,
+    Query(paging): Query<PageParams>,
+) -> Result<Json<EventPage<DnsEvent>>, ApiError> {
+    let select = format!(
+        "SELECT {ENDPOINTS}, transport, transaction, query, query_type, rcode, answers, rtt_ms FROM dns_events"
+    );
+    Ok(Json(page(&state, &filters, &paging, &select, &DNS).await?))
+}
+
+/// HTTP exchanges: each request with its response status and latency.
+#[utoipa::path(get, path = "/api/v1/events/http", operation_id = "listHttpEvents", tag = "events",
+    params(FilterParams, PageParams),
+    responses((status = 200, body = EventPage<HttpEvent>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn http(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(filters): Query<FilterParams>,
+    Query(paging): Query<PageParams>,
+) -> Result<Json<EventPage<HttpEvent>>, ApiError> {
+    let select =
+        format!("SELECT {ENDPOINTS}, transport, method, host, path, user_agent, status, latency_ms FROM http_events");
+    Ok(Json(page(&state, &filters, &paging, &select, &HTTP).await?))
+}
+
+/// TLS ClientHellos: server name, ALPN, offered version and JA4 fingerprint.
+#[utoipa::path(get, path = "/api/v1/events/tls", operation_id = "listTlsEvents", tag = "events",
+    params(FilterParams, PageParams),
+    responses((status = 200, body = EventPage<TlsEvent>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
+pub async fn tls(
+    State(state): State<AppState>,
+    _caller: Caller,
+    Query(filters): Query<FilterParams>,
+    Query(paging): Query<PageParams>,
+) -> Result<Json<EventPage<TlsEvent>>, ApiError> {
+    let select = format!("SELECT {ENDPOINTS}, sni, alpn, version, ja4 FROM tls_events");
+    Ok(Json(page(&state, &filters, &paging, &select, &TLS).await?))
+}
