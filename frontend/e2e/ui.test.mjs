@@ -121,6 +121,24 @@ test("flows sort and link to their packets", async () => {
   await page.locator(".rows [role=row]").first().waitFor();
 });
 
+test("events list DNS transactions, HTTP exchanges and TLS hellos, a tab each", async () => {
+  await page.goto(`${base}/events?session=${q}`);
+  const panel = page.getByRole("tabpanel");
+  const dnsRow = panel.locator("tbody tr", { hasText: "NOERROR" }).first();
+  await dnsRow.waitFor();
+  assert.match(await dnsRow.innerText(), /\.demo\.trawl\s+A\s+NOERROR\s+A 10\.203\.0\.2/);
+  await shot("events-dns");
+  await page.getByRole("tab", { name: "HTTP" }).click();
+  const httpRow = panel.locator("tbody tr", { hasText: "/demo?round=" }).first();
+  await httpRow.waitFor();
+  assert.match(await httpRow.innerText(), /GET\s+\S+\s+\/demo\?round=\d+\s+200/);
+  await page.getByRole("tab", { name: "TLS" }).click();
+  const tlsRow = panel.locator("tbody tr", { hasText: "secure.demo.trawl" }).first();
+  await tlsRow.waitFor();
+  assert.match(await tlsRow.innerText(), /t1[23][di]\d{4}/, "a JA4 fingerprint");
+  await page.waitForFunction(() => globalThis.location.search.includes("tab=tls"));
+});
+
 test("a dark theme", async () => {
   await page.goto(`${base}/?session=${q}&since=15m`);
   await page.getByRole("button", { name: "Switch to dark theme" }).click();

@@ -2,6 +2,7 @@ import { NavLink, Route, Routes } from "react-router-dom";
 import { ThemeToggle } from "./components/ThemeToggle";
 import { TokenPrompt } from "./components/TokenPrompt";
 import { Dashboard } from "./pages/Dashboard";
+import { Events } from "./pages/Events";
 import { Flows } from "./pages/Flows";
 import { Packets } from "./pages/Packets";
 import { SessionDetail } from "./pages/SessionDetail";
@@ -29,6 +30,7 @@ export function App() {
           <NavLink to="/sessions">Sessions</NavLink>
           <NavLink to={carry("/packets")}>Packets</NavLink>
           <NavLink to={carry("/flows")}>Flows</NavLink>
+          <NavLink to={carry("/events")}>Events</NavLink>
         </nav>
         <ThemeToggle />
       </header>
@@ -39,6 +41,7 @@ export function App() {
           <Route path="/sessions/:namespace/:name" element={<SessionDetail />} />
           <Route path="/packets" element={<Packets />} />
           <Route path="/flows" element={<Flows />} />
+          <Route path="/events" element={<Events />} />
           <Route path="*" element={<p className="state">No such page. Pick a view above.</p>} />
         </Routes>
       </main>

@@ -168,3 +168,41 @@ export function withToken(path: string): string {
   if (!token) return path;
   return `${path}${path.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(token)}`;
 }
+
+/** Both ends of an L7 event: the client asked, the server answered. */
+interface EventEndpoints {
+  id: number;
+  session: string;
+  ts: string;
+  client: string;
+  client_port: number;
+  server: string;
+  server_port: number;
+}
+
+export interface DnsEvent extends EventEndpoints {
+  transport: string;
+  transaction: number;
+  query: string | null;
+  query_type: string | null;
+  rcode: string | null;
+  answers: string[] | null;
+  rtt_ms: number | null;
+}
+
+export interface HttpEvent extends EventEndpoints {
+  transport: string;
+  method: string | null;
+  host: string | null;
+  path: string | null;
+  user_agent: string | null;
+  status: number | null;
+  latency_ms: number | null;
+}
+
+export interface TlsEvent extends EventEndpoints {
+  sni: string | null;
+  alpn: string[];
+  version: string | null;
+  ja4: string | null;
+}

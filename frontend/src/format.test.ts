@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { endpoint, formatBytes, formatTcpFlags, formatTime, hexDump } from "./format";
+import { endpoint, formatBytes, formatMillis, formatTcpFlags, formatTime, hexDump } from "./format";
 
 describe("formatting", () => {
   it("sizes", () => {
@@ -38,5 +38,15 @@ describe("formatting", () => {
     expect(endpoint("10.0.0.1", 53)).toBe("10.0.0.1:53");
     expect(endpoint("fd00::1", 443)).toBe("[fd00::1]:443");
     expect(endpoint(null, 80)).toBe("");
+  });
+});
+
+describe("durations", () => {
+  it("read as people read them", () => {
+    expect(formatMillis(null)).toBe("");
+    expect(formatMillis(0.85)).toBe("850 µs");
+    expect(formatMillis(12.43)).toBe("12.4 ms");
+    expect(formatMillis(250)).toBe("250 ms");
+    expect(formatMillis(1200)).toBe("1.20 s");
   });
 });

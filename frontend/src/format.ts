@@ -74,3 +74,11 @@ export function endpoint(address: string | null, port: number | null): string {
   if (port === null) return address;
   return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
 }
+
+/** A duration in milliseconds as people read it: `850 µs`, `12.4 ms`, `1.20 s`; empty when unknown. */
+export function formatMillis(ms: number | null): string {
+  if (ms === null) return "";
+  if (ms < 1) return `${Math.round(ms * 1000)} µs`;
+  if (ms < 1000) return `${ms < 100 ? ms.toFixed(1) : Math.round(ms)} ms`;
+  return `${(ms / 1000).toFixed(2)} s`;
+}
