@@ -9,6 +9,7 @@ mod flows;
 mod health;
 mod metrics;
 mod packet_rows;
+mod rollups;
 mod store;
 
 use std::sync::Arc;

@@ -8,6 +8,7 @@ use wire::segment::SegmentBuilder;
 use crate::copy::CopyWriter;
 use crate::events::{Events, Pending};
 use crate::flows::FlowTable;
+use crate::rollups::Rollups;
 
 /// Bits of a packet id that give its position in its segment.
 pub const POSITION_BITS: u32 = 20;
@@ -54,10 +55,11 @@ impl<'b, 'a> PacketRows<'b, 'a> {
         self.packets.push((*packet, dissection));
     }
 
-    /// Adds this batch's packets to `flows`.
-    pub fn add_flows(&self, flows: &mut FlowTable) {
+    /// Adds this batch's packets to `flows` and the per-minute `rollups`.
+    pub fn add_flows(&self, flows: &mut FlowTable, rollups: &mut Rollups) {
         for (packet, d) in &self.packets {
             flows.add(d, packet.ts_ns, packet.original_len);
+            rollups.add(d, packet.ts_ns, packet.original_len);
         }
     }
 

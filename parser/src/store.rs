@@ -13,6 +13,7 @@ use crate::copy::CopyWriter;
 use crate::events::{self, Events, Pending};
 use crate::flows::FlowTable;
 use crate::packet_rows::{self, PacketRows};
+use crate::rollups::Rollups;
 
 pub use database::MIGRATOR;
 
@@ -49,9 +50,6 @@ pub struct Store {
     pending: Mutex<Pending>,
 }
 
-/// Tables partitioned by day.
-const PARTITIONED: [&str; 5] = ["packets", "segments", "dns_events", "http_events", "tls_events"];
-
 const NANOS_PER_DAY: u64 = 86_400_000_000_000;
 
 impl Store {
@@ -78,13 +76,10 @@ impl Store {
                 .collect()
         };
         for day in missing {
-            for parent in PARTITIONED {
-                sqlx::query("SELECT trawl_ensure_partition($1, DATE '1970-01-01' + $2::integer)")
-                    .bind(parent)
-                    .bind(day as i32)
-                    .execute(&self.pool)
-                    .await?;
-            }
+            sqlx::query("SELECT trawl_ensure_partitions(DATE '1970-01-01' + $1::integer)")
+                .bind(day as i32)
+                .execute(&self.pool)
+                .await?;
             self.partitions.lock().expect("not poisoned").insert(day);
         }
         Ok(())
@@ -113,6 +108,7 @@ impl Store {
             "DELETE FROM dns_events WHERE session = $1 AND ts < now() - make_interval(secs => $2)",
             "DELETE FROM http_events WHERE session = $1 AND ts < now() - make_interval(secs => $2)",
             "DELETE FROM tls_events WHERE session = $1 AND ts < now() - make_interval(secs => $2)",
+            "DELETE FROM traffic_minutes WHERE session = $1 AND minute < now() - make_interval(secs => $2)",
             "DELETE FROM flows WHERE session = $1 AND last_seen < now() - make_interval(secs => $2)",
             "DELETE FROM batches WHERE session = $1 AND stored_at < now() - make_interval(secs => $2)",
         ] {
@@ -201,6 +197,7 @@ impl Store {
 
         let mut copy = CopyWriter::new(packet_rows::FIELDS);
         let mut flows = FlowTable::default();
+        let mut rollups = Rollups::default();
         let mut kept = Vec::new();
         let mut outcomes = Vec::with_capacity(batches.len());
         let mut events = Events::default();
@@ -216,7 +213,7 @@ impl Store {
                 outcomes.push(Stored::Written {
                     packets: batch.packet_count as usize,
                 });
-                rows.add_flows(&mut flows);
+                rows.add_flows(&mut flows, &mut rollups);
                 rows.add_events(&mut events, &pending);
                 if batch.packet_count > 0 {
                     kept.push((batch, segment, rows.write(&mut copy, segment)));
@@ -247,6 +244,7 @@ impl Store {
             .await?;
         }
         upsert_flows(&mut tx, batches[0].session, &flows).await?;
+        rollups.upsert(&mut tx, batches[0].session).await?;
         let event_ids = events::store::write(&mut tx, batches[0].session, &events).await?;
 
         // Counters are cumulative: keep the newest (highest batch sequence) per sniffer process.

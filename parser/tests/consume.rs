@@ -212,6 +212,19 @@ async fn batches_are_stored_once_and_foreign_messages_dead_lettered() {
             .await,
         10
     );
+    // The per-minute rollups count each packet once too.
+    assert_eq!(
+        rig.count("SELECT sum(packets)::bigint FROM traffic_minutes WHERE dimension = 'total'")
+            .await,
+        30
+    );
+    assert_eq!(
+        rig.count(
+            "SELECT sum(packets)::bigint FROM traffic_minutes WHERE dimension = 'tls' AND key = 'secure.example.org'"
+        )
+        .await,
+        10
+    );
     // Three flows (DNS, HTTP, TLS), each with every one of its packets counted once.
     assert_eq!(rig.count("SELECT count(*) FROM flows").await, 3);
     assert_eq!(

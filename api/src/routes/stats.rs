@@ -1,5 +1,7 @@
 //! Traffic at a glance: packets and bytes over time, protocols, top talkers, and the DNS names,
-//! HTTP hosts and TLS server names seen, for a session and time range.
+//! HTTP hosts and TLS server names seen, for a session and time range. Ranges filtered by session
+//! and time only are summed from the per-minute rollups the parsers write (`traffic_minutes`),
+//! with the packets of the partial minutes at either end; any other filter reads the packets.
 
 use axum::Json;
 use axum::extract::{Query, State};
@@ -89,24 +91,63 @@ pub async fn get(
             }
             seconds
         }
-        None => *STEPS.iter().find(|&&s| span / s <= 120).unwrap_or(&86400),
+        // About 120 buckets; at least a minute over an hour or more, which the rollups can serve.
+        None => {
+            let step = *STEPS.iter().find(|&&s| span / s <= 120).unwrap_or(&86400);
+            if span >= 3600 { step.max(60) } else { step }
+        }
+    };
+    let rollups = rollup_minutes(&filter, since, until, bucket_seconds);
+    let source = Source {
+        filter: &filter,
+        since,
+        until,
+        rollups,
     };
 
     let timeline = async {
         let mut q = QueryBuilder::<Postgres>::new("SELECT date_bin(make_interval(secs => ");
         q.push_bind(bucket_seconds as f64).push(
-            "), ts, '2000-01-01T00:00:00Z'::timestamptz) AS start, count(*) AS packets, \
-             coalesce(sum(original_len), 0)::bigint AS bytes FROM packets WHERE true",
+            "), t, '2000-01-01T00:00:00Z'::timestamptz) AS start, sum(p)::bigint AS packets, \
+             coalesce(sum(b), 0)::bigint AS bytes FROM (",
         );
-        filter.push_sql(&mut q, &PACKETS);
-        q.push(" GROUP BY 1 ORDER BY 1");
+        source.push_rows(&mut q, "total", "''", "true");
+        q.push(") AS rows GROUP BY 1 ORDER BY 1");
         q.build_query_as::<Bucket>().fetch_all(&state.pool).await
     };
-    let protocols = grouped(&state, &filter, "coalesce(l7, transport, 'other')", "true", 20);
-    let talkers = grouped(&state, &filter, "host(src)", "src IS NOT NULL", TOP);
-    let dns = grouped(&state, &filter, "l7_name", "l7 = 'dns' AND l7_name IS NOT NULL", TOP);
-    let http = grouped(&state, &filter, "l7_name", "l7 = 'http' AND l7_name IS NOT NULL", TOP);
-    let tls = grouped(&state, &filter, "l7_name", "l7 = 'tls' AND l7_name IS NOT NULL", TOP);
+    let protocols = grouped(
+        &state,
+        &source,
+        "protocol",
+        "coalesce(l7, transport, 'other')",
+        "true",
+        20,
+    );
+    let talkers = grouped(&state, &source, "talker", "host(src)", "src IS NOT NULL", TOP);
+    let dns = grouped(
+        &state,
+        &source,
+        "dns",
+        "l7_name",
+        "l7 = 'dns' AND l7_name IS NOT NULL",
+        TOP,
+    );
+    let http = grouped(
+        &state,
+        &source,
+        "http",
+        "l7_name",
+        "l7 = 'http' AND l7_name IS NOT NULL",
+        TOP,
+    );
+    let tls = grouped(
+        &state,
+        &source,
+        "tls",
+        "l7_name",
+        "l7 = 'tls' AND l7_name IS NOT NULL",
+        TOP,
+    );
     let (timeline, protocols, top_talkers, top_dns_names, top_http_hosts, top_tls_server_names) =
         tokio::try_join!(timeline, protocols, talkers, dns, http, tls)?;
     if let (true, Some(session)) = (timeline.is_empty(), &filter.session) {
@@ -127,20 +168,88 @@ pub async fn get(
     }))
 }
 
-/// Packets and bytes per value of `key` among rows where `only` holds, largest by bytes first.
-/// `key` and `only` are constants of this file, never user input.
+/// The whole minutes of [since, until) that the per-minute rollups may answer for: only when
+/// nothing but the session and the time range filters, and buckets are whole minutes.
+fn rollup_minutes(
+    filter: &Filter,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    bucket_seconds: i64,
+) -> Option<(DateTime<Utc>, DateTime<Utc>)> {
+    if !filter.conditions.is_empty() || bucket_seconds % 60 != 0 {
+        return None;
+    }
+    let floor = |t: DateTime<Utc>| DateTime::from_timestamp(t.timestamp().div_euclid(60) * 60, 0);
+    let first = floor(since)? + chrono::Duration::minutes(i64::from(floor(since)? < since));
+    let last = floor(until)?;
+    (first < last).then_some((first, last))
+}
+
+/// Where the statistics' rows come from: the rollups for whole minutes and the packets of the
+/// partial minutes at either end, or the packets alone.
+struct Source<'a> {
+    filter: &'a Filter,
+    since: DateTime<Utc>,
+    until: DateTime<Utc>,
+    rollups: Option<(DateTime<Utc>, DateTime<Utc>)>,
+}
+
+impl Source<'_> {
+    /// Pushes a subquery of `(t, name, p, b)` rows: time, key, packets, bytes. `key` and `only`
+    /// are constants of this file, never user input.
+    fn push_rows(
+        &self,
+        q: &mut QueryBuilder<Postgres>,
+        dimension: &'static str,
+        key: &'static str,
+        only: &'static str,
+    ) {
+        let Some((first, last)) = self.rollups else {
+            q.push(format_args!(
+                "SELECT ts AS t, {key} AS name, 1 AS p, original_len AS b FROM packets WHERE {only}"
+            ));
+            self.filter.push_sql(q, &PACKETS);
+            return;
+        };
+        q.push("SELECT minute AS t, key AS name, packets AS p, bytes AS b FROM traffic_minutes WHERE dimension = ")
+            .push_bind(dimension)
+            .push(" AND minute >= ")
+            .push_bind(first)
+            .push(" AND minute < ")
+            .push_bind(last);
+        if let Some(session) = &self.filter.session {
+            q.push(" AND session = ").push_bind(session.clone());
+        }
+        q.push(format_args!(
+            " UNION ALL SELECT ts, {key}, 1, original_len FROM packets WHERE {only} AND ((ts >= "
+        ))
+        .push_bind(self.since)
+        .push(" AND ts < ")
+        .push_bind(first)
+        .push(") OR (ts >= ")
+        .push_bind(last)
+        .push(" AND ts < ")
+        .push_bind(self.until)
+        .push("))");
+        if let Some(session) = &self.filter.session {
+            q.push(" AND session = ").push_bind(session.clone());
+        }
+    }
+}
+
+/// Packets and bytes per key of `dimension` among rows where `only` holds, largest by bytes first.
 async fn grouped(
     state: &AppState,
-    filter: &Filter,
+    source: &Source<'_>,
+    dimension: &'static str,
     key: &'static str,
     only: &'static str,
     top: i64,
 ) -> Result<Vec<Count>, sqlx::Error> {
-    let mut q = QueryBuilder::<Postgres>::new(format!(
-        "SELECT {key} AS name, count(*) AS packets, coalesce(sum(original_len), 0)::bigint AS bytes \
-         FROM packets WHERE {only}"
-    ));
-    filter.push_sql(&mut q, &PACKETS);
-    q.push(" GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT ").push_bind(top);
+    let mut q = QueryBuilder::<Postgres>::new(
+        "SELECT name, sum(p)::bigint AS packets, coalesce(sum(b), 0)::bigint AS bytes FROM (",
+    );
+    source.push_rows(&mut q, dimension, key, only);
+    q.push(") AS rows GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT ").push_bind(top);
     q.build_query_as::<Count>().fetch_all(&state.pool).await
 }
