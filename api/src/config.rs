@@ -25,6 +25,11 @@ pub struct Config {
     #[arg(long, env = "TRAWL_STATIC_DIR", default_value = "frontend/dist")]
     pub static_dir: PathBuf,
 
+    /// Longest a request's database statement may run before it is cancelled (a 503 saying so).
+    /// The pcap export, which streams one long statement, is exempt.
+    #[arg(long, env = "TRAWL_STATEMENT_TIMEOUT", default_value = "15s", value_parser = humantime::parse_duration)]
+    pub statement_timeout: std::time::Duration,
+
     /// Largest page of packets or flows one request may ask for.
     #[arg(long, env = "TRAWL_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: u32,

@@ -19,6 +19,8 @@ pub enum ApiError {
     Forbidden(&'static str),
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
+    #[error("the query ran longer than the API allows (its statement timeout)")]
+    TimedOut,
 
     #[error("database error")]
     Database(#[source] sqlx::Error),
@@ -37,6 +39,8 @@ impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
         match &error {
             sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed => Self::Unavailable(error),
+            // query_canceled: the statement timeout ended it.
+            sqlx::Error::Database(database) if database.code().as_deref() == Some("57014") => Self::TimedOut,
             _ => Self::Database(error),
         }
     }
@@ -71,6 +75,11 @@ impl IntoResponse for ApiError {
                     "the database is unavailable; retry shortly".into(),
                 )
             }
+            Self::TimedOut => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                None,
+                format!("{self}; narrow the time range or add filters"),
+            ),
             Self::Database(source) => {
                 tracing::error!(error = %source, "database error");
                 (

@@ -21,11 +21,12 @@ async fn main() -> anyhow::Result<()> {
             auth::Tokens::open()
         }
     };
+    let options: sqlx::postgres::PgConnectOptions = config.database_url.parse().context("invalid --database-url")?;
+    let timeout = format!("{}ms", config.statement_timeout.as_millis());
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
-        .connect_lazy(&config.database_url)
-        .context("invalid --database-url")?;
+        .connect_lazy_with(options.options([("statement_timeout", timeout.as_str())]));
     // The API starts even when the database is down (readyz says so) and migrates once it is up.
     let migrated = database::migrate_in_background(&pool);
     let (stop, shutdown) = tokio::sync::watch::channel(false);

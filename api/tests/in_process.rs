@@ -187,3 +187,51 @@ fn the_openapi_document_names_each_operation_once_and_every_answer() {
     }
     assert_eq!(ids.len(), 11, "{ids:?}");
 }
+
+#[tokio::test]
+async fn a_statement_past_the_timeout_is_a_503_and_the_pcap_export_is_exempt() {
+    let database = TestDatabase::create().await;
+    let setup = database.pool().await;
+    database::MIGRATOR.run(&setup).await.unwrap();
+    sqlx::raw_sql(
+        "SELECT trawl_ensure_partitions(current_date - 1); SELECT trawl_ensure_partitions(current_date); \
+         INSERT INTO batches (batch_id, session, node, boot_id, batch_seq, packets, final) \
+           VALUES ('slow-0', 'test/slow', 'node', 'boot', 0, 1000000, false); \
+         INSERT INTO packets (id, session, ts, seq, node, interface, original_len, captured_len, src_port, dst_port, \
+           l7_guessed, fragment, payload_kept) \
+         SELECT n, 'test/slow', now() - n * interval '1 ms', n, 'node', 'eth0', 60, 60, 40000, 80, false, false, false \
+         FROM generate_series(1, 1000000) AS n; ANALYZE packets;",
+    )
+    .execute(&setup)
+    .await
+    .unwrap();
+    setup.close().await;
+    let options: sqlx::postgres::PgConnectOptions = database.url.parse().unwrap();
+    let pool = sqlx::postgres::PgPoolOptions::new().connect_lazy_with(options.options([("statement_timeout", "20ms")]));
+
+    // Walking a million rows for a port none has takes far longer than 20 ms.
+    let (status, body) = get(
+        state(pool.clone(), Tokens::open().into()),
+        "/api/v1/packets?session=test/slow&q=port%201",
+        None,
+    )
+    .await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE, "{body}");
+    assert!(
+        body["error"]["message"].as_str().unwrap().contains("statement timeout"),
+        "{body}"
+    );
+
+    let router = api::router::router(state(pool, Tokens::open().into()), std::path::Path::new("/nonexistent"));
+    let response = router
+        .oneshot(
+            Request::get("/api/v1/sessions/test/slow/pcap?q=port%201")
+                .body(Body::empty())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
+    assert_eq!(bytes.len(), 24, "a whole (empty) pcap file, not a cut-off stream");
+}

@@ -58,7 +58,10 @@ async fn write_packets(
     );
     filter.push_sql(&mut query, &PACKETS);
     query.push(" ORDER BY ts, id");
-    let mut rows = query.build_query_as::<(i64, i64, i32)>().fetch(pool);
+    // One statement streams the whole export, however long it takes: exempt from the timeout.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
+    let mut rows = query.build_query_as::<(i64, i64, i32)>().fetch(&mut *tx);
     let mut segments: VecDeque<(i64, Segment)> = VecDeque::new();
     let mut chunk = file_header();
     while let Some((id, micros, original_len)) = rows.try_next().await? {
