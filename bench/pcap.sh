@@ -10,41 +10,20 @@ set -euo pipefail
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$root"
 batches=${1:-1000} per_batch=${2:-1000}
-total=$((batches * per_batch))
-export TRAWL_CACHE=${TRAWL_CACHE:-$HOME/.cache/trawl}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TRAWL_CACHE/target}
-log() { echo "bench: $*" >&2; }
-
-bash hack/deps.sh
-bash hack/services.sh
-cargo build --release -q -p parser --bin trawl-parser --example fill_queue
-cargo build --release -q -p api --bin trawl-api
-bin=$CARGO_TARGET_DIR/release
-
-db=trawl_bench_pcap queue=trawl-bench-pcap parser_port=19194 api_port=19195
-export PGPASSWORD=trawl
-psql_() { psql -qAt -h 127.0.0.1 -U trawl "$@"; }
-mgmt() { curl -fsS -u guest:guest -H 'content-type: application/json' -X "$1" "http://127.0.0.1:15672/api$2" ${3:+-d "$3"} >/dev/null; }
+db=trawl_bench_pcap api_port=19195
 work=$(mktemp -d)
 cleanup() {
-  kill "${parser:-}" "${api:-}" 2>/dev/null || true
-  mgmt DELETE /queues/%2f/$queue || true
+  kill "${api:-}" 2>/dev/null || true
   rm -rf "$work"
   psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true
 }
 trap cleanup EXIT
+source bench/ingest.sh
+cargo build --release -q -p api --bin trawl-api
+bin=$CARGO_TARGET_DIR/release
 url="postgres://trawl:trawl@127.0.0.1:5432/$db"
-psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
-mgmt DELETE /queues/%2f/$queue 2>/dev/null || true
-mgmt PUT /queues/%2f/$queue '{"durable":true}'
 log "storing $total packets"
-"$bin/examples/fill_queue" amqp://guest:guest@127.0.0.1:5672/%2f $queue "$batches" "$per_batch" >/dev/null
-"$bin/trawl-parser" --session bench/parser --queue $queue --database-url "$url" --listen 127.0.0.1:$parser_port \
-  --amqp-url amqp://guest:guest@127.0.0.1:5672/%2f >"$work/parser.log" 2>&1 &
-parser=$!
-rows() { curl -fsS http://127.0.0.1:$parser_port/metrics 2>/dev/null | awk '$1 == "trawl_parser_rows_written_total" {print $2}'; }
-until [ "$(rows)" = "$total" ] 2>/dev/null; do sleep 0.2; done
-kill $parser; wait $parser || true; parser=
+ingest $db >/dev/null
 psql_ -d $db -c "VACUUM ANALYZE"
 
 mkdir -p "$work/ui"

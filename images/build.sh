@@ -52,6 +52,10 @@ for component in operator sniffer parser api; do
   log "building $image"
   $docker build -q "${args[@]}" -f "$root/images/Dockerfile" --target "$component" -t "$image" "$context" >/dev/null
 done
+# Each build sends its binaries as context (hundreds of MB) and replaces the previous images:
+# without pruning, BuildKit's cache and the untagged images grew the Docker data root by gigabytes a day.
+$docker image prune -f >/dev/null
+$docker builder prune -f --keep-storage 2GB >/dev/null 2>&1 || true
 for component in operator sniffer parser api; do
   image=$registry/trawl-$component:$tag
   size=$($docker image inspect --format '{{.Size}}' "$image")
