@@ -32,6 +32,10 @@ pub enum L7 {
         host: Option<String>,
         path: Option<String>,
         status: Option<u16>,
+        /// The response's reason phrase (`OK`).
+        reason: Option<String>,
+        /// `HTTP/1.0` or `HTTP/1.1`, when the start line got that far.
+        version: Option<String>,
         user_agent: Option<String>,
     },
     Tls {
@@ -262,6 +266,8 @@ fn http(payload: &[u8]) -> Option<L7> {
             host: None,
             path: None,
             status: response.code,
+            reason: response.reason.filter(|r| !r.is_empty()).map(str::to_owned),
+            version: response.version.map(http_version),
             user_agent: None,
         });
     }
@@ -279,8 +285,14 @@ fn http(payload: &[u8]) -> Option<L7> {
         host: header(request.headers, "host"),
         path: request.path.map(str::to_owned),
         status: None,
+        reason: None,
+        version: request.version.map(http_version),
         user_agent: header(request.headers, "user-agent"),
     })
+}
+
+fn http_version(minor: u8) -> String {
+    format!("HTTP/1.{minor}")
 }
 
 /// ClientHello / ServerHello, as far as the bytes go.

@@ -3,6 +3,7 @@
 //! A malformed or truncated packet keeps every layer that did parse and records what went wrong
 //! (`Malformed`); nothing here panics on input, which the fuzz target checks.
 
+mod info;
 mod ja4;
 mod l7;
 
@@ -21,6 +22,7 @@ use pnet::packet::udp::UdpPacket;
 use pnet::packet::vlan::VlanPacket;
 use serde::Serialize;
 
+pub use info::info;
 pub use l7::L7;
 
 /// What a frame turned out to be.
@@ -142,6 +144,8 @@ pub enum Layer {
         ack: u32,
         flags: String,
         window: u16,
+        /// Payload bytes captured.
+        len: usize,
     },
     Udp {
         src_port: u16,
@@ -360,6 +364,7 @@ fn transport(d: &mut Dissection, protocol: IpNextHeaderProtocol, bytes: &[u8], o
                 ack: tcp.get_acknowledgement(),
                 flags: tcp_flag_names(flags),
                 window: tcp.get_window(),
+                len: bytes.len().saturating_sub(header_len),
             });
             if header_len < 20 {
                 d.malformed = Some(Malformed::BadTcpHeader);

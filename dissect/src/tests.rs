@@ -97,15 +97,19 @@ fn http_request_and_response() {
             host: Some("example.org".into()),
             path: Some("/index.html".into()),
             status: None,
+            reason: None,
+            version: Some("HTTP/1.1".into()),
             user_agent: Some("curl/8".into()),
         })
     );
+    assert_eq!(crate::info(&d), "GET /index.html HTTP/1.1");
     assert_eq!(d.tcp_flags, Some(0x18));
     let response = dissect(&ethernet(
         0x0800,
         &ipv4(6, 0, &tcp(80, 40000, 0x18, b"HTTP/1.1 404 Not Found\r\n")),
     ));
     assert!(matches!(response.l7, Some(L7::Http { status: Some(404), .. })));
+    assert_eq!(crate::info(&response), "HTTP/1.1 404 Not Found");
 }
 
 #[test]

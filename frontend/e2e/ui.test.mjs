@@ -77,6 +77,11 @@ test("packets filter through the URL, page into history and open as a layer tree
   await page.locator(".rows [role=row]").first().waitFor();
   const protocols = await page.locator(".rows [role=row] [role=gridcell]:nth-child(4)").allInnerTexts();
   assert.ok(protocols.length > 0 && protocols.every((p) => p === "dns"), `only DNS rows: ${protocols}`);
+  const infos = await page.locator(".rows [role=row] [role=gridcell]:nth-child(6)").allInnerTexts();
+  assert.ok(
+    infos.every((i) => /^Standard query (response )?0x[0-9a-f]{4} A \S+\.demo\.trawl/.test(i)),
+    `Info as Wireshark writes it: ${infos.slice(0, 3)}`,
+  );
 
   // A shared link gives the same view.
   const shared = await context.newPage();

@@ -56,6 +56,8 @@ export interface Packet {
   vlan: number | null;
   malformed: string | null;
   payload_kept: boolean;
+  /** One line in Wireshark's manner, from the stored bytes. */
+  info: string;
 }
 
 export interface PacketDetail extends Packet {

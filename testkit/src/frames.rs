@@ -94,16 +94,31 @@ pub fn tcp_syn(from: [u8; 6], to: [u8; 6], port: u16, seq: u32) -> Vec<u8> {
 
 /// A TCP segment from port 40001 to `port` with `flags` (e.g. 0x18 PSH|ACK) carrying `payload`.
 pub fn tcp(from: [u8; 6], to: [u8; 6], port: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
+    tcp_ports(from, to, (SOURCE, 40001), (DESTINATION, port), flags, payload)
+}
+
+/// A TCP segment between any two endpoints (address, port), sequence number 1, ack 1 when ACK is set.
+pub fn tcp_ports(
+    from: [u8; 6],
+    to: [u8; 6],
+    (source, source_port): (Ipv4Addr, u16),
+    (destination, port): (Ipv4Addr, u16),
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
     let mut transport = vec![0u8; 20 + payload.len()];
     let mut tcp = MutableTcpPacket::new(&mut transport).unwrap();
-    tcp.set_source(40001);
+    tcp.set_source(source_port);
     tcp.set_destination(port);
     tcp.set_sequence(1);
+    if flags & TcpFlags::ACK != 0 {
+        tcp.set_acknowledgement(1);
+    }
     tcp.set_data_offset(5);
     tcp.set_flags(flags);
     tcp.set_window(64240);
     tcp.set_payload(payload);
-    frame(from, to, IpNextHeaderProtocols::Tcp, &transport)
+    frame_between(from, to, source, destination, IpNextHeaderProtocols::Tcp, &transport)
 }
 
 /// A DNS query (type A) for `name`, as a UDP payload.

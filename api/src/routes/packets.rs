@@ -43,6 +43,32 @@ pub struct Packet {
     pub malformed: Option<String>,
     /// The stored bytes include the payload (the session's `storePayload`).
     pub payload_kept: bool,
+    /// A one-line summary in the manner of Wireshark's Info column, dissected from the stored
+    /// bytes (without payload, it describes the transport header).
+    #[sqlx(skip)]
+    pub info: String,
+}
+
+/// Fills in the packets' Info lines from their stored bytes: one segment read per segment the
+/// packets come from (a page mostly comes from one or two).
+pub async fn describe(pool: &sqlx::PgPool, packets: &mut [Packet]) -> Result<(), sqlx::Error> {
+    let mut segment_ids: Vec<i64> = packets.iter().map(|p| segments::locate(p.id).0).collect();
+    segment_ids.sort_unstable();
+    segment_ids.dedup();
+    for segment_id in segment_ids {
+        let Some(segment) = Segment::fetch(pool, segment_id).await? else {
+            continue;
+        };
+        for packet in packets.iter_mut() {
+            let (of, position) = segments::locate(packet.id);
+            if of == segment_id
+                && let Some(frame) = segment.frame(position)
+            {
+                packet.info = dissect::info(&dissect::dissect(frame));
+            }
+        }
+    }
+    Ok(())
 }
 
 pub const PACKET_COLUMNS: &str = "id, session, ts, node, interface, original_len, captured_len, host(src) AS src, \
@@ -86,6 +112,7 @@ pub async fn list(
     } else {
         None
     };
+    describe(&state.pool, &mut items).await?;
     Ok(Json(PacketPage { items, next_cursor }))
 }
 
@@ -130,7 +157,7 @@ pub async fn get(
         .push_bind(segment.first_ts)
         .push(" AND ")
         .push_bind(segment.last_ts);
-    let packet: Packet = query
+    let mut packet: Packet = query
         .build_query_as()
         .fetch_optional(&state.pool)
         .await?
@@ -140,7 +167,9 @@ pub async fn get(
         caller.require(Scope::Payload)?;
         audit(&caller, "view-payload", &format!("packet {id} of {}", packet.session));
     }
-    let layers = serde_json::to_value(dissect::dissect(frame).layers).expect("layers serialise");
+    let dissection = dissect::dissect(frame);
+    packet.info = dissect::info(&dissection);
+    let layers = serde_json::to_value(dissection.layers).expect("layers serialise");
     Ok(Json(PacketDetail {
         layers,
         data_hex: frame.iter().map(|b| format!("{b:02x}")).collect(),

@@ -129,7 +129,8 @@ impl Follower {
         }
         filter.push_sql(&mut query, &PACKETS);
         query.push(" ORDER BY id LIMIT ").push_bind(BATCH);
-        let packets: Vec<Packet> = query.build_query_as().fetch_all(pool).await?;
+        let mut packets: Vec<Packet> = query.build_query_as().fetch_all(pool).await?;
+        crate::routes::packets::describe(pool, &mut packets).await?;
         self.recent.extend(packets.iter().map(|p| p.id));
         let now = Instant::now();
         if let Some(&highest) = self.recent.last() {

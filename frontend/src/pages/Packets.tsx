@@ -215,7 +215,7 @@ function PacketList({
                     <span role="gridcell">{p.l7 ?? p.transport ?? "?"}</span>
                     <span role="gridcell">{p.original_len}</span>
                     <span role="gridcell">
-                      {p.l7_name ?? formatTcpFlags(p.tcp_flags)}
+                      {p.info || p.l7_name || formatTcpFlags(p.tcp_flags)}
                       {p.malformed ? ` [${p.malformed}]` : ""}
                     </span>
                   </div>
