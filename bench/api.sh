@@ -30,7 +30,7 @@ cleanup() { kill "${api:-}" 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 # The rows are kept between runs (generating them takes minutes); a different count regenerates.
-have=$(psql_ -d $db -c "SELECT count(*) FROM packets" 2>/dev/null || echo 0)
+have=$(psql_ -d $db -c "SELECT count(*) FROM packets WHERE EXISTS (SELECT FROM traffic_minutes)" 2>/dev/null || echo 0)
 if [ "$have" != "$rows" ]; then
   log "generating $rows packet rows"
   psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
@@ -40,8 +40,8 @@ if [ "$have" != "$rows" ]; then
   until curl -fsS http://127.0.0.1:$port/readyz >/dev/null 2>&1 && psql_ -d $db -c "SELECT 1 FROM sessions LIMIT 0" >/dev/null 2>&1; do sleep 0.2; done
   kill $api; wait $api || true; api=
   psql_ -d $db <<SQL
-SELECT trawl_ensure_partition(parent, day)
-FROM unnest(ARRAY['packets', 'segments']) AS parent, unnest(ARRAY[current_date - 1, current_date]) AS day;
+SELECT trawl_ensure_partitions(current_date - 1);
+SELECT trawl_ensure_partitions(current_date);
 INSERT INTO sessions (namespace, name, uid, phase, ready, spec, status, created_at)
 VALUES ('bench', 'api', 'bench', 'Capturing', true, '{}', '{}', now() - interval '1 day');
 INSERT INTO batches (batch_id, session, node, boot_id, batch_seq, packets, final)
@@ -68,7 +68,16 @@ SELECT (n / 1024 + 1) * 1048576 + n % 1024, 'bench/api',
        CASE WHEN n % 8 IN (0, 7) THEN NULL ELSE 24 END,
        false, false
 FROM generate_series(1::bigint, $rows::bigint) AS n;
+-- The per-minute rollups the parsers would have written for these rows.
+INSERT INTO traffic_minutes (session, minute, dimension, key, packets, bytes)
+SELECT session, date_trunc('minute', ts), d.dimension, d.key, count(*), sum(original_len)
+FROM packets,
+     LATERAL (VALUES ('total', ''), ('protocol', coalesce(l7, transport, 'other')), ('talker', host(src)),
+                     (l7, CASE WHEN l7 IN ('dns', 'http', 'tls') THEN l7_name END)) AS d(dimension, key)
+WHERE d.key IS NOT NULL AND d.dimension IS NOT NULL
+GROUP BY 1, 2, 3, 4;
 ANALYZE packets;
+ANALYZE traffic_minutes;
 SQL
 fi
 
@@ -85,12 +94,12 @@ cat >"$work/packets.sql" <<'SQL'
 SELECT id, session, ts, node, interface, original_len, captured_len, host(src) AS src, host(dst) AS dst, src_port, dst_port, transport, l7, l7_name, tcp_flags, vlan, malformed, payload_kept FROM packets WHERE true AND session = 'bench/api' AND ts >= now() - interval '6 hours' AND ((transport = 'tcp' OR l7 = 'tcp') AND (src_port = 443 OR dst_port = 443) AND src <<= '10.0.6.0/24'::inet) ORDER BY id DESC LIMIT 101;
 SQL
 cat >"$work/stats.sql" <<'SQL'
-SELECT date_bin(make_interval(secs => 30), ts, '2000-01-01T00:00:00Z'::timestamptz) AS start, count(*), coalesce(sum(original_len), 0)::bigint FROM packets WHERE true AND session = 'bench/api' AND ts >= now() - interval '1 hour' AND ts < now() GROUP BY 1 ORDER BY 1;
-SELECT coalesce(l7, transport, 'other'), count(*), coalesce(sum(original_len), 0)::bigint FROM packets WHERE true AND session = 'bench/api' AND ts >= now() - interval '1 hour' AND ts < now() GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 20;
-SELECT host(src), count(*), coalesce(sum(original_len), 0)::bigint FROM packets WHERE src IS NOT NULL AND session = 'bench/api' AND ts >= now() - interval '1 hour' AND ts < now() GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 10;
-SELECT l7_name, count(*), coalesce(sum(original_len), 0)::bigint FROM packets WHERE l7 = 'dns' AND l7_name IS NOT NULL AND session = 'bench/api' AND ts >= now() - interval '1 hour' AND ts < now() GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 10;
-SELECT l7_name, count(*), coalesce(sum(original_len), 0)::bigint FROM packets WHERE l7 = 'http' AND l7_name IS NOT NULL AND session = 'bench/api' AND ts >= now() - interval '1 hour' AND ts < now() GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 10;
-SELECT l7_name, count(*), coalesce(sum(original_len), 0)::bigint FROM packets WHERE l7 = 'tls' AND l7_name IS NOT NULL AND session = 'bench/api' AND ts >= now() - interval '1 hour' AND ts < now() GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 10;
+SELECT date_bin(make_interval(secs => 60), t, '2000-01-01T00:00:00Z'::timestamptz), sum(p)::bigint, coalesce(sum(b), 0)::bigint FROM (SELECT minute AS t, key AS name, packets AS p, bytes AS b FROM traffic_minutes WHERE dimension = 'total' AND minute >= date_trunc('minute', now() - interval '1 hour') + interval '1 minute' AND minute < date_trunc('minute', now()) AND session = 'bench/api' UNION ALL SELECT ts, '', 1, original_len FROM packets WHERE true AND ((ts >= now() - interval '1 hour' AND ts < date_trunc('minute', now() - interval '1 hour') + interval '1 minute') OR (ts >= date_trunc('minute', now()) AND ts < now())) AND session = 'bench/api') AS rows GROUP BY 1 ORDER BY 1;
+SELECT name, sum(p)::bigint, coalesce(sum(b), 0)::bigint FROM (SELECT minute AS t, key AS name, packets AS p, bytes AS b FROM traffic_minutes WHERE dimension = 'protocol' AND minute >= date_trunc('minute', now() - interval '1 hour') + interval '1 minute' AND minute < date_trunc('minute', now()) AND session = 'bench/api' UNION ALL SELECT ts, coalesce(l7, transport, 'other'), 1, original_len FROM packets WHERE true AND ((ts >= now() - interval '1 hour' AND ts < date_trunc('minute', now() - interval '1 hour') + interval '1 minute') OR (ts >= date_trunc('minute', now()) AND ts < now())) AND session = 'bench/api') AS rows GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 20;
+SELECT name, sum(p)::bigint, coalesce(sum(b), 0)::bigint FROM (SELECT minute AS t, key AS name, packets AS p, bytes AS b FROM traffic_minutes WHERE dimension = 'talker' AND minute >= date_trunc('minute', now() - interval '1 hour') + interval '1 minute' AND minute < date_trunc('minute', now()) AND session = 'bench/api' UNION ALL SELECT ts, host(src), 1, original_len FROM packets WHERE src IS NOT NULL AND ((ts >= now() - interval '1 hour' AND ts < date_trunc('minute', now() - interval '1 hour') + interval '1 minute') OR (ts >= date_trunc('minute', now()) AND ts < now())) AND session = 'bench/api') AS rows GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 10;
+SELECT name, sum(p)::bigint, coalesce(sum(b), 0)::bigint FROM (SELECT minute AS t, key AS name, packets AS p, bytes AS b FROM traffic_minutes WHERE dimension = 'dns' AND minute >= date_trunc('minute', now() - interval '1 hour') + interval '1 minute' AND minute < date_trunc('minute', now()) AND session = 'bench/api' UNION ALL SELECT ts, l7_name, 1, original_len FROM packets WHERE l7 = 'dns' AND l7_name IS NOT NULL AND ((ts >= now() - interval '1 hour' AND ts < date_trunc('minute', now() - interval '1 hour') + interval '1 minute') OR (ts >= date_trunc('minute', now()) AND ts < now())) AND session = 'bench/api') AS rows GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 10;
+SELECT name, sum(p)::bigint, coalesce(sum(b), 0)::bigint FROM (SELECT minute AS t, key AS name, packets AS p, bytes AS b FROM traffic_minutes WHERE dimension = 'http' AND minute >= date_trunc('minute', now() - interval '1 hour') + interval '1 minute' AND minute < date_trunc('minute', now()) AND session = 'bench/api' UNION ALL SELECT ts, l7_name, 1, original_len FROM packets WHERE l7 = 'http' AND l7_name IS NOT NULL AND ((ts >= now() - interval '1 hour' AND ts < date_trunc('minute', now() - interval '1 hour') + interval '1 minute') OR (ts >= date_trunc('minute', now()) AND ts < now())) AND session = 'bench/api') AS rows GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 10;
+SELECT name, sum(p)::bigint, coalesce(sum(b), 0)::bigint FROM (SELECT minute AS t, key AS name, packets AS p, bytes AS b FROM traffic_minutes WHERE dimension = 'tls' AND minute >= date_trunc('minute', now() - interval '1 hour') + interval '1 minute' AND minute < date_trunc('minute', now()) AND session = 'bench/api' UNION ALL SELECT ts, l7_name, 1, original_len FROM packets WHERE l7 = 'tls' AND l7_name IS NOT NULL AND ((ts >= now() - interval '1 hour' AND ts < date_trunc('minute', now() - interval '1 hour') + interval '1 minute') OR (ts >= date_trunc('minute', now()) AND ts < now())) AND session = 'bench/api') AS rows GROUP BY 1 ORDER BY 3 DESC, 1 LIMIT 10;
 SQL
 curl -fsS "$packets_url" | jq -e '.items | length > 0' >/dev/null || { log "the packets query returns nothing"; exit 1; }
 
