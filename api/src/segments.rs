@@ -29,29 +29,39 @@ pub struct Segment {
 
 impl Segment {
     pub async fn fetch(pool: &PgPool, id: i64) -> Result<Option<Self>, sqlx::Error> {
-        let row: Option<(String, Time, Time, Vec<u8>)> =
-            sqlx::query_as("SELECT session, first_ts, last_ts, records FROM segments WHERE id = $1")
-                .bind(id)
-                .fetch_optional(pool)
+        Ok(Self::fetch_many(pool, &[id]).await?.pop().map(|(_, segment)| segment))
+    }
+
+    /// The segments of `ids` that are stored, in one query.
+    pub async fn fetch_many(pool: &PgPool, ids: &[i64]) -> Result<Vec<(i64, Self)>, sqlx::Error> {
+        let rows: Vec<(i64, String, Time, Time, Vec<u8>)> =
+            sqlx::query_as("SELECT id, session, first_ts, last_ts, records FROM segments WHERE id = ANY($1)")
+                .bind(ids)
+                .fetch_all(pool)
                 .await?;
-        Ok(row.map(|(session, first_ts, last_ts, records)| {
-            let start = records.as_ptr() as usize;
-            // Records that do not decode end the list: their packets read as not kept.
-            let frames = wire::segment::records(&records)
-                .map_while(Result::ok)
-                .map(|record| {
-                    let at = record.data.as_ptr() as usize - start;
-                    at..at + record.data.len()
-                })
-                .collect();
-            Self {
-                session,
-                first_ts,
-                last_ts,
-                records,
-                frames,
-            }
-        }))
+        Ok(rows
+            .into_iter()
+            .map(|(id, session, first_ts, last_ts, records)| (id, Self::decode(session, first_ts, last_ts, records)))
+            .collect())
+    }
+
+    fn decode(session: String, first_ts: Time, last_ts: Time, records: Vec<u8>) -> Self {
+        let start = records.as_ptr() as usize;
+        // Records that do not decode end the list: their packets read as not kept.
+        let frames = wire::segment::records(&records)
+            .map_while(Result::ok)
+            .map(|record| {
+                let at = record.data.as_ptr() as usize - start;
+                at..at + record.data.len()
+            })
+            .collect();
+        Self {
+            session,
+            first_ts,
+            last_ts,
+            records,
+            frames,
+        }
     }
 
     /// The kept bytes of the packet at `position`.

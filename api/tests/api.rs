@@ -271,7 +271,10 @@ async fn packets_are_filtered_paged_and_detailed() {
     assert_eq!(packet["l7"], "dns");
     assert!(packet["l7_name"].as_str().unwrap().ends_with(".example.org"));
     // The Info line comes from the kept bytes: headers only here, so it describes the UDP header.
-    assert!(packet["info"].as_str().unwrap().starts_with("40000 → 53 Len="), "{packet}");
+    assert!(
+        packet["info"].as_str().unwrap().starts_with("40000 → 53 Len="),
+        "{packet}"
+    );
     let detail = rig.ok(&format!("/api/v1/packets/{}", packet["id"]));
     let layers: Vec<&str> = detail["layers"]
         .as_array()

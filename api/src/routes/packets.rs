@@ -49,16 +49,13 @@ pub struct Packet {
     pub info: String,
 }
 
-/// Fills in the packets' Info lines from their stored bytes: one segment read per segment the
-/// packets come from (a page mostly comes from one or two).
+/// Fills in the packets' Info lines from their stored bytes: the segments the packets come from
+/// (a page mostly comes from one or two), read in one query.
 pub async fn describe(pool: &sqlx::PgPool, packets: &mut [Packet]) -> Result<(), sqlx::Error> {
     let mut segment_ids: Vec<i64> = packets.iter().map(|p| segments::locate(p.id).0).collect();
     segment_ids.sort_unstable();
     segment_ids.dedup();
-    for segment_id in segment_ids {
-        let Some(segment) = Segment::fetch(pool, segment_id).await? else {
-            continue;
-        };
+    for (segment_id, segment) in Segment::fetch_many(pool, &segment_ids).await? {
         for packet in packets.iter_mut() {
             let (of, position) = segments::locate(packet.id);
             if of == segment_id
