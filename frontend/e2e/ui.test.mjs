@@ -132,7 +132,7 @@ test("events list DNS transactions, HTTP exchanges and TLS hellos, a tab each", 
   const dnsRow = panel.locator("tbody tr", { hasText: "NOERROR" }).first();
   await dnsRow.waitFor();
   assert.match(await dnsRow.innerText(), /\.demo\.trawl\s+A\s+NOERROR\s+A 10\.203\.0\.2/);
-  await shot("events-dns");
+  await shot("events");
   await page.getByRole("tab", { name: "HTTP" }).click();
   const httpRow = panel.locator("tbody tr", { hasText: "/demo?round=" }).first();
   await httpRow.waitFor();

@@ -43,6 +43,9 @@ log "DNS, HTTP, TLS, TCP and UDP packets are visible through the API"
 (cd frontend && TRAWL_UI_URL="http://127.0.0.1:$port" TRAWL_SESSION=local/demo \
   TRAWL_API_BIN="$CARGO_TARGET_DIR/debug/trawl-api" TRAWL_DATABASE_URL="postgres://trawl@127.0.0.1:21432/trawl" \
   npm run e2e --silent)
+# The README's screenshots are the ones this run just took of the current UI.
+cp frontend/e2e/artifacts/*.png docs/screenshots/
+log "screenshots of the current UI copied to docs/screenshots"
 
 # A crash costs only the crashed service a restart: the supervisor starts it again, the data
 # stores and the other services keep running.
