@@ -27,8 +27,9 @@ pub struct Config {
     #[arg(long, env = "TRAWL_QUEUE")]
     pub queue: String,
 
-    /// Batches delivered but not yet acknowledged, at most: a backlog is stored this many per transaction.
-    #[arg(long, env = "TRAWL_PREFETCH", default_value_t = 16)]
+    /// Batches delivered but not yet acknowledged, at most: a backlog is stored a third of this many
+    /// per transaction (at most 16), three transactions at a time.
+    #[arg(long, env = "TRAWL_PREFETCH", default_value_t = 48)]
     pub prefetch: u16,
 
     /// PostgreSQL connection URL.

@@ -3,6 +3,7 @@
 //! broker cancels the consumer. A message that is not a batch this build understands is rejected
 //! without requeue, which the queue's dead-letter exchange routes to the dead-letter queue.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,12 +14,18 @@ use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, Basi
 use lapin::types::{AMQPValue, FieldTable};
 use lapin::{Connection, ConnectionProperties};
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 
 use crate::metrics::{KindLabel, Metrics, ReasonLabel};
-use crate::store::{Store, Stored};
+use crate::store::{Store, StoreError, Stored};
+use crate::turn::{Turn, WaitError};
 
-/// The most deliveries stored in one transaction (the prefetch bounds it too).
+/// The most deliveries stored in one transaction.
 const MAX_GROUP: usize = 16;
+/// Groups being stored at once (see [`crate::turn`]). Measured with `bench/parser.sh` on 2 cores:
+/// one at a time 86k packets/s, two 142k, three 150-170k (while one group finishes in order, the
+/// next two write their packets).
+const IN_FLIGHT: usize = 3;
 
 pub struct Consumer {
     pub amqp_url: String,
@@ -30,8 +37,17 @@ pub struct Consumer {
     pub connected: Arc<AtomicBool>,
 }
 
+/// What a group's task needs to store and acknowledge it.
+#[derive(Clone)]
+struct Writer {
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    store_payload: bool,
+    stop: watch::Receiver<bool>,
+}
+
 impl Consumer {
-    /// Runs until `stop` turns true; the batch in hand is finished (stored and acked) first.
+    /// Runs until `stop` turns true; the batches in hand are finished (stored and acked) first.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
         while !*stop.borrow() {
@@ -65,20 +81,40 @@ impl Consumer {
             .await?;
         self.connected.store(true, Ordering::Release);
         tracing::info!(queue = %self.queue, "consuming");
+        let writer = Writer {
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            store_payload: self.store_payload,
+            stop: stop.clone(),
+        };
+        // Each group leaves room in the prefetch window for the next one to arrive meanwhile.
+        let group_size = (usize::from(self.prefetch) / IN_FLIGHT).clamp(1, MAX_GROUP);
+        let mut in_flight: VecDeque<JoinHandle<Result<(), lapin::Error>>> = VecDeque::new();
+        let mut turn = Turn::first();
         let outcome = loop {
             tokio::select! {
                 delivery = deliveries.next() => match delivery {
                     Some(Ok(delivery)) => {
                         // Whatever else the broker has already sent joins this group.
                         let mut group = vec![delivery];
-                        while group.len() < MAX_GROUP {
+                        while group.len() < group_size {
                             match deliveries.next().now_or_never() {
                                 Some(Some(Ok(delivery))) => group.push(delivery),
-                                Some(Some(Err(error))) => return Err(error),
+                                Some(Some(Err(error))) => break_with_error(&mut in_flight, error).await?,
                                 _ => break,
                             }
                         }
-                        self.handle(group, stop).await?
+                        if in_flight.len() == IN_FLIGHT
+                            && let Some(oldest) = in_flight.pop_front()
+                        {
+                            joined(oldest).await?;
+                        }
+                        for readable in self.dead_letter_unreadable(group).await? {
+                            let next = turn.next();
+                            let writer = writer.clone();
+                            in_flight.push_back(tokio::spawn(async move { writer.store(readable, turn).await }));
+                            turn = next;
+                        }
                     }
                     Some(Err(error)) => break Err(error),
                     None => {
@@ -89,41 +125,46 @@ impl Consumer {
                 _ = stop.changed() => break Ok(()),
             }
         };
+        // Groups in flight finish (or give up when stopping) before the channel goes: their acks need it,
+        // and their redelivered copies must not be stored alongside them.
+        let mut finished = Ok(());
+        for task in in_flight {
+            if let Err(error) = joined(task).await {
+                finished = Err(error);
+            }
+        }
         self.connected.store(false, Ordering::Release);
         let _ = connection.close(200, "".into()).await;
-        outcome
+        outcome.and(finished)
     }
 
-    /// Stores a group of deliveries and acks each once its transaction committed. Messages that
-    /// are not batches this build reads are dead-lettered one by one first.
-    async fn handle(&self, group: Vec<Delivery>, stop: &watch::Receiver<bool>) -> Result<(), lapin::Error> {
-        let mut readable = Vec::with_capacity(group.len());
+    /// Dead-letters the messages that are not batches this build reads, one by one, and returns the
+    /// others in runs of one session each (a transaction holds one session's batches; a queue
+    /// normally carries only one).
+    async fn dead_letter_unreadable(&self, group: Vec<Delivery>) -> Result<Vec<Vec<Delivery>>, lapin::Error> {
+        let mut runs: Vec<Vec<Delivery>> = Vec::new();
+        let mut run_session: Option<String> = None;
         for delivery in group {
             match self.check(&delivery) {
-                Ok(()) => readable.push(delivery),
+                Ok(session) => {
+                    if run_session.as_deref() != Some(session.as_str()) || runs.is_empty() {
+                        runs.push(Vec::new());
+                        run_session = Some(session);
+                    }
+                    runs.last_mut().expect("pushed").push(delivery);
+                }
                 Err(reason) => {
                     self.metrics.dead_lettered.get_or_create(&ReasonLabel { reason }).inc();
                     delivery.reject(BasicRejectOptions { requeue: false }).await?;
                 }
             }
         }
-        let batches: Vec<wire::Batch<'_>> = readable
-            .iter()
-            .map(|d| wire::Batch::decode(&d.data).expect("checked"))
-            .collect();
-        // One transaction holds one session's batches (a queue normally carries only one).
-        let mut start = 0;
-        while start < batches.len() {
-            let session = batches[start].session;
-            let end = start + batches[start..].iter().take_while(|b| b.session == session).count();
-            self.store(&batches[start..end], &readable[start..end], stop).await?;
-            start = end;
-        }
-        Ok(())
+        Ok(runs)
     }
 
-    /// Why a delivery cannot be stored, if so (logged here, counted and rejected by the caller).
-    fn check(&self, delivery: &Delivery) -> Result<(), &'static str> {
+    /// The batch's session, or why a delivery cannot be stored (logged here, counted and rejected by
+    /// the caller).
+    fn check(&self, delivery: &Delivery) -> Result<String, &'static str> {
         if let Some(reason) = unsupported(delivery) {
             tracing::warn!(reason, "message is not a batch this parser reads; dead-lettering it");
             return Err(reason);
@@ -140,17 +181,38 @@ impl Consumer {
                 );
                 Err("too_many_packets")
             }
-            Ok(_) => Ok(()),
+            Ok(batch) => Ok(batch.session.to_owned()),
         }
     }
+}
 
-    async fn store(
-        &self,
-        batches: &[wire::Batch<'_>],
-        deliveries: &[Delivery],
-        stop: &watch::Receiver<bool>,
-    ) -> Result<(), lapin::Error> {
-        for batch in batches {
+/// Waits for the groups in flight, then returns `error` (the channel is gone).
+async fn break_with_error(
+    in_flight: &mut VecDeque<JoinHandle<Result<(), lapin::Error>>>,
+    error: lapin::Error,
+) -> Result<(), lapin::Error> {
+    for task in in_flight.drain(..) {
+        let _ = joined(task).await;
+    }
+    Err(error)
+}
+
+async fn joined(task: JoinHandle<Result<(), lapin::Error>>) -> Result<(), lapin::Error> {
+    match task.await {
+        Ok(outcome) => outcome,
+        Err(error) => std::panic::resume_unwind(error.into_panic()),
+    }
+}
+
+impl Writer {
+    /// Stores one session's run of deliveries in one transaction (retrying until stored or
+    /// stopping) and acks each once committed.
+    async fn store(self, deliveries: Vec<Delivery>, turn: Turn) -> Result<(), lapin::Error> {
+        let batches: Vec<wire::Batch<'_>> = deliveries
+            .iter()
+            .map(|d| wire::Batch::decode(&d.data).expect("checked"))
+            .collect();
+        for batch in &batches {
             self.metrics.batches_consumed.inc();
             self.metrics.packets_consumed.inc_by(u64::from(batch.packet_count));
         }
@@ -158,8 +220,9 @@ impl Consumer {
         let mut backoff = Duration::from_millis(100);
         loop {
             let started = Instant::now();
-            match self.store.store_batches(batches, self.store_payload).await {
+            match self.store.store_batches(&batches, self.store_payload, &turn).await {
                 Ok((outcomes, report)) => {
+                    turn.finish(true);
                     self.metrics.write_latency.observe(started.elapsed().as_secs_f64());
                     for kind in report.malformed {
                         self.metrics.parse_errors.get_or_create(&KindLabel { kind }).inc();
@@ -168,7 +231,7 @@ impl Consumer {
                         .duration_since(std::time::UNIX_EPOCH)
                         .unwrap_or_default()
                         .as_nanos() as u64;
-                    for ((batch, outcome), delivery) in batches.iter().zip(outcomes).zip(deliveries) {
+                    for ((batch, outcome), delivery) in batches.iter().zip(outcomes).zip(&deliveries) {
                         match outcome {
                             Stored::Written { packets } => {
                                 self.metrics.rows_written.inc_by(packets as u64);
@@ -187,8 +250,14 @@ impl Consumer {
                     return Ok(());
                 }
                 Err(error) => {
-                    if *stop.borrow() {
+                    turn.failed_attempt();
+                    if let StoreError::Turn(WaitError::PreviousRetrying) = error {
+                        turn.previous_done().await;
+                        continue;
+                    }
+                    if *self.stop.borrow() {
                         // Leave them unacked: the broker redelivers them to another parser.
+                        turn.finish(false);
                         tracing::warn!(%error, "stopping with unstored batches; the broker will redeliver them");
                         return Ok(());
                     }

@@ -11,6 +11,7 @@ mod metrics;
 mod packet_rows;
 mod rollups;
 mod store;
+mod turn;
 
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;

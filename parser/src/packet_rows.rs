@@ -71,7 +71,7 @@ impl<'b, 'a> PacketRows<'b, 'a> {
     }
 
     /// Appends the rows of segment `segment` to `copy`; returns the segment's bytes.
-    pub fn write(self, copy: &mut CopyWriter, segment: i64) -> Kept {
+    pub fn write(&mut self, copy: &mut CopyWriter, segment: i64) -> Kept {
         let (mut first_ns, mut last_ns) = (u64::MAX, 0);
         for (position, (packet, d)) in self.packets.iter().enumerate() {
             first_ns = first_ns.min(packet.ts_ns);
@@ -107,7 +107,7 @@ impl<'b, 'a> PacketRows<'b, 'a> {
             copy.bool(self.store_payload);
         }
         Kept {
-            records: self.segment.finish(),
+            records: std::mem::take(&mut self.segment).finish(),
             first_ns,
             last_ns,
             payload_kept: self.store_payload,

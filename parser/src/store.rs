@@ -14,6 +14,7 @@ use crate::events::{self, Events, Pending};
 use crate::flows::FlowTable;
 use crate::packet_rows::{self, PacketRows};
 use crate::rollups::Rollups;
+use crate::turn::{Turn, WaitError};
 
 pub use database::MIGRATOR;
 
@@ -24,6 +25,8 @@ pub const MAX_SEGMENT_PACKETS: u32 = 1 << packet_rows::POSITION_BITS;
 pub enum StoreError {
     #[error("database error: {0}")]
     Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Turn(#[from] WaitError),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
 }
@@ -76,10 +79,15 @@ impl Store {
                 .collect()
         };
         for day in missing {
+            // Bounded like the batches' transactions (see `write`), so a lock cycle through a group
+            // waiting for this one ends in a retry.
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
             sqlx::query("SELECT trawl_ensure_partitions(DATE '1970-01-01' + $1::integer)")
                 .bind(day as i32)
-                .execute(&self.pool)
+                .execute(&mut *tx)
                 .await?;
+            tx.commit().await?;
             self.partitions.lock().expect("not poisoned").insert(day);
         }
         Ok(())
@@ -132,10 +140,13 @@ impl Store {
     /// Stores a group of batches of one session in one transaction: what the broker had ready, so that a
     /// backlog is drained with few, large transactions while a trickle still commits each batch
     /// as it comes. Returns one outcome per batch, in order.
+    ///
+    /// `turn` orders this group after the one stored before it (see [`crate::turn`]).
     pub async fn store_batches(
         &self,
         batches: &[wire::Batch<'_>],
         store_payload: bool,
+        turn: &Turn,
     ) -> Result<(Vec<Stored>, BatchReport), StoreError> {
         let mut report = BatchReport::default();
         let mut days = HashSet::new();
@@ -153,7 +164,7 @@ impl Store {
             prepared.push(rows);
         }
         self.ensure_partitions(days).await?;
-        let written = self.write(batches, prepared).await;
+        let written = self.write(batches, prepared, turn).await;
         if written.is_err() {
             // Another parser's retention run may have dropped a partition this one believes in.
             self.partitions.lock().expect("not poisoned").clear();
@@ -164,12 +175,18 @@ impl Store {
     async fn write(
         &self,
         batches: &[wire::Batch<'_>],
-        prepared: Vec<PacketRows<'_, '_>>,
+        mut prepared: Vec<PacketRows<'_, '_>>,
+        turn: &Turn,
     ) -> Result<Vec<Stored>, StoreError> {
+        turn.begin_attempt();
         let mut tx = self.pool.begin().await?;
+        // Waits between groups are invisible to PostgreSQL's deadlock detector; a lock held past
+        // this means such a cycle (or a stuck peer), and the retry starts over instead of hanging.
+        sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
         // The batch ids that are new get a segment id; the others were stored before (redeliveries).
         let ids: Vec<String> = batches.iter().map(wire::Batch::id).collect();
         let boot_ids: Vec<String> = batches.iter().map(|b| hex(&b.boot_id)).collect();
+        turn.previous_claimed().await?;
         let segments: Vec<(String, i64)> = sqlx::query_as(
             "INSERT INTO batches (batch_id, session, node, boot_id, batch_seq, packets, final) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::integer[], $7::boolean[]) \
@@ -184,6 +201,7 @@ impl Store {
         .bind(batches.iter().map(wire::Batch::is_final).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
+        turn.claimed();
         let segment_of = |id: &str| {
             segments
                 .iter()
@@ -192,33 +210,33 @@ impl Store {
         };
         if segments.is_empty() {
             tx.rollback().await?;
+            turn.previous_finished().await?;
             return Ok(vec![Stored::Duplicate; batches.len()]);
         }
 
+        // The packets and segments: nothing another group touches, so written while the previous
+        // group may still be writing.
         let mut copy = CopyWriter::new(packet_rows::FIELDS);
         let mut flows = FlowTable::default();
         let mut rollups = Rollups::default();
         let mut kept = Vec::new();
+        let mut written = Vec::new();
         let mut outcomes = Vec::with_capacity(batches.len());
-        let mut events = Events::default();
-        {
-            let pending = self.pending.lock().expect("not poisoned");
-            let mut first_of_id = HashSet::new();
-            for ((batch, rows), id) in batches.iter().zip(prepared).zip(&ids) {
-                // A batch id seen twice in one group (a redelivery arriving with the original) counts once.
-                let (Some(segment), true) = (segment_of(id), first_of_id.insert(id)) else {
-                    outcomes.push(Stored::Duplicate);
-                    continue;
-                };
-                outcomes.push(Stored::Written {
-                    packets: batch.packet_count as usize,
-                });
-                rows.add_flows(&mut flows, &mut rollups);
-                rows.add_events(&mut events, &pending);
-                if batch.packet_count > 0 {
-                    kept.push((batch, segment, rows.write(&mut copy, segment)));
-                }
+        let mut first_of_id = HashSet::new();
+        for ((batch, rows), id) in batches.iter().zip(&mut prepared).zip(&ids) {
+            // A batch id seen twice in one group (a redelivery arriving with the original) counts once.
+            let (Some(segment), true) = (segment_of(id), first_of_id.insert(id)) else {
+                outcomes.push(Stored::Duplicate);
+                continue;
+            };
+            outcomes.push(Stored::Written {
+                packets: batch.packet_count as usize,
+            });
+            rows.add_flows(&mut flows, &mut rollups);
+            if batch.packet_count > 0 {
+                kept.push((batch, segment, rows.write(&mut copy, segment)));
             }
+            written.push(rows);
         }
         if !kept.is_empty() {
             let mut sink = tx.copy_in_raw(packet_rows::COPY).await?;
@@ -242,6 +260,16 @@ impl Store {
             .bind(kept.records)
             .execute(&mut *tx)
             .await?;
+        }
+
+        // From here on in delivery order.
+        turn.previous_finished().await?;
+        let mut events = Events::default();
+        {
+            let pending = self.pending.lock().expect("not poisoned");
+            for rows in &written {
+                rows.add_events(&mut events, &pending);
+            }
         }
         upsert_flows(&mut tx, batches[0].session, &flows).await?;
         rollups.upsert(&mut tx, batches[0].session).await?;
