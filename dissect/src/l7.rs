@@ -90,7 +90,7 @@ pub enum Found {
 }
 
 /// DNS, mDNS and LLMNR share the message format.
-const DNS_PORTS: [u16; 3] = [53, 5353, 5355];
+pub(crate) const DNS_PORTS: [u16; 3] = [53, 5353, 5355];
 
 /// Recognises the payload by its content first (DNS on its ports; HTTP/1.x request and status
 /// lines on any TCP or UDP port, SSDP among them; TLS handshake records on any TCP port), and

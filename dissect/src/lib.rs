@@ -6,6 +6,7 @@
 mod info;
 mod ja4;
 mod l7;
+pub mod stream;
 
 use std::net::IpAddr;
 
@@ -39,6 +40,11 @@ pub struct Dissection {
     pub dst_port: Option<u16>,
     /// TCP flags byte (FIN 0x01, SYN 0x02, RST 0x04, PSH 0x08, ACK 0x10, ...).
     pub tcp_flags: Option<u8>,
+    /// TCP sequence number, for stream reassembly ([`stream`]).
+    pub tcp_seq: Option<u32>,
+    /// Where the TCP payload sits in the frame (empty when there is none).
+    #[serde(skip)]
+    pub payload: std::ops::Range<usize>,
     /// The IP packet is a fragment (later fragments carry no transport header).
     pub fragment: bool,
     /// L4 name: `tcp`, `udp`, `icmp`, `icmpv6`, `arp`, or another IP protocol number as `ip-N`.
@@ -376,6 +382,8 @@ fn transport(d: &mut Dissection, protocol: IpNextHeaderProtocol, bytes: &[u8], o
                 return;
             }
             d.headers_len = offset + header_len;
+            d.tcp_seq = Some(tcp.get_sequence());
+            d.payload = offset + header_len..offset + bytes.len();
             application(
                 d,
                 l7::Transport::Tcp,

@@ -105,22 +105,40 @@ pub struct Events {
     used_http: HashMap<Endpoints, usize>,
 }
 
-fn transport_of(d: &Dissection) -> &'static str {
-    if d.ip_protocol == Some(6) { "tcp" } else { "udp" }
-}
-
 fn milliseconds(from_ns: u64, to_ns: u64) -> Option<f64> {
     (to_ns >= from_ns).then(|| (to_ns - from_ns) as f64 / 1e6)
 }
 
+/// Who sent a message to whom, and over which transport.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Sent {
+    pub from: (IpAddr, u16),
+    pub to: (IpAddr, u16),
+    pub tcp: bool,
+}
+
+impl Sent {
+    pub fn of(d: &Dissection) -> Option<Self> {
+        Some(Self {
+            from: (d.src?, d.src_port?),
+            to: (d.dst?, d.dst_port?),
+            tcp: d.ip_protocol == Some(6),
+        })
+    }
+}
+
 impl Events {
-    /// Adds one packet, in capture order.
+    /// Adds one packet's L7 message, in capture order.
     pub fn add(&mut self, d: &Dissection, ts_ns: u64, pending: &Pending) {
-        let (Some(src), Some(dst), Some(src_port), Some(dst_port), Some(l7)) =
-            (d.src, d.dst, d.src_port, d.dst_port, d.l7.as_ref())
-        else {
-            return;
-        };
+        if let (Some(sent), Some(l7)) = (Sent::of(d), d.l7.as_ref()) {
+            self.add_message(sent, l7, ts_ns, pending);
+        }
+    }
+
+    /// Adds one L7 message (of a packet, or reassembled from a TCP stream), in capture order.
+    pub fn add_message(&mut self, sent: Sent, l7: &L7, ts_ns: u64, pending: &Pending) {
+        let ((src, src_port), (dst, dst_port)) = (sent.from, sent.to);
+        let transport = if sent.tcp { "tcp" } else { "udp" };
         let forward = Endpoints {
             client: src,
             client_port: src_port,
@@ -144,7 +162,7 @@ impl Events {
                 self.open_dns.insert((forward, *id), self.dns.len());
                 self.dns.push(DnsEvent {
                     ts_ns,
-                    transport: transport_of(d),
+                    transport,
                     endpoints: forward,
                     transaction: *id,
                     query: queries.first().cloned(),
@@ -180,7 +198,7 @@ impl Events {
                 } else {
                     self.dns.push(DnsEvent {
                         ts_ns,
-                        transport: transport_of(d),
+                        transport,
                         endpoints: backward,
                         transaction: *id,
                         query: queries.first().cloned(),
@@ -199,7 +217,7 @@ impl Events {
                 self.open_http.entry(forward).or_default().push_back(self.http.len());
                 self.http.push(HttpEvent {
                     ts_ns,
-                    transport: transport_of(d),
+                    transport,
                     endpoints: forward,
                     method: Some(method.clone()),
                     host: host.clone(),
@@ -233,7 +251,7 @@ impl Events {
                 } else {
                     self.http.push(HttpEvent {
                         ts_ns,
-                        transport: transport_of(d),
+                        transport,
                         endpoints: backward,
                         method: None,
                         host: None,

@@ -54,29 +54,33 @@ pub struct FlowTable {
 }
 
 impl FlowTable {
-    /// Adds one packet; packets without an IP layer (ARP, malformed) belong to no flow.
-    pub fn add(&mut self, dissection: &Dissection, ts_ns: u64, original_len: u32) {
+    /// The packet's flow and whether it goes from `a` to `b`; none for packets without an IP layer
+    /// (ARP, malformed).
+    fn key(dissection: &Dissection) -> Option<(FlowKey, bool)> {
         let (Some(src), Some(dst)) = (dissection.src, dissection.dst) else {
-            return;
+            return None;
         };
         if dissection.transport.as_deref() == Some("arp") {
-            return;
+            return None;
         }
         let from = (Some(src), dissection.src_port);
         let to = (Some(dst), dissection.dst_port);
         let forward = from <= to;
-        let key = if forward {
+        let (a, b) = if forward { (from, to) } else { (to, from) };
+        Some((
             FlowKey {
                 ip_protocol: dissection.ip_protocol,
-                a: from,
-                b: to,
-            }
-        } else {
-            FlowKey {
-                ip_protocol: dissection.ip_protocol,
-                a: to,
-                b: from,
-            }
+                a,
+                b,
+            },
+            forward,
+        ))
+    }
+
+    /// Adds one packet; packets without an IP layer (ARP, malformed) belong to no flow.
+    pub fn add(&mut self, dissection: &Dissection, ts_ns: u64, original_len: u32) {
+        let Some((key, forward)) = Self::key(dissection) else {
+            return;
         };
         let flow = self.flows.entry(key).or_insert_with(|| FlowDelta {
             transport: dissection.transport.clone(),
@@ -96,13 +100,28 @@ impl FlowTable {
         }
         flow.tcp_flags |= dissection.tcp_flags.unwrap_or(0);
         if let Some(l7) = &dissection.l7 {
-            // A dissected protocol beats a port guess; the first main name seen is kept.
-            if flow.l7.is_none() || !l7.is_guess() {
-                flow.l7 = Some(l7.name().to_owned());
-            }
-            if flow.l7_name.is_none() {
-                flow.l7_name = l7.main_name().map(str::to_owned);
-            }
+            flow.name(l7);
+        }
+    }
+
+    /// Names the packet's flow (already added) by a message reassembled from its TCP stream.
+    pub fn name(&mut self, dissection: &Dissection, l7: &dissect::L7) {
+        if let Some((key, _)) = Self::key(dissection)
+            && let Some(flow) = self.flows.get_mut(&key)
+        {
+            flow.name(l7);
+        }
+    }
+}
+
+impl FlowDelta {
+    fn name(&mut self, l7: &dissect::L7) {
+        // A dissected protocol beats a port guess; the first main name seen is kept.
+        if self.l7.is_none() || !l7.is_guess() {
+            self.l7 = Some(l7.name().to_owned());
+        }
+        if self.l7_name.is_none() {
+            self.l7_name = l7.main_name().map(str::to_owned);
         }
     }
 }

@@ -11,6 +11,7 @@ mod metrics;
 mod packet_rows;
 mod rollups;
 mod store;
+mod streams;
 mod turn;
 
 use std::sync::Arc;
@@ -27,9 +28,9 @@ async fn main() -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
-    let store = Arc::new(connect_store(&config.database_url).await);
-    ensure_partitions_ahead(&store).await;
     let metrics = Arc::new(metrics::Metrics::default());
+    let store = Arc::new(connect_store(&config.database_url, &metrics).await);
+    ensure_partitions_ahead(&store).await;
     let connected = Arc::new(AtomicBool::new(false));
     service::admin::spawn(
         listener,
@@ -66,7 +67,7 @@ async fn main() -> anyhow::Result<()> {
         queue: config.queue.clone(),
         prefetch: config.prefetch.max(1),
         store_payload: config.store_payload,
-        store,
+        store: store.clone(),
         metrics: metrics.clone(),
         connected,
     };
@@ -79,16 +80,18 @@ async fn main() -> anyhow::Result<()> {
         batches = metrics.batches_consumed.get(),
         rows = metrics.rows_written.get(),
         redeliveries_skipped = metrics.redeliveries_skipped.get(),
+        // Segments of these went to this parser, the rest of them will not.
+        unfinished_tcp_messages_dropped = store.unfinished_messages(),
         "stopped"
     );
     Ok(())
 }
 
 /// The database may be down when the parser starts (or restarts): wait for it rather than exit.
-async fn connect_store(url: &str) -> store::Store {
+async fn connect_store(url: &str, metrics: &metrics::Metrics) -> store::Store {
     let mut backoff = Duration::from_millis(200);
     loop {
-        match store::Store::connect(url).await {
+        match store::Store::connect(url, metrics.streams.clone()).await {
             Ok(store) => return store,
             Err(error) => {
                 tracing::warn!(%error, retry_in = ?backoff, "database unavailable");

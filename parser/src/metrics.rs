@@ -6,6 +6,8 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
+use crate::streams::StreamMetrics;
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
     pub kind: &'static str,
@@ -14,6 +16,11 @@ pub struct KindLabel {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReasonLabel {
     pub reason: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
 }
 
 pub struct Metrics {
@@ -27,6 +34,7 @@ pub struct Metrics {
     pub write_latency: Histogram,
     /// From each packet's capture timestamp to the commit of its row.
     pub wire_to_stored: Histogram,
+    pub streams: StreamMetrics,
 }
 
 impl Default for Metrics {
@@ -41,6 +49,7 @@ impl Default for Metrics {
             dead_lettered: Family::default(),
             write_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             wire_to_stored: Histogram::new(exponential_buckets(0.001, 1.5, 30)),
+            streams: StreamMetrics::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -82,6 +91,22 @@ impl Default for Metrics {
             "wire_to_stored_seconds",
             "From a packet's capture timestamp to the commit of its row (clocks of the sniffer's and the parser's hosts)",
             metrics.wire_to_stored.clone(),
+        );
+        registry.register(
+            "tcp_stream_outcomes",
+            "TCP stream reassembly: messages read from several segments (reassembled), streams given up (past 16 KiB or \
+             unframed), ended with an unfinished message, evicted, reset after a failed transaction",
+            metrics.streams.outcomes.clone(),
+        );
+        registry.register(
+            "tcp_streams_open",
+            "TCP stream directions followed for L7",
+            metrics.streams.open.clone(),
+        );
+        registry.register(
+            "tcp_stream_bytes",
+            "Bytes held by the followed TCP streams",
+            metrics.streams.held_bytes.clone(),
         );
         Self { registry, ..metrics }
     }

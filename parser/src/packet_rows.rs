@@ -9,6 +9,7 @@ use crate::copy::CopyWriter;
 use crate::events::{Events, Pending};
 use crate::flows::FlowTable;
 use crate::rollups::Rollups;
+use crate::streams::{Streams, Taken};
 
 /// Bits of a packet id that give its position in its segment.
 pub const POSITION_BITS: u32 = 20;
@@ -55,6 +56,11 @@ impl<'b, 'a> PacketRows<'b, 'a> {
         self.packets.push((*packet, dissection));
     }
 
+    /// The capture time of the batch's first packet.
+    pub fn first_ns(&self) -> Option<u64> {
+        self.packets.first().map(|(packet, _)| packet.ts_ns)
+    }
+
     /// Adds this batch's packets to `flows` and the per-minute `rollups`.
     pub fn add_flows(&self, flows: &mut FlowTable, rollups: &mut Rollups) {
         for (packet, d) in &self.packets {
@@ -63,10 +69,23 @@ impl<'b, 'a> PacketRows<'b, 'a> {
         }
     }
 
-    /// Adds this batch's L7 events to `events`.
-    pub fn add_events(&self, events: &mut Events, pending: &Pending) {
+    /// Adds this batch's L7 events to `events`: a packet's own, or, for the payload of a followed
+    /// TCP stream, the messages it completed (which also name the packet's flow).
+    pub fn add_events(&self, events: &mut Events, pending: &Pending, streams: &mut Streams, flows: &mut FlowTable) {
+        let mut ended = Vec::new();
         for (packet, d) in &self.packets {
-            events.add(d, packet.ts_ns, pending);
+            match streams.add(d, packet.data, packet.original_len, packet.ts_ns, &mut ended) {
+                Taken::No => events.add(d, packet.ts_ns, pending),
+                Taken::Yes(sent, messages) => {
+                    for message in messages {
+                        events.add_message(sent, &message.l7, message.ts_ns, pending);
+                        flows.name(d, &message.l7);
+                    }
+                }
+            }
+            for (sent, message) in ended.drain(..) {
+                events.add_message(sent, &message.l7, message.ts_ns, pending);
+            }
         }
     }
 

@@ -14,6 +14,7 @@ use crate::events::{self, Events, Pending};
 use crate::flows::FlowTable;
 use crate::packet_rows::{self, PacketRows};
 use crate::rollups::Rollups;
+use crate::streams::{StreamMetrics, Streams};
 use crate::turn::{Turn, WaitError};
 
 pub use database::MIGRATOR;
@@ -51,20 +52,28 @@ pub struct Store {
     partitions: Mutex<HashSet<i64>>,
     /// Requests stored without their response yet.
     pending: Mutex<Pending>,
+    /// TCP streams followed for L7 across segments.
+    streams: Mutex<Streams>,
 }
 
 const NANOS_PER_DAY: u64 = 86_400_000_000_000;
 
 impl Store {
+    /// Unfinished TCP messages held in memory (lost if the parser stops now).
+    pub fn unfinished_messages(&self) -> usize {
+        self.streams.lock().expect("not poisoned").pending()
+    }
+
     /// Connects and applies the migrations (sqlx holds an advisory lock while it does, so parsers
     /// and the API may start together).
-    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+    pub async fn connect(url: &str, stream_metrics: StreamMetrics) -> Result<Self, StoreError> {
         let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self {
             pool,
             partitions: Mutex::new(HashSet::new()),
             pending: Mutex::new(Pending::default()),
+            streams: Mutex::new(Streams::with_metrics(stream_metrics)),
         })
     }
 
@@ -267,17 +276,72 @@ impl Store {
         let mut events = Events::default();
         {
             let pending = self.pending.lock().expect("not poisoned");
-            for rows in &written {
-                rows.add_events(&mut events, &pending);
+            let mut streams = self.streams.lock().expect("not poisoned");
+            if let Some(first) = written.iter().find_map(|rows| rows.first_ns()) {
+                let mut ended = Vec::new();
+                streams.end_idle(first, &mut ended);
+                for (sent, message) in ended {
+                    events.add_message(sent, &message.l7, message.ts_ns, &pending);
+                }
             }
+            for rows in &written {
+                rows.add_events(&mut events, &pending, &mut streams, &mut flows);
+            }
+            streams.measure();
         }
-        upsert_flows(&mut tx, batches[0].session, &flows).await?;
+        // The streams have taken this group's segments: if it is not stored, its retry feeds them again.
+        let (flows, rollups, events_ref, ids_ref, boot_ids_ref) = (&flows, &rollups, &events, &ids, &boot_ids);
+        let finished = async move {
+            let event_ids = self
+                .finish(
+                    tx,
+                    batches,
+                    flows,
+                    rollups,
+                    events_ref,
+                    ids_ref,
+                    boot_ids_ref,
+                    segment_of,
+                )
+                .await?;
+            Ok::<_, StoreError>(event_ids)
+        }
+        .await;
+        let event_ids = match finished {
+            Ok(event_ids) => event_ids,
+            Err(error) => {
+                self.streams.lock().expect("not poisoned").reset();
+                return Err(error);
+            }
+        };
+        self.pending
+            .lock()
+            .expect("not poisoned")
+            .apply(&events, &event_ids.dns, &event_ids.http);
+        Ok(outcomes)
+    }
+
+    /// The rest of a group's transaction, in delivery order: flows, rollups, events, the sniffers'
+    /// counters, and the commit.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish(
+        &self,
+        mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
+        batches: &[wire::Batch<'_>],
+        flows: &FlowTable,
+        rollups: &Rollups,
+        events: &Events,
+        ids: &[String],
+        boot_ids: &[String],
+        segment_of: impl Fn(&str) -> Option<i64>,
+    ) -> Result<events::store::EventIds, StoreError> {
+        upsert_flows(&mut tx, batches[0].session, flows).await?;
         rollups.upsert(&mut tx, batches[0].session).await?;
-        let event_ids = events::store::write(&mut tx, batches[0].session, &events).await?;
+        let event_ids = events::store::write(&mut tx, batches[0].session, events).await?;
 
         // Counters are cumulative: keep the newest (highest batch sequence) per sniffer process.
         let mut newest: Vec<(&wire::Batch<'_>, &String)> = Vec::new();
-        for ((batch, boot_id), id) in batches.iter().zip(&boot_ids).zip(&ids) {
+        for ((batch, boot_id), id) in batches.iter().zip(boot_ids).zip(ids) {
             if segment_of(id).is_none() {
                 continue;
             }
@@ -313,11 +377,7 @@ impl Store {
             .await?;
         }
         tx.commit().await?;
-        self.pending
-            .lock()
-            .expect("not poisoned")
-            .apply(&events, &event_ids.dns, &event_ids.http);
-        Ok(outcomes)
+        Ok(event_ids)
     }
 }
 

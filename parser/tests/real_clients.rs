@@ -32,9 +32,10 @@ const ONLY_TRAWL: [(&str, &str); 1] = [(
      first, from the first segment's 1024 bytes",
 )];
 
-/// Names tshark finds that Trawl does not. None on this traffic; an SNI placed after a large key
-/// share (as some browsers order their extensions) would land here until Trawl reassembles TCP
-/// (issue #19, item 2).
+/// Names tshark finds that Trawl does not. None on this traffic. The names compared are each
+/// packet's own (the packets table): Trawl reassembles TCP streams for its events and flows
+/// (parser/src/streams.rs), not for per-packet rows, so an SNI placed after a large key share
+/// would be in the TLS event but land here.
 const ONLY_TSHARK: [(&str, &str); 0] = [];
 
 fn run(command: &mut Command) -> String {

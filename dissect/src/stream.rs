@@ -1,0 +1,373 @@
+//! TCP stream reassembly for L7: the opening bytes of one direction of a connection put back in
+//! sequence order and cut into the messages L7 dissection reads (TLS records, HTTP/1.x messages,
+//! DNS-over-TCP messages), so that a message spanning segments (a ~1.8 KB ClientHello with a
+//! post-quantum key share, a request with large headers) is dissected whole.
+//!
+//! Bounded: only the first [`STREAM_LIMIT`] bytes of a direction are followed; past that, or once
+//! the bytes stop looking like a protocol this crate frames, the stream is [`Stream::is_done`] and
+//! its packets are dissected one by one again. Retransmitted bytes are taken once (the first copy
+//! wins); segments ahead of a gap wait until it is filled.
+
+use std::collections::BTreeMap;
+
+use crate::L7;
+use crate::l7::{self, Transport};
+
+/// Bytes of each direction followed from the start of the stream.
+pub const STREAM_LIMIT: usize = 16 * 1024;
+
+/// What a stream carries, known from its first bytes (and ports for DNS).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Unknown,
+    Tls,
+    Http,
+    Dns,
+}
+
+/// One direction of a TCP connection.
+#[derive(Debug)]
+pub struct Stream {
+    src_port: u16,
+    dst_port: u16,
+    /// Sequence number of stream offset 0 (the first payload byte).
+    start: u32,
+    kind: Kind,
+    /// In-order bytes from stream offset `consumed` not yet cut into messages.
+    bytes: Vec<u8>,
+    consumed: usize,
+    /// Segments past a gap, by stream offset, with their capture time.
+    ahead: BTreeMap<usize, (Vec<u8>, u64)>,
+    /// Where the bytes in `bytes` came from, one entry per segment.
+    parts: Vec<Part>,
+    done: bool,
+}
+
+/// A message cut from the stream and dissected.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Message {
+    pub l7: L7,
+    /// Time of the segment that carried the message's first byte.
+    pub ts_ns: u64,
+    /// Segments it came from: more than one means reassembly found what per-packet dissection could not.
+    pub segments: usize,
+}
+
+/// The bytes one segment added to the in-order bytes.
+#[derive(Debug, Clone, Copy)]
+struct Part {
+    start: usize,
+    end: usize,
+    ts_ns: u64,
+    /// It arrived past a gap, so it was dissected on its own when it came.
+    ahead: bool,
+}
+
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Pushed {
+    /// The segment added bytes in order: its L7 is what the messages say. Otherwise (a
+    /// retransmission, a segment past a gap, a stream given up) it is read on its own, as without
+    /// reassembly.
+    pub took: bool,
+    /// Messages completed by this segment, in stream order.
+    pub messages: Vec<Message>,
+    /// The stream was given up at this segment (past the limit, unframed bytes); the caller goes back to per-packet
+    /// dissection.
+    pub gave_up: bool,
+}
+
+impl Stream {
+    /// A stream whose first payload byte has sequence number `start` (the SYN's sequence + 1, or
+    /// the first data segment's when the handshake was not seen).
+    pub fn new(start: u32, src_port: u16, dst_port: u16) -> Self {
+        Self {
+            src_port,
+            dst_port,
+            start,
+            kind: Kind::Unknown,
+            bytes: Vec::new(),
+            consumed: 0,
+            ahead: BTreeMap::new(),
+            parts: Vec::new(),
+            done: false,
+        }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Bytes held (in order and ahead of a gap), for the memory bound.
+    pub fn held(&self) -> usize {
+        self.bytes.len() + self.ahead.values().map(|(bytes, _)| bytes.len()).sum::<usize>()
+    }
+
+    /// Whether an unfinished message is waiting for more segments.
+    pub fn has_partial(&self) -> bool {
+        !self.done && !self.bytes.is_empty()
+    }
+
+    /// Adds a segment's payload (sequence number `seq`, captured at `ts_ns`).
+    pub fn push(&mut self, seq: u32, payload: &[u8], ts_ns: u64) -> Pushed {
+        let mut pushed = Pushed::default();
+        if self.done || payload.is_empty() {
+            return pushed;
+        }
+        let offset = seq.wrapping_sub(self.start) as usize;
+        // Before the start (a retransmission of bytes before the first one seen): ignored.
+        if offset >= 1 << 31 {
+            return pushed;
+        }
+        let end = self.consumed + self.bytes.len();
+        if offset > end {
+            if offset < STREAM_LIMIT {
+                self.ahead.entry(offset).or_insert_with(|| (payload.to_vec(), ts_ns));
+            }
+            return pushed;
+        }
+        pushed.took = self.append(offset, payload, ts_ns, false);
+        if !pushed.took {
+            return pushed;
+        }
+        // Segments that were waiting for this one.
+        while let Some(entry) = self.ahead.first_entry() {
+            let end = self.consumed + self.bytes.len();
+            if *entry.key() > end {
+                break;
+            }
+            let (at, (bytes, ts_ns)) = entry.remove_entry();
+            self.append(at, &bytes, ts_ns, true);
+        }
+        self.cut(&mut pushed);
+        if self.consumed + self.bytes.len() >= STREAM_LIMIT && !self.done {
+            self.give_up(&mut pushed);
+        }
+        pushed
+    }
+
+    /// Appends the part of `payload` (at stream `offset`) past what is held: the first copy of a
+    /// byte wins. Whether anything was added.
+    fn append(&mut self, offset: usize, payload: &[u8], ts_ns: u64, ahead: bool) -> bool {
+        let end = self.consumed + self.bytes.len();
+        let skip = end.saturating_sub(offset);
+        if skip >= payload.len() {
+            return false;
+        }
+        let room = STREAM_LIMIT.saturating_sub(end);
+        let new = &payload[skip..][..(payload.len() - skip).min(room)];
+        if new.is_empty() {
+            return false;
+        }
+        self.bytes.extend_from_slice(new);
+        self.parts.push(Part {
+            start: offset,
+            end: end + new.len(),
+            ts_ns,
+            ahead,
+        });
+        true
+    }
+
+    /// Cuts complete messages off the front of the in-order bytes.
+    fn cut(&mut self, pushed: &mut Pushed) {
+        while !self.done && !self.bytes.is_empty() {
+            if self.kind == Kind::Unknown {
+                if self.bytes.len() < 2 {
+                    return;
+                }
+                self.kind = self.recognise();
+                if self.kind == Kind::Unknown {
+                    self.give_up(pushed);
+                    return;
+                }
+            }
+            let framed = match self.kind {
+                Kind::Tls => tls_record_len(&self.bytes),
+                Kind::Dns => dns_message_len(&self.bytes),
+                Kind::Http => http_message_len(&self.bytes, STREAM_LIMIT - self.consumed),
+                Kind::Unknown => unreachable!("recognised above"),
+            };
+            match framed {
+                Framing::NeedMore => return,
+                Framing::Unframed => {
+                    self.give_up(pushed);
+                    return;
+                }
+                Framing::Complete { len, then_stop } => {
+                    self.emit(len, pushed);
+                    if then_stop {
+                        self.done = true;
+                        self.release();
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the stream carries; `Unknown` once its first bytes match nothing (two bytes tell TLS,
+    /// a word and a space tell HTTP).
+    fn recognise(&self) -> Kind {
+        let dns_port = |port| l7::DNS_PORTS.contains(&port);
+        if dns_port(self.src_port) || dns_port(self.dst_port) {
+            Kind::Dns
+        } else if self.bytes.len() >= 2 && self.bytes[0] == 22 && self.bytes[1] == 3 {
+            Kind::Tls
+        } else if looks_like_http(&self.bytes) {
+            Kind::Http
+        } else {
+            Kind::Unknown
+        }
+    }
+
+    /// Dissects the first `len` held bytes as one message and drops them.
+    fn emit(&mut self, len: usize, pushed: &mut Pushed) {
+        let message_end = self.consumed + len;
+        let first = self.parts.iter().position(|p| p.end > self.consumed).unwrap_or(0);
+        let last = self
+            .parts
+            .iter()
+            .position(|p| p.end >= message_end)
+            .unwrap_or(self.parts.len().saturating_sub(1));
+        let ts_ns = self.parts.get(first).map_or(0, |p| p.ts_ns);
+        // A message that opened a segment which came past a gap was read with that segment.
+        let read_before = first == last
+            && self
+                .parts
+                .get(first)
+                .is_some_and(|p| p.ahead && p.start == self.consumed);
+        let found = l7::dissect(Transport::Tcp, self.src_port, self.dst_port, &self.bytes[..len]);
+        // A port's guess (an encrypted TLS record on 443) says nothing per-packet dissection does not.
+        let l7 = match found {
+            l7::Found::Dissected(l7) | l7::Found::Partial(l7) if !l7.is_guess() => Some(l7),
+            _ => None,
+        };
+        if let Some(l7) = l7.filter(|_| !read_before) {
+            pushed.messages.push(Message {
+                l7,
+                ts_ns,
+                segments: last + 1 - first,
+            });
+        }
+        self.bytes.drain(..len);
+        self.consumed = message_end;
+        self.parts.retain(|p| p.end > message_end);
+    }
+
+    /// Stops following the stream; an unfinished message is dissected as far as it goes.
+    fn give_up(&mut self, pushed: &mut Pushed) {
+        pushed.gave_up = true;
+        self.flush(pushed);
+    }
+
+    /// Ends the stream (FIN, RST, idle, evicted): an unfinished message is dissected as far as
+    /// its bytes go, as per-packet dissection would have.
+    pub fn flush(&mut self, pushed: &mut Pushed) {
+        if !self.done && !self.bytes.is_empty() && self.kind != Kind::Unknown {
+            let len = self.bytes.len();
+            self.emit(len, pushed);
+        }
+        self.done = true;
+        self.release();
+    }
+
+    fn release(&mut self) {
+        self.bytes = Vec::new();
+        self.ahead = BTreeMap::new();
+        self.parts = Vec::new();
+    }
+}
+
+enum Framing {
+    NeedMore,
+    /// Not a message of the stream's protocol (or one this crate cannot frame).
+    Unframed,
+    /// The first `len` bytes are one message; `then_stop` when what follows cannot be framed (a
+    /// chunked or unbounded HTTP body).
+    Complete {
+        len: usize,
+        then_stop: bool,
+    },
+}
+
+fn tls_record_len(bytes: &[u8]) -> Framing {
+    if bytes.len() < 5 {
+        return Framing::NeedMore;
+    }
+    // Content types 20-23 (change_cipher_spec, alert, handshake, application_data), version 3.x.
+    if !(20..=23).contains(&bytes[0]) || bytes[1] != 3 {
+        return Framing::Unframed;
+    }
+    let len = 5 + usize::from(u16::from_be_bytes([bytes[3], bytes[4]]));
+    if bytes.len() < len {
+        Framing::NeedMore
+    } else {
+        Framing::Complete { len, then_stop: false }
+    }
+}
+
+fn dns_message_len(bytes: &[u8]) -> Framing {
+    if bytes.len() < 2 {
+        return Framing::NeedMore;
+    }
+    let len = 2 + usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
+    if bytes.len() < len {
+        Framing::NeedMore
+    } else {
+        Framing::Complete { len, then_stop: false }
+    }
+}
+
+fn looks_like_http(bytes: &[u8]) -> bool {
+    if bytes.starts_with(b"HTTP/1.") {
+        return true;
+    }
+    let word = bytes.iter().take(16).take_while(|b| b.is_ascii_uppercase()).count();
+    word > 0 && bytes.get(word) == Some(&b' ')
+}
+
+/// One HTTP/1.x request or response: its head, and a body of `Content-Length` bytes when it
+/// fits in `room` (the rest of the followed bytes).
+fn http_message_len(bytes: &[u8], room: usize) -> Framing {
+    if !looks_like_http(bytes) {
+        return Framing::Unframed;
+    }
+    let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4) else {
+        return Framing::NeedMore;
+    };
+    let head = String::from_utf8_lossy(&bytes[..head_end]);
+    let mut content_length = None;
+    let mut chunked = false;
+    for line in head.split("\r\n").skip(1) {
+        let Some((name, value)) = line.split_once(':') else {
+            continue;
+        };
+        let value = value.trim();
+        if name.eq_ignore_ascii_case("content-length") {
+            content_length = value.parse::<usize>().ok();
+        } else if name.eq_ignore_ascii_case("transfer-encoding") && value.to_ascii_lowercase().contains("chunked") {
+            chunked = true;
+        }
+    }
+    let is_response = bytes.starts_with(b"HTTP/1.");
+    match (content_length, chunked) {
+        (Some(body), false) if bytes.len() >= head_end + body => Framing::Complete {
+            len: head_end + body,
+            then_stop: false,
+        },
+        // The body is waited for only to find the next message behind it; one too long to follow
+        // ends the stream after the head (which is what L7 dissection reads).
+        (Some(body), false) if head_end + body <= room => Framing::NeedMore,
+        // A request without a length has no body; a response without one runs to the connection's end.
+        (None, false) if !is_response => Framing::Complete {
+            len: head_end,
+            then_stop: false,
+        },
+        _ => Framing::Complete {
+            len: head_end,
+            then_stop: true,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests;
