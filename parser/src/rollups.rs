@@ -2,16 +2,25 @@
 //! packets and added to the stored rows, so `/stats` over long ranges reads minutes, not packets.
 //! The keys are the ones the API's raw statistics group by, so both ways give the same numbers.
 
-use std::collections::HashMap;
+use std::net::IpAddr;
+
+use rustc_hash::FxHashMap;
 
 use dissect::Dissection;
 
 const NANOS_PER_MINUTE: u64 = 60_000_000_000;
 
+/// Minute (Unix microseconds), dimension, key.
+type Cell = (i64, &'static str, String);
+/// Packets, bytes.
+type Counts = (i64, i64);
+
 #[derive(Default)]
 pub struct Rollups {
     /// (minute as Unix microseconds, dimension, key) -> (packets, bytes)
-    cells: HashMap<(i64, &'static str, String), (i64, i64)>,
+    cells: FxHashMap<Cell, Counts>,
+    /// The `talker` dimension by address, made text once per transaction rather than per packet.
+    talkers: FxHashMap<(i64, IpAddr), (i64, i64)>,
 }
 
 impl Rollups {
@@ -30,7 +39,9 @@ impl Rollups {
         };
         count("protocol", protocol);
         if let Some(src) = d.src {
-            count("talker", src.to_string());
+            let cell = self.talkers.entry((minute, src)).or_default();
+            cell.0 += 1;
+            cell.1 += i64::from(original_len);
         }
         if let Some(l7) = &d.l7
             && let Some(name) = l7.main_name()
@@ -46,11 +57,17 @@ impl Rollups {
     }
 
     pub async fn upsert(&self, tx: &mut sqlx::PgConnection, session: &str) -> Result<(), sqlx::Error> {
-        if self.cells.is_empty() {
+        if self.cells.is_empty() && self.talkers.is_empty() {
             return Ok(());
         }
+        let talkers: Vec<_> = self
+            .talkers
+            .iter()
+            .map(|((minute, src), counts)| ((*minute, "talker", src.to_string()), counts))
+            .collect();
         // In key order, so that parsers of one session lock shared rows in the same order.
-        let mut cells: Vec<_> = self.cells.iter().collect();
+        let mut cells: Vec<(&Cell, &Counts)> = self.cells.iter().collect();
+        cells.extend(talkers.iter().map(|(key, counts)| (key, *counts)));
         cells.sort_unstable_by(|a, b| a.0.cmp(b.0));
         sqlx::query(
             "INSERT INTO traffic_minutes (session, minute, dimension, key, packets, bytes) \
