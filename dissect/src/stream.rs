@@ -251,6 +251,11 @@ impl Stream {
         self.bytes.drain(..len);
         self.consumed = message_end;
         self.parts.retain(|p| p.end > message_end);
+        if self.bytes.is_empty() {
+            // Between messages a stream holds no memory but its own struct.
+            self.bytes = Vec::new();
+            self.parts = Vec::new();
+        }
     }
 
     /// Stops following the stream; an unfinished message is dissected as far as it goes.

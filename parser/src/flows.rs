@@ -1,7 +1,7 @@
 //! Per-batch aggregation of packets into bidirectional 5-tuple flows; the store adds each batch's
 //! sums to the flow rows, so a flow spanning many batches (and parsers) adds up.
 
-use rustc_hash::FxHashMap;
+use foldhash::HashMap;
 use std::net::IpAddr;
 
 use dissect::Dissection;
@@ -50,7 +50,7 @@ pub struct FlowDelta {
 
 #[derive(Default)]
 pub struct FlowTable {
-    pub flows: FxHashMap<FlowKey, FlowDelta>,
+    pub flows: HashMap<FlowKey, FlowDelta>,
 }
 
 impl FlowTable {

@@ -4,7 +4,7 @@
 
 use std::net::IpAddr;
 
-use rustc_hash::FxHashMap;
+use foldhash::HashMap;
 
 use dissect::Dissection;
 
@@ -18,9 +18,9 @@ type Counts = (i64, i64);
 #[derive(Default)]
 pub struct Rollups {
     /// (minute as Unix microseconds, dimension, key) -> (packets, bytes)
-    cells: FxHashMap<Cell, Counts>,
+    cells: HashMap<Cell, Counts>,
     /// The `talker` dimension by address, made text once per transaction rather than per packet.
-    talkers: FxHashMap<(i64, IpAddr), (i64, i64)>,
+    talkers: HashMap<(i64, IpAddr), (i64, i64)>,
 }
 
 impl Rollups {

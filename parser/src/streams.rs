@@ -10,7 +10,7 @@
 //! loses its unfinished messages (counted by the stream outcome `pending_at_stop` in the log), and
 //! a message whose segments went to different parsers is read per packet by each.
 
-use rustc_hash::FxHashMap;
+use foldhash::HashMap;
 
 use dissect::Dissection;
 use dissect::stream::{Message, Pushed, Stream};
@@ -32,7 +32,7 @@ const RST: u8 = 0x04;
 
 #[derive(Default)]
 pub struct Streams {
-    open: FxHashMap<Sent, Open>,
+    open: HashMap<Sent, Open>,
     pub report: StreamReport,
     metrics: StreamMetrics,
 }
