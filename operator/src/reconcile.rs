@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crds::CaptureSession;
+use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
@@ -14,7 +15,7 @@ use kube::{Api, Client, Resource, ResourceExt};
 
 use crate::decide::{self, Tuning};
 use crate::error::Error;
-use crate::names::FINALIZER;
+use crate::names::{FIELD_MANAGER, FINALIZER};
 use crate::observe::{self, Now};
 use crate::{apply, queue, scaling};
 
@@ -65,6 +66,11 @@ pub async fn reconcile(session: Arc<CaptureSession>, context: Arc<Context>) -> R
 async fn reconcile_session(session: Arc<CaptureSession>, context: Arc<Context>) -> Result<Action, Error> {
     let namespace = session.namespace().ok_or(Error::Incomplete)?;
     let sessions: Api<CaptureSession> = Api::namespaced(context.client.clone(), &namespace);
+    if session.meta().deletion_timestamp.is_none() && !session.finalizers().iter().any(|f| f == FINALIZER) {
+        add_finalizer(&sessions, &session).await?;
+        // The change comes back as a watch event; the helper then finds the finalizer in place.
+        return Ok(Action::await_change());
+    }
     finalizer(&sessions, FINALIZER, session, |event| async {
         match event {
             Finalizer::Apply(session) => converge(&session, &context).await,
@@ -73,6 +79,26 @@ async fn reconcile_session(session: Arc<CaptureSession>, context: Arc<Context>) 
     })
     .await
     .map_err(|e| Error::Finalizer(Box::new(e)))
+}
+
+/// Adds the finalizer under the operator's field manager (kube's finalizer helper patches without
+/// one, which the API server records as `unknown`). The resource version makes it a no-op that
+/// fails, to be retried, when the session changed meanwhile.
+async fn add_finalizer(sessions: &Api<CaptureSession>, session: &CaptureSession) -> Result<(), Error> {
+    let mut finalizers = session.finalizers().to_vec();
+    finalizers.push(FINALIZER.to_owned());
+    let patch = serde_json::json!({
+        "metadata": { "finalizers": finalizers, "resourceVersion": session.resource_version() }
+    });
+    let params = PatchParams {
+        field_manager: Some(FIELD_MANAGER.to_owned()),
+        ..PatchParams::default()
+    };
+    sessions
+        .patch(&session.name_any(), &params, &Patch::Merge(&patch))
+        .await
+        .map_err(|e| Error::Finalizer(Box::new(kube::runtime::finalizer::Error::AddFinalizer(e))))?;
+    Ok(())
 }
 
 async fn converge(session: &CaptureSession, context: &Context) -> Result<Action, Error> {

@@ -245,6 +245,25 @@ async fn a_session_becomes_sniffers_a_queue_and_parsers_and_turns_ready() {
     assert_eq!(credentials.data.unwrap()["amqp-url"].0, rig.vhost.amqp_url.as_bytes());
     assert!(!serde_json::to_string(&daemonset).unwrap().contains(&rig.vhost.amqp_url));
 
+    // The finalizer is the operator's, under its own field manager.
+    let stored = Api::<crds::CaptureSession>::namespaced(rig.namespace.client.clone(), ns)
+        .get("web-and-dns")
+        .await
+        .unwrap();
+    let managers: Vec<String> = stored
+        .metadata
+        .managed_fields
+        .unwrap_or_default()
+        .into_iter()
+        .filter(|m| {
+            m.fields_v1
+                .as_ref()
+                .is_some_and(|f| f.0.to_string().contains("f:finalizers"))
+        })
+        .filter_map(|m| m.manager)
+        .collect();
+    assert_eq!(managers, ["trawl-operator"], "who wrote the finalizer");
+
     let session = rig.session("web-and-dns").unwrap();
     let status = &session["status"];
     assert_eq!(status["phase"], "Capturing");
