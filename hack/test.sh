@@ -21,6 +21,7 @@ export TRAWL_CONTROL_PLANE_ASSETS
 step "cargo fmt"; cargo fmt --all -- --check
 step "cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"; cargo test --workspace --locked "$@"
+step "API: schemathesis against its OpenAPI document, open and with tokens (60 s each)"; bash hack/api-fuzz.sh 60
 # The images' runtime stages from binaries built here (release); the full multi-stage build
 # (`make images`) compiles the same sources inside the builder stage and takes far longer.
 step "images"; DOCKER=$(bash hack/docker.sh); export DOCKER

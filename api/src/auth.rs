@@ -82,6 +82,11 @@ impl Tokens {
         Self { entries: None }
     }
 
+    /// No tokens file: every request is let in.
+    pub fn is_open(&self) -> bool {
+        self.entries.is_none()
+    }
+
     pub fn load(path: &Path) -> Result<Self, TokensError> {
         let display = path.display().to_string();
         let text = std::fs::read_to_string(path).map_err(|source| TokensError::Read {

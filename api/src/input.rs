@@ -1,10 +1,13 @@
 //! Checks every request's raw input before any handler sees it. PostgreSQL rejects a NUL byte in
 //! text, so a `%00` anywhere in the path or a query value would reach it as a 500; it is a 400
-//! naming the parameter instead.
+//! naming the parameter instead. Query strings that do not deserialize (a parameter given twice)
+//! get the same JSON error body as every other 400, not axum's plain-text one.
 
-use axum::extract::Request;
+use axum::extract::{FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
 
 use crate::error::ApiError;
 
@@ -26,6 +29,31 @@ const PARAMETERS: [&str; 15] = [
     "last_event_id",
     "access_token",
 ];
+
+/// axum's `Query`, with its rejections as the API's 400 naming the parameter.
+pub struct Query<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(value)) => Ok(Self(value)),
+            Err(rejection) => {
+                let message = rejection.body_text();
+                let parameter = PARAMETERS
+                    .iter()
+                    .find(|name| message.contains(&format!("`{name}`")))
+                    .copied()
+                    .unwrap_or("query");
+                let message = message
+                    .strip_prefix("Failed to deserialize query string: ")
+                    .unwrap_or(&message);
+                Err(ApiError::bad(parameter, message.to_owned()))
+            }
+        }
+    }
+}
 
 pub async fn reject_nul(request: Request, next: Next) -> Response {
     if let Some(parameter) = nul_in(request.uri().path(), request.uri().query()) {

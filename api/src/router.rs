@@ -107,9 +107,44 @@ fn with_common_responses(mut document: utoipa::openapi::OpenApi) -> utoipa::open
     document
 }
 
+/// The document as this process serves it: without a tokens file nothing asks for a token (no
+/// security requirement, no 401), and `limit` says the configured maximum.
+fn as_deployed(mut document: utoipa::openapi::OpenApi, open: bool, max_page_size: u32) -> utoipa::openapi::OpenApi {
+    use utoipa::openapi::RefOr;
+    use utoipa::openapi::schema::Schema;
+    if open {
+        document.security = None;
+        if let Some(components) = document.components.as_mut() {
+            components.security_schemes.clear();
+        }
+    }
+    for item in document.paths.paths.values_mut() {
+        for operation in [&mut item.get, &mut item.post, &mut item.put, &mut item.delete]
+            .into_iter()
+            .flatten()
+        {
+            if open {
+                operation.responses.responses.remove("401");
+            }
+            for parameter in operation.parameters.iter_mut().flatten() {
+                if parameter.name == "limit"
+                    && let Some(RefOr::T(Schema::Object(schema))) = parameter.schema.as_mut()
+                {
+                    schema.maximum = Some(f64::from(max_page_size).into());
+                }
+            }
+        }
+    }
+    document
+}
+
 pub fn router(state: AppState, static_dir: &Path) -> Router {
     let (api, document) = api_routes().split_for_parts();
-    let document = with_common_responses(document);
+    let document = as_deployed(
+        with_common_responses(document),
+        state.tokens.is_open(),
+        state.max_page_size,
+    );
     let docs_page = crate::docs::render(&document);
     let metrics = state.metrics.clone();
     let routes = Router::new()

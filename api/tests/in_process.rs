@@ -72,11 +72,48 @@ async fn bad_parameters_are_400s_that_name_the_parameter() {
         ("/api/v1/packets?session=no-slash", "session"),
         ("/api/v1/stats?protocol=tcp%20or%20udp", "protocol"),
         ("/api/v1/stats?bucket=often", "bucket"),
+        // Given twice: the same JSON error as any other bad value, not axum's plain text.
+        ("/api/v1/flows?sort=bytes&sort=packets", "sort"),
+        // The schema's integer has no sign and no spaces.
+        ("/api/v1/packets?port=%2B80", "port"),
+        ("/api/v1/packets?limit=%2010", "limit"),
     ] {
         let (status, body) = get(open(), uri, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
         assert_eq!(body["error"]["parameter"], parameter, "{uri}: {body}");
     }
+}
+
+#[tokio::test]
+async fn the_served_document_asks_for_tokens_only_when_there_are_any() {
+    let open = get(
+        state(unreachable_database(), Arc::new(Tokens::open())),
+        "/api/openapi.json",
+        None,
+    )
+    .await
+    .1;
+    assert!(open["security"].is_null(), "an open API asks for no token");
+    assert!(open["paths"]["/api/v1/packets"]["get"]["responses"]["401"].is_null());
+    let limit = |document: &Value| {
+        document["paths"]["/api/v1/packets"]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == "limit")
+            .unwrap()["schema"]["maximum"]
+            .clone()
+    };
+    assert_eq!(limit(&open), 1000, "the configured page size bounds `limit`");
+    let guarded = get(
+        state(unreachable_database(), tokens()),
+        "/api/openapi.json",
+        Some(READER),
+    )
+    .await
+    .1;
+    assert!(!guarded["security"].is_null());
+    assert!(!guarded["paths"]["/api/v1/packets"]["get"]["responses"]["401"].is_null());
 }
 
 #[tokio::test]

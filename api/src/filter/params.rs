@@ -14,22 +14,31 @@ use crate::error::ApiError;
 #[into_params(parameter_in = Query)]
 pub struct FilterParams {
     /// Session as `namespace/name`.
+    #[param(min_length = 3, pattern = r"^[^/\x00]+/[^/\x00]+$", example = "default/web")]
     pub session: Option<String>,
     /// Start of the time range: RFC 3339 (`2026-11-27T10:00:00Z`) or a duration ago (`15m`).
+    #[param(min_length = 1, example = "15m")]
     pub since: Option<String>,
     /// End of the time range (exclusive), in the same forms as `since`.
+    #[param(min_length = 1)]
     pub until: Option<String>,
-    /// Source address or network (`10.0.0.5`, `10.0.0.0/24`).
+    /// Source address or network (`10.0.0.5`, `10.0.0.0/24`, `fd00::/64`).
+    #[param(min_length = 1, example = "10.0.0.0/24")]
     pub src: Option<String>,
     /// Destination address or network.
+    #[param(min_length = 1)]
     pub dst: Option<String>,
     /// Address or network on either side.
+    #[param(min_length = 1)]
     pub host: Option<String>,
     /// Port on either side.
+    #[param(value_type = Option<u16>, minimum = 0, maximum = 65535)]
     pub port: Option<String>,
     /// L4 (`tcp`, `udp`, `icmp`, ...) or L7 (`dns`, `http`, `tls`) protocol.
+    #[param(pattern = "^[A-Za-z0-9-]{1,16}$", example = "tcp")]
     pub protocol: Option<String>,
-    /// Filter expression, e.g. `tcp and port 443 and not host 10.0.0.5`.
+    /// Filter expression, e.g. `tcp and port 443 and not host 10.0.0.5`; empty counts as absent.
+    #[param(max_length = 2048)]
     pub q: Option<String>,
 }
 
@@ -83,11 +92,11 @@ impl FilterParams {
             filter.conditions.push(Expr::Host(Side::Either, network("host", host)?));
         }
         if let Some(port) = &self.port {
-            let port = parse_port(port.trim()).map_err(|m| ApiError::bad("port", m))?;
+            let port = parse_port(port).map_err(|m| ApiError::bad("port", m))?;
             filter.conditions.push(Expr::Port(Side::Either, port));
         }
         if let Some(protocol) = &self.protocol {
-            let protocol = check_protocol(protocol.trim()).map_err(|m| ApiError::bad("protocol", m))?;
+            let protocol = check_protocol(protocol).map_err(|m| ApiError::bad("protocol", m))?;
             filter.conditions.push(Expr::Protocol(protocol));
         }
         if let Some(q) = self.q.as_deref().filter(|q| !q.trim().is_empty()) {
@@ -139,8 +148,12 @@ fn parse_unchecked_time(parameter: &'static str, text: &str) -> Result<DateTime<
 }
 
 pub(super) fn parse_port(text: &str) -> Result<u16, String> {
-    text.parse::<u16>()
-        .map_err(|_| format!("{text:?} is not a port number (0-65535)"))
+    // Digits only: Rust's parse would also take a leading `+`, which the schema's integer does not.
+    text.bytes()
+        .all(|b| b.is_ascii_digit())
+        .then(|| text.parse::<u16>().ok())
+        .flatten()
+        .ok_or_else(|| format!("{text:?} is not a port number (0-65535)"))
 }
 
 pub(super) fn check_protocol(text: &str) -> Result<String, String> {

@@ -2,7 +2,9 @@
 //! filters as packets (`src`/`dst` are the client and the server) and keyset paging.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use crate::input::Query;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::postgres::PgRow;

@@ -1,7 +1,9 @@
 //! Flows (bidirectional 5-tuples per session), filtered, sorted and keyset-paged.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use crate::input::Query;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
@@ -50,12 +52,13 @@ pub struct FlowPage {
 #[into_params(parameter_in = Query)]
 pub struct SortParams {
     /// `last_seen` (default), `bytes` or `packets`; always descending.
+    #[param(value_type = Option<Sort>, inline)]
     pub sort: Option<String>,
 }
 
-#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
-enum Sort {
+pub enum Sort {
     LastSeen,
     Bytes,
     Packets,
@@ -105,7 +108,7 @@ pub async fn list(
 ) -> Result<Json<FlowPage>, ApiError> {
     let filter = filters.check()?;
     let limit = page.limit(state.max_page_size)?;
-    let sort = match sort.sort.as_deref().map(str::trim) {
+    let sort = match sort.sort.as_deref() {
         None | Some("last_seen") => Sort::LastSeen,
         Some("bytes") => Sort::Bytes,
         Some("packets") => Sort::Packets,

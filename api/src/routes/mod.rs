@@ -16,8 +16,10 @@ use utoipa::IntoParams;
 #[into_params(parameter_in = Query)]
 pub struct PageParams {
     /// `next_cursor` of the previous page.
+    #[param(min_length = 1)]
     pub cursor: Option<String>,
-    /// Rows per page (default 100, at most the configured maximum).
+    /// Rows per page (default 100, at most the configured maximum, which the served document states).
+    #[param(value_type = Option<u32>, minimum = 1)]
     pub limit: Option<String>,
 }
 
@@ -27,9 +29,11 @@ impl PageParams {
             .limit
             .as_deref()
             .map(|l| {
-                l.trim()
-                    .parse::<u32>()
-                    .map_err(|_| crate::error::ApiError::bad("limit", format!("{l:?} is not a number")))
+                l.bytes()
+                    .all(|b| b.is_ascii_digit())
+                    .then(|| l.parse::<u32>().ok())
+                    .flatten()
+                    .ok_or_else(|| crate::error::ApiError::bad("limit", format!("{l:?} is not a number")))
             })
             .transpose()?;
         crate::cursor::page_size(limit, max)

@@ -4,7 +4,9 @@
 //! with the packets of the partial minutes at either end; any other filter reads the packets.
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use crate::input::Query;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
@@ -20,6 +22,7 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct BucketParams {
     /// Width of the timeline's buckets (`10s`, `1m`, ...). Default: about 120 buckets over the range.
+    #[param(min_length = 1, example = "1m")]
     pub bucket: Option<String>,
 }
 

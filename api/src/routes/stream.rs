@@ -8,7 +8,9 @@ use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Query, State};
+use axum::extract::State;
+
+use crate::input::Query;
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use futures::Stream;
@@ -31,8 +33,10 @@ const BATCH: i64 = 500;
 #[into_params(parameter_in = Query)]
 pub struct ResumeParams {
     /// Resume after this packet id (for clients that cannot send the `Last-Event-ID` header).
+    #[param(min_length = 1)]
     pub last_event_id: Option<String>,
     /// Bearer token, for browsers' EventSource, which cannot send headers.
+    #[param(min_length = 1)]
     pub access_token: Option<String>,
 }
 
