@@ -6,6 +6,7 @@
 mod info;
 mod ja4;
 mod l7;
+mod names;
 pub mod stream;
 
 use std::net::IpAddr;
@@ -113,14 +114,17 @@ pub enum Layer {
     Ethernet {
         src: String,
         dst: String,
+        #[serde(serialize_with = "names::ethertype")]
         ethertype: u16,
     },
     Vlan {
         id: u16,
         priority: u8,
+        #[serde(serialize_with = "names::ethertype")]
         ethertype: u16,
     },
     Arp {
+        #[serde(serialize_with = "names::arp_operation")]
         operation: u16,
         sender_ip: String,
         target_ip: String,
@@ -130,6 +134,7 @@ pub enum Layer {
         src: String,
         dst: String,
         ttl: u8,
+        #[serde(serialize_with = "names::ip_protocol")]
         protocol: u8,
         id: u16,
         more_fragments: bool,
@@ -139,7 +144,9 @@ pub enum Layer {
         src: String,
         dst: String,
         hop_limit: u8,
+        #[serde(serialize_with = "names::ip_protocol")]
         next_header: u8,
+        #[serde(serialize_with = "names::ip_protocols")]
         extensions: Vec<u8>,
         fragment: bool,
     },
@@ -159,10 +166,12 @@ pub enum Layer {
         length: u16,
     },
     Icmp {
+        #[serde(serialize_with = "names::icmp_type")]
         icmp_type: u8,
         code: u8,
     },
     Icmpv6 {
+        #[serde(serialize_with = "names::icmpv6_type")]
         icmp_type: u8,
         code: u8,
     },
