@@ -55,6 +55,20 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for Query<T> {
     }
 }
 
+/// axum's `Path`, with its rejections (a segment that is not UTF-8 once decoded) as the API's 400.
+pub struct Path<T>(pub T);
+
+impl<T: DeserializeOwned + Send, S: Send + Sync> FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(value)) => Ok(Self(value)),
+            Err(rejection) => Err(ApiError::bad("path", rejection.body_text())),
+        }
+    }
+}
+
 pub async fn reject_nul(request: Request, next: Next) -> Response {
     if let Some(parameter) = nul_in(request.uri().path(), request.uri().query()) {
         return ApiError::bad(parameter, "contains a NUL byte (%00)").into_response();

@@ -77,6 +77,8 @@ async fn bad_parameters_are_400s_that_name_the_parameter() {
         // The schema's integer has no sign and no spaces.
         ("/api/v1/packets?port=%2B80", "port"),
         ("/api/v1/packets?limit=%2010", "limit"),
+        // A path segment that is not UTF-8 once decoded.
+        ("/api/v1/sessions/%FF/web", "path"),
     ] {
         let (status, body) = get(open(), uri, None).await;
         assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");

@@ -1,9 +1,9 @@
 //! Stored packets: a filtered, keyset-paged list (newest first) and one packet's layers and bytes.
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
 
-use crate::input::Query;
+use crate::input::{Path, Query};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sqlx::{Postgres, QueryBuilder};

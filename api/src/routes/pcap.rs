@@ -2,9 +2,9 @@
 //! they are read, through a small bounded channel, so an export of any size holds little memory.
 
 use axum::body::{Body, Bytes};
-use axum::extract::{Path, State};
+use axum::extract::State;
 
-use crate::input::Query;
+use crate::input::{Path, Query};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use std::collections::VecDeque;

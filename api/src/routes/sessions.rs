@@ -3,7 +3,9 @@
 use std::collections::BTreeMap;
 
 use axum::Json;
-use axum::extract::{Path, State};
+use axum::extract::State;
+
+use crate::input::Path;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
