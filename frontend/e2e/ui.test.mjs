@@ -95,6 +95,12 @@ test("packets filter through the URL, page into history and open as a layer tree
   await page.getByText("DNS", { exact: true }).waitFor();
   const hex = await page.getByLabel("Hex dump").innerText();
   assert.match(hex, /^0000 {2}[0-9a-f]{2} /, "a hex dump");
+  // The whole dump, ASCII column included, fits its pane on a 1280-pixel screen.
+  await page.setViewportSize({ width: 1280, height: 800 });
+  const fits = await page.getByLabel("Hex dump").evaluate((pre) => pre.scrollWidth <= pre.clientWidth);
+  assert.ok(fits, "the hex dump fits its pane at 1280 px");
+  await page.getByText("IPv4 (0x0800)").first().waitFor({ state: "attached" });
+  await page.setViewportSize({ width: 1400, height: 900 });
   await page.keyboard.press("Escape");
   await shot("packets");
 });
