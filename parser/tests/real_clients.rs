@@ -1,12 +1,14 @@
 //! Agreement with tshark on traffic that real clients made: dig over UDP and TCP, an mDNS-port
-//! query, curl to HTTP on an odd port, openssl s_client to TLS on an odd port, a ClientHello large
-//! enough to span two TCP segments, and VLAN-tagged frames. The traffic runs between a network
+//! query, curl to HTTP on an odd port, two pipelined HTTP/1.1 requests in one segment, openssl
+//! s_client to TLS on an odd port, a ClientHello large enough to span two TCP segments, and
+//! VLAN-tagged frames. The traffic runs between a network
 //! namespace and addresses this test puts on its veth (10.213.0.0/24); tcpdump captures it at
 //! snaplen 1024; tshark reads that pcap, and the same frames go through the real parser.
 //!
 //! Per packet, addresses, ports and VLAN must agree (for ARP, tshark's sender and target addresses;
 //! for QinQ, the outer 802.1ad tag). Per name (DNS query, HTTP host, TLS SNI), the names each side
-//! finds must be the same, but for what `ONLY_TRAWL` and `ONLY_TSHARK` list and explain.
+//! finds must be the same, but for what `ONLY_TRAWL` and `ONLY_TSHARK` list and explain: tshark's
+//! every occurrence, Trawl's per-packet names and its L7 events (read from reassembled streams).
 //! tshark is told the odd ports' protocols (`-d`), as a user would; Trawl finds them by content.
 //!
 //! Needs root, dig (apt: bind9-dnsutils), curl, openssl, tcpdump and tshark.
@@ -32,10 +34,9 @@ const ONLY_TRAWL: [(&str, &str); 1] = [(
      first, from the first segment's 1024 bytes",
 )];
 
-/// Names tshark finds that Trawl does not. None on this traffic. The names compared are each
-/// packet's own (the packets table): Trawl reassembles TCP streams for its events and flows
-/// (parser/src/streams.rs), not for per-packet rows, so an SNI placed after a large key share
-/// would be in the TLS event but land here.
+/// Names tshark finds that Trawl does not. None on this traffic: the second of two pipelined
+/// requests in one segment is not in the packets table (a packet's row names its first message)
+/// but is an HTTP event of its own, from the reassembled stream.
 const ONLY_TSHARK: [(&str, &str); 0] = [];
 
 fn run(command: &mut Command) -> String {
@@ -129,6 +130,9 @@ async fn names_from_real_clients_agree_with_tshark() {
         .args(["-sS", "-m", "5", "-H", "Host: odd.example"])
         .arg(format!("http://{SERVER}:8081/")));
     assert_eq!(page, "hello\n");
+    run(in_namespace(&network, "python3")
+        .arg(&peers)
+        .args(["pipelined", SERVER, "pipe1.example", "pipe2.example"]));
     run(in_namespace(&network, "openssl")
         .args([
             "s_client",
@@ -176,19 +180,19 @@ async fn names_from_real_clients_agree_with_tshark() {
     servers.wait().unwrap();
 
     let stamped = testkit::pcap::read(&pcap).unwrap();
-    let theirs = common::tshark(&pcap, &["tcp.port==8081,http", "tcp.port==8443,tls"]);
-    let ours = common::through_the_parser(&stamped, "test/real-clients").await;
+    let decode_as = ["tcp.port==8081,http", "tcp.port==8443,tls"];
+    let theirs = common::tshark(&pcap, &decode_as);
+    let names_tshark = common::tshark_names(&pcap, &decode_as);
+    let (ours, event_names) = common::through_the_parser_with_events(&stamped, "test/real-clients").await;
     std::fs::remove_dir_all(&dir).unwrap();
     assert_eq!(ours.len(), theirs.len(), "packet count");
-    let mut names_tshark = BTreeSet::new();
-    let mut names_trawl = BTreeSet::new();
+    let mut names_trawl = event_names;
     for (i, (row, theirs)) in ours.iter().zip(&theirs).enumerate() {
         assert_eq!(
             row[..5],
             theirs[..5],
             "packet {i}: addresses, ports or VLAN differ (Trawl left, tshark right)"
         );
-        names_tshark.extend((!theirs[5].is_empty()).then(|| theirs[5].clone()));
         names_trawl.extend((!row[5].is_empty()).then(|| row[5].clone()));
     }
     for expected in [
@@ -196,6 +200,8 @@ async fn names_from_real_clients_agree_with_tshark() {
         "tcp.example.test",
         "printer.local",
         "odd.example",
+        "pipe1.example",
+        "pipe2.example",
         "small.example",
         "vlan.example",
     ] {

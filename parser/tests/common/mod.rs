@@ -75,7 +75,54 @@ pub fn tshark(pcap: &Path, decode_as: &[&str]) -> Vec<Row> {
 
 /// The frames as one sniffer batch, through the real trawl-parser into PostgreSQL; the stored
 /// rows in capture order.
+#[allow(dead_code)] // each test binary compiles this module; not every one uses everything
 pub async fn through_the_parser(stamped: &[(u64, Vec<u8>)], session: &str) -> Vec<Row> {
+    through_the_parser_with_events(stamped, session).await.0
+}
+
+/// The names tshark finds in `pcap`, every occurrence (a frame with two pipelined requests has two
+/// hosts): DNS query names, HTTP hosts, TLS server names.
+#[allow(dead_code)] // each test binary compiles this module; not every one uses everything
+pub fn tshark_names(pcap: &Path, decode_as: &[&str]) -> std::collections::BTreeSet<String> {
+    let mut command = Command::new("tshark");
+    command.arg("-r").arg(pcap);
+    for rule in decode_as {
+        command.args(["-d", rule]);
+    }
+    command.args([
+        "-T",
+        "fields",
+        "-E",
+        "separator=,",
+        "-E",
+        "occurrence=a",
+        "-E",
+        "aggregator=,",
+    ]);
+    for field in ["dns.qry.name", "http.host", "tls.handshake.extensions_server_name"] {
+        command.args(["-e", field]);
+    }
+    let output = command.output().expect("run tshark (apt: tshark)");
+    assert!(
+        output.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout)
+        .unwrap()
+        .split([',', '\n'])
+        .filter(|name| !name.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// As [`through_the_parser`], with the names of the L7 events the parser stored (DNS queries,
+/// HTTP hosts, TLS server names), which come from reassembled TCP streams.
+#[allow(dead_code)]
+pub async fn through_the_parser_with_events(
+    stamped: &[(u64, Vec<u8>)],
+    session: &str,
+) -> (Vec<Row>, std::collections::BTreeSet<String>) {
     const QUEUE: &str = "tshark-agreement";
     let database = TestDatabase::create().await;
     let vhost = TestVhost::create();
@@ -146,6 +193,16 @@ pub async fn through_the_parser(stamped: &[(u64, Vec<u8>)], session: &str) -> Ve
     .fetch_all(&pool)
     .await
     .unwrap();
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT query FROM dns_events WHERE query IS NOT NULL UNION SELECT host FROM http_events WHERE host IS NOT NULL \
+         UNION SELECT sni FROM tls_events WHERE sni IS NOT NULL",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
     pool.close().await;
-    rows.into_iter().map(|(a, b, c, d, e, f)| [a, b, c, d, e, f]).collect()
+    (
+        rows.into_iter().map(|(a, b, c, d, e, f)| [a, b, c, d, e, f]).collect(),
+        names.into_iter().collect(),
+    )
 }
