@@ -70,7 +70,7 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 
 /// Every API route can answer 401 (a token is configured and missing or wrong), 500 and 503
 /// (the database is unavailable), with the common error body; documented once here instead of on
-/// each handler.
+/// each handler. The pcap export's document leaves out the `session` filter its path replaces.
 fn with_common_responses(mut document: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
     use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
     let error = |description: &str| {
@@ -89,6 +89,12 @@ fn with_common_responses(mut document: utoipa::openapi::OpenApi) -> utoipa::open
             .into_iter()
             .flatten()
         {
+            // The pcap export takes its session from the path, not from the shared filters.
+            if operation.operation_id.as_deref() == Some("exportPcap")
+                && let Some(parameters) = operation.parameters.as_mut()
+            {
+                parameters.retain(|p| p.name != "session");
+            }
             let responses = &mut operation.responses.responses;
             for (status, description) in [
                 (

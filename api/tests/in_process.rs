@@ -107,6 +107,16 @@ async fn the_served_document_asks_for_tokens_only_when_there_are_any() {
             .clone()
     };
     assert_eq!(limit(&open), 1000, "the configured page size bounds `limit`");
+    let names = |path: &str| -> Vec<String> {
+        open["paths"][path]["get"]["parameters"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap().to_owned())
+            .collect()
+    };
+    assert!(!names("/api/v1/sessions/{namespace}/{name}/pcap").contains(&"session".to_owned()));
+    assert!(names("/api/v1/stream").contains(&"Last-Event-ID".to_owned()));
     let guarded = get(
         state(unreachable_database(), tokens()),
         "/api/openapi.json",

@@ -108,6 +108,10 @@ pub async fn export(
     caller.require(Scope::Pcap)?;
     let mut filter = filters.check()?;
     let session = database::session_key(&namespace, &name);
+    // The path names the session; the shared `session` filter is not documented for this route.
+    if filter.session.as_ref().is_some_and(|given| *given != session) {
+        return Err(ApiError::bad("session", "the path already names the session"));
+    }
     ensure_session_known(&state.pool, &session).await?;
     filter.session = Some(session.clone());
     audit(

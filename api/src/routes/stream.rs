@@ -43,7 +43,8 @@ pub struct ResumeParams {
 /// Packets stored from now on (or after `Last-Event-ID`) that match the filters, as `packet`
 /// events whose id is the packet id. `session` is required.
 #[utoipa::path(get, path = "/api/v1/stream", operation_id = "streamPackets", tag = "packets",
-    params(FilterParams, ResumeParams),
+    params(FilterParams, ResumeParams,
+        ("Last-Event-ID" = Option<String>, Header, description = "Resume after this packet id; EventSource sends it when it reconnects")),
     responses((status = 200, content_type = "text/event-stream", description = "`packet` events with a Packet as data"),
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn stream(
