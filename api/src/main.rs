@@ -26,6 +26,10 @@ async fn main() -> anyhow::Result<()> {
     let pool = sqlx::postgres::PgPoolOptions::new()
         .max_connections(16)
         .acquire_timeout(Duration::from_secs(5))
+        // sqlx pings every connection it hands out by default: a round trip per request, a
+        // tenth of PostgreSQL's work for a /packets page (bench/api.sh). A broken connection
+        // fails its query instead, and the pool replaces it.
+        .test_before_acquire(false)
         .connect_lazy_with(options.options([("statement_timeout", timeout.as_str())]));
     // The API starts even when the database is down (readyz says so) and migrates once it is up.
     let migrated = database::migrate_in_background(&pool);

@@ -46,15 +46,7 @@ impl Segment {
     }
 
     fn decode(session: String, first_ts: Time, last_ts: Time, records: Vec<u8>) -> Self {
-        let start = records.as_ptr() as usize;
-        // Records that do not decode end the list: their packets read as not kept.
-        let frames = wire::segment::records(&records)
-            .map_while(Result::ok)
-            .map(|record| {
-                let at = record.data.as_ptr() as usize - start;
-                at..at + record.data.len()
-            })
-            .collect();
+        let frames = frames(&records);
         Self {
             session,
             first_ts,
@@ -68,6 +60,19 @@ impl Segment {
     pub fn frame(&self, position: usize) -> Option<&[u8]> {
         self.frames.get(position).map(|range| &self.records[range.clone()])
     }
+}
+
+/// Where each packet's kept bytes are in a segment's records, by position. Records that do not
+/// decode end the list: their packets read as not kept.
+pub fn frames(records: &[u8]) -> Vec<Range<usize>> {
+    let start = records.as_ptr() as usize;
+    wire::segment::records(records)
+        .map_while(Result::ok)
+        .map(|record| {
+            let at = record.data.as_ptr() as usize - start;
+            at..at + record.data.len()
+        })
+        .collect()
 }
 
 #[cfg(test)]
