@@ -112,6 +112,8 @@ pub struct CaptureSessionSpec {
 #[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("parsers.minReplicas must be less than or equal to parsers.maxReplicas"))]
+#[x_kube(validation = Rule::new("self.maxReplicas <= self.shards").message("parsers.maxReplicas must not exceed parsers.shards: each parser consumes whole shards, so parsers beyond the shard count would idle"))]
+#[x_kube(validation = Rule::new("self.shards == oldSelf.shards").message("parsers.shards cannot change during a session: flows would move between parsers mid-stream"))]
 pub struct ParserScaling {
     /// Fewest parser replicas. 0 lets an idle session scale its parsers away.
     #[serde(default = "default_min_replicas")]
@@ -128,6 +130,13 @@ pub struct ParserScaling {
     #[schemars(range(min = 1))]
     pub target_backlog: i64,
 
+    /// Shards the session's traffic is split into by flow, each a queue of its own; a parser
+    /// consumes whole shards, so all of a flow's packets reach one parser (TCP reassembly needs
+    /// them). At least `maxReplicas`; fixed for the session's life.
+    #[serde(default = "default_shards")]
+    #[schemars(range(min = 1, max = 256))]
+    pub shards: i32,
+
     /// Who sets the replica count: `builtin` (the operator, from the queue depth), `keda`
     /// (a KEDA ScaledObject the operator creates), or `none` (fixed at `minReplicas`).
     #[serde(default)]
@@ -140,6 +149,7 @@ impl Default for ParserScaling {
             min_replicas: default_min_replicas(),
             max_replicas: default_max_replicas(),
             target_backlog: default_target_backlog(),
+            shards: default_shards(),
             autoscaler: Autoscaler::default(),
         }
     }
@@ -283,6 +293,9 @@ fn default_min_replicas() -> i32 {
 fn default_max_replicas() -> i32 {
     10
 }
+fn default_shards() -> i32 {
+    default_max_replicas()
+}
 fn default_target_backlog() -> i64 {
     100
 }
@@ -295,5 +308,10 @@ impl CaptureSession {
         let name = self.metadata.name.as_deref()?;
         let uid = self.metadata.uid.as_deref()?;
         Some(format!("trawl.{namespace}.{name}.{}", &uid[..uid.len().min(8)]))
+    }
+
+    /// The session's shard count (`parsers.shards`), within the schema's bounds.
+    pub fn shards(&self) -> u16 {
+        self.spec.parsers.shards.clamp(1, 256) as u16
     }
 }

@@ -58,6 +58,22 @@ fn defaults_keep_the_replica_rule_satisfied() {
 }
 
 #[test]
+fn more_parsers_than_shards_is_rejected_and_the_default_shards_fit_the_default_parsers() {
+    let mut object = example();
+    object["spec"]["parsers"] = json!({"maxReplicas": 12});
+    assert_eq!(
+        cel_failures(&object),
+        [
+            "parsers.maxReplicas must not exceed parsers.shards: each parser consumes whole shards, so parsers beyond the shard count would idle"
+        ]
+    );
+    object["spec"]["parsers"] = json!({"maxReplicas": 12, "shards": 16});
+    assert_eq!(cel_failures(&object), Vec::<String>::new());
+    object["spec"]["parsers"] = json!({});
+    assert_eq!(cel_failures(&object), Vec::<String>::new());
+}
+
+#[test]
 fn malformed_duration_is_rejected() {
     let mut object = example();
     object["spec"]["duration"] = json!("ten minutes");

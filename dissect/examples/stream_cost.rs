@@ -120,19 +120,7 @@ fn traffic(flows: u32) -> (Vec<Vec<u8>>, Vec<Vec<u8>>) {
 
 /// testkit's ClientHello with a 1 700-byte padding extension before the server name.
 fn big_hello(sni: &str) -> Vec<u8> {
-    let small = frames::tls_client_hello(sni);
-    let mut hello = small[..50].to_vec();
-    let mut extensions = vec![0, 21];
-    extensions.extend_from_slice(&1700u16.to_be_bytes());
-    extensions.extend(std::iter::repeat_n(0, 1700));
-    extensions.extend_from_slice(&small[52..]);
-    hello.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
-    hello.extend_from_slice(&extensions);
-    let handshake_len = hello.len() - 9;
-    hello[6..9].copy_from_slice(&(handshake_len as u32).to_be_bytes()[1..]);
-    let record_len = hello.len() - 5;
-    hello[3..5].copy_from_slice(&(record_len as u16).to_be_bytes());
-    hello
+    frames::tls_client_hello_padded(sni, 1700)
 }
 
 fn resident_bytes() -> usize {

@@ -46,8 +46,10 @@ struct Step {
 }
 
 async fn step(parsers: usize, rate: u32, seconds: u32) -> Step {
+    // A shard per parser: each consumes its own (as a session of `shards: parsers` would).
     let mut pipeline = Pipeline::start(PipelineOptions {
         parsers,
+        shards: parsers as u16,
         ..Default::default()
     })
     .await;

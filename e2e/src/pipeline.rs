@@ -25,6 +25,10 @@ pub struct PipelineOptions {
     pub queue_max_bytes: i64,
     /// Extra `trawl-sniffer` flags.
     pub sniffer_args: Vec<String>,
+    /// Shards the traffic is split into (`--shards` of the sniffer and the parsers).
+    pub shards: u16,
+    /// The sniffer's capture filter.
+    pub filter: String,
 }
 
 impl Default for PipelineOptions {
@@ -35,6 +39,8 @@ impl Default for PipelineOptions {
             private_database: false,
             queue_max_bytes: 512 << 20,
             sniffer_args: Vec::new(),
+            shards: 1,
+            filter: format!("udp port {PORT}"),
         }
     }
 }
@@ -126,6 +132,8 @@ pub struct Pipeline {
     pub database: Database,
     sniffer_port: u16,
     sniffer_args: Vec<String>,
+    shards: u16,
+    filter: String,
     rx_before: u64,
     offered: u64,
     next_seq: u32,
@@ -145,7 +153,7 @@ impl Pipeline {
         };
         let suffix = unique_suffix();
         let queue = format!("trawl.e2e.{suffix}");
-        declare_queue(&broker.amqp_url(), &queue, options.queue_max_bytes).await;
+        declare_queue(&broker.amqp_url(), &queue, options.shards, options.queue_max_bytes).await;
         let network = TestNetwork::create();
         let rx_before = network.host_rx_packets();
         let mut pipeline = Self {
@@ -158,6 +166,8 @@ impl Pipeline {
             database,
             sniffer_port: free_port(),
             sniffer_args: options.sniffer_args,
+            shards: options.shards,
+            filter: options.filter,
             rx_before,
             offered: 0,
             next_seq: 0,
@@ -174,6 +184,7 @@ impl Pipeline {
         let mut command = Command::new(workspace_binary("parser", "trawl-parser"));
         command
             .args(["--session", &self.session, "--queue", &self.queue])
+            .args(["--shards", &self.shards.to_string()])
             .args([
                 "--amqp-url",
                 &self.broker.amqp_url(),
@@ -195,6 +206,18 @@ impl Pipeline {
         self.parsers.len()
     }
 
+    /// How many shards each running parser consumes (its `trawl_parser_shards_consumed`).
+    pub fn parser_shards(&self) -> Vec<u64> {
+        self.parsers
+            .iter()
+            .map(|(_, port)| {
+                testkit::metrics::scrape(*port)
+                    .and_then(|text| testkit::metrics::value(&text, "trawl_parser_shards_consumed"))
+                    .unwrap_or(0)
+            })
+            .collect()
+    }
+
     /// The running parsers' `/metrics`, one after another.
     pub fn parser_metrics(&self) -> String {
         self.parsers
@@ -209,8 +232,9 @@ impl Pipeline {
         command
             .args(["--session", &self.session, "--node", "e2e-node"])
             .args(["--interfaces", &self.network.host_interface])
-            .args(["--filter", &format!("udp port {PORT}")])
+            .args(["--filter", &self.filter])
             .args(["--amqp-url", &self.broker.amqp_url(), "--routing-key", &self.queue])
+            .args(["--shards", &self.shards.to_string()])
             .args(["--listen", &format!("127.0.0.1:{}", self.sniffer_port)])
             .args(&self.sniffer_args);
         self.sniffer = Some(Service::start("trawl-sniffer", command));
@@ -229,14 +253,20 @@ impl Pipeline {
         assert!(status.success(), "the sniffer exited with {status}");
     }
 
-    /// `count` frames of the known mix (UDP to port 9 with a sequence number and 16 to 1000
-    /// bytes of payload), numbered on from the last offer.
+    /// `count` frames of the known mix (UDP to port 9 from 16 source ports, so 16 flows, with a
+    /// sequence number and 16 to 1000 bytes of payload), numbered on from the last offer.
     fn frames(&mut self, count: u32) -> Vec<Vec<u8>> {
         let frames = (self.next_seq..self.next_seq + count)
             .map(|seq| {
                 let mut payload = seq.to_be_bytes().to_vec();
                 payload.resize(16 + (seq as usize * 37) % 985, (seq % 251) as u8);
-                frames::udp(testkit::batches::CLIENT, testkit::batches::SERVER, PORT, &payload)
+                frames::udp_ports(
+                    testkit::batches::CLIENT,
+                    testkit::batches::SERVER,
+                    (frames::SOURCE, 40000 + (seq % 16) as u16),
+                    (frames::DESTINATION, PORT),
+                    &payload,
+                )
             })
             .collect();
         self.next_seq += count;
@@ -248,6 +278,25 @@ impl Pipeline {
     pub fn offer(&mut self, count: u32, per_second: u32) {
         let frames = self.frames(count);
         self.network.send_frames(&frames, per_second);
+    }
+
+    /// Offers frames of the caller's making at `per_second` (they count as offered).
+    pub fn offer_frames(&mut self, frames: &[Vec<u8>], per_second: u32) {
+        self.offered += frames.len() as u64;
+        self.network.send_frames(frames, per_second);
+    }
+
+    /// The server names of the session's stored TLS ClientHello events.
+    pub async fn tls_server_names(&self) -> Vec<String> {
+        let pool = self.pool().await.expect("connect to the database");
+        let names =
+            sqlx::query_scalar("SELECT sni FROM tls_events WHERE session = $1 AND sni IS NOT NULL ORDER BY sni")
+                .bind(&self.session)
+                .fetch_all(&pool)
+                .await
+                .expect("read the TLS events");
+        pool.close().await;
+        names
     }
 
     /// Starts offering in the background; wait on the returned child.
@@ -336,10 +385,10 @@ impl Pipeline {
 }
 
 /// The session's queue exactly as the operator declares it.
-async fn declare_queue(amqp_url: &str, queue: &str, max_bytes: i64) {
+async fn declare_queue(amqp_url: &str, queue: &str, shards: u16, max_bytes: i64) {
     let connection = Connection::connect(amqp_url, Default::default()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
-    queues::declare_session_queue(&channel, queue, max_bytes)
+    queues::declare_session_queue(&channel, queue, shards, max_bytes)
         .await
         .expect("declare the session queue");
     let _ = connection.close(200, "".into()).await;

@@ -116,18 +116,41 @@ async fn a_sniffer_stopped_while_traffic_flows_stores_everything_it_captured() {
     assert_eq!(accounting.dropped(), 0, "a clean stop drops nothing: {accounting:?}");
 }
 
+/// Waits until the running parsers consume `expected` shards each (in start order).
+async fn shards_consumed(pipeline: &Pipeline, expected: &[u64]) {
+    wait_until(&format!("parsers consuming {expected:?} shards"), DEADLINE, || async {
+        let mut consumed = pipeline.parser_shards();
+        consumed.sort_unstable();
+        let mut wanted = expected.to_vec();
+        wanted.sort_unstable();
+        (consumed == wanted).then_some(())
+    })
+    .await;
+}
+
 #[tokio::test]
 async fn parsers_scaled_up_and_down_during_the_run_lose_and_duplicate_nothing() {
-    let mut pipeline = Pipeline::start(PipelineOptions::default()).await;
+    // Four shards: each parser consumes whole shards (a flow stays with one parser), and the
+    // shards move when parsers come and go.
+    let mut pipeline = Pipeline::start(PipelineOptions {
+        shards: 4,
+        ..Default::default()
+    })
+    .await;
+    shards_consumed(&pipeline, &[4]).await;
     let mut sender = pipeline.offer_in_background(30_000, 3_000);
     stored_at_least(&pipeline, 2_000).await;
     pipeline.add_parser();
     pipeline.add_parser();
     assert_eq!(pipeline.parsers(), 3);
+    shards_consumed(&pipeline, &[2, 1, 1]).await;
     stored_at_least(&pipeline, 12_000).await;
     pipeline.stop_parser("TERM");
     pipeline.stop_parser("TERM");
     assert_eq!(pipeline.parsers(), 1);
+    // The stopped parsers gave their leases up: the last one takes every shard without waiting
+    // for them to expire.
+    shards_consumed(&pipeline, &[4]).await;
     finish(&mut sender);
     pipeline.stop_sniffer();
     let accounting = pipeline.settle().await;

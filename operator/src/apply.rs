@@ -37,7 +37,7 @@ pub async fn apply(
         let queue = session.queue_name().ok_or(Error::Incomplete)?;
         context
             .broker
-            .declare(&queue, session.spec.max_backlog_bytes)
+            .declare(&queue, session.shards(), session.spec.max_backlog_bytes)
             .await
             .map_err(|source| Error::DeclareQueue { name: queue, source })?;
     }

@@ -198,6 +198,7 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
         ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
         ("TRAWL_LISTEN", format!("0.0.0.0:{port}")),
         ("TRAWL_ROUTING_KEY", queue.to_owned()),
+        ("TRAWL_SHARDS", session.shards().to_string()),
         ("TRAWL_SNAPLEN", spec.snaplen.to_string()),
         ("TRAWL_FILTER", spec.filter.clone().unwrap_or_default()),
         ("TRAWL_INTERFACES", spec.interfaces.join(",")),
@@ -261,6 +262,7 @@ pub fn parser_deployment(session: &CaptureSession, settings: &Settings, queue: &
     let mut variables = env(&[
         ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
         ("TRAWL_QUEUE", queue.to_owned()),
+        ("TRAWL_SHARDS", session.shards().to_string()),
         ("TRAWL_STORE_PAYLOAD", spec.store_payload.to_string()),
         ("TRAWL_RETENTION", spec.retention.clone()),
     ]);
@@ -315,10 +317,27 @@ pub fn parser_deployment(session: &CaptureSession, settings: &Settings, queue: &
     }
 }
 
-/// The KEDA ScaledObject that scales the parser Deployment on the queue's length (`autoscaler: keda`).
-/// KEDA reads the broker URL from the parsers' own `TRAWL_AMQP_URL`.
+/// The KEDA ScaledObject that scales the parser Deployment on the queues' length (`autoscaler: keda`).
+/// KEDA reads the broker URL from the parsers' own `TRAWL_AMQP_URL`. A trigger per shard queue,
+/// each aiming at its share of `targetBacklog`: the HPA follows the busiest trigger, which for
+/// evenly hashed flows asks for about what the total backlog over `targetBacklog` would.
 pub fn parser_scaled_object(session: &CaptureSession, queue: &str) -> serde_json::Value {
     let parsers = &session.spec.parsers;
+    let shards = session.shards();
+    let share = (parsers.target_backlog / i64::from(shards)).max(1);
+    let triggers: Vec<serde_json::Value> = (0..shards)
+        .map(|shard| {
+            json!({
+                "type": "rabbitmq",
+                "metadata": {
+                    "queueName": queues::shard_queue(queue, shard),
+                    "mode": "QueueLength",
+                    "value": share.to_string(),
+                    "hostFromEnv": "TRAWL_AMQP_URL",
+                },
+            })
+        })
+        .collect();
     json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
@@ -328,15 +347,7 @@ pub fn parser_scaled_object(session: &CaptureSession, queue: &str) -> serde_json
             "minReplicaCount": parsers.min_replicas,
             "maxReplicaCount": parsers.max_replicas,
             "pollingInterval": 5,
-            "triggers": [{
-                "type": "rabbitmq",
-                "metadata": {
-                    "queueName": queue,
-                    "mode": "QueueLength",
-                    "value": parsers.target_backlog.to_string(),
-                    "hostFromEnv": "TRAWL_AMQP_URL",
-                },
-            }],
+            "triggers": triggers,
         },
     })
 }
@@ -394,6 +405,7 @@ mod tests {
         );
         assert_eq!(variable("TRAWL_SESSION").value.as_deref(), Some("team-a/web-and-dns"));
         assert_eq!(variable("TRAWL_SNAPLEN").value.as_deref(), Some("1024"));
+        assert_eq!(variable("TRAWL_SHARDS").value.as_deref(), Some("10"));
         assert!(variable("TRAWL_NODE").value_from.is_some());
         assert_eq!(
             container
@@ -455,11 +467,19 @@ mod tests {
             ),
             (Some(1), Some(5))
         );
-        let trigger = &scaled["spec"]["triggers"][0];
+        // One trigger per shard queue (the example has the default 10 shards), each aiming at
+        // its tenth of the target backlog of 100.
+        let triggers = scaled["spec"]["triggers"].as_array().unwrap();
+        assert_eq!(triggers.len(), 10);
+        let trigger = &triggers[0];
         assert_eq!(trigger["type"], "rabbitmq");
         assert_eq!(trigger["metadata"]["queueName"], "trawl.team-a.web-and-dns.01234567");
         assert_eq!(trigger["metadata"]["mode"], "QueueLength");
-        assert_eq!(trigger["metadata"]["value"], "100");
+        assert_eq!(trigger["metadata"]["value"], "10");
+        assert_eq!(
+            triggers[9]["metadata"]["queueName"],
+            "trawl.team-a.web-and-dns.01234567.shard-9"
+        );
     }
 
     #[test]

@@ -91,7 +91,7 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
             ready: deployment.status.and_then(|s| s.ready_replicas).unwrap_or(0),
         }),
         backlog: if queue_declared(session) {
-            context.broker.backlog(&queue).await.ok()
+            context.broker.backlog(&queue, session.shards()).await.ok()
         } else {
             None
         },

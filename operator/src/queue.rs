@@ -4,7 +4,6 @@
 use lapin::options::{QueueDeclareOptions, QueueDeleteOptions};
 use lapin::types::FieldTable;
 use lapin::{Connection, ConnectionProperties};
-use queues::dead_letter_queue;
 
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
@@ -49,31 +48,37 @@ impl Broker {
             .await
             .map_err(|_| QueueError::Timeout(BROKER_TIMEOUT))?
     }
-    /// Declares (idempotently) the session's queue and what it needs (see the `queues` crate).
-    pub async fn declare(&self, queue: &str, max_bytes: i64) -> Result<(), QueueError> {
+    /// Declares (idempotently) the session's shard queues and what they need (see the `queues` crate).
+    pub async fn declare(&self, queue: &str, shards: u16, max_bytes: i64) -> Result<(), QueueError> {
         let channel = self.channel().await?;
-        queues::declare_session_queue(&channel, queue, max_bytes).await?;
+        queues::declare_session_queue(&channel, queue, shards, max_bytes).await?;
         let _ = channel.close(200, "".into()).await;
         Ok(())
     }
 
-    /// Messages waiting in the queue (a passive declare: it fails if the queue is missing).
-    pub async fn backlog(&self, queue: &str) -> Result<u32, QueueError> {
+    /// Messages waiting in the session's shard queues together (passive declares: they fail if
+    /// a queue is missing).
+    pub async fn backlog(&self, queue: &str, shards: u16) -> Result<u32, QueueError> {
         let channel = self.channel().await?;
         let passive = QueueDeclareOptions {
             passive: true,
             ..Default::default()
         };
-        let state = channel
-            .queue_declare(queue.into(), passive, FieldTable::default())
-            .await?;
+        let mut waiting = 0u32;
+        for shard in 0..shards.max(1) {
+            let name = queues::shard_queue(queue, shard);
+            let state = channel
+                .queue_declare(name.as_str().into(), passive, FieldTable::default())
+                .await?;
+            waiting = waiting.saturating_add(state.message_count());
+        }
         let _ = channel.close(200, "".into()).await;
-        Ok(state.message_count())
+        Ok(waiting)
     }
 
-    /// Deletes the queue and its dead-letter queue (missing ones are fine).
-    pub async fn delete(&self, queue: &str) -> Result<(), QueueError> {
-        for name in [queue.to_owned(), dead_letter_queue(queue)] {
+    /// Deletes the session's shard queues and its dead-letter queue (missing ones are fine).
+    pub async fn delete(&self, queue: &str, shards: u16) -> Result<(), QueueError> {
+        for name in queues::session_queues(queue, shards) {
             let channel = self.channel().await?;
             match channel
                 .queue_delete(name.as_str().into(), QueueDeleteOptions::default())

@@ -114,7 +114,7 @@ async fn cleanup(session: &CaptureSession, context: &Context) -> Result<Action, 
     if let Some(queue) = plan.queue {
         context
             .broker
-            .delete(&queue)
+            .delete(&queue, session.shards())
             .await
             .map_err(|source| Error::DeleteQueue {
                 name: queue.clone(),

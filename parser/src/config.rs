@@ -27,6 +27,11 @@ pub struct Config {
     #[arg(long, env = "TRAWL_QUEUE")]
     pub queue: String,
 
+    /// Shards of the session's traffic (as the sniffers split it): this parser consumes the ones
+    /// it holds a lease on, shared out among the session's parsers through PostgreSQL.
+    #[arg(long, env = "TRAWL_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: u16,
+
     /// Batches delivered but not yet acknowledged, at most: a backlog is stored a third of this many
     /// per transaction (at most 16), three transactions at a time.
     #[arg(long, env = "TRAWL_PREFETCH", default_value_t = 48)]

@@ -1,6 +1,7 @@
-//! Consumes the session's queue with manual acks: a batch is acked only after its rows are
-//! committed. lapin does not reconnect by itself, so this loop does, and it re-subscribes when the
-//! broker cancels the consumer. A message that is not a batch this build understands is rejected
+//! Consumes the queues of the session's shards this parser holds (see [`crate::shards`]) with
+//! manual acks: a batch is acked only after its rows are committed. lapin does not reconnect by
+//! itself, so this loop does, and it re-subscribes when the broker cancels a consumer or the
+//! shards it may consume change. A message that is not a batch this build understands is rejected
 //! without requeue, which the queue's dead-letter exchange routes to the dead-letter queue.
 
 use std::collections::VecDeque;
@@ -17,6 +18,7 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::metrics::{KindLabel, Metrics, ReasonLabel};
+use crate::shards::ShardSet;
 use crate::store::{Store, StoreError, Stored};
 use crate::turn::{Turn, WaitError};
 
@@ -29,7 +31,12 @@ const IN_FLIGHT: usize = 3;
 
 pub struct Consumer {
     pub amqp_url: String,
+    /// The session's queue; its shards' queues are named from it.
     pub queue: String,
+    /// The shards this parser may consume, from its leases.
+    pub allowed: watch::Receiver<ShardSet>,
+    /// The shards it consumes, for the leases (a shard's lease is released once it is not here).
+    pub consuming: watch::Sender<ShardSet>,
     pub prefetch: u16,
     pub store_payload: bool,
     pub store: Arc<Store>,
@@ -50,8 +57,9 @@ impl Consumer {
     /// Runs until `stop` turns true; the batches in hand are finished (stored and acked) first.
     pub async fn run(&self, mut stop: watch::Receiver<bool>) {
         let mut backoff = Duration::from_millis(100);
+        let mut allowed = self.allowed.clone();
         while !*stop.borrow() {
-            match self.consume(&mut stop).await {
+            match self.consume(&mut stop, &mut allowed).await {
                 Ok(()) => backoff = Duration::from_millis(100),
                 Err(error) => {
                     self.connected.store(false, Ordering::Release);
@@ -66,21 +74,37 @@ impl Consumer {
         }
     }
 
-    /// One connection's worth of consuming; returns Ok when stopping or when the broker cancelled us.
-    async fn consume(&self, stop: &mut watch::Receiver<bool>) -> Result<(), lapin::Error> {
+    /// One connection's worth of consuming; returns Ok when stopping, when the broker cancelled
+    /// a consumer, or when the allowed shards changed.
+    async fn consume(
+        &self,
+        stop: &mut watch::Receiver<bool>,
+        allowed: &mut watch::Receiver<ShardSet>,
+    ) -> Result<(), lapin::Error> {
+        let shards = allowed.borrow_and_update().clone();
         let connection = Connection::connect(&self.amqp_url, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
-        channel.basic_qos(self.prefetch, BasicQosOptions::default()).await?;
-        let mut deliveries = channel
-            .basic_consume(
-                self.queue.as_str().into(),
-                "".into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await?;
+        // Global: the prefetch window is the channel's, shared by every shard's consumer.
+        let qos = BasicQosOptions { global: true };
+        channel.basic_qos(self.prefetch, qos).await?;
+        let mut subscriptions = Vec::with_capacity(shards.len());
+        for &shard in &shards {
+            let queue = queues::shard_queue(&self.queue, shard);
+            let consumer = channel
+                .basic_consume(
+                    queue.as_str().into(),
+                    "".into(),
+                    BasicConsumeOptions::default(),
+                    FieldTable::default(),
+                )
+                .await?;
+            subscriptions.push(consumer);
+        }
+        let subscribed = !subscriptions.is_empty();
+        let mut deliveries = futures::stream::select_all(subscriptions);
         self.connected.store(true, Ordering::Release);
-        tracing::info!(queue = %self.queue, "consuming");
+        self.consuming.send_replace(shards.clone());
+        tracing::info!(queue = %self.queue, ?shards, "consuming");
         let writer = Writer {
             store: self.store.clone(),
             metrics: self.metrics.clone(),
@@ -93,7 +117,7 @@ impl Consumer {
         let mut turn = Turn::first();
         let outcome = loop {
             tokio::select! {
-                delivery = deliveries.next() => match delivery {
+                delivery = deliveries.next(), if subscribed => match delivery {
                     Some(Ok(delivery)) => {
                         // Whatever else the broker has already sent joins this group.
                         let mut group = vec![delivery];
@@ -123,6 +147,11 @@ impl Consumer {
                     }
                 },
                 _ = stop.changed() => break Ok(()),
+                // An Err (the lease keeper is gone) disables this branch instead of spinning.
+                Ok(()) = allowed.changed() => {
+                    tracing::info!(shards = ?*allowed.borrow(), "the shards to consume changed; subscribing again");
+                    break Ok(());
+                }
             }
         };
         // Groups in flight finish (or give up when stopping) before the channel goes: their acks need it,
@@ -134,7 +163,10 @@ impl Consumer {
             }
         }
         self.connected.store(false, Ordering::Release);
+        // Closing the channel returns what was prefetched and not stored to the queues; only then
+        // may another parser take the shards this one gives up.
         let _ = connection.close(200, "".into()).await;
+        self.consuming.send_replace(ShardSet::new());
         outcome.and(finished)
     }
 

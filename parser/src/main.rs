@@ -10,6 +10,7 @@ mod health;
 mod metrics;
 mod packet_rows;
 mod rollups;
+mod shards;
 mod store;
 mod streams;
 mod turn;
@@ -62,9 +63,29 @@ async fn main() -> anyhow::Result<()> {
     });
 
     let (stop, stopping) = tokio::sync::watch::channel(false);
+    let leases = Arc::new(shards::ShardLeases::new(
+        store.pool.clone(),
+        config.queue.clone(),
+        config.shards,
+        holder_name(),
+    ));
+    let (allowed_sender, allowed) = tokio::sync::watch::channel(shards::ShardSet::new());
+    let (consuming_sender, consuming_shards) = tokio::sync::watch::channel(shards::ShardSet::new());
+    let keeper = leases.clone();
+    let (keeper_stopping, keeper_metrics) = (stopping.clone(), metrics.clone());
+    let mut keeper_allowed = allowed.clone();
+    tokio::spawn(async move {
+        while keeper_allowed.changed().await.is_ok() {
+            let held = keeper_allowed.borrow().len() as i64;
+            keeper_metrics.shards_consumed.set(held);
+        }
+    });
+    let keeping = tokio::spawn(async move { keeper.keep(allowed_sender, consuming_shards, keeper_stopping).await });
     let consumer = consumer::Consumer {
         amqp_url: config.amqp_url.clone(),
         queue: config.queue.clone(),
+        allowed,
+        consuming: consuming_sender,
         prefetch: config.prefetch.max(1),
         store_payload: config.store_payload,
         store: store.clone(),
@@ -76,6 +97,10 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!("{signal}: finishing the batch in hand");
     let _ = stop.send(true);
     consuming.await?;
+    keeping.await?;
+    if let Err(error) = leases.leave().await {
+        tracing::warn!(%error, "cannot release the shard leases; they expire by themselves");
+    }
     tracing::info!(
         batches = metrics.batches_consumed.get(),
         rows = metrics.rows_written.get(),
@@ -85,6 +110,17 @@ async fn main() -> anyhow::Result<()> {
         "stopped"
     );
     Ok(())
+}
+
+/// This parser among the session's parsers: its pod's name, and a random part because a
+/// restarted pod keeps its name while its old self may still look alive.
+fn holder_name() -> String {
+    let host = std::env::var("HOSTNAME").unwrap_or_else(|_| "parser".into());
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    format!("{host}-{:05x}-{nanos:08x}", std::process::id())
 }
 
 /// The database may be down when the parser starts (or restarts): wait for it rather than exit.

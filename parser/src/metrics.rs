@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -35,6 +36,8 @@ pub struct Metrics {
     /// From each packet's capture timestamp to the commit of its row.
     pub wire_to_stored: Histogram,
     pub streams: StreamMetrics,
+    /// Shards of the session this parser consumes now.
+    pub shards_consumed: Gauge,
 }
 
 impl Default for Metrics {
@@ -50,6 +53,7 @@ impl Default for Metrics {
             write_latency: Histogram::new(exponential_buckets(0.001, 2.0, 14)),
             wire_to_stored: Histogram::new(exponential_buckets(0.001, 1.5, 30)),
             streams: StreamMetrics::default(),
+            shards_consumed: Gauge::default(),
             registry: Registry::default(),
         };
         registry.register(
@@ -61,6 +65,11 @@ impl Default for Metrics {
             "packets_consumed",
             "Packets in consumed batches",
             metrics.packets_consumed.clone(),
+        );
+        registry.register(
+            "shards_consumed",
+            "Shards of the session's queues this parser holds and consumes",
+            metrics.shards_consumed.clone(),
         );
         registry.register(
             "rows_written",

@@ -51,6 +51,11 @@ pub struct Config {
     #[arg(long, env = "TRAWL_ROUTING_KEY")]
     pub routing_key: String,
 
+    /// Shards the session's traffic is split into by flow, each with its own queue (shard 0 is the
+    /// routing key itself, shard N `<routing key>.shard-N`), so that a flow reaches one parser.
+    #[arg(long, env = "TRAWL_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub shards: u16,
+
     /// A batch is published when it holds this many packets...
     #[arg(long, env = "TRAWL_BATCH_PACKETS", default_value_t = 1024)]
     pub batch_packets: usize,

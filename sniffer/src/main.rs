@@ -10,6 +10,7 @@ mod health;
 mod interfaces;
 mod outbox;
 mod publisher;
+mod shard;
 mod worker;
 
 use std::collections::HashMap;
@@ -83,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     let limits = BatchLimits {
         packets: config.batch_packets.max(1) as u32,
         timeout: config.batch_timeout,
+        shards: config.shards,
     };
     let selection = Selection::from_config(&config.interfaces);
     let supervisor_shared = shared.clone();
@@ -122,6 +124,7 @@ fn final_batch(shared: &Shared) -> OutgoingBatch {
     let body = BatchBuilder::default().seal(&shared.origin, seq, FLAG_FINAL, &shared.accounting.snapshot());
     OutgoingBatch {
         seq,
+        shard: 0,
         id: shared.origin.batch_id(seq),
         packets: 0,
         body,
@@ -158,10 +161,6 @@ fn supervise(
                     tracing::info!(%interface, backend = ?settings.backend, "capturing");
                     retry_at.remove(&interface);
                     let (shared, outbox, name) = (shared.clone(), outbox.clone(), interface.clone());
-                    let limits = BatchLimits {
-                        packets: limits.packets,
-                        timeout: limits.timeout,
-                    };
                     let thread = std::thread::Builder::new()
                         .name(format!("capture-{interface}"))
                         .spawn(move || worker::run(name, source, shared, outbox, limits))

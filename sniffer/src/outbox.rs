@@ -12,6 +12,8 @@ use crate::accounting::{Accounting, DropReason};
 #[derive(Debug)]
 pub struct OutgoingBatch {
     pub seq: u64,
+    /// The shard whose queue it goes to.
+    pub shard: u16,
     pub id: String,
     pub packets: u64,
     pub body: Vec<u8>,

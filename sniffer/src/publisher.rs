@@ -239,11 +239,11 @@ impl Publisher {
             mandatory: true,
             ..Default::default()
         };
-        let (exchange, routing_key) = (self.settings.exchange.as_str(), self.settings.routing_key.as_str());
+        let routing_key = queues::shard_queue(&self.settings.routing_key, batch.shard);
         channel
             .basic_publish(
-                exchange.into(),
-                routing_key.into(),
+                self.settings.exchange.as_str().into(),
+                routing_key.as_str().into(),
                 options,
                 &batch.body,
                 properties(batch),

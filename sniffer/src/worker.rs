@@ -1,5 +1,6 @@
-//! One capture thread per interface: reads the kernel's packets, appends them to a batch, and
-//! seals the batch when it holds `batch_packets` packets or its first packet is `batch_timeout` old.
+//! One capture thread per interface: reads the kernel's packets, appends each to the open batch of
+//! its flow's shard, and seals a batch when it holds `batch_packets` packets or its first packet is
+//! `batch_timeout` old.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -10,6 +11,7 @@ use wire::{BatchBuilder, Origin};
 use crate::accounting::Accounting;
 use crate::capture::{CaptureError, CaptureSource};
 use crate::outbox::{Outbox, OutgoingBatch};
+use crate::shard;
 
 /// What all capture threads of this process share.
 pub struct Shared {
@@ -20,9 +22,12 @@ pub struct Shared {
     pub stop: AtomicBool,
 }
 
+#[derive(Clone, Copy)]
 pub struct BatchLimits {
     pub packets: u32,
     pub timeout: Duration,
+    /// The session's shards (see `crate::shard`).
+    pub shards: u16,
 }
 
 /// Captures until `shared.stop` is set (then flushes its partial batch) or the capture fails.
@@ -33,18 +38,25 @@ pub fn run(
     outbox: Outbox,
     limits: BatchLimits,
 ) -> Result<(), CaptureError> {
-    let mut batch = OpenBatch {
-        builder: BatchBuilder::with_capacity(1 << 20),
-        interface,
-        opened_at: None,
-    };
+    let shards = limits.shards.max(1);
+    // The whole batch size up front for one shard; with several, each grows as it fills.
+    let capacity = if shards == 1 { 1 << 20 } else { 1 << 16 };
+    let mut batches: Vec<OpenBatch> = (0..shards)
+        .map(|shard| OpenBatch {
+            builder: BatchBuilder::with_capacity(capacity),
+            interface: interface.clone(),
+            shard,
+            opened_at: None,
+        })
+        .collect();
     let mut kernel_drops = 0;
     let mut stats_read_at = Instant::now();
     let result = loop {
         if shared.stop.load(Ordering::Acquire) {
             break Ok(());
         }
-        let wait = match batch.opened_at {
+        let oldest = batches.iter().filter_map(|batch| batch.opened_at).min();
+        let wait = match oldest {
             Some(opened) => limits
                 .timeout
                 .saturating_sub(opened.elapsed())
@@ -56,6 +68,7 @@ pub fn run(
             let seq = shared.next_packet_seq.fetch_add(1, Ordering::Relaxed);
             shared.accounting.captured_packets.inc();
             shared.accounting.captured_bytes.inc_by(u64::from(frame.original_len));
+            let batch = &mut batches[usize::from(shard::of(frame.data, shards))];
             batch.push(seq, frame.ts_ns, frame.original_len, frame.data);
             if batch.builder.len() >= limits.packets {
                 batch.seal(&shared, &outbox);
@@ -64,8 +77,10 @@ pub fn run(
         if let Err(error) = polled {
             break Err(error);
         }
-        if batch.opened_at.is_some_and(|opened| opened.elapsed() >= limits.timeout) {
-            batch.seal(&shared, &outbox);
+        for batch in &mut batches {
+            if batch.opened_at.is_some_and(|opened| opened.elapsed() >= limits.timeout) {
+                batch.seal(&shared, &outbox);
+            }
         }
         if stats_read_at.elapsed() >= Duration::from_secs(1) {
             stats_read_at = Instant::now();
@@ -73,7 +88,9 @@ pub fn run(
         }
     };
     add_kernel_drops(&mut *source, &shared, kernel_drops);
-    batch.seal(&shared, &outbox);
+    for batch in &mut batches {
+        batch.seal(&shared, &outbox);
+    }
     result
 }
 
@@ -96,6 +113,7 @@ fn add_kernel_drops(source: &mut dyn CaptureSource, shared: &Shared, counted: u6
 struct OpenBatch {
     builder: BatchBuilder,
     interface: String,
+    shard: u16,
     opened_at: Option<Instant>,
 }
 
@@ -118,6 +136,7 @@ impl OpenBatch {
         self.opened_at = None;
         outbox.submit(OutgoingBatch {
             seq,
+            shard: self.shard,
             id: shared.origin.batch_id(seq),
             packets,
             body,

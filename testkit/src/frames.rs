@@ -182,6 +182,27 @@ pub fn tls_client_hello(sni: &str) -> Vec<u8> {
     record
 }
 
+/// [`tls_client_hello`] with a padding extension of `padding` bytes before the server name, like
+/// a browser's hello with a post-quantum key share (~1.8 KB): big enough to span TCP segments.
+pub fn tls_client_hello_padded(sni: &str, padding: usize) -> Vec<u8> {
+    let small = tls_client_hello(sni);
+    // Record (5), handshake header (4), version (2), random (32), session id (1), ciphers (4),
+    // compression (2); then the extensions' length and the extensions.
+    let mut hello = small[..5 + 4 + 2 + 32 + 1 + 4 + 2].to_vec();
+    let extensions = &small[hello.len() + 2..];
+    let mut padded = vec![0, 21];
+    padded.extend_from_slice(&(padding as u16).to_be_bytes());
+    padded.extend(std::iter::repeat_n(0, padding));
+    padded.extend_from_slice(extensions);
+    hello.extend_from_slice(&(padded.len() as u16).to_be_bytes());
+    hello.extend_from_slice(&padded);
+    let handshake_len = hello.len() - 9;
+    hello[6..9].copy_from_slice(&(handshake_len as u32).to_be_bytes()[1..]);
+    let record_len = hello.len() - 5;
+    hello[3..5].copy_from_slice(&(record_len as u16).to_be_bytes());
+    hello
+}
+
 /// `frame` (an Ethernet frame) with VLAN tags inserted after its MAC addresses: (TPID, TCI)
 /// pairs, outermost first, e.g. `[(0x88a8, 200), (0x8100, 300)]` for QinQ.
 pub fn with_vlan_tags(frame: &[u8], tags: &[(u16, u16)]) -> Vec<u8> {

@@ -101,6 +101,48 @@ async fn invalid_session_is_rejected_with_the_cel_message() {
     assert!(error.to_string().contains("spec.snaplen"), "unexpected error: {error}");
 }
 
+#[tokio::test]
+async fn shards_bound_the_parsers_and_cannot_change_during_a_session() {
+    let control_plane = ControlPlane::shared();
+    control_plane.install_crd().await;
+    let namespace = control_plane.namespace().await;
+    let sessions = session_api(&namespace);
+    let mut session: serde_json::Value =
+        serde_yaml::from_str(&std::fs::read_to_string(repo_root().join("examples/capture.yaml")).unwrap()).unwrap();
+    session["metadata"]["name"] = json!("sharded");
+
+    session["spec"]["parsers"] = json!({"maxReplicas": 8, "shards": 4});
+    let object: DynamicObject = serde_json::from_value(session.clone()).unwrap();
+    let error = sessions.create(&PostParams::default(), &object).await.unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("parsers.maxReplicas must not exceed parsers.shards"),
+        "unexpected error: {error}"
+    );
+
+    session["spec"]["parsers"] = json!({"maxReplicas": 4, "shards": 4});
+    let object: DynamicObject = serde_json::from_value(session).unwrap();
+    sessions.create(&PostParams::default(), &object).await.unwrap();
+    let patch = json!({"spec": {"parsers": {"maxReplicas": 4, "shards": 6}}});
+    let error = sessions
+        .patch(
+            "sharded",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("parsers.shards cannot change during a session"),
+        "unexpected error: {error}"
+    );
+    let unchanged = sessions.get("sharded").await.unwrap();
+    assert_eq!(unchanged.data["spec"]["parsers"]["shards"], 4);
+}
+
 fn labels(app: &str) -> std::collections::BTreeMap<String, String> {
     [("app".to_owned(), app.to_owned())].into()
 }

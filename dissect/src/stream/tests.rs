@@ -1,31 +1,8 @@
 use super::*;
 
-/// A TLS 1.3 ClientHello whose server name comes after `padding` bytes of a padding extension,
-/// like a browser's hello with a post-quantum key share: big enough to span segments.
+/// A ClientHello whose server name comes after `padding` bytes of a padding extension.
 fn big_client_hello(sni: &str, padding: usize) -> Vec<u8> {
-    let name = sni.as_bytes();
-    let mut extensions = vec![0, 21];
-    extensions.extend_from_slice(&(padding as u16).to_be_bytes());
-    extensions.extend(std::iter::repeat_n(0, padding));
-    extensions.extend_from_slice(&[0, 0]);
-    extensions.extend_from_slice(&((name.len() + 5) as u16).to_be_bytes());
-    extensions.extend_from_slice(&((name.len() + 3) as u16).to_be_bytes());
-    extensions.push(0);
-    extensions.extend_from_slice(&(name.len() as u16).to_be_bytes());
-    extensions.extend_from_slice(name);
-    let mut hello = vec![3, 3];
-    hello.extend_from_slice(&[7; 32]);
-    hello.push(0);
-    hello.extend_from_slice(&[0, 2, 0x13, 0x01, 1, 0]);
-    hello.extend_from_slice(&(extensions.len() as u16).to_be_bytes());
-    hello.extend_from_slice(&extensions);
-    let mut handshake = vec![1, 0];
-    handshake.extend_from_slice(&(hello.len() as u16).to_be_bytes());
-    handshake.extend_from_slice(&hello);
-    let mut record = vec![22, 3, 1];
-    record.extend_from_slice(&(handshake.len() as u16).to_be_bytes());
-    record.extend_from_slice(&handshake);
-    record
+    testkit::frames::tls_client_hello_padded(sni, padding)
 }
 
 fn sni(message: &Message) -> Option<&str> {

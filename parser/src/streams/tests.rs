@@ -23,21 +23,7 @@ fn segment_from(client: IpAddr, port: u16, seq: u32, flags: u8, payload: &[u8]) 
 }
 
 fn hello(sni: &str, padding: usize) -> Vec<u8> {
-    // testkit's hello with a padding extension inserted before the server name.
-    let small = testkit::frames::tls_client_hello(sni);
-    let mut hello = small[..5 + 4 + 2 + 32 + 1 + 4 + 2].to_vec();
-    let extensions = &small[hello.len() + 2..];
-    let mut padded = vec![0, 21];
-    padded.extend_from_slice(&(padding as u16).to_be_bytes());
-    padded.extend(std::iter::repeat_n(0, padding));
-    padded.extend_from_slice(extensions);
-    hello.extend_from_slice(&(padded.len() as u16).to_be_bytes());
-    hello.extend_from_slice(&padded);
-    let handshake_len = hello.len() - 9;
-    hello[6..9].copy_from_slice(&(handshake_len as u32).to_be_bytes()[1..]);
-    let record_len = hello.len() - 5;
-    hello[3..5].copy_from_slice(&(record_len as u16).to_be_bytes());
-    hello
+    testkit::frames::tls_client_hello_padded(sni, padding)
 }
 
 fn sni_of(taken: &Taken) -> Vec<String> {
