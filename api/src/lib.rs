@@ -8,6 +8,7 @@ pub mod auth;
 pub mod config;
 pub mod cursor;
 pub mod docs;
+pub mod endpoints;
 pub mod error;
 pub mod filter;
 pub mod input;

@@ -61,6 +61,7 @@ pub fn api_routes() -> OpenApiRouter<AppState> {
         .routes(routes!(routes::events::http))
         .routes(routes!(routes::events::tls))
         .routes(routes!(routes::stats::get))
+        .routes(routes!(routes::service_map::get))
 }
 
 /// The OpenAPI document, as `/api/openapi.json` serves it.

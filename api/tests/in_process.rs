@@ -234,7 +234,7 @@ fn the_openapi_document_names_each_operation_once_and_every_answer() {
             }
         }
     }
-    assert_eq!(ids.len(), 11, "{ids:?}");
+    assert_eq!(ids.len(), 12, "{ids:?}");
 }
 
 #[tokio::test]

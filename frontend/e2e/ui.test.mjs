@@ -132,6 +132,15 @@ test("flows sort and link to their packets", async () => {
   await page.locator(".rows [role=row]").first().waitFor();
 });
 
+test("the service map names the demo's server by the DNS answers its client received", async () => {
+  await page.goto(`${base}/service-map?session=${q}&since=15m`);
+  const table = page.getByRole("table", { name: "Edges" });
+  // Every demo name resolves to 10.203.0.2: the server is shown by the latest name asked for.
+  await table.locator("tbody tr", { hasText: ".demo.trawl" }).first().waitFor();
+  assert.ok((await page.locator("svg.service-map line").count()) >= 1, "edges are drawn");
+  await shot("service-map");
+});
+
 test("events list DNS transactions, HTTP exchanges and TLS hellos, a tab each", async () => {
   await page.goto(`${base}/events?session=${q}`);
   const panel = page.getByRole("tabpanel");

@@ -5,6 +5,7 @@ import { Dashboard } from "./pages/Dashboard";
 import { Events } from "./pages/Events";
 import { Flows } from "./pages/Flows";
 import { Packets } from "./pages/Packets";
+import { ServiceMap } from "./pages/ServiceMap";
 import { SessionDetail } from "./pages/SessionDetail";
 import { Sessions } from "./pages/Sessions";
 import { useFilters } from "./useFilters";
@@ -31,6 +32,7 @@ export function App() {
           <NavLink to={carry("/packets")}>Packets</NavLink>
           <NavLink to={carry("/flows")}>Flows</NavLink>
           <NavLink to={carry("/events")}>Events</NavLink>
+          <NavLink to={carry("/service-map")}>Service map</NavLink>
         </nav>
         <ThemeToggle />
       </header>
@@ -42,6 +44,7 @@ export function App() {
           <Route path="/packets" element={<Packets />} />
           <Route path="/flows" element={<Flows />} />
           <Route path="/events" element={<Events />} />
+          <Route path="/service-map" element={<ServiceMap />} />
           <Route path="*" element={<p className="state">No such page. Pick a view above.</p>} />
         </Routes>
       </main>

@@ -37,6 +37,17 @@ export interface Session {
   deleted_at: string | null;
 }
 
+/** Who an address was at the packet's (or flow's) time. */
+export interface Endpoint {
+  /** `pod`, `service`, `node`, or `dns` (named by a captured DNS answer). */
+  kind: string;
+  namespace: string | null;
+  name: string;
+  workload_kind: string | null;
+  workload: string | null;
+  node: string | null;
+}
+
 export interface Packet {
   id: number;
   session: string;
@@ -58,6 +69,8 @@ export interface Packet {
   payload_kept: boolean;
   /** One line in Wireshark's manner, from the stored bytes. */
   info: string;
+  src_endpoint: Endpoint | null;
+  dst_endpoint: Endpoint | null;
 }
 
 export interface PacketDetail extends Packet {
@@ -90,6 +103,32 @@ export interface Flow {
   bytes_received: number;
   tcp_flags: number;
   packets_filter: string;
+  src_endpoint: Endpoint | null;
+  dst_endpoint: Endpoint | null;
+}
+
+export interface MapNode {
+  id: string;
+  /** `workload`, `pod`, `service`, `node`, `dns` or `address`. */
+  kind: string;
+  namespace: string | null;
+  workload_kind: string | null;
+}
+
+export interface MapEdge {
+  from: string;
+  to: string;
+  flows: number;
+  packets: number;
+  bytes: number;
+  l7: string[];
+  http_errors: number;
+  dns_errors: number;
+}
+
+export interface ServiceMap {
+  nodes: MapNode[];
+  edges: MapEdge[];
 }
 
 export interface Count {

@@ -1,6 +1,18 @@
 // The filters every data view shares, kept in the URL so that a view can be shared or bookmarked.
 
-export const FILTER_KEYS = ["session", "since", "until", "src", "dst", "host", "port", "protocol", "q"] as const;
+export const FILTER_KEYS = [
+  "session",
+  "since",
+  "until",
+  "namespace",
+  "workload",
+  "src",
+  "dst",
+  "host",
+  "port",
+  "protocol",
+  "q",
+] as const;
 export type FilterKey = (typeof FILTER_KEYS)[number];
 export type Filters = Partial<Record<FilterKey, string>>;
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { endpoint, formatBytes, formatMillis, formatTcpFlags, formatTime, hexDump } from "./format";
+import { endpoint, endpointName, formatBytes, formatMillis, formatTcpFlags, formatTime, hexDump, namedEndpoint } from "./format";
 
 describe("formatting", () => {
   it("sizes", () => {
@@ -48,5 +48,22 @@ describe("durations", () => {
     expect(formatMillis(12.43)).toBe("12.4 ms");
     expect(formatMillis(250)).toBe("250 ms");
     expect(formatMillis(1200)).toBe("1.20 s");
+  });
+});
+
+describe("endpoint names", () => {
+  const pod = { kind: "pod", namespace: "shop", name: "checkout-7d9f-x2", workload_kind: "Deployment", workload: "checkout", node: "n1" };
+  it("names a pod by its workload, a bare pod by itself, Services and nodes by kind", () => {
+    expect(endpointName(pod)).toBe("shop/checkout");
+    expect(endpointName({ ...pod, workload: null, workload_kind: null })).toBe("shop/checkout-7d9f-x2");
+    expect(endpointName({ ...pod, kind: "service", name: "checkout", workload: null })).toBe("shop/service/checkout");
+    expect(endpointName({ ...pod, kind: "node", namespace: null, name: "n1", workload: null })).toBe("node/n1");
+    expect(endpointName({ kind: "dns", namespace: null, name: "api.example.org", workload_kind: null, workload: null, node: null })).toBe("api.example.org");
+    expect(endpointName(null)).toBeNull();
+  });
+  it("shows the name with the port, or the address when the name is unknown", () => {
+    expect(namedEndpoint("10.0.0.7", 443, pod)).toBe("shop/checkout:443");
+    expect(namedEndpoint("10.0.0.7", 443, null)).toBe("10.0.0.7:443");
+    expect(namedEndpoint("fd00::7", null, null)).toBe("fd00::7");
   });
 });

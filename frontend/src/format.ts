@@ -1,3 +1,5 @@
+import type { Endpoint } from "./api";
+
 // Formatting of sizes, times, TCP flags and hex dumps for display.
 
 export function formatBytes(bytes: number): string {
@@ -81,4 +83,22 @@ export function formatMillis(ms: number | null): string {
   if (ms < 1) return `${Math.round(ms * 1000)} µs`;
   if (ms < 1000) return `${ms < 100 ? ms.toFixed(1) : Math.round(ms)} ms`;
   return `${(ms / 1000).toFixed(2)} s`;
+}
+
+/** What an address was, as people name it: `shop/checkout` (its workload), `shop/checkout-7d9f-x2`
+ * (a bare pod), `shop/service/checkout`, `node/kwok-node-0`, or the DNS name; null when unknown. */
+export function endpointName(e: Endpoint | null | undefined): string | null {
+  if (!e) return null;
+  const qualified = (name: string) => (e.namespace ? `${e.namespace}/${name}` : name);
+  if (e.workload) return qualified(e.workload);
+  if (e.kind === "service") return qualified(`service/${e.name}`);
+  if (e.kind === "node") return `node/${e.name}`;
+  return qualified(e.name);
+}
+
+/** An end of a packet or flow: its name first (with the port) when known, else the address. */
+export function namedEndpoint(address: string | null, port: number | null, e: Endpoint | null | undefined): string {
+  const name = endpointName(e);
+  if (!name) return endpoint(address, port);
+  return port === null ? name : `${name}:${port}`;
 }

@@ -9,6 +9,7 @@ pub mod apply;
 pub mod build;
 pub mod config;
 pub mod decide;
+pub mod endpoints;
 pub mod error;
 pub mod lease;
 pub mod metrics;

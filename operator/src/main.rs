@@ -15,7 +15,7 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client};
-use operator::{build, config, decide, lease, metrics, queue, reconcile};
+use operator::{build, config, decide, endpoints, lease, metrics, queue, reconcile};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -71,6 +71,10 @@ async fn main() -> anyhow::Result<()> {
             scale_down_stabilization: config.scale_down_stabilization,
         },
     });
+    if let Some(pool) = &context.database {
+        let recorder = endpoints::Recorder::new(client.clone(), pool.clone());
+        tokio::spawn(async move { recorder.run().await });
+    }
     tracing::info!("reconciling CaptureSessions");
     let children = || watcher::Config::default().labels("app.kubernetes.io/managed-by=trawl-operator");
     let (sessions, daemonsets, deployments) = match &config.watch_namespace {

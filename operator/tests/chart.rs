@@ -244,5 +244,26 @@ async fn the_operator_reconciles_under_the_charts_own_service_account_and_rbac()
         text(&run(events, None).stdout).contains("Created").then_some(())
     })
     .await;
+    // The endpoint history needs watching pods, Services and nodes and reading ReplicaSets: the
+    // parser's pod named by its Deployment proves all but the nodes, which their rows prove.
+    let pool = database.pool().await;
+    wait_until(
+        "the endpoint history of the parser's pod, a Service and a node",
+        DEADLINE,
+        || async {
+            let kinds: Vec<String> = sqlx::query_scalar(
+                "SELECT DISTINCT CASE WHEN kind = 'pod' AND workload_kind = 'Deployment' THEN 'pod of a Deployment' \
+             ELSE kind END FROM endpoint_history ORDER BY 1",
+            )
+            .fetch_all(&pool)
+            .await
+            .ok()?;
+            (kinds.iter().any(|k| k == "pod of a Deployment")
+                && kinds.iter().any(|k| k == "service")
+                && kinds.iter().any(|k| k == "node"))
+            .then_some(())
+        },
+    )
+    .await;
     let _ = std::fs::remove_file(&kubeconfig);
 }

@@ -1,7 +1,7 @@
 //! The `q` expression: tokens, then a recursive-descent parser over the grammar in `filter`'s
 //! header.
 
-use super::params::{Network, check_protocol, parse_port};
+use super::params::{Network, ObjectName, check_protocol, parse_port};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -11,6 +11,34 @@ pub enum Expr {
     Host(Side, Network),
     Port(Side, u16),
     Protocol(String),
+    /// An endpoint that was, at the packet's time, in this namespace or this pod, workload or
+    /// Service (from the endpoint history).
+    Named(Side, NameKind, ObjectName),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NameKind {
+    Namespace,
+    Pod,
+    Workload,
+    Service,
+}
+
+impl NameKind {
+    pub const ALL: [Self; 4] = [Self::Namespace, Self::Pod, Self::Workload, Self::Service];
+
+    pub fn word(self) -> &'static str {
+        match self {
+            Self::Namespace => "namespace",
+            Self::Pod => "pod",
+            Self::Workload => "workload",
+            Self::Service => "service",
+        }
+    }
+
+    fn from_word(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|kind| kind.word() == word)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -190,9 +218,19 @@ impl Parser {
         match word {
             "host" => Ok(Expr::Host(Side::Either, self.network()?)),
             "port" => Ok(Expr::Port(Side::Either, self.port()?)),
+            _ if NameKind::from_word(word).is_some() => {
+                let kind = NameKind::from_word(word).expect("matched");
+                Ok(Expr::Named(Side::Either, kind, self.object_name(kind)?))
+            }
             "src" | "dst" => {
                 let side = if word == "src" { Side::Src } else { Side::Dst };
-                if self.peek_is("port") {
+                if let Some(kind) = self
+                    .peek()
+                    .and_then(|t| NameKind::from_word(&t.text.to_ascii_lowercase()))
+                {
+                    self.at += 1;
+                    Ok(Expr::Named(side, kind, self.object_name(kind)?))
+                } else if self.peek_is("port") {
                     self.at += 1;
                     Ok(Expr::Port(side, self.port()?))
                 } else {
@@ -215,6 +253,11 @@ impl Parser {
     fn network(&mut self) -> Result<Network, String> {
         let token = self.next("an address")?;
         Network::parse(&token.text).map_err(|message| format!("at position {}: {message}", token.position))
+    }
+
+    fn object_name(&mut self, kind: NameKind) -> Result<ObjectName, String> {
+        let token = self.next(&format!("a {} name", kind.word()))?;
+        ObjectName::parse(kind, &token.text).map_err(|message| format!("at position {}: {message}", token.position))
     }
 
     fn port(&mut self) -> Result<u16, String> {
@@ -266,6 +309,7 @@ impl std::fmt::Display for Expr {
             Expr::Host(s, network) => write!(f, "{}host {}", side(s), network.0),
             Expr::Port(s, port) => write!(f, "{}port {port}", side(s)),
             Expr::Protocol(name) => f.write_str(name),
+            Expr::Named(s, kind, name) => write!(f, "{}{} {name}", side(s), kind.word()),
         }
     }
 }
@@ -279,9 +323,17 @@ mod tests {
         let leaf = depth == 0 || rng.random_ratio(1, 3);
         if leaf {
             let side = [Side::Src, Side::Dst, Side::Either][rng.random_range(0..3)];
-            return match rng.random_range(0..3) {
+            return match rng.random_range(0..4) {
                 0 => Expr::Host(side, Network(format!("10.{}.0.0/16", rng.random_range(0..256)))),
                 1 => Expr::Port(side, rng.random()),
+                2 => {
+                    let kind = NameKind::ALL[rng.random_range(0..4)];
+                    let text = match kind {
+                        NameKind::Namespace => "shop".to_owned(),
+                        _ => format!("shop/checkout-{}", rng.random_range(0..9)),
+                    };
+                    Expr::Named(side, kind, ObjectName::parse(kind, &text).unwrap())
+                }
                 _ => Expr::Protocol(["tcp", "udp", "dns", "http", "tls"][rng.random_range(0..5)].into()),
             };
         }

@@ -4,7 +4,8 @@
 //! `q` is a small tcpdump-like expression:
 //! `expr := term ("or" term)*`, `term := factor ("and" factor)*`, `factor := "not" factor | "(" expr ")" | primitive`,
 //! primitives: `host|src|dst ADDR[/PREFIX]`, `port|src port|dst port N`, or a protocol name
-//! (`tcp`, `udp`, `icmp`, `dns`, `http`, `tls`, ...). Written by hand rather than with a parser
+//! (`tcp`, `udp`, `icmp`, `dns`, `http`, `tls`, ...), and by what an endpoint was at the packet's
+//! time: `[src|dst] namespace NS`, `[src|dst] pod|workload|service [NS/]NAME`. Written by hand rather than with a parser
 //! library: the grammar has four rules, and the errors name the position and what was expected.
 //!
 //! Split by job: [`params`] checks the query parameters, [`expr`] parses `q`, [`sql`] renders a
@@ -16,8 +17,8 @@ mod sql;
 
 use chrono::{DateTime, Utc};
 
-pub use expr::{Expr, Side, parse_expression};
-pub use params::{FilterParams, Network, parse_time};
+pub use expr::{Expr, NameKind, Side, parse_expression};
+pub use params::{FilterParams, Network, ObjectName, parse_time};
 pub use sql::{Columns, FLOWS, PACKETS};
 
 /// A checked filter.

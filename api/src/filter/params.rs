@@ -6,7 +6,7 @@ use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{Expr, Filter, Side, parse_expression};
+use super::{Expr, Filter, NameKind, Side, parse_expression};
 use crate::error::ApiError;
 
 /// Filters shared by `/packets`, `/flows`, `/stats`, the pcap export and the live stream.
@@ -37,9 +37,84 @@ pub struct FilterParams {
     /// L4 (`tcp`, `udp`, `icmp`, ...) or L7 (`dns`, `http`, `tls`) protocol.
     #[param(pattern = "^[A-Za-z0-9-]{1,16}$", example = "tcp")]
     pub protocol: Option<String>,
+    /// An endpoint in this namespace at the packet's time (either side).
+    #[param(min_length = 1, max_length = 63, example = "shop")]
+    pub namespace: Option<String>,
+    /// An endpoint that was this pod: `name` or `namespace/name`.
+    #[param(min_length = 1, max_length = 317, example = "shop/checkout-7d9f8-x2x7q")]
+    pub pod: Option<String>,
+    /// An endpoint of this workload (Deployment, StatefulSet, DaemonSet, Job, CronJob): `name`
+    /// or `namespace/name`.
+    #[param(min_length = 1, max_length = 317, example = "shop/checkout")]
+    pub workload: Option<String>,
+    /// An endpoint that was this Service's ClusterIP: `name` or `namespace/name`.
+    #[param(min_length = 1, max_length = 317, example = "shop/checkout")]
+    pub service: Option<String>,
     /// Filter expression, e.g. `tcp and port 443 and not host 10.0.0.5`; empty counts as absent.
     #[param(max_length = 2048)]
     pub q: Option<String>,
+}
+
+/// A Kubernetes object's name, optionally with its namespace (`shop/checkout`), checked against
+/// the API server's own rules (DNS labels and subdomains) so that a typo is a 400, not an empty page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObjectName {
+    pub namespace: Option<String>,
+    /// None for a namespace filter (its name is the namespace).
+    pub name: Option<String>,
+}
+
+impl ObjectName {
+    pub(super) fn parse(kind: NameKind, text: &str) -> Result<Self, String> {
+        let (namespace, name) = match (kind, text.split_once('/')) {
+            (NameKind::Namespace, _) => (Some(text), None),
+            (_, Some((namespace, name))) => (Some(namespace), Some(name)),
+            (_, None) => (None, Some(text)),
+        };
+        if let Some(namespace) = namespace
+            && !is_dns_label(namespace)
+        {
+            return Err(format!(
+                "{namespace:?} is not a namespace name (a DNS label: a-z, 0-9, -)"
+            ));
+        }
+        if let Some(name) = name
+            && !is_dns_subdomain(name)
+        {
+            return Err(format!(
+                "{name:?} is not a {} name (lowercase letters, digits, - and .)",
+                kind.word()
+            ));
+        }
+        Ok(Self {
+            namespace: namespace.map(str::to_owned),
+            name: name.map(str::to_owned),
+        })
+    }
+}
+
+impl std::fmt::Display for ObjectName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match (&self.namespace, &self.name) {
+            (Some(namespace), Some(name)) => write!(f, "{namespace}/{name}"),
+            (Some(namespace), None) => f.write_str(namespace),
+            (None, Some(name)) => f.write_str(name),
+            (None, None) => Ok(()),
+        }
+    }
+}
+
+fn is_dns_label(text: &str) -> bool {
+    (1..=63).contains(&text.len())
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && !text.starts_with('-')
+        && !text.ends_with('-')
+}
+
+fn is_dns_subdomain(text: &str) -> bool {
+    (1..=253).contains(&text.len()) && text.split('.').all(is_dns_label)
 }
 
 /// An address or a network in CIDR notation, kept as checked text for an `inet` parameter.
@@ -98,6 +173,17 @@ impl FilterParams {
         if let Some(protocol) = &self.protocol {
             let protocol = check_protocol(protocol).map_err(|m| ApiError::bad("protocol", m))?;
             filter.conditions.push(Expr::Protocol(protocol));
+        }
+        for (parameter, kind, value) in [
+            ("namespace", NameKind::Namespace, &self.namespace),
+            ("pod", NameKind::Pod, &self.pod),
+            ("workload", NameKind::Workload, &self.workload),
+            ("service", NameKind::Service, &self.service),
+        ] {
+            if let Some(value) = value {
+                let name = ObjectName::parse(kind, value).map_err(|m| ApiError::bad(parameter, m))?;
+                filter.conditions.push(Expr::Named(Side::Either, kind, name));
+            }
         }
         if let Some(q) = self.q.as_deref().filter(|q| !q.trim().is_empty()) {
             filter

@@ -2,7 +2,7 @@
 
 use sqlx::{Postgres, QueryBuilder};
 
-use super::{Expr, Filter, Side};
+use super::{Expr, Filter, NameKind, ObjectName, Side};
 
 /// How a table names what the filters look at. Flows store each conversation once (endpoint `a`
 /// is the lower address), so their source is whichever endpoint initiated it.
@@ -122,6 +122,22 @@ fn push_expr(query: &mut QueryBuilder<Postgres>, expr: &Expr, columns: &Columns)
                 }
             }
         }
+        Expr::Named(side, kind, name) => {
+            let one = |query: &mut QueryBuilder<Postgres>, address: &str| {
+                push_named(query, address, columns.first_time, *kind, name)
+            };
+            match side {
+                Side::Src => one(query, columns.src),
+                Side::Dst => one(query, columns.dst),
+                Side::Either => {
+                    query.push("(");
+                    one(query, columns.src);
+                    query.push(" OR ");
+                    one(query, columns.dst);
+                    query.push(")");
+                }
+            }
+        }
         Expr::Protocol(name) => {
             query
                 .push(format_args!("({} = ", columns.transport))
@@ -131,4 +147,35 @@ fn push_expr(query: &mut QueryBuilder<Postgres>, expr: &Expr, columns: &Columns)
                 .push(")");
         }
     }
+}
+
+/// Whether `address` was, at `time`, an endpoint of `kind` named `name` in the endpoint history
+/// (`0011_endpoint_history.sql`): who held the address then, not who holds it now.
+fn push_named(query: &mut QueryBuilder<Postgres>, address: &str, time: &str, kind: NameKind, name: &ObjectName) {
+    query.push(format_args!(
+        "EXISTS (SELECT FROM endpoint_history e WHERE e.address = {address} AND e.since <= {time} \
+         AND (e.until IS NULL OR e.until > {time})"
+    ));
+    if let Some(namespace) = &name.namespace {
+        query.push(" AND e.namespace = ").push_bind(namespace.clone());
+    }
+    if let Some(object) = &name.name {
+        match kind {
+            NameKind::Namespace => {}
+            NameKind::Pod => {
+                query
+                    .push(" AND e.kind = 'pod' AND e.name = ")
+                    .push_bind(object.clone());
+            }
+            NameKind::Service => {
+                query
+                    .push(" AND e.kind = 'service' AND e.name = ")
+                    .push_bind(object.clone());
+            }
+            NameKind::Workload => {
+                query.push(" AND e.workload = ").push_bind(object.clone());
+            }
+        }
+    }
+    query.push(")");
 }

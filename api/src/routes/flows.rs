@@ -11,6 +11,7 @@ use utoipa::{IntoParams, ToSchema};
 
 use crate::auth::Caller;
 use crate::cursor;
+use crate::endpoints::{self, Endpoint, Named};
 use crate::error::{ApiError, ErrorBody};
 use crate::filter::{FLOWS, FilterParams};
 use crate::routes::{PageParams, ensure_session_known};
@@ -40,6 +41,23 @@ pub struct Flow {
     pub tcp_flags: i16,
     /// A `q` expression that selects this flow's packets in `/packets`.
     pub packets_filter: String,
+    /// Who `src` was when the flow began (see the packets' `src_endpoint`).
+    #[sqlx(skip)]
+    pub src_endpoint: Option<Endpoint>,
+    /// Who `dst` was when the flow began.
+    #[sqlx(skip)]
+    pub dst_endpoint: Option<Endpoint>,
+}
+
+/// Both ends as they were when the flow began.
+impl Named for Flow {
+    fn ends(&self) -> (&str, Option<&str>, Option<&str>, DateTime<Utc>) {
+        (&self.session, self.src.as_deref(), self.dst.as_deref(), self.first_seen)
+    }
+
+    fn name(&mut self, src: Option<Endpoint>, dst: Option<Endpoint>) {
+        (self.src_endpoint, self.dst_endpoint) = (src, dst);
+    }
 }
 
 #[derive(Serialize, ToSchema)]
@@ -173,6 +191,7 @@ pub async fn list(
     for flow in &mut items {
         flow.packets_filter = packets_filter(flow);
     }
+    endpoints::name_ends(&state.pool, &mut items).await?;
     Ok(Json(FlowPage { items, next_cursor }))
 }
 

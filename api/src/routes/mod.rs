@@ -4,6 +4,7 @@ pub mod events;
 pub mod flows;
 pub mod packets;
 pub mod pcap;
+pub mod service_map;
 pub mod sessions;
 pub mod stats;
 pub mod stream;

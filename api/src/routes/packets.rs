@@ -12,6 +12,7 @@ use utoipa::ToSchema;
 
 use crate::auth::{Caller, Scope, audit};
 use crate::cursor;
+use crate::endpoints::{self, Endpoint, Named};
 use crate::error::{ApiError, ErrorBody};
 use crate::filter::{FilterParams, PACKETS};
 use crate::routes::{PageParams, ensure_session_known};
@@ -49,6 +50,21 @@ pub struct Packet {
     /// A one-line summary in the manner of Wireshark's Info column, dissected from the stored
     /// bytes (without payload, it describes the transport header).
     pub info: String,
+    /// Who the source was at the packet's time (pod, Service, node, or the name a captured DNS
+    /// answer gave it); null when unknown.
+    pub src_endpoint: Option<Endpoint>,
+    /// Who the destination was, likewise.
+    pub dst_endpoint: Option<Endpoint>,
+}
+
+impl Named for Packet {
+    fn ends(&self) -> (&str, Option<&str>, Option<&str>, DateTime<Utc>) {
+        (&self.session, self.src.as_deref(), self.dst.as_deref(), self.ts)
+    }
+
+    fn name(&mut self, src: Option<Endpoint>, dst: Option<Endpoint>) {
+        (self.src_endpoint, self.dst_endpoint) = (src, dst);
+    }
 }
 
 /// By position in [`PACKET_COLUMNS`], not by name: a page decodes 1800 fields, and looking each
@@ -75,6 +91,8 @@ impl<'r> sqlx::FromRow<'r, PgRow> for Packet {
             malformed: row.try_get(16)?,
             payload_kept: row.try_get(17)?,
             info: String::new(),
+            src_endpoint: None,
+            dst_endpoint: None,
         })
     }
 }
@@ -190,6 +208,7 @@ pub async fn list(
     } else {
         None
     };
+    endpoints::name_ends(&state.pool, &mut items).await?;
     Ok(Json(PacketPage { items, next_cursor }))
 }
 
@@ -246,6 +265,7 @@ pub async fn get(
     }
     let dissection = dissect::dissect(frame);
     packet.info = dissect::info(&dissection);
+    endpoints::name_ends(&state.pool, std::slice::from_mut(&mut packet)).await?;
     let layers = serde_json::to_value(dissection.layers).expect("layers serialise");
     Ok(Json(PacketDetail {
         layers,

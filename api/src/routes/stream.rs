@@ -136,6 +136,7 @@ impl Follower {
         query.push(" ORDER BY id LIMIT ").push_bind(BATCH);
         let mut packets: Vec<Packet> = query.build_query_as().fetch_all(pool).await?;
         crate::routes::packets::describe(pool, &mut packets).await?;
+        crate::endpoints::name_ends(pool, &mut packets).await?;
         self.recent.extend(packets.iter().map(|p| p.id));
         let now = Instant::now();
         if let Some(&highest) = self.recent.last() {

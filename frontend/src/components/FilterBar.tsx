@@ -6,6 +6,8 @@ import type { FilterKey, Filters } from "../filters";
 const FIELDS: { key: FilterKey; label: string; placeholder: string; width?: string }[] = [
   { key: "since", label: "Since", placeholder: "15m or 2026-11-27T10:00:00Z", width: "9rem" },
   { key: "until", label: "Until", placeholder: "now" , width: "9rem"},
+  { key: "namespace", label: "Namespace", placeholder: "shop", width: "8rem" },
+  { key: "workload", label: "Workload", placeholder: "shop/checkout", width: "9rem" },
   { key: "host", label: "Host", placeholder: "10.0.0.5 or 10.0.0.0/24" },
   { key: "src", label: "Source", placeholder: "address or network" },
   { key: "dst", label: "Destination", placeholder: "address or network" },

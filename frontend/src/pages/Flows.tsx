@@ -4,7 +4,7 @@ import { type Flow, getJson, type Page } from "../api";
 import { FilterBar } from "../components/FilterBar";
 import { Empty, ErrorState, Loading } from "../components/States";
 import { apiQuery } from "../filters";
-import { endpoint, formatBytes, formatCount, formatTime } from "../format";
+import { endpoint, formatBytes, formatCount, formatTime, namedEndpoint } from "../format";
 import { useFilters } from "../useFilters";
 
 const SORTS = [
@@ -70,8 +70,8 @@ export function Flows() {
             {rows.map((f) => (
               <tr key={`${f.session}/${f.flow_key}`}>
                 <td>{f.l7 ?? f.transport}</td>
-                <td>{endpoint(f.src, f.src_port)}</td>
-                <td>{endpoint(f.dst, f.dst_port)}</td>
+                <td title={endpoint(f.src, f.src_port)}>{namedEndpoint(f.src, f.src_port, f.src_endpoint)}</td>
+                <td title={endpoint(f.dst, f.dst_port)}>{namedEndpoint(f.dst, f.dst_port, f.dst_endpoint)}</td>
                 <td>{f.l7_name}</td>
                 <td>{formatTime(f.last_seen)}</td>
                 <td>

@@ -1,7 +1,8 @@
 import { useQuery } from "@tanstack/react-query";
 import { getJson, type PacketDetail } from "../api";
 import { ErrorState, Loading } from "../components/States";
-import { endpoint, formatTime, hexDump } from "../format";
+import type { Endpoint } from "../api";
+import { endpoint, endpointName, formatTime, hexDump } from "../format";
 import { layerTree, type TreeNode } from "../layers";
 
 function Tree({ nodes }: { nodes: TreeNode[] }) {
@@ -47,6 +48,10 @@ export function PacketDetailPane({ id, onClose }: { id: number; onClose: () => v
             {endpoint(detail.data.dst, detail.data.dst_port)} · {detail.data.original_len} bytes on the wire, {detail.data.captured_len}{" "}
             captured on {detail.data.node}/{detail.data.interface}
           </p>
+          <dl className="endpoints">
+            <EndpointRow label="Source" address={detail.data.src} endpoint={detail.data.src_endpoint} />
+            <EndpointRow label="Destination" address={detail.data.dst} endpoint={detail.data.dst_endpoint} />
+          </dl>
           <h3>Layers</h3>
           <Tree nodes={layerTree(detail.data.layers)} />
           <h3>Bytes {detail.data.payload_kept ? "(whole frame)" : "(headers only: this session does not keep payload)"}</h3>
@@ -58,5 +63,35 @@ export function PacketDetailPane({ id, onClose }: { id: number; onClose: () => v
         </>
       )}
     </aside>
+  );
+}
+
+/** Who an end was at the packet's time, with what says so. */
+function EndpointRow({ label, address, endpoint: e }: { label: string; address: string | null; endpoint: Endpoint | null }) {
+  if (!address) return null;
+  const name = endpointName(e);
+  let detail = "not known to the cluster's history or a captured DNS answer";
+  if (e?.kind === "dns") detail = "named by a DNS answer captured in this session";
+  else if (e) {
+    const parts = [e.kind === "pod" ? `pod ${e.name}` : e.kind];
+    if (e.workload_kind) parts.push(`of ${e.workload_kind} ${e.workload}`);
+    if (e.node) parts.push(`on ${e.node}`);
+    detail = parts.join(" ");
+  }
+  return (
+    <>
+      <dt>{label}</dt>
+      <dd>
+        {name ? (
+          <>
+            <strong>{name}</strong> ({address}; {detail})
+          </>
+        ) : (
+          <>
+            {address} ({detail})
+          </>
+        )}
+      </dd>
+    </>
   );
 }

@@ -5,7 +5,7 @@ import { getJson, type Packet, type Page, withToken } from "../api";
 import { FilterBar } from "../components/FilterBar";
 import { Empty, ErrorState } from "../components/States";
 import { apiQuery, type Filters, splitSession } from "../filters";
-import { endpoint, formatTcpFlags, formatTime } from "../format";
+import { endpoint, formatTcpFlags, formatTime, namedEndpoint } from "../format";
 import { mergePackets } from "../live";
 import { useFilters } from "../useFilters";
 import { PacketDetailPane } from "./PacketDetail";
@@ -35,7 +35,7 @@ export function Packets() {
       <h1 id="packets-title" className="visually-hidden">
         Packets
       </h1>
-      <FilterBar filters={filters} onApply={setFilters} fields={["since", "until", "host", "src", "dst", "port", "protocol", "q"]} />
+      <FilterBar filters={filters} onApply={setFilters} fields={["since", "until", "namespace", "workload", "host", "src", "dst", "port", "protocol", "q"]} />
       <div className="toolbar">
         {session ? (
           <a
@@ -210,8 +210,12 @@ function PacketList({
                     onClick={() => onSelect(p.id)}
                   >
                     <span role="gridcell">{formatTime(p.ts)}</span>
-                    <span role="gridcell">{endpoint(p.src, p.src_port)}</span>
-                    <span role="gridcell">{endpoint(p.dst, p.dst_port)}</span>
+                    <span role="gridcell" title={endpoint(p.src, p.src_port)}>
+                      {namedEndpoint(p.src, p.src_port, p.src_endpoint)}
+                    </span>
+                    <span role="gridcell" title={endpoint(p.dst, p.dst_port)}>
+                      {namedEndpoint(p.dst, p.dst_port, p.dst_endpoint)}
+                    </span>
                     <span role="gridcell">{p.l7 ?? p.transport ?? "?"}</span>
                     <span role="gridcell">{p.original_len}</span>
                     <span role="gridcell">

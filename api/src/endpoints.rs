@@ -1,0 +1,165 @@
+//! Names for addresses (issue #20): what an address was at a packet's time, from the endpoint
+//! history the operator records (`0011_endpoint_history.sql`), or else the name the session's
+//! own captured DNS answers gave it shortly before (as Wireshark's resolved addresses do). The
+//! API names whole pages at once: one statement for the history, one for DNS (answers of the hour
+//! before).
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use sqlx::PgPool;
+use utoipa::ToSchema;
+
+/// Who an address was.
+#[derive(Serialize, ToSchema, Clone, Debug, PartialEq, Eq, sqlx::FromRow)]
+pub struct Endpoint {
+    /// `pod`, `service` (a ClusterIP), `node` (a node's address, also its host-network pods'), or
+    /// `dns` (named by a DNS answer captured in the session).
+    pub kind: String,
+    pub namespace: Option<String>,
+    /// The pod's, Service's or node's name, or the DNS name.
+    pub name: String,
+    /// Deployment, StatefulSet, DaemonSet, Job, CronJob, or the pod's other owner.
+    pub workload_kind: Option<String>,
+    pub workload: Option<String>,
+    pub node: Option<String>,
+}
+
+/// A row with two ends to name: packets, flows.
+pub trait Named {
+    /// Session, source and destination address, and the time to name them at.
+    fn ends(&self) -> (&str, Option<&str>, Option<&str>, DateTime<Utc>);
+    fn name(&mut self, src: Option<Endpoint>, dst: Option<Endpoint>);
+}
+
+/// Names both ends of every row, in two statements for the whole list.
+pub async fn name_ends<T: Named>(pool: &PgPool, rows: &mut [T]) -> Result<(), sqlx::Error> {
+    let lookups: Vec<Lookup<'_>> = rows
+        .iter()
+        .flat_map(|row| {
+            let (session, src, dst, at) = row.ends();
+            [src, dst].map(|address| Lookup {
+                session,
+                address: address.unwrap_or(""),
+                at,
+            })
+        })
+        .collect();
+    let mut names = name(pool, &lookups).await?.into_iter();
+    drop(lookups);
+    for row in rows.iter_mut() {
+        let (src, dst) = (names.next().flatten(), names.next().flatten());
+        row.name(src, dst);
+    }
+    Ok(())
+}
+
+/// One address to name: the packet's (or flow's) session, the address and the time.
+pub struct Lookup<'a> {
+    pub session: &'a str,
+    pub address: &'a str,
+    pub at: DateTime<Utc>,
+}
+
+/// Names each lookup (None where neither the history nor DNS knows the address), in order.
+pub async fn name(pool: &PgPool, lookups: &[Lookup<'_>]) -> Result<Vec<Option<Endpoint>>, sqlx::Error> {
+    let mut names: Vec<Option<Endpoint>> = vec![None; lookups.len()];
+    if lookups.is_empty() {
+        return Ok(names);
+    }
+    // Each distinct address and time once: an address is named by who held it at that time.
+    let mut keys: Vec<(&str, &str, DateTime<Utc>)> = lookups
+        .iter()
+        .filter(|lookup| !lookup.address.is_empty())
+        .map(|lookup| (lookup.session, lookup.address, lookup.at))
+        .collect();
+    keys.sort_unstable();
+    keys.dedup();
+    let addresses: Vec<&str> = keys.iter().map(|(_, address, _)| *address).collect();
+    let times: Vec<DateTime<Utc>> = keys.iter().map(|(_, _, at)| *at).collect();
+    let known: Vec<(i64, Endpoint)> = sqlx::query_as::<
+        _,
+        (
+            i64,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        ),
+    >(
+        "SELECT q.i, e.kind, e.namespace, e.name, e.workload_kind, e.workload, e.node \
+         FROM unnest($1::inet[], $2::timestamptz[]) WITH ORDINALITY AS q(address, at, i) \
+         CROSS JOIN LATERAL trawl_endpoint_at(q.address, q.at) e",
+    )
+    .bind(&addresses)
+    .bind(&times)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .map(|(i, kind, namespace, name, workload_kind, workload, node)| {
+        (
+            i,
+            Endpoint {
+                kind,
+                namespace,
+                name,
+                workload_kind,
+                workload,
+                node,
+            },
+        )
+    })
+    .collect();
+    let mut by_key: HashMap<(&str, &str, DateTime<Utc>), Endpoint> = HashMap::new();
+    for (i, endpoint) in known {
+        by_key.insert(keys[(i - 1) as usize], endpoint);
+    }
+    // The rest by the session's DNS answers: each address once, by the answers before the latest
+    // time it is asked for.
+    let mut unnamed: HashMap<(&str, &str), DateTime<Utc>> = HashMap::new();
+    for key in keys.iter().filter(|key| !by_key.contains_key(*key)) {
+        let at = unnamed.entry((key.0, key.1)).or_insert(key.2);
+        *at = (*at).max(key.2);
+    }
+    let unnamed: Vec<((&str, &str), DateTime<Utc>)> = unnamed.into_iter().collect();
+    let mut by_dns: HashMap<(&str, &str), Endpoint> = HashMap::new();
+    if !unnamed.is_empty() {
+        let resolved: Vec<(i64, String)> = sqlx::query_as(
+            "SELECT q.i, d.query FROM unnest($1::text[], $2::inet[], $3::timestamptz[]) WITH ORDINALITY AS q(session, address, at, i) \
+             CROSS JOIN LATERAL ( \
+                 SELECT query FROM dns_events d \
+                 WHERE d.session = q.session AND d.ts <= q.at AND d.ts > q.at - interval '1 hour' \
+                   AND d.query IS NOT NULL \
+                   AND d.answers && ARRAY['A ' || host(q.address), 'AAAA ' || host(q.address)] \
+                 ORDER BY d.ts DESC LIMIT 1) d",
+        )
+        .bind(unnamed.iter().map(|((session, _), _)| *session).collect::<Vec<_>>())
+        .bind(unnamed.iter().map(|((_, address), _)| *address).collect::<Vec<_>>())
+        .bind(unnamed.iter().map(|(_, at)| *at).collect::<Vec<_>>())
+        .fetch_all(pool)
+        .await?;
+        for (i, query) in resolved {
+            by_dns.insert(
+                unnamed[(i - 1) as usize].0,
+                Endpoint {
+                    kind: "dns".into(),
+                    namespace: None,
+                    name: query.trim_end_matches('.').to_owned(),
+                    workload_kind: None,
+                    workload: None,
+                    node: None,
+                },
+            );
+        }
+    }
+    for (slot, lookup) in names.iter_mut().zip(lookups) {
+        *slot = by_key
+            .get(&(lookup.session, lookup.address, lookup.at))
+            .or_else(|| by_dns.get(&(lookup.session, lookup.address)))
+            .cloned();
+    }
+    Ok(names)
+}
