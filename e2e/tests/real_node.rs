@@ -331,7 +331,7 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
         "--type",
         "merge",
         "-p",
-        r#"{"spec":{"parsers":{"targetBacklog":5}}}"#,
+        r#"{"spec":{"parsers":{"targetBacklog":1}}}"#,
     ]);
     let burst = web_and_dns(&network, 2, 150_000);
     let sender = network.send_frames_in_background(burst, 50_000);

@@ -51,6 +51,10 @@ pub struct Accounting {
     pub batches_nacked: Counter,
     pub publish_latency: Histogram,
     pub interfaces: Gauge,
+    /// Addresses the kernel filter is narrowed to (`--targets-file`).
+    pub targets: Gauge,
+    /// Kernel filters swapped on running captures (one per interface and change).
+    pub filter_swaps: Counter,
     pub broker_connections: Counter,
     pending_packets: Gauge,
     dropped_packets: Family<ReasonLabel, Counter>,
@@ -69,6 +73,8 @@ impl Default for Accounting {
             batches_nacked: Counter::default(),
             publish_latency: Histogram::new(exponential_buckets(0.0005, 2.0, 16)),
             interfaces: Gauge::default(),
+            targets: Gauge::default(),
+            filter_swaps: Counter::default(),
             broker_connections: Counter::default(),
             pending_packets: Gauge::default(),
             dropped_packets: Family::default(),
@@ -128,6 +134,16 @@ impl Default for Accounting {
             "interfaces",
             "Interfaces being captured on",
             accounting.interfaces.clone(),
+        );
+        registry.register(
+            "targets",
+            "Addresses the kernel filter is narrowed to (the targeted pods'), when targeting",
+            accounting.targets.clone(),
+        );
+        registry.register(
+            "filter_swaps",
+            "Kernel filters replaced on a running capture (one per interface and change of targets)",
+            accounting.filter_swaps.clone(),
         );
         registry.register(
             "broker_connections",

@@ -27,6 +27,12 @@ pub struct Config {
     #[arg(long, env = "TRAWL_FILTER", default_value = "")]
     pub filter: String,
 
+    /// A file of addresses (one per line) to narrow the capture to: the kernel filter becomes the
+    /// `--filter` AND from-or-to one of them, swapped on the running capture whenever the file
+    /// changes (read every 250 ms). An empty file captures nothing.
+    #[arg(long, env = "TRAWL_TARGETS_FILE")]
+    pub targets_file: Option<std::path::PathBuf>,
+
     /// Bytes kept per packet.
     #[arg(long, env = "TRAWL_SNAPLEN", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=65535))]
     pub snaplen: u32,

@@ -33,8 +33,18 @@ use crate::worker::{BatchLimits, Shared};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
+    let mut accounting_targets = 0;
     service::logging::init();
-    let filter = KernelFilter::compile(&config.filter)?;
+    // Compiled first on its own, so that a bad filter stops the sniffer with a message even when
+    // no pod is targeted yet.
+    let mut filter = KernelFilter::compile(&config.filter)?;
+    if let Some(path) = &config.targets_file {
+        // The first captures open already narrowed (an unreadable file: nothing yet).
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let targets = capture::parse_targets(&text).unwrap_or_default();
+        filter = KernelFilter::targeting(&config.filter, &targets)?;
+        accounting_targets = targets.len();
+    }
     let origin = Origin {
         boot_id: rand::random(),
         session: config.session.clone(),
@@ -43,8 +53,10 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(session = %origin.session, node = %origin.node, boot_id = %origin.batch_id(0), filter = %filter.expression, "starting");
 
     let accounting = Arc::new(Accounting::default());
+    accounting.targets.set(accounting_targets as i64);
     let shared = Arc::new(Shared {
         origin,
+        filter: worker::FilterBoard::new(filter.clone()),
         accounting: accounting.clone(),
         next_packet_seq: AtomicU64::new(0),
         next_batch_seq: AtomicU64::new(0),
@@ -74,6 +86,13 @@ async fn main() -> anyhow::Result<()> {
     let final_shared = shared.clone();
     let publishing = tokio::spawn(publisher.run(deadline, move || final_batch(&final_shared)));
 
+    if let Some(path) = config.targets_file.clone() {
+        let (shared, user_filter) = (shared.clone(), config.filter.clone());
+        std::thread::Builder::new()
+            .name("targets".into())
+            .spawn(move || follow_targets(&path, &user_filter, &shared))
+            .expect("spawn the targets thread");
+    }
     let settings = CaptureSettings {
         backend: config.backend,
         snaplen: config.snaplen,
@@ -131,6 +150,37 @@ fn final_batch(shared: &Shared) -> OutgoingBatch {
     }
 }
 
+/// Narrows the kernel filter to the addresses in `path`, again whenever the file changes, until
+/// the sniffer stops. A file that cannot be read or parsed keeps the filter as it was (logged).
+fn follow_targets(path: &std::path::Path, user_filter: &str, shared: &Shared) {
+    let mut last: Option<String> = None;
+    while !shared.stop.load(Ordering::Acquire) {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if last.as_ref() != Some(&text) {
+            match capture::parse_targets(&text)
+                .map_err(|message| message.to_string())
+                .and_then(|targets| {
+                    KernelFilter::targeting(user_filter, &targets)
+                        .map(|filter| (targets.len(), filter))
+                        .map_err(|error| error.to_string())
+                }) {
+                Ok((count, filter)) => {
+                    tracing::info!(
+                        targets = count,
+                        instructions = filter.instructions.len(),
+                        "capture narrowed to the targets"
+                    );
+                    shared.accounting.targets.set(count as i64);
+                    shared.filter.publish(filter);
+                }
+                Err(error) => tracing::warn!(path = %path.display(), %error, "targets not applied"),
+            }
+            last = Some(text);
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// Starts a capture thread per selected interface, restarts captures whose interface comes back,
 /// and on stop waits for every thread to flush.
 fn supervise(
@@ -156,6 +206,12 @@ fn supervise(
             if running.contains_key(&interface) || retry_at.get(&interface).is_some_and(|at| Instant::now() < *at) {
                 continue;
             }
+            // New captures start with the filter of now (the targets may have changed since start).
+            let (generation, filter) = shared.filter.current();
+            let settings = CaptureSettings {
+                filter,
+                ..settings.clone()
+            };
             match capture::open(&interface, &settings) {
                 Ok(source) => {
                     tracing::info!(%interface, backend = ?settings.backend, "capturing");
@@ -163,7 +219,7 @@ fn supervise(
                     let (shared, outbox, name) = (shared.clone(), outbox.clone(), interface.clone());
                     let thread = std::thread::Builder::new()
                         .name(format!("capture-{interface}"))
-                        .spawn(move || worker::run(name, source, shared, outbox, limits))
+                        .spawn(move || worker::run(name, source, generation, shared, outbox, limits))
                         .expect("spawn a capture thread");
                     running.insert(interface, thread);
                 }

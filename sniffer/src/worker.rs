@@ -2,20 +2,53 @@
 //! its flow's shard, and seals a batch when it holds `batch_packets` packets or its first packet is
 //! `batch_timeout` old.
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use wire::{BatchBuilder, Origin};
 
 use crate::accounting::Accounting;
-use crate::capture::{CaptureError, CaptureSource};
+use crate::capture::{CaptureError, CaptureSource, KernelFilter};
 use crate::outbox::{Outbox, OutgoingBatch};
 use crate::shard;
+
+/// The kernel filter the capture threads should run; the generation changes with it, so each
+/// thread swaps it on its socket once.
+#[derive(Default)]
+pub struct FilterBoard {
+    generation: AtomicU64,
+    filter: Mutex<KernelFilter>,
+}
+
+impl FilterBoard {
+    pub fn new(filter: KernelFilter) -> Self {
+        Self {
+            generation: AtomicU64::new(0),
+            filter: Mutex::new(filter),
+        }
+    }
+
+    pub fn publish(&self, filter: KernelFilter) {
+        *self.filter.lock().expect("not poisoned") = filter;
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// The filter and its generation.
+    pub fn current(&self) -> (u64, KernelFilter) {
+        let filter = self.filter.lock().expect("not poisoned");
+        (self.generation(), filter.clone())
+    }
+}
 
 /// What all capture threads of this process share.
 pub struct Shared {
     pub origin: Origin,
+    pub filter: FilterBoard,
     pub accounting: Arc<Accounting>,
     pub next_packet_seq: AtomicU64,
     pub next_batch_seq: AtomicU64,
@@ -31,13 +64,16 @@ pub struct BatchLimits {
 }
 
 /// Captures until `shared.stop` is set (then flushes its partial batch) or the capture fails.
+/// `applied` is the generation of the filter the source was opened with.
 pub fn run(
     interface: String,
     mut source: Box<dyn CaptureSource>,
+    mut applied: u64,
     shared: Arc<Shared>,
     outbox: Outbox,
     limits: BatchLimits,
 ) -> Result<(), CaptureError> {
+    let interface_name = interface.clone();
     let shards = limits.shards.max(1);
     // The whole batch size up front for one shard; with several, each grows as it fills.
     let capacity = if shards == 1 { 1 << 20 } else { 1 << 16 };
@@ -81,6 +117,18 @@ pub fn run(
             if batch.opened_at.is_some_and(|opened| opened.elapsed() >= limits.timeout) {
                 batch.seal(&shared, &outbox);
             }
+        }
+        if shared.filter.generation() != applied {
+            let (generation, filter) = shared.filter.current();
+            match source.set_filter(&filter) {
+                Ok(()) => {
+                    shared.accounting.filter_swaps.inc();
+                    tracing::info!(%interface_name, instructions = filter.instructions.len(), "kernel filter swapped");
+                }
+                // The old filter stays; the next change tries again.
+                Err(error) => tracing::warn!(%error, "cannot swap the kernel filter"),
+            }
+            applied = generation;
         }
         if stats_read_at.elapsed() >= Duration::from_secs(1) {
             stats_read_at = Instant::now();

@@ -139,6 +139,14 @@ impl Rig {
         .await;
     }
 
+    /// Until the kernel filter was swapped `swaps` times on the running capture.
+    async fn wait_filter_swaps(&self, swaps: u64) {
+        wait_until(&format!("{swaps} filter swaps"), DEADLINE, || async {
+            (self.metric("trawl_sniffer_filter_swaps_total") >= swaps).then_some(())
+        })
+        .await;
+    }
+
     /// SIGTERM, then the exit status must be success.
     fn stop(&mut self) {
         self.sniffer.signal("TERM");
@@ -301,6 +309,65 @@ async fn kernel_filter_lets_only_matching_packets_through() {
                 .all(|(_, _, data)| udp_of(data).is_some_and(|(port, _)| port == 5555))
         );
         assert_eq!(batches.last().unwrap().counters.captured, 100);
+    }
+}
+
+/// `count` UDP frames from `source` to port 5555, with payloads `<tag>:<i>`.
+fn from_address(network: &TestNetwork, source: std::net::Ipv4Addr, tag: &str, count: usize) -> Vec<Vec<u8>> {
+    (0..count)
+        .map(|i| {
+            let payload = format!("{tag}:{i}");
+            frames::udp_between(
+                network.inner_mac,
+                network.host_mac,
+                source,
+                frames::DESTINATION,
+                5555,
+                payload.as_bytes(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn targets_narrow_the_capture_and_swap_on_the_running_ring_losing_nothing_kept() {
+    let (a, b) = (frames::SOURCE, std::net::Ipv4Addr::new(192, 0, 2, 3));
+    for backend in ["ring", "pnet"] {
+        let targets = std::env::temp_dir().join(format!("trawl-targets-{}", testkit::unique_suffix()));
+        std::fs::write(&targets, format!("{a}\n")).unwrap();
+        let path = targets.to_str().unwrap();
+        let mut rig = Rig::start(&["--backend", backend, "--filter", "udp", "--targets-file", path]).await;
+        assert_eq!(rig.metric("trawl_sniffer_targets"), 1);
+        let send = |rig: &Rig, tag: &str| {
+            let mut frames = from_address(&rig.network, a, &format!("a{tag}"), 100);
+            frames.extend(from_address(&rig.network, b, &format!("b{tag}"), 100));
+            rig.network.send_frames(&frames, 20_000);
+        };
+        send(&rig, "1");
+        rig.wait_captured(100).await;
+        // b joins: a stays targeted through the swap.
+        std::fs::write(&targets, format!("{a}\n{b}\n")).unwrap();
+        rig.wait_filter_swaps(1).await;
+        send(&rig, "2");
+        rig.wait_captured(300).await;
+        // a leaves.
+        std::fs::write(&targets, format!("{b}\n")).unwrap();
+        rig.wait_filter_swaps(2).await;
+        send(&rig, "3");
+        rig.wait_captured(400).await;
+        rig.stop();
+        let packets = unique_packets(&rig.drain().await);
+        let mut tags: std::collections::BTreeMap<String, usize> = Default::default();
+        for (_, _, data) in &packets {
+            let (_, payload) = udp_of(data).expect("UDP");
+            let text = String::from_utf8(payload).unwrap();
+            *tags.entry(text.split(':').next().unwrap().to_owned()).or_default() += 1;
+        }
+        let expected: std::collections::BTreeMap<String, usize> = [("a1", 100), ("a2", 100), ("b2", 100), ("b3", 100)]
+            .map(|(t, n)| (t.to_owned(), n))
+            .into();
+        assert_eq!(tags, expected, "{backend}: packets by phase and source");
+        let _ = std::fs::remove_file(&targets);
     }
 }
 

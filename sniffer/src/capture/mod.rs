@@ -8,7 +8,7 @@ mod sys;
 
 use std::time::Duration;
 
-pub use filter::KernelFilter;
+pub use filter::{KernelFilter, parse_targets};
 
 use crate::config::Backend;
 
@@ -72,6 +72,10 @@ pub trait CaptureSource: Send {
 
     /// Kernel counters since the capture was opened.
     fn kernel_stats(&mut self) -> Result<KernelStats, CaptureError>;
+
+    /// Replaces the kernel filter on the open socket: the kernel swaps programs atomically, so
+    /// the ring keeps running and no packet the old and the new filter both accept is lost.
+    fn set_filter(&mut self, filter: &KernelFilter) -> Result<(), CaptureError>;
 }
 
 /// Settings shared by every capture of this sniffer.

@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pnet::datalink::{self, Channel, DataLinkReceiver};
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
 
-use super::{CaptureError, CaptureSettings, CaptureSource, Frame, KernelStats, sys};
+use super::{CaptureError, CaptureSettings, CaptureSource, Frame, KernelFilter, KernelStats, sys};
 
 /// Receive buffer requested for the socket; the kernel caps it at `net.core.rmem_max`.
 const RECEIVE_BUFFER_BYTES: usize = 32 << 20;
@@ -115,5 +115,12 @@ impl CaptureSource for PnetCapture {
         })?;
         self.drops += u64::from(drops);
         Ok(KernelStats { drops: self.drops })
+    }
+
+    fn set_filter(&mut self, filter: &KernelFilter) -> Result<(), CaptureError> {
+        sys::set_filter(self.fd, &filter.instructions).map_err(|source| CaptureError::Read {
+            interface: self.interface.clone(),
+            source,
+        })
     }
 }

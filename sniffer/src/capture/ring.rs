@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use netring::{BpfFilter, BpfInsn, Capture};
 
-use super::{CaptureError, CaptureSettings, CaptureSource, Frame, KernelStats};
+use super::{CaptureError, CaptureSettings, CaptureSource, Frame, KernelFilter, KernelStats};
 
 pub struct RingCapture {
     interface: String,
@@ -48,27 +48,18 @@ impl RingCapture {
             .is_some()
         {}
         let _ = capture.stats();
-        if settings.filter.is_empty() {
-            capture.detach_filter().map_err(open_error)?;
-        } else {
-            let program = settings
-                .filter
-                .instructions
-                .iter()
-                .map(|&(code, jt, jf, k)| BpfInsn { code, jt, jf, k })
-                .collect();
-            let filter = BpfFilter::new(program).map_err(|e| CaptureError::Open {
-                interface: interface.to_owned(),
-                source: std::io::Error::other(e.to_string()),
-            })?;
-            capture.set_filter(&filter).map_err(open_error)?;
-        }
-        Ok(Self {
+        let mut ring = Self {
             interface: interface.to_owned(),
             capture,
             snaplen: settings.snaplen as usize,
             drops: 0,
-        })
+        };
+        ring.set_filter(&settings.filter).map_err(|error| match error {
+            CaptureError::Read { interface, source } | CaptureError::Open { interface, source } => {
+                CaptureError::Open { interface, source }
+            }
+        })?;
+        Ok(ring)
     }
 }
 
@@ -118,6 +109,23 @@ impl CaptureSource for RingCapture {
             count += 1;
         }
         Ok(count)
+    }
+
+    fn set_filter(&mut self, filter: &KernelFilter) -> Result<(), CaptureError> {
+        let error = |source: String| CaptureError::Read {
+            interface: self.interface.clone(),
+            source: std::io::Error::other(source),
+        };
+        if filter.is_empty() {
+            return self.capture.detach_filter().map_err(|e| error(e.to_string()));
+        }
+        let program = filter
+            .instructions
+            .iter()
+            .map(|&(code, jt, jf, k)| BpfInsn { code, jt, jf, k })
+            .collect();
+        let program = BpfFilter::new(program).map_err(|e| error(e.to_string()))?;
+        self.capture.set_filter(&program).map_err(|e| error(e.to_string()))
     }
 
     fn kernel_stats(&mut self) -> Result<KernelStats, CaptureError> {
