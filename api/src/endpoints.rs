@@ -26,6 +26,48 @@ pub struct Endpoint {
     pub node: Option<String>,
 }
 
+/// Columns [`select`] adds for one end.
+pub const COLUMNS: usize = 6;
+
+/// The columns of the end joined as `alias` by [`join`]: kind, namespace, name, workload kind,
+/// workload, node (all NULL when unknown).
+pub fn select(alias: &str) -> String {
+    format!("{alias}.kind, {alias}.namespace, {alias}.name, {alias}.workload_kind, {alias}.workload, {alias}.node")
+}
+
+/// A LATERAL join naming `address` (an inet SQL expression) of `session` at `at` as `alias`: the
+/// endpoint history, else the DNS name the session's captured answers gave it in the hour before
+/// — the same answer as [`name`], inside the caller's own statement.
+pub fn join(alias: &str, session: &str, address: &str, at: &str) -> String {
+    format!(
+        "LEFT JOIN LATERAL (\
+             SELECT kind, namespace, name, workload_kind, workload, node FROM trawl_endpoint_at({address}, {at}) \
+             UNION ALL \
+             (SELECT 'dns', NULL, rtrim(query, '.'), NULL, NULL, NULL FROM dns_events d \
+              WHERE d.session = {session} AND d.ts <= {at} AND d.ts > {at} - interval '1 hour' \
+                AND d.query IS NOT NULL \
+                AND d.answers && ARRAY['A ' || host({address}), 'AAAA ' || host({address})] \
+              ORDER BY d.ts DESC LIMIT 1) \
+             LIMIT 1) {alias} ON true"
+    )
+}
+
+/// The end [`select`] put at `first` (None when its kind is NULL).
+pub fn from_columns(row: &sqlx::postgres::PgRow, first: usize) -> Result<Option<Endpoint>, sqlx::Error> {
+    use sqlx::Row;
+    let Some(kind) = row.try_get::<Option<String>, _>(first)? else {
+        return Ok(None);
+    };
+    Ok(Some(Endpoint {
+        kind,
+        namespace: row.try_get(first + 1)?,
+        name: row.try_get(first + 2)?,
+        workload_kind: row.try_get(first + 3)?,
+        workload: row.try_get(first + 4)?,
+        node: row.try_get(first + 5)?,
+    }))
+}
+
 /// A row with two ends to name: packets, flows.
 pub trait Named {
     /// Session, source and destination address, and the time to name them at.

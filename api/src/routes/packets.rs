@@ -125,8 +125,11 @@ struct PageRow {
 
 impl<'r> sqlx::FromRow<'r, PgRow> for PageRow {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
+        let mut packet = Packet::from_row(row)?;
+        packet.src_endpoint = endpoints::from_columns(row, 19)?;
+        packet.dst_endpoint = endpoints::from_columns(row, 19 + endpoints::COLUMNS)?;
         Ok(Self {
-            packet: Packet::from_row(row)?,
+            packet,
             segment: row.try_get(18)?,
         })
     }
@@ -190,12 +193,17 @@ pub async fn list(
         query.push(" AND id < ").push_bind(before);
     }
     query.push(" ORDER BY id DESC LIMIT ").push_bind(limit + 1);
-    // The subquery runs once per segment: CASE evaluates it only on a segment's first row.
-    query.push(
+    // The subquery runs once per segment: CASE evaluates it only on a segment's first row. Both
+    // ends are named in the same statement (one round trip per page, as its bare SQL).
+    query.push(format_args!(
         ") SELECT page.*, CASE WHEN id >> 20 IS DISTINCT FROM lag(id >> 20) OVER (ORDER BY id DESC) \
-         THEN (SELECT records FROM segments WHERE segments.id = page.id >> 20 LIMIT 1) END AS segment \
-         FROM page ORDER BY id DESC",
-    );
+         THEN (SELECT records FROM segments WHERE segments.id = page.id >> 20 LIMIT 1) END AS segment, \
+         {src}, {dst} FROM page {src_join} {dst_join} ORDER BY id DESC",
+        src = endpoints::select("src_name"),
+        dst = endpoints::select("dst_name"),
+        src_join = endpoints::join("src_name", "page.session", "page.src::inet", "page.ts"),
+        dst_join = endpoints::join("dst_name", "page.session", "page.dst::inet", "page.ts"),
+    ));
     let rows: Vec<PageRow> = query.build_query_as().fetch_all(&state.pool).await?;
     let mut items = describe_page(rows);
     // Only an empty page can mean an unknown session; checking then saves a round trip per page.
@@ -208,7 +216,6 @@ pub async fn list(
     } else {
         None
     };
-    endpoints::name_ends(&state.pool, &mut items).await?;
     Ok(Json(PacketPage { items, next_cursor }))
 }
 
