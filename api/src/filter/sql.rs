@@ -84,60 +84,18 @@ fn push_expr(query: &mut QueryBuilder<Postgres>, expr: &Expr, columns: &Columns)
             push_expr(query, inner, columns);
             query.push(", false))");
         }
-        Expr::Host(side, network) => {
-            let one = |query: &mut QueryBuilder<Postgres>, column: &str| {
-                query
-                    .push(format_args!("{column} <<= "))
-                    .push_bind(network.0.clone())
-                    .push("::inet");
-            };
-            match side {
-                Side::Src => one(query, columns.src),
-                Side::Dst => one(query, columns.dst),
-                Side::Either => {
-                    query.push("(");
-                    one(query, columns.src);
-                    query.push(" OR ");
-                    one(query, columns.dst);
-                    query.push(")");
-                }
-            }
-        }
-        Expr::Port(side, port) => {
-            let port = i32::from(*port);
-            match side {
-                Side::Src => {
-                    query.push(format_args!("{} = ", columns.src_port)).push_bind(port);
-                }
-                Side::Dst => {
-                    query.push(format_args!("{} = ", columns.dst_port)).push_bind(port);
-                }
-                Side::Either => {
-                    query
-                        .push(format_args!("({} = ", columns.src_port))
-                        .push_bind(port)
-                        .push(format_args!(" OR {} = ", columns.dst_port))
-                        .push_bind(port)
-                        .push(")");
-                }
-            }
-        }
-        Expr::Named(side, kind, name) => {
-            let one = |query: &mut QueryBuilder<Postgres>, address: &str| {
-                push_named(query, address, columns.first_time, *kind, name)
-            };
-            match side {
-                Side::Src => one(query, columns.src),
-                Side::Dst => one(query, columns.dst),
-                Side::Either => {
-                    query.push("(");
-                    one(query, columns.src);
-                    query.push(" OR ");
-                    one(query, columns.dst);
-                    query.push(")");
-                }
-            }
-        }
+        Expr::Host(side, network) => on_side(query, *side, columns.src, columns.dst, |query, column| {
+            query
+                .push(format_args!("{column} <<= "))
+                .push_bind(network.0.clone())
+                .push("::inet");
+        }),
+        Expr::Port(side, port) => on_side(query, *side, columns.src_port, columns.dst_port, |query, column| {
+            query.push(format_args!("{column} = ")).push_bind(i32::from(*port));
+        }),
+        Expr::Named(side, kind, name) => on_side(query, *side, columns.src, columns.dst, |query, address| {
+            push_named(query, address, columns.first_time, *kind, name)
+        }),
         Expr::Protocol(name) => {
             query
                 .push(format_args!("({} = ", columns.transport))
@@ -178,4 +136,25 @@ fn push_named(query: &mut QueryBuilder<Postgres>, address: &str, time: &str, kin
         }
     }
     query.push(")");
+}
+
+/// `condition` on the source's column, the destination's, or either (OR-ed in parentheses).
+fn on_side(
+    query: &mut QueryBuilder<Postgres>,
+    side: Side,
+    src: &str,
+    dst: &str,
+    condition: impl Fn(&mut QueryBuilder<Postgres>, &str),
+) {
+    match side {
+        Side::Src => condition(query, src),
+        Side::Dst => condition(query, dst),
+        Side::Either => {
+            query.push("(");
+            condition(query, src);
+            query.push(" OR ");
+            condition(query, dst);
+            query.push(")");
+        }
+    }
 }
