@@ -95,6 +95,23 @@ mod tests {
     }
 
     #[test]
+    fn blank_q_counts_as_absent_but_not_past_its_length_bound() {
+        let blank = FilterParams {
+            q: Some(" \t ".into()),
+            ..Default::default()
+        };
+        assert!(blank.check().unwrap().conditions.is_empty());
+        let long = FilterParams {
+            q: Some("\t".repeat(2049)),
+            ..Default::default()
+        };
+        assert!(matches!(
+            long.check(),
+            Err(ApiError::BadParameter { parameter: "q", .. })
+        ));
+    }
+
+    #[test]
     fn times_are_rfc3339_or_a_duration_ago() {
         assert!(parse_time("since", "2026-11-27T10:00:00Z").is_ok());
         let ago = parse_time("since", "15m").unwrap();

@@ -185,10 +185,23 @@ impl FilterParams {
                 filter.conditions.push(Expr::Named(Side::Either, kind, name));
             }
         }
-        if let Some(q) = self.q.as_deref().filter(|q| !q.trim().is_empty()) {
-            filter
-                .conditions
-                .push(parse_expression(q).map_err(|m| ApiError::bad("q", m))?);
+        if let Some(q) = self.q.as_deref() {
+            // The length bound holds for blank text too (schemathesis found 2049 tabs accepted).
+            let length = q.chars().count();
+            if length > super::expr::MAX_LENGTH {
+                return Err(ApiError::bad(
+                    "q",
+                    format!(
+                        "is {length} characters long; at most {} are allowed",
+                        super::expr::MAX_LENGTH
+                    ),
+                ));
+            }
+            if !q.trim().is_empty() {
+                filter
+                    .conditions
+                    .push(parse_expression(q).map_err(|m| ApiError::bad("q", m))?);
+            }
         }
         Ok(filter)
     }
