@@ -31,6 +31,7 @@ const AT_LEAST_A_MINUTE_RULE: &str =
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Where the session is in its lifecycle"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"Whether every part of the pipeline is up"}"#,
     printcolumn = r#"{"name":"Sniffers","type":"integer","jsonPath":".status.sniffers.ready","description":"Sniffer pods ready"}"#,
+    printcolumn = r#"{"name":"Targets","type":"integer","jsonPath":".status.targets.pods","priority":1,"description":"Selected pods being captured"}"#,
     printcolumn = r#"{"name":"Parsers","type":"integer","jsonPath":".status.parsers.replicas","description":"Parser replicas running"}"#,
     printcolumn = r#"{"name":"Backlog","type":"integer","jsonPath":".status.backlog","description":"Batches waiting in the queue"}"#,
     printcolumn = r#"{"name":"Packets","type":"integer","jsonPath":".status.packets.captured","description":"Packets captured by the sniffers"}"#,
@@ -49,6 +50,12 @@ pub struct CaptureSessionSpec {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(length(max = 32))]
     pub tolerations: Vec<Toleration>,
+
+    /// Capture only the traffic of these pods: the sniffers run only on nodes that host one, and
+    /// each narrows its kernel filter (the `filter` AND the pods' addresses) as pods come, change
+    /// their labels and go, without restarting. Unset: everything on the selected nodes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<Target>,
 
     /// Host interfaces to capture on, by name (e.g. `eth0`). Empty: every interface that is up and not loopback,
     /// including ones that appear later such as new pod veths.
@@ -106,6 +113,64 @@ pub struct CaptureSessionSpec {
     #[serde(default = "default_max_backlog_bytes")]
     #[schemars(range(min = 1_048_576))]
     pub max_backlog_bytes: i64,
+}
+
+/// Which pods a session captures, as a NetworkPolicy peer selects them: `podSelector` alone picks
+/// pods in the session's own namespace; with `namespaceSelector` it picks them in every matching
+/// namespace (`{}`: all namespaces); `namespaceSelector` alone picks every pod there.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.namespaceSelector) || has(self.podSelector)").message("target needs a namespaceSelector, a podSelector or both"))]
+pub struct Target {
+    /// Namespaces whose pods are candidates, by their labels. Unset: the session's namespace.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace_selector: Option<Selector>,
+
+    /// Pods to capture, by their labels. Unset: every pod of the selected namespaces.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_selector: Option<Selector>,
+}
+
+/// A Kubernetes label selector (`matchLabels` AND every `matchExpressions` requirement). An empty
+/// selector matches everything. Requirements that contradict `matchLabels` (so that nothing could
+/// ever match) are rejected.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.matchExpressions) || !has(self.matchLabels) || self.matchExpressions.all(e, !(e.key in self.matchLabels) || (e.operator == 'In' && self.matchLabels[e.key] in e.values) || (e.operator == 'NotIn' && !(self.matchLabels[e.key] in e.values)) || e.operator == 'Exists')").message("a matchExpressions requirement contradicts matchLabels for the same key, so the selector can never match"))]
+pub struct Selector {
+    /// Labels that must all be present with these values.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    #[schemars(extend("maxProperties" = 32))]
+    #[schemars(extend("additionalProperties" = {"type": "string", "maxLength": 63}))]
+    pub match_labels: BTreeMap<String, String>,
+
+    /// Requirements that must all hold.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 32))]
+    pub match_expressions: Vec<Requirement>,
+}
+
+/// One label requirement: `In`/`NotIn` a list of values, or the key `Exists`/`DoesNotExist`.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.operator in ['In', 'NotIn'] ? size(self.values) > 0 : size(self.values) == 0").message("In and NotIn need at least one value; Exists and DoesNotExist take none"))]
+pub struct Requirement {
+    /// The label key.
+    #[schemars(length(min = 1, max = 317))]
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default)]
+    #[schemars(length(max = 64), inner(length(max = 63)))]
+    pub values: Vec<String>,
+}
+
+/// How a requirement relates a label to its values.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
 }
 
 /// Scaling of the parser Deployment that consumes the session's queue.
@@ -209,6 +274,10 @@ pub struct CaptureSessionStatus {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_time: Option<Time>,
 
+    /// The pods `spec.target` selects, as the sniffers capture them now.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub targets: Option<TargetCounts>,
+
     /// The RabbitMQ queue that buffers this session's batches.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub queue: Option<String>,
@@ -239,6 +308,20 @@ pub struct SnifferCounts {
     pub desired: i32,
     /// Sniffers that are ready (capturing and connected to the broker).
     pub ready: i32,
+}
+
+/// What `spec.target` resolved to.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetCounts {
+    /// Selected pods with an address, on nodes the session captures on: the ones captured.
+    pub pods: i32,
+    /// Nodes that host them, each running a sniffer.
+    pub nodes: i32,
+    /// Selected pods that use the host's network: their traffic cannot be told apart from the
+    /// node's by address, so they are not captured.
+    #[serde(default)]
+    pub host_network_pods: i32,
 }
 
 /// Parser replicas of the session's Deployment.
@@ -276,6 +359,8 @@ pub mod condition {
     pub const RECONCILING: &str = "Reconciling";
     /// The operator cannot make progress without a change from the user.
     pub const STALLED: &str = "Stalled";
+    /// Sessions with `spec.target`: whether selected pods are being captured, and which are not.
+    pub const TARGETED: &str = "Targeted";
 }
 
 fn default_snaplen() -> i32 {

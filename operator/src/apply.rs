@@ -1,21 +1,23 @@
 //! Apply: carry a decision out, by server-side apply as `trawl-operator`, in this order:
 //! 1. the queue, so that sniffers never publish to nowhere;
 //! 2. the credentials Secret, which the pods read at start;
-//! 3. the sniffer DaemonSet (or its removal), then the parser Deployment and KEDA's ScaledObject;
-//! 4. the parsers' scale, through the scale subresource (the autoscaler owns the count);
-//! 5. the Events, once what they announce has happened;
-//! 6. the status, written once and only when it changed, and the sessions mirror.
+//! 3. for a targeted session, the sniffers' ServiceAccount, Role, RoleBinding and targets
+//!    ConfigMap, then the node labels that place them (so a sniffer starts with its targets);
+//! 4. the sniffer DaemonSet (or its removal), then the parser Deployment and KEDA's ScaledObject;
+//! 5. the parsers' scale, through the scale subresource (the autoscaler owns the count);
+//! 6. the Events, once what they announce has happened;
+//! 7. the status, written once and only when it changed, and the sessions mirror.
 
 use crds::CaptureSession;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{Node, Secret};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
-use crate::decide::{Decision, Sniffers};
+use crate::decide::{Decision, NodeLabels, Sniffers, TargetChildren};
 use crate::error::Error;
 use crate::names::{self, FIELD_MANAGER};
 use crate::observe::{Now, Observed};
@@ -49,6 +51,10 @@ pub async fn apply(
             .await
             .map_err(|source| Error::ApplySecret { name, source })?;
     }
+    if let Some(targets) = &children.targets {
+        apply_targets(&namespace, targets, &ssa, context).await?;
+    }
+    label_nodes(session, &children.node_labels, context).await?;
     let daemonsets: Api<DaemonSet> = Api::namespaced(context.client.clone(), &namespace);
     match &children.sniffers {
         Sniffers::Untouched => {}
@@ -135,4 +141,94 @@ pub async fn apply(
         database::mirror_session(pool, &mirrored).await.map_err(Error::Mirror)?;
     }
     Ok(())
+}
+
+async fn apply_targets(
+    namespace: &str,
+    targets: &TargetChildren,
+    ssa: &PatchParams,
+    context: &Context,
+) -> Result<(), Error> {
+    async fn one<K>(namespace: &str, object: &K, ssa: &PatchParams, context: &Context) -> Result<(), Error>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::Serialize
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(context.client.clone(), namespace);
+        let name = object.name_any();
+        api.patch(&name, ssa, &Patch::Apply(object))
+            .await
+            .map_err(|source| Error::ApplyTargets {
+                what: format!("{} {name}", K::kind(&())),
+                source,
+            })?;
+        Ok(())
+    }
+    one(namespace, &targets.account, ssa, context).await?;
+    one(namespace, &targets.role, ssa, context).await?;
+    one(namespace, &targets.binding, ssa, context).await?;
+    one(namespace, &targets.configmap, ssa, context).await
+}
+
+/// Sets or removes the session's label on nodes, each session under a field manager of its own:
+/// server-side apply then removes exactly this session's label when it applies none, whatever
+/// other sessions and tools set on the node.
+async fn label_nodes(session: &CaptureSession, labels: &NodeLabels, context: &Context) -> Result<(), Error> {
+    if labels.add.is_empty() && labels.remove.is_empty() {
+        return Ok(());
+    }
+    let nodes: Api<Node> = Api::all(context.client.clone());
+    let manager = format!("{FIELD_MANAGER}/{}", session.uid().unwrap_or_default());
+    let params = PatchParams::apply(&manager).force();
+    let changes = labels
+        .add
+        .iter()
+        .map(|node| (node, true))
+        .chain(labels.remove.iter().map(|node| (node, false)));
+    for (node, add) in changes {
+        let patch = if add {
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node, "labels": {&labels.label: "true"}}})
+        } else {
+            json!({"apiVersion": "v1", "kind": "Node", "metadata": {"name": node}})
+        };
+        match nodes.patch(node, &params, &Patch::Apply(&patch)).await {
+            Ok(_) => {}
+            // A node that went away needs no label removed.
+            Err(kube::Error::Api(status)) if status.code == 404 && !add => {}
+            Err(source) => {
+                return Err(Error::LabelNode {
+                    name: node.clone(),
+                    source,
+                });
+            }
+        }
+    }
+    tracing::info!(session = %session.name_any(), added = ?labels.add, removed = ?labels.remove, "sniffer placement changed");
+    Ok(())
+}
+
+/// On deletion: the session's label off every node that carries it.
+pub async fn unlabel_all_nodes(session: &CaptureSession, context: &Context) -> Result<(), Error> {
+    let Some(cluster) = &context.cluster else { return Ok(()) };
+    let label = crate::targets::node_label(session);
+    let remove = cluster
+        .nodes
+        .state()
+        .iter()
+        .filter(|node| node.labels().contains_key(&label))
+        .map(|node| node.name_any())
+        .collect();
+    label_nodes(
+        session,
+        &NodeLabels {
+            label,
+            add: Default::default(),
+            remove,
+        },
+        context,
+    )
+    .await
 }

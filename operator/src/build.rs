@@ -10,17 +10,18 @@ use std::collections::BTreeMap;
 use crds::{Autoscaler, CaptureSession};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
+    Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
     PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile, Secret,
-    SecretKeySelector, SecurityContext,
+    SecretKeySelector, SecurityContext, ServiceAccount,
 };
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::Resource;
 use serde_json::json;
 
-use crate::names;
+use crate::{names, targets};
 
 /// What the builders need from the operator's configuration.
 #[derive(Clone, Debug)]
@@ -194,7 +195,17 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
             ..Default::default()
         }
     };
-    let mut variables = env(&[
+    let targeted = spec.target.is_some();
+    let mut node_selector = spec.node_selector.clone();
+    let mut variables = Vec::new();
+    if targeted {
+        node_selector.insert(targets::node_label(session), "true".into());
+        variables = env(&[(
+            "TRAWL_TARGETS_CONFIGMAP",
+            format!("{namespace}/{}", names::targets_name(session)),
+        )]);
+    }
+    variables.extend(env(&[
         ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
         ("TRAWL_LISTEN", format!("0.0.0.0:{port}")),
         ("TRAWL_ROUTING_KEY", queue.to_owned()),
@@ -202,7 +213,7 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
         ("TRAWL_SNAPLEN", spec.snaplen.to_string()),
         ("TRAWL_FILTER", spec.filter.clone().unwrap_or_default()),
         ("TRAWL_INTERFACES", spec.interfaces.join(",")),
-    ]);
+    ]));
     variables.push(EnvVar {
         name: "TRAWL_NODE".into(),
         value_from: Some(EnvVarSource {
@@ -239,8 +250,12 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
                 PodSpec {
                     host_network: Some(true),
                     dns_policy: Some("ClusterFirstWithHostNet".into()),
-                    node_selector: Some(spec.node_selector.clone()),
+                    node_selector: Some(node_selector),
                     tolerations: Some(spec.tolerations.clone()),
+                    // Only a targeted session's sniffers talk to the API server (to watch their
+                    // targets); the others get no token.
+                    service_account_name: targeted.then(|| names::targets_name(session)),
+                    automount_service_account_token: Some(targeted),
                     // Time for the final flush: confirms of the batches in flight and the totals.
                     termination_grace_period_seconds: Some(30),
                     containers: vec![container],
@@ -251,6 +266,58 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
         },
         ..Default::default()
     }
+}
+
+/// The targets ConfigMap: per node (the key), the addresses its sniffer captures, one per line.
+/// Watched by the sniffers through the API, not mounted: a mounted ConfigMap reaches a running
+/// pod only at the kubelet's next sync (a minute or more), and a new pod must be captured within
+/// seconds of getting its address.
+pub fn targets_configmap(session: &CaptureSession, by_node: BTreeMap<String, String>) -> ConfigMap {
+    ConfigMap {
+        metadata: child_metadata(
+            session,
+            names::targets_name(session),
+            &names::labels(session, "sniffer"),
+        ),
+        data: Some(by_node),
+        ..Default::default()
+    }
+}
+
+/// The sniffers' identity: a ServiceAccount that may read the session's targets ConfigMap and
+/// nothing else (a Role limited to that one name).
+pub fn sniffer_access(session: &CaptureSession) -> (ServiceAccount, Role, RoleBinding) {
+    let name = names::targets_name(session);
+    let labels = names::labels(session, "sniffer");
+    let account = ServiceAccount {
+        metadata: child_metadata(session, name.clone(), &labels),
+        ..Default::default()
+    };
+    let role = Role {
+        metadata: child_metadata(session, name.clone(), &labels),
+        rules: Some(vec![PolicyRule {
+            api_groups: Some(vec![String::new()]),
+            resources: Some(vec!["configmaps".into()]),
+            resource_names: Some(vec![name.clone()]),
+            verbs: vec!["get".into(), "list".into(), "watch".into()],
+            ..Default::default()
+        }]),
+    };
+    let binding = RoleBinding {
+        metadata: child_metadata(session, name.clone(), &labels),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: name.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name,
+            namespace: session.metadata.namespace.clone(),
+            ..Default::default()
+        }]),
+    };
+    (account, role, binding)
 }
 
 /// The parser Deployment. `replicas` is set only when no autoscaler owns the count (`autoscaler:

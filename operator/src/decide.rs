@@ -4,14 +4,17 @@
 
 use std::time::Duration;
 
-use crds::{Autoscaler, CaptureSession, Phase, SnifferCounts};
+use std::collections::BTreeSet;
+
+use crds::{Autoscaler, CaptureSession, Phase, SnifferCounts, TargetCounts};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
 use crate::build::{self, Settings};
 use crate::observe::{Now, Observed};
-use crate::scaling;
 use crate::status::{self, Decided};
+use crate::{scaling, targets};
 
 /// What one reconcile will do and report.
 #[derive(Debug)]
@@ -37,10 +40,30 @@ pub struct Children {
     /// Declare the session's queue (bounded by `maxBacklogBytes`).
     pub queue: bool,
     pub secret: Option<Secret>,
+    /// For a session with `spec.target`: the per-node addresses and the sniffers' access to them,
+    /// applied before the sniffers.
+    pub targets: Option<TargetChildren>,
+    /// Nodes to label (they host a targeted pod, so a sniffer starts there) and to unlabel.
+    pub node_labels: NodeLabels,
     pub sniffers: Sniffers,
     pub parsers: Option<Deployment>,
     /// KEDA's ScaledObject (no Rust type: JSON).
     pub scaled_object: Option<serde_json::Value>,
+}
+
+#[derive(Debug)]
+pub struct TargetChildren {
+    pub configmap: ConfigMap,
+    pub account: ServiceAccount,
+    pub role: Role,
+    pub binding: RoleBinding,
+}
+
+#[derive(Debug, Default, PartialEq)]
+pub struct NodeLabels {
+    pub label: String,
+    pub add: BTreeSet<String>,
+    pub remove: BTreeSet<String>,
 }
 
 /// What becomes of the sniffer DaemonSet.
@@ -92,6 +115,7 @@ pub struct Report {
     pub parsers_ready: i32,
     pub desired_parsers: i32,
     pub backlog: Option<i64>,
+    pub targets: Option<TargetCounts>,
 }
 
 /// The operator's tunables that decisions depend on.
@@ -121,21 +145,27 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
     // A filter libpcap cannot compile: a condition the user can act on, and no change to the
     // children. Sniffers that run already keep their previous, valid filter (the DaemonSet is
     // not applied), so the status says so instead of claiming capture stopped.
-    if let Some(problem) = invalid_filter(session) {
+    let invalid = invalid_filter(session)
+        .map(|problem| ("InvalidFilter", problem))
+        .or_else(|| {
+            let target = session.spec.target.as_ref()?;
+            targets::invalid_labels(target).map(|problem| ("InvalidTarget", problem))
+        });
+    if let Some((reason, problem)) = invalid {
         let reported_before = previous
             .conditions
             .iter()
-            .any(|c| c.type_ == crds::condition::STALLED && c.status == "True" && c.reason == "InvalidFilter");
+            .any(|c| c.type_ == crds::condition::STALLED && c.status == "True" && c.reason == reason);
         let running = observed.sniffers.is_some() && matches!(previous.phase, Some(Phase::Capturing | Phase::Pending));
         let message = if running {
-            format!("{problem}; capture continues with the previous filter until this one is fixed")
+            format!("{problem}; capture continues as before until this is fixed")
         } else {
-            format!("{problem}; fix the filter to start capturing")
+            format!("{problem}; fix it to start capturing")
         };
         if !reported_before && !failed_before {
-            decision.events.push(Note::warning("InvalidFilter", message.clone()));
+            decision.events.push(Note::warning(reason, message.clone()));
         }
-        decision.conditions = status::kstatus(false, Some(("InvalidFilter", message)), "");
+        decision.conditions = status::kstatus(false, Some((reason, message)), "");
         if running {
             decision.phase = previous.phase.unwrap_or(Phase::Capturing);
             decision.report = Some(Report {
@@ -143,6 +173,7 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
                 parsers_ready: observed.parsers.as_ref().map_or(0, |p| p.ready),
                 desired_parsers: observed.parsers.as_ref().map_or(0, |p| p.replicas),
                 backlog: observed.backlog.map(i64::from),
+                targets: previous.targets.clone(),
             });
             // Keep the counts fresh while the sniffers run.
             decision.requeue = Some(tuning.scale_interval);
@@ -201,6 +232,13 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
     if !capturing && observed.sniffers.is_some() {
         decision.children.sniffers = Sniffers::Remove;
     }
+    if !capturing && let Some(observed_targets) = &observed.targets {
+        decision.children.node_labels = NodeLabels {
+            label: targets::node_label(session),
+            add: BTreeSet::new(),
+            remove: observed_targets.labelled.clone(),
+        };
+    }
 
     if finished && observed.backlog == Some(0) {
         if let Some(parsers) = &observed.parsers
@@ -224,6 +262,7 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
             parsers_ready: 0,
             desired_parsers: 0,
             backlog: Some(0),
+            targets: None,
         });
         return decision;
     }
@@ -232,6 +271,9 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
     let sniffers = if capturing {
         match observed.sniffer_port {
             Some(port) => {
+                if let (Some(_), Some(observed_targets)) = (&session.spec.target, &observed.targets) {
+                    decide_targets(session, observed_targets, &mut decision);
+                }
                 decision.children.sniffers = Sniffers::Apply(Box::new(build::sniffer_daemonset(
                     session,
                     &tuning.settings,
@@ -257,6 +299,9 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
         parsers_ready,
         desired_parsers: desired,
         backlog: observed.backlog.map(i64::from),
+        targets: (capturing && session.spec.target.is_some())
+            .then(|| observed.targets.as_ref().map(|t| t.resolved.counts()))
+            .flatten(),
     });
     let requeue = if session.spec.parsers.autoscaler == Autoscaler::Builtin {
         tuning.scale_interval
@@ -287,12 +332,18 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
     let ready = sniffers_ready && parsers_ready >= session.spec.parsers.min_replicas.max(1).min(desired.max(1));
     let waiting_for = match (&sniffers, sniffers_ready) {
         (None, _) => "waiting for the sniffer DaemonSet".to_owned(),
+        (Some(s), false) if s.desired == 0 && session.spec.target.is_some() => {
+            "waiting for a selected pod with an address on a node the nodeSelector matches".to_owned()
+        }
         (Some(s), false) if s.desired == 0 => "no node matches the session's nodeSelector".to_owned(),
         (Some(s), false) => format!("{} of {} sniffers ready", s.ready, s.desired),
         (Some(_), true) => format!("{parsers_ready} parser replicas ready"),
     };
     decision.phase = if ready { Phase::Capturing } else { Phase::Pending };
     decision.conditions = status::kstatus(ready, None, &waiting_for);
+    if let (Some(_), Some(observed_targets)) = (&session.spec.target, &observed.targets) {
+        decision.conditions.push(targeted_condition(&observed_targets.resolved));
+    }
     // Wake up for the autoscaler and for the end of the capture, whichever comes first.
     let until_deadline = deadline
         .map(|deadline| deadline.duration_since(now.wall))
@@ -303,6 +354,57 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
             .max(Duration::from_millis(500)),
     );
     decision
+}
+
+/// A targeted session's ConfigMap, the sniffers' access to it, and the node labels that place
+/// sniffers exactly where targeted pods run.
+fn decide_targets(session: &CaptureSession, observed: &crate::observe::ObservedTargets, decision: &mut Decision) {
+    let (account, role, binding) = build::sniffer_access(session);
+    decision.children.targets = Some(TargetChildren {
+        configmap: build::targets_configmap(session, observed.resolved.by_node()),
+        account,
+        role,
+        binding,
+    });
+    let wanted: BTreeSet<String> = observed.resolved.addresses.keys().cloned().collect();
+    decision.children.node_labels = NodeLabels {
+        label: targets::node_label(session),
+        add: wanted.difference(&observed.labelled).cloned().collect(),
+        remove: observed.labelled.difference(&wanted).cloned().collect(),
+    };
+}
+
+/// `Targeted`: how many selected pods are captured, and which selected pods are not because they
+/// share the node's network.
+fn targeted_condition(resolved: &targets::Resolved) -> Decided {
+    let counts = resolved.counts();
+    let skipped = if resolved.host_network.is_empty() {
+        String::new()
+    } else {
+        let shown: Vec<&str> = resolved.host_network.iter().take(5).map(String::as_str).collect();
+        let more = resolved.host_network.len().saturating_sub(shown.len());
+        let more = if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        };
+        format!(
+            "; not captured: {}{more} (host network: their traffic cannot be told apart from the node's by address)",
+            shown.join(", ")
+        )
+    };
+    let (status, reason) = match (counts.pods > 0, resolved.host_network.is_empty()) {
+        (true, true) => (true, "PodsTargeted"),
+        (true, false) => (true, "HostNetworkPodsSkipped"),
+        (false, true) => (false, "NoPodsSelected"),
+        (false, false) => (false, "HostNetworkPodsSkipped"),
+    };
+    Decided {
+        type_: crds::condition::TARGETED,
+        status,
+        reason,
+        message: format!("{} pods on {} nodes captured{skipped}", counts.pods, counts.nodes),
+    }
 }
 
 /// The builtin autoscaler: the replica count the parsers should have now (up at once, down after

@@ -71,6 +71,20 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("the caches of pods, namespaces and nodes are not filled yet (is list/watch on them allowed?)")]
+    CacheNotReady,
+    #[error("cannot apply {what} (the sniffers' targets): {source}")]
+    ApplyTargets {
+        what: String,
+        #[source]
+        source: kube::Error,
+    },
+    #[error("cannot label node {name} for the sniffers: {source}")]
+    LabelNode {
+        name: String,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot mirror the session into PostgreSQL: {0}")]
     Mirror(#[source] database::MirrorError),
     #[error("{0}")]
@@ -95,6 +109,9 @@ impl Error {
             Self::ScaleDeployment { .. } => "scale_deployment",
             Self::ApplyScaledObject { .. } => "apply_scaledobject",
             Self::WriteStatus { .. } => "write_status",
+            Self::CacheNotReady => "cache",
+            Self::ApplyTargets { .. } => "apply_targets",
+            Self::LabelNode { .. } => "label_node",
             Self::Mirror(_) => "mirror",
             Self::Finalizer(error) => match error.as_ref() {
                 Finalizer::ApplyFailed(inner) | Finalizer::CleanupFailed(inner) => inner.kind(),

@@ -19,3 +19,4 @@ pub mod queue;
 pub mod reconcile;
 pub mod scaling;
 pub mod status;
+pub mod targets;

@@ -12,10 +12,12 @@ use clap::Parser;
 use crds::CaptureSession;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::runtime::{Controller, watcher};
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
-use operator::{build, config, decide, endpoints, lease, metrics, queue, reconcile};
+use operator::{build, config, decide, endpoints, lease, metrics, observe, queue, reconcile};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -51,7 +53,9 @@ async fn main() -> anyhow::Result<()> {
     // Only the holder of the Lease reconciles, so that two replicas never write at once.
     let mut leading = lease::wait_to_lead(&client, &config).await?;
     let database = config.database_url.as_deref().map(connect_database).transpose()?;
+    let (cluster, pod_changes) = watch_cluster(&client);
     let context = Arc::new(reconcile::Context {
+        cluster: Some(cluster),
         database,
         assigned_ports: Default::default(),
         recorder: kube::runtime::events::Recorder::new(client.clone(), "trawl-operator".into()),
@@ -89,7 +93,22 @@ async fn main() -> anyhow::Result<()> {
             Api::all(client.clone()),
         ),
     };
-    let controller = Controller::new(sessions, watcher::Config::default())
+    let controller = Controller::new(sessions, watcher::Config::default());
+    let targeted = controller.store();
+    // Any pod or namespace change may change what a targeted session selects; the caches are
+    // updated before the change reaches the controller, so the reconcile sees it.
+    let targeted_sessions = move || -> Vec<ObjectRef<CaptureSession>> {
+        targeted
+            .state()
+            .iter()
+            .filter(|session| session.spec.target.is_some())
+            .map(|session| ObjectRef::from_obj(session.as_ref()))
+            .collect()
+    };
+    let on_namespace = targeted_sessions.clone();
+    let controller = controller
+        .watches_stream(pod_changes.pods, move |_: Pod| targeted_sessions())
+        .watches_stream(pod_changes.namespaces, move |_: Namespace| on_namespace())
         .owns(daemonsets, children())
         .owns(deployments, children())
         .shutdown_on_signal()
@@ -112,6 +131,62 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+type Changes<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;
+
+struct ClusterChanges {
+    pods: Changes<Pod>,
+    namespaces: Changes<Namespace>,
+}
+
+/// Caches of pods, namespaces and nodes for targeted sessions. The pod and namespace streams are
+/// driven by the controller (which they trigger); the nodes' by a task of their own.
+fn watch_cluster(client: &Client) -> (observe::ClusterCache, ClusterChanges) {
+    let (pods, pods_writer) = reflector::store();
+    let (namespaces, namespaces_writer) = reflector::store();
+    let (nodes, nodes_writer) = reflector::store();
+    let lean = |mut object: kube::core::ObjectMeta| {
+        object.managed_fields = None;
+        object.annotations = None;
+        object
+    };
+    let pod_stream = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(move |pod: &mut Pod| pod.metadata = lean(std::mem::take(&mut pod.metadata)))
+        .reflect(pods_writer)
+        .touched_objects();
+    let namespace_stream = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .reflect(namespaces_writer)
+        .touched_objects();
+    let node_stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(|node: &mut Node| {
+            node.metadata.managed_fields = None;
+            node.status = None;
+        })
+        .reflect(nodes_writer)
+        .touched_objects();
+    tokio::spawn(async move {
+        futures::pin_mut!(node_stream);
+        while let Some(result) = node_stream.next().await {
+            if let Err(error) = result {
+                tracing::warn!(%error, "watching nodes");
+            }
+        }
+    });
+    (
+        observe::ClusterCache {
+            pods,
+            namespaces,
+            nodes,
+        },
+        ClusterChanges {
+            pods: pod_stream.boxed(),
+            namespaces: namespace_stream.boxed(),
+        },
+    )
 }
 
 /// A pool that connects on first use, and migrations applied in the background until they succeed:

@@ -19,6 +19,12 @@ pub fn credentials_name(session: &CaptureSession) -> String {
     format!("{}-credentials", session_name(session))
 }
 
+/// The ConfigMap of per-node target addresses, and the ServiceAccount (with its Role and
+/// RoleBinding) that lets the sniffers watch it.
+pub fn targets_name(session: &CaptureSession) -> String {
+    format!("{}-targets", session_name(session))
+}
+
 pub fn parser_name(session: &CaptureSession) -> String {
     format!("{}-parser", session_name(session))
 }

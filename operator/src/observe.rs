@@ -3,15 +3,19 @@
 
 use std::time::Instant;
 
-use crds::{CaptureSession, PacketCounts, SnifferCounts};
+use std::collections::BTreeSet;
+
+use crds::{CaptureSession, PacketCounts, SnifferCounts, Target};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::ListParams;
+use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 
 use crate::error::Error;
 use crate::reconcile::Context;
-use crate::{build, names, scaling};
+use crate::{build, names, scaling, targets};
 
 /// What the world looked like to one reconcile.
 #[derive(Clone, Debug, Default)]
@@ -33,6 +37,48 @@ pub struct Observed {
     pub sniffer_port: Option<i32>,
     /// The builtin autoscaler's recent recommendations for this session.
     pub window: scaling::Window,
+    /// For a session with `spec.target`: what it selects now, and which nodes carry its label.
+    pub targets: Option<ObservedTargets>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ObservedTargets {
+    pub resolved: targets::Resolved,
+    pub labelled: BTreeSet<String>,
+}
+
+/// The operator's caches of the cluster's pods, namespaces and nodes, which targeted sessions
+/// resolve against (kept by watches; a pod or namespace change reconciles the targeted sessions).
+#[derive(Clone)]
+pub struct ClusterCache {
+    pub pods: Store<Pod>,
+    pub namespaces: Store<Namespace>,
+    pub nodes: Store<Node>,
+}
+
+impl ClusterCache {
+    /// Resolved only once every cache holds a full list: a half-filled cache would unlabel nodes
+    /// and stop sniffers whose pods it has not seen yet.
+    async fn observe(&self, session: &CaptureSession, target: &Target) -> Result<ObservedTargets, Error> {
+        let wait = async {
+            self.pods.wait_until_ready().await?;
+            self.namespaces.wait_until_ready().await?;
+            self.nodes.wait_until_ready().await
+        };
+        match tokio::time::timeout(std::time::Duration::from_secs(30), wait).await {
+            Ok(Ok(())) => {}
+            _ => return Err(Error::CacheNotReady),
+        }
+        let nodes = self.nodes.state();
+        let label = targets::node_label(session);
+        let labelled = nodes
+            .iter()
+            .filter(|node| node.labels().contains_key(&label))
+            .map(|node| node.name_any())
+            .collect();
+        let resolved = targets::resolve(session, target, &self.pods.state(), &self.namespaces.state(), &nodes);
+        Ok(ObservedTargets { resolved, labelled })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -72,6 +118,15 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
         None if session.spec.suspend => None,
         None => Some(reserve_sniffer_port(session, context, &daemonsets).await?),
     };
+    // Label removal after the capture ends needs the labelled nodes, so any session that has
+    // (or had) a target is observed.
+    let targets = match (&session.spec.target, &context.cluster) {
+        (Some(target), Some(cluster)) => Some(cluster.observe(session, target).await?),
+        (None, Some(cluster)) if session.status.as_ref().is_some_and(|s| s.targets.is_some()) => {
+            Some(cluster.observe(session, &Target::default()).await?)
+        }
+        _ => None,
+    };
     let window = context
         .windows
         .lock()
@@ -99,6 +154,7 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
         counts: packet_counts(session, context).await,
         sniffer_port,
         window,
+        targets,
     })
 }
 

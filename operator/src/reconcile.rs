@@ -32,6 +32,9 @@ pub struct Context {
     pub assigned_ports: tokio::sync::Mutex<std::collections::BTreeSet<i32>>,
     /// Where the parsers store packets: read for the packet counts, written with the session mirror.
     pub database: Option<sqlx::PgPool>,
+    /// Pods, namespaces and nodes, for sessions with `spec.target`. `None` in tests that do not
+    /// watch them.
+    pub cluster: Option<crate::observe::ClusterCache>,
 }
 
 impl Context {
@@ -110,6 +113,7 @@ async fn converge(session: &CaptureSession, context: &Context) -> Result<Action,
 }
 
 async fn cleanup(session: &CaptureSession, context: &Context) -> Result<Action, Error> {
+    apply::unlabel_all_nodes(session, context).await?;
     let plan = decide::decide_cleanup(session);
     if let Some(queue) = plan.queue {
         context

@@ -162,6 +162,7 @@ pub fn next(
         }
         next.sniffers = report.sniffers.clone();
         next.backlog = report.backlog;
+        next.targets = report.targets.clone();
     }
     if decision.phase == crds::Phase::Completed && next.completion_time.is_none() {
         next.completion_time = Some(now.clone());

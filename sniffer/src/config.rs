@@ -29,9 +29,16 @@ pub struct Config {
 
     /// A file of addresses (one per line) to narrow the capture to: the kernel filter becomes the
     /// `--filter` AND from-or-to one of them, swapped on the running capture whenever the file
-    /// changes (read every 250 ms). An empty file captures nothing.
+    /// changes (read every 250 ms; replace it by rename, as ConfigMap volumes do). An empty file
+    /// captures nothing.
     #[arg(long, env = "TRAWL_TARGETS_FILE")]
     pub targets_file: Option<std::path::PathBuf>,
+
+    /// As `--targets-file`, from this node's key of a ConfigMap (`namespace/name`) watched through
+    /// the Kubernetes API (in-cluster credentials or KUBECONFIG): how the operator hands a
+    /// targeted session's sniffers their pods' addresses.
+    #[arg(long, env = "TRAWL_TARGETS_CONFIGMAP", conflicts_with = "targets_file")]
+    pub targets_configmap: Option<String>,
 
     /// Bytes kept per packet.
     #[arg(long, env = "TRAWL_SNAPLEN", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=65535))]

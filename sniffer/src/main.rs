@@ -11,6 +11,7 @@ mod interfaces;
 mod outbox;
 mod publisher;
 mod shard;
+mod targets;
 mod worker;
 
 use std::collections::HashMap;
@@ -38,12 +39,13 @@ async fn main() -> anyhow::Result<()> {
     // Compiled first on its own, so that a bad filter stops the sniffer with a message even when
     // no pod is targeted yet.
     let mut filter = KernelFilter::compile(&config.filter)?;
-    if let Some(path) = &config.targets_file {
-        // The first captures open already narrowed (an unreadable file: nothing yet).
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        let targets = capture::parse_targets(&text).unwrap_or_default();
-        filter = KernelFilter::targeting(&config.filter, &targets)?;
-        accounting_targets = targets.len();
+    let targets = targets::Source::from_config(&config)?;
+    if let Some(source) = &targets {
+        // The first captures open already narrowed (an unreachable source: nothing yet).
+        let text = source.read().await;
+        let addresses = capture::parse_targets(&text).unwrap_or_default();
+        filter = KernelFilter::targeting(&config.filter, &addresses)?;
+        accounting_targets = addresses.len();
     }
     let origin = Origin {
         boot_id: rand::random(),
@@ -86,12 +88,8 @@ async fn main() -> anyhow::Result<()> {
     let final_shared = shared.clone();
     let publishing = tokio::spawn(publisher.run(deadline, move || final_batch(&final_shared)));
 
-    if let Some(path) = config.targets_file.clone() {
-        let (shared, user_filter) = (shared.clone(), config.filter.clone());
-        std::thread::Builder::new()
-            .name("targets".into())
-            .spawn(move || follow_targets(&path, &user_filter, &shared))
-            .expect("spawn the targets thread");
+    if let Some(source) = targets {
+        source.follow(config.filter.clone(), shared.clone());
     }
     let settings = CaptureSettings {
         backend: config.backend,
@@ -147,37 +145,6 @@ fn final_batch(shared: &Shared) -> OutgoingBatch {
         id: shared.origin.batch_id(seq),
         packets: 0,
         body,
-    }
-}
-
-/// Narrows the kernel filter to the addresses in `path`, again whenever the file changes, until
-/// the sniffer stops. A file that cannot be read or parsed keeps the filter as it was (logged).
-fn follow_targets(path: &std::path::Path, user_filter: &str, shared: &Shared) {
-    let mut last: Option<String> = None;
-    while !shared.stop.load(Ordering::Acquire) {
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if last.as_ref() != Some(&text) {
-            match capture::parse_targets(&text)
-                .map_err(|message| message.to_string())
-                .and_then(|targets| {
-                    KernelFilter::targeting(user_filter, &targets)
-                        .map(|filter| (targets.len(), filter))
-                        .map_err(|error| error.to_string())
-                }) {
-                Ok((count, filter)) => {
-                    tracing::info!(
-                        targets = count,
-                        instructions = filter.instructions.len(),
-                        "capture narrowed to the targets"
-                    );
-                    shared.accounting.targets.set(count as i64);
-                    shared.filter.publish(filter);
-                }
-                Err(error) => tracing::warn!(path = %path.display(), %error, "targets not applied"),
-            }
-            last = Some(text);
-        }
-        std::thread::sleep(Duration::from_millis(250));
     }
 }
 

@@ -329,6 +329,14 @@ fn from_address(network: &TestNetwork, source: std::net::Ipv4Addr, tag: &str, co
         .collect()
 }
 
+/// Writes and renames, as a ConfigMap volume or an orchestrator would: a plain write truncates
+/// first, and a poll between truncate and write would see no targets at all.
+fn replace(path: &std::path::Path, text: &str) {
+    let next = path.with_extension("next");
+    std::fs::write(&next, text).unwrap();
+    std::fs::rename(&next, path).unwrap();
+}
+
 #[tokio::test]
 async fn targets_narrow_the_capture_and_swap_on_the_running_ring_losing_nothing_kept() {
     let (a, b) = (frames::SOURCE, std::net::Ipv4Addr::new(192, 0, 2, 3));
@@ -346,12 +354,12 @@ async fn targets_narrow_the_capture_and_swap_on_the_running_ring_losing_nothing_
         send(&rig, "1");
         rig.wait_captured(100).await;
         // b joins: a stays targeted through the swap.
-        std::fs::write(&targets, format!("{a}\n{b}\n")).unwrap();
+        replace(&targets, &format!("{a}\n{b}\n"));
         rig.wait_filter_swaps(1).await;
         send(&rig, "2");
         rig.wait_captured(300).await;
         // a leaves.
-        std::fs::write(&targets, format!("{b}\n")).unwrap();
+        replace(&targets, &format!("{b}\n"));
         rig.wait_filter_swaps(2).await;
         send(&rig, "3");
         rig.wait_captured(400).await;

@@ -1,0 +1,314 @@
+//! `spec.target`: which pods a session captures, resolved from the cluster's pods, namespaces and
+//! nodes as pure functions, and what that means per node (the addresses its sniffer narrows its
+//! kernel filter to).
+//!
+//! Addresses rather than the pods' veths: a kernel filter on the host's interfaces keeps one
+//! capture ring per interface running across changes (a swap of the filter program loses nothing,
+//! see the sniffer's `--targets-file`), works whatever the CNI names its interfaces, and also sees
+//! pod traffic on the node's uplink (overlays aside, which carry the inner addresses anyway).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use crds::{CaptureSession, Requirement, Selector, SelectorOperator, Target, TargetCounts};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::ResourceExt;
+
+/// The label a node carries while it hosts a pod a session targets; the sniffer DaemonSet selects
+/// it, so that the pod template never changes as pods come and go (a template change would
+/// restart every sniffer and lose what their rings hold).
+pub fn node_label(session: &CaptureSession) -> String {
+    format!("capture.trawl.dev/{}", session.uid().unwrap_or_default())
+}
+
+/// Whether `labels` satisfy `selector`, as the API server's label selectors do: every
+/// `matchLabels` pair present, and every requirement held (`NotIn` and `DoesNotExist` also hold
+/// when the key is absent).
+pub fn matches(selector: &Selector, labels: &BTreeMap<String, String>) -> bool {
+    selector
+        .match_labels
+        .iter()
+        .all(|(key, value)| labels.get(key) == Some(value))
+        && selector
+            .match_expressions
+            .iter()
+            .all(|requirement| holds(requirement, labels.get(&requirement.key)))
+}
+
+fn holds(requirement: &Requirement, value: Option<&String>) -> bool {
+    match requirement.operator {
+        SelectorOperator::In => value.is_some_and(|value| requirement.values.contains(value)),
+        SelectorOperator::NotIn => value.is_none_or(|value| !requirement.values.contains(value)),
+        SelectorOperator::Exists => value.is_some(),
+        SelectorOperator::DoesNotExist => value.is_none(),
+    }
+}
+
+/// The selector in the API server's `labelSelector` syntax (for `kubectl get -l` and for the test
+/// that holds `matches` to the API server's own semantics).
+pub fn selector_string(selector: &Selector) -> String {
+    let labels = selector
+        .match_labels
+        .iter()
+        .map(|(key, value)| format!("{key}={value}"));
+    let requirements = selector.match_expressions.iter().map(|r| {
+        let values = r.values.join(",");
+        match r.operator {
+            SelectorOperator::In => format!("{} in ({values})", r.key),
+            SelectorOperator::NotIn => format!("{} notin ({values})", r.key),
+            SelectorOperator::Exists => r.key.clone(),
+            SelectorOperator::DoesNotExist => format!("!{}", r.key),
+        }
+    });
+    labels.chain(requirements).collect::<Vec<_>>().join(",")
+}
+
+/// Label keys and values the API server would refuse in a selector, named, so that the session
+/// can say what is wrong instead of silently matching nothing.
+pub fn invalid_labels(target: &Target) -> Option<String> {
+    let selectors = [
+        ("namespaceSelector", &target.namespace_selector),
+        ("podSelector", &target.pod_selector),
+    ];
+    for (field, selector) in selectors {
+        let Some(selector) = selector else { continue };
+        let keys = selector
+            .match_labels
+            .keys()
+            .chain(selector.match_expressions.iter().map(|r| &r.key));
+        for key in keys {
+            if !valid_key(key) {
+                return Some(format!("target.{field}: {key:?} is not a valid label key"));
+            }
+        }
+        let values = selector
+            .match_labels
+            .values()
+            .chain(selector.match_expressions.iter().flat_map(|r| &r.values));
+        for value in values {
+            if !valid_value(value) {
+                return Some(format!("target.{field}: {value:?} is not a valid label value"));
+            }
+        }
+    }
+    None
+}
+
+/// `[prefix/]name`: a DNS subdomain prefix and a name of up to 63 characters.
+fn valid_key(key: &str) -> bool {
+    let (prefix, name) = key.rsplit_once('/').map_or((None, key), |(p, n)| (Some(p), n));
+    let prefix_ok = prefix.is_none_or(|prefix| {
+        !prefix.is_empty()
+            && prefix.len() <= 253
+            && prefix.split('.').all(|part| {
+                !part.is_empty()
+                    && part
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                    && !part.starts_with('-')
+                    && !part.ends_with('-')
+            })
+    });
+    prefix_ok && !name.is_empty() && valid_value(name)
+}
+
+/// Up to 63 characters of `[A-Za-z0-9_.-]`, starting and ending alphanumeric; empty is allowed.
+fn valid_value(value: &str) -> bool {
+    let edge = |b: Option<u8>| b.is_none_or(|b| b.is_ascii_alphanumeric());
+    value.len() <= 63
+        && value
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && edge(value.bytes().next())
+        && edge(value.bytes().last())
+}
+
+/// What a session's target resolved to.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Resolved {
+    /// Per node that hosts a targeted pod (and matches the session's nodeSelector): the pods'
+    /// addresses.
+    pub addresses: BTreeMap<String, BTreeSet<IpAddr>>,
+    pub pods: usize,
+    /// Selected host-network pods, `namespace/name`, not captured.
+    pub host_network: Vec<String>,
+}
+
+impl Resolved {
+    pub fn counts(&self) -> TargetCounts {
+        TargetCounts {
+            pods: self.pods as i32,
+            nodes: self.addresses.len() as i32,
+            host_network_pods: self.host_network.len() as i32,
+        }
+    }
+
+    /// The ConfigMap data the sniffers read: per node, one address per line.
+    pub fn by_node(&self) -> BTreeMap<String, String> {
+        self.addresses
+            .iter()
+            .map(|(node, addresses)| {
+                let lines: Vec<String> = addresses.iter().map(|a| format!("{a}\n")).collect();
+                (node.clone(), lines.concat())
+            })
+            .collect()
+    }
+}
+
+/// The pods `target` selects for `session`, grouped by node. Pods without a node or an address
+/// yet, and finished pods, are not (yet) captured; the next pod event brings them in.
+pub fn resolve(
+    session: &CaptureSession,
+    target: &Target,
+    pods: &[impl AsRef<Pod>],
+    namespaces: &[impl AsRef<Namespace>],
+    nodes: &[impl AsRef<Node>],
+) -> Resolved {
+    let own_namespace = session.namespace().unwrap_or_default();
+    let selected_namespaces: BTreeSet<String> = match &target.namespace_selector {
+        None => BTreeSet::from([own_namespace]),
+        Some(selector) => namespaces
+            .iter()
+            .map(AsRef::as_ref)
+            .filter(|namespace| matches(selector, namespace.labels()))
+            .map(ResourceExt::name_any)
+            .collect(),
+    };
+    let capturable_nodes: BTreeSet<String> = nodes
+        .iter()
+        .map(AsRef::as_ref)
+        .filter(|node| {
+            session
+                .spec
+                .node_selector
+                .iter()
+                .all(|(key, value)| node.labels().get(key) == Some(value))
+        })
+        .map(ResourceExt::name_any)
+        .collect();
+    let every_pod = Selector::default();
+    let pod_selector = target.pod_selector.as_ref().unwrap_or(&every_pod);
+    let mut resolved = Resolved::default();
+    for pod in pods.iter().map(AsRef::as_ref) {
+        let namespace = pod.namespace().unwrap_or_default();
+        if !selected_namespaces.contains(&namespace) || !matches(pod_selector, pod.labels()) {
+            continue;
+        }
+        let (Some(spec), Some(status)) = (&pod.spec, &pod.status) else {
+            continue;
+        };
+        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some()
+        {
+            continue;
+        }
+        if spec.host_network == Some(true) {
+            resolved.host_network.push(format!("{namespace}/{}", pod.name_any()));
+            continue;
+        }
+        let Some(node) = spec.node_name.as_ref().filter(|node| capturable_nodes.contains(*node)) else {
+            continue;
+        };
+        let addresses: BTreeSet<IpAddr> = status
+            .pod_ips
+            .iter()
+            .flatten()
+            .filter_map(|ip| ip.ip.parse().ok())
+            .chain(status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()))
+            .collect();
+        if addresses.is_empty() {
+            continue;
+        }
+        resolved.pods += 1;
+        resolved.addresses.entry(node.clone()).or_default().extend(addresses);
+    }
+    resolved.host_network.sort();
+    resolved
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())).collect()
+    }
+
+    fn selector(value: serde_json::Value) -> Selector {
+        serde_json::from_value(value).unwrap()
+    }
+
+    #[test]
+    fn requirements_hold_as_the_api_servers_do_also_for_absent_keys() {
+        let app = labels(&[("app", "checkout"), ("tier", "web")]);
+        let bare = labels(&[]);
+        let cases = [
+            (json!({}), true, true),
+            (json!({"matchLabels": {"app": "checkout"}}), true, false),
+            (
+                json!({"matchExpressions": [{"key": "app", "operator": "In", "values": ["checkout", "cart"]}]}),
+                true,
+                false,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["checkout"]}]}),
+                false,
+                true,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}),
+                true,
+                false,
+            ),
+            (
+                json!({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}),
+                false,
+                true,
+            ),
+            (
+                json!({"matchLabels": {"app": "checkout"}, "matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["db"]}]}),
+                true,
+                false,
+            ),
+        ];
+        for (value, on_app, on_bare) in cases {
+            let selector = selector(value.clone());
+            assert_eq!(matches(&selector, &app), on_app, "{value} on app");
+            assert_eq!(matches(&selector, &bare), on_bare, "{value} on no labels");
+        }
+    }
+
+    #[test]
+    fn selectors_print_in_the_api_servers_syntax() {
+        let selector = selector(json!({
+            "matchLabels": {"app": "checkout"},
+            "matchExpressions": [
+                {"key": "tier", "operator": "In", "values": ["web", "api"]},
+                {"key": "env", "operator": "NotIn", "values": ["dev"]},
+                {"key": "team", "operator": "Exists"},
+                {"key": "canary", "operator": "DoesNotExist"}
+            ]
+        }));
+        assert_eq!(
+            selector_string(&selector),
+            "app=checkout,tier in (web,api),env notin (dev),team,!canary"
+        );
+    }
+
+    #[test]
+    fn label_syntax_errors_are_named() {
+        let target: Target =
+            serde_json::from_value(json!({"podSelector": {"matchLabels": {"app": "bad value"}}})).unwrap();
+        assert_eq!(
+            invalid_labels(&target).as_deref(),
+            Some(r#"target.podSelector: "bad value" is not a valid label value"#)
+        );
+        let target: Target =
+            serde_json::from_value(json!({"namespaceSelector": {"matchLabels": {"-x/app": "a"}}})).unwrap();
+        assert!(invalid_labels(&target).unwrap().contains("label key"));
+        let target: Target =
+            serde_json::from_value(json!({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "x", "k": ""}}}))
+                .unwrap();
+        assert_eq!(invalid_labels(&target), None);
+    }
+}
