@@ -11,7 +11,13 @@
 //! of packets that kept their payload; `pcap` the export. Without a tokens file the API is open
 //! (the local run). Browsers' EventSource cannot send headers, so `access_token` in the query
 //! string is accepted as well.
+//!
+//! Or, with `--auth kubernetes`, the cluster's own identities and RBAC per session namespace
+//! ([`kubernetes`]): the same scopes, asked of the cluster for each namespace.
 
+pub mod kubernetes;
+
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Arc;
 
@@ -21,7 +27,7 @@ use serde::Deserialize;
 
 use crate::error::ApiError;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     Read,
@@ -36,6 +42,45 @@ impl Scope {
             Self::Payload => "payload",
             Self::Pcap => "pcap",
         }
+    }
+
+    /// The CaptureSession subresource whose `get` grants this scope under `--auth kubernetes`.
+    pub fn subresource(self) -> Option<&'static str> {
+        match self {
+            Self::Read => None,
+            Self::Payload => Some("payload"),
+            Self::Pcap => Some("pcap"),
+        }
+    }
+
+    fn resource(self) -> &'static str {
+        match self {
+            Self::Read => "capturesessions",
+            Self::Payload => "capturesessions/payload",
+            Self::Pcap => "capturesessions/pcap",
+        }
+    }
+}
+
+/// How callers are told apart.
+#[derive(Debug)]
+pub enum Auth {
+    /// A tokens file, or none (open).
+    Tokens(Tokens),
+    /// The cluster's TokenReview and SubjectAccessReview.
+    Kubernetes(Box<kubernetes::Reviewer>),
+}
+
+impl Auth {
+    /// Every request is let in (no tokens file).
+    pub fn is_open(&self) -> bool {
+        matches!(self, Self::Tokens(tokens) if tokens.is_open())
+    }
+}
+
+impl From<Tokens> for Auth {
+    fn from(tokens: Tokens) -> Self {
+        Self::Tokens(tokens)
     }
 }
 
@@ -126,35 +171,149 @@ struct AccessToken {
     access_token: Option<String>,
 }
 
-/// Who is calling; extracting it requires the `read` scope.
+/// Who is calling; extracting it requires the `read` scope (in tokens mode) or an identity the
+/// cluster accepts (in Kubernetes mode, where `read` is decided per namespace).
 #[derive(Debug, Clone)]
 pub struct Caller {
     pub name: Arc<str>,
-    scopes: Option<Vec<Scope>>,
+    pub groups: Arc<[String]>,
+    access: Access,
+}
+
+#[derive(Debug, Clone)]
+enum Access {
+    Open,
+    Scopes(Vec<Scope>),
+    Kubernetes {
+        identity: Arc<kubernetes::Identity>,
+        auth: Arc<Auth>,
+    },
+}
+
+/// The sessions a caller may see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visible {
+    All,
+    /// These sessions' keys (`namespace/name`) only.
+    Sessions(Vec<String>),
 }
 
 impl Caller {
+    /// `scope` everywhere: the tokens file's scopes. Under Kubernetes auth use [`Self::require_in`].
     pub fn require(&self, scope: Scope) -> Result<(), ApiError> {
-        match &self.scopes {
-            Some(scopes) if !scopes.contains(&scope) => Err(ApiError::Forbidden(scope.name())),
+        match &self.access {
+            Access::Scopes(scopes) if !scopes.contains(&scope) => Err(ApiError::Forbidden(scope.name())),
             _ => Ok(()),
+        }
+    }
+
+    /// `scope` for the sessions of `namespace`.
+    pub async fn require_in(&self, namespace: &str, scope: Scope) -> Result<(), ApiError> {
+        match &self.access {
+            Access::Open => Ok(()),
+            Access::Scopes(_) => self.require(scope),
+            Access::Kubernetes { identity, auth } => {
+                let Auth::Kubernetes(reviewer) = auth.as_ref() else {
+                    unreachable!("a Kubernetes caller comes from the Kubernetes reviewer")
+                };
+                if reviewer
+                    .allowed(identity, scope, namespace)
+                    .await
+                    .map_err(review_error)?
+                {
+                    Ok(())
+                } else {
+                    Err(ApiError::Denied(format!(
+                        "{} may not get {} in namespace {namespace}",
+                        self.name,
+                        scope.resource()
+                    )))
+                }
+            }
+        }
+    }
+
+    /// The sessions this caller may see: all of them, or those of the namespaces where the
+    /// cluster lets it `get` CaptureSessions (asked once per namespace that has sessions, or once
+    /// for all namespaces when that is allowed).
+    pub async fn visible(&self, pool: &sqlx::PgPool) -> Result<Visible, ApiError> {
+        let Access::Kubernetes { identity, auth } = &self.access else {
+            return Ok(Visible::All);
+        };
+        let Auth::Kubernetes(reviewer) = auth.as_ref() else {
+            unreachable!("a Kubernetes caller comes from the Kubernetes reviewer")
+        };
+        if reviewer
+            .allowed(identity, Scope::Read, "")
+            .await
+            .map_err(review_error)?
+        {
+            return Ok(Visible::All);
+        }
+        let namespaces: Vec<String> = sqlx::query_scalar("SELECT DISTINCT namespace FROM sessions")
+            .fetch_all(pool)
+            .await?;
+        let decisions = futures::future::join_all(
+            namespaces
+                .iter()
+                .map(|namespace| reviewer.allowed(identity, Scope::Read, namespace)),
+        )
+        .await;
+        let mut allowed = BTreeSet::new();
+        for (namespace, decision) in namespaces.into_iter().zip(decisions) {
+            if decision.map_err(review_error)? {
+                allowed.insert(namespace);
+            }
+        }
+        let allowed: Vec<String> = allowed.into_iter().collect();
+        let sessions: Vec<String> =
+            sqlx::query_scalar("SELECT namespace || '/' || name FROM sessions WHERE namespace = ANY($1) ORDER BY 1")
+                .bind(&allowed)
+                .fetch_all(pool)
+                .await?;
+        Ok(Visible::Sessions(sessions))
+    }
+
+    /// Narrows `filter` to what this caller may see: a named session needs `read` in its
+    /// namespace (403 otherwise); without one, only the visible sessions' rows are read.
+    pub async fn restrict(&self, pool: &sqlx::PgPool, filter: &mut crate::filter::Filter) -> Result<(), ApiError> {
+        if let Some(session) = &filter.session {
+            let namespace = session.split_once('/').map_or("", |(namespace, _)| namespace);
+            return self.require_in(namespace, Scope::Read).await;
+        }
+        if let Visible::Sessions(sessions) = self.visible(pool).await? {
+            filter.sessions = Some(sessions);
+        }
+        Ok(())
+    }
+}
+
+fn review_error(error: kubernetes::ReviewError) -> ApiError {
+    match error {
+        kubernetes::ReviewError::Rejected(_) => ApiError::Rejected(error.to_string()),
+        kubernetes::ReviewError::Unreachable(_) => {
+            tracing::warn!(%error, "authorization unavailable");
+            ApiError::AuthUnavailable(error.to_string())
         }
     }
 }
 
 impl<S> FromRequestParts<S> for Caller
 where
-    Arc<Tokens>: FromRef<S>,
+    Arc<Auth>: FromRef<S>,
     S: Send + Sync,
 {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
-        let tokens = Arc::<Tokens>::from_ref(state);
-        if tokens.entries.is_none() {
+        let auth = Arc::<Auth>::from_ref(state);
+        if let Auth::Tokens(tokens) = auth.as_ref()
+            && tokens.entries.is_none()
+        {
             return Ok(Self {
                 name: "anonymous".into(),
-                scopes: None,
+                groups: Arc::new([]),
+                access: Access::Open,
             });
         }
         let from_header = parts
@@ -170,17 +329,34 @@ where
                 .access_token
         };
         let presented = from_header.or_else(from_query).ok_or(ApiError::Unauthenticated)?;
-        let entry = tokens.find(presented.trim()).ok_or(ApiError::Unauthenticated)?;
-        let caller = Self {
-            name: entry.name.as_str().into(),
-            scopes: Some(entry.scopes.clone()),
-        };
-        caller.require(Scope::Read)?;
-        Ok(caller)
+        match auth.as_ref() {
+            Auth::Tokens(tokens) => {
+                let entry = tokens.find(presented.trim()).ok_or(ApiError::Unauthenticated)?;
+                let caller = Self {
+                    name: entry.name.as_str().into(),
+                    groups: Arc::new([]),
+                    access: Access::Scopes(entry.scopes.clone()),
+                };
+                caller.require(Scope::Read)?;
+                Ok(caller)
+            }
+            Auth::Kubernetes(reviewer) => {
+                let identity = reviewer.authenticate(presented.trim()).await.map_err(review_error)?;
+                Ok(Self {
+                    name: identity.username.as_str().into(),
+                    groups: identity.groups.clone().into(),
+                    access: Access::Kubernetes {
+                        identity,
+                        auth: auth.clone(),
+                    },
+                })
+            }
+        }
     }
 }
 
 /// One line per access to payload bytes or a pcap export: who, what, when (the log's timestamp).
 pub fn audit(caller: &Caller, action: &str, target: &str) {
-    tracing::info!(target: "trawl_api::audit", who = %caller.name, action, target, "audit");
+    let groups = caller.groups.join(",");
+    tracing::info!(target: "trawl_api::audit", who = %caller.name, %groups, action, target, "audit");
 }

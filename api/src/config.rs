@@ -1,7 +1,13 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use clap::Parser;
+use clap::{Parser, ValueEnum};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    Tokens,
+    Kubernetes,
+}
 
 /// Serves the REST API over what Trawl captured (from PostgreSQL only) and the web UI.
 ///
@@ -17,9 +23,20 @@ pub struct Config {
     #[arg(long, env = "TRAWL_DATABASE_URL")]
     pub database_url: String,
 
-    /// File of bearer tokens with their scopes. Unset: the API is open (for local use only).
+    /// Who callers are: `tokens` (the tokens file; without one the API is open, for local use
+    /// only) or `kubernetes` (bearer tokens the cluster accepts, through TokenReview, and what
+    /// RBAC lets them get per session namespace, through SubjectAccessReview).
+    #[arg(long, env = "TRAWL_AUTH", value_enum, default_value_t = AuthMode::Tokens)]
+    pub auth: AuthMode,
+
+    /// File of bearer tokens with their scopes (`--auth tokens`).
     #[arg(long, env = "TRAWL_TOKENS_FILE")]
     pub tokens_file: Option<PathBuf>,
+
+    /// Audiences a token must be issued for (`--auth kubernetes`), comma-separated; e.g. `trawl`
+    /// for tokens from `kubectl create token NAME --audience trawl`. Empty: the API server's own.
+    #[arg(long, env = "TRAWL_TOKEN_AUDIENCES", value_delimiter = ',')]
+    pub token_audiences: Vec<String>,
 
     /// Folder of the built web UI, served at `/`.
     #[arg(long, env = "TRAWL_STATIC_DIR", default_value = "frontend/dist")]

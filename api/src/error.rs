@@ -17,6 +17,15 @@ pub enum ApiError {
     Unauthenticated,
     #[error("this token lacks the `{0}` scope")]
     Forbidden(&'static str),
+    /// Kubernetes RBAC said no.
+    #[error("{0}")]
+    Denied(String),
+    /// The cluster did not accept the token.
+    #[error("{0}")]
+    Rejected(String),
+    /// The cluster could not be asked: refused rather than let through.
+    #[error("{0}")]
+    AuthUnavailable(String),
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("the query ran longer than the API allows (its statement timeout)")]
@@ -65,8 +74,9 @@ impl IntoResponse for ApiError {
         let (status, parameter, message) = match &self {
             Self::BadParameter { parameter, message } => (StatusCode::BAD_REQUEST, Some(*parameter), message.clone()),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, None, self.to_string()),
-            Self::Unauthenticated => (StatusCode::UNAUTHORIZED, None, self.to_string()),
-            Self::Forbidden(_) => (StatusCode::FORBIDDEN, None, self.to_string()),
+            Self::Unauthenticated | Self::Rejected(_) => (StatusCode::UNAUTHORIZED, None, self.to_string()),
+            Self::Forbidden(_) | Self::Denied(_) => (StatusCode::FORBIDDEN, None, self.to_string()),
+            Self::AuthUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None, self.to_string()),
             Self::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 (

@@ -14,11 +14,23 @@ use clap::Parser;
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     service::logging::init();
-    let tokens = match &config.tokens_file {
-        Some(path) => auth::Tokens::load(path)?,
-        None => {
+    let auth = match (config.auth, &config.tokens_file) {
+        (config::AuthMode::Kubernetes, Some(_)) => {
+            anyhow::bail!("--tokens-file and --auth kubernetes exclude each other: pick one way to tell callers apart")
+        }
+        (config::AuthMode::Kubernetes, None) => {
+            let client = kube::Client::try_default()
+                .await
+                .context("--auth kubernetes needs the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+            auth::Auth::Kubernetes(Box::new(auth::kubernetes::Reviewer::new(
+                client,
+                config.token_audiences.clone(),
+            )))
+        }
+        (config::AuthMode::Tokens, Some(path)) => auth::Tokens::load(path)?.into(),
+        (config::AuthMode::Tokens, None) => {
             tracing::warn!("no --tokens-file: the API is open to anyone who can reach it");
-            auth::Tokens::open()
+            auth::Tokens::open().into()
         }
     };
     let options: sqlx::postgres::PgConnectOptions = config.database_url.parse().context("invalid --database-url")?;
@@ -36,7 +48,7 @@ async fn main() -> anyhow::Result<()> {
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let state = state::AppState {
         pool,
-        tokens: Arc::new(tokens),
+        auth: Arc::new(auth),
         metrics: Arc::default(),
         max_page_size: config.max_page_size,
         shutdown,

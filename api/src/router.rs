@@ -50,6 +50,7 @@ impl utoipa::Modify for BearerAuth {
 /// The API's routes with their OpenAPI operations; the paths are in the handlers' annotations.
 pub fn api_routes() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(routes::whoami::get))
         .routes(routes!(routes::sessions::list))
         .routes(routes!(routes::sessions::get))
         .routes(routes!(routes::pcap::export))
@@ -149,7 +150,7 @@ pub fn router(state: AppState, static_dir: &Path) -> Router {
     let (api, document) = api_routes().split_for_parts();
     let document = as_deployed(
         with_common_responses(document),
-        state.tokens.is_open(),
+        state.auth.is_open(),
         state.max_page_size,
     );
     let docs_page = crate::docs::render(&document);

@@ -7,13 +7,13 @@ use std::sync::atomic::AtomicBool;
 use axum::extract::FromRef;
 use sqlx::PgPool;
 
-use crate::auth::Tokens;
+use crate::auth::Auth;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
 pub struct AppState {
     pub pool: PgPool,
-    pub tokens: Arc<Tokens>,
+    pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub max_page_size: u32,
     /// Flips to true at shutdown, ending live streams so that the server can stop.
@@ -23,9 +23,9 @@ pub struct AppState {
 }
 
 /// What the `Caller` extractor needs, taken from any state that has it.
-impl FromRef<AppState> for Arc<Tokens> {
+impl FromRef<AppState> for Arc<Auth> {
     fn from_ref(state: &AppState) -> Self {
-        state.tokens.clone()
+        state.auth.clone()
     }
 }
 

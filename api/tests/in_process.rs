@@ -17,7 +17,7 @@ use tower::ServiceExt;
 const READER: &str = "reader-token-0123456789";
 const ANALYST: &str = "analyst-token-0123456789";
 
-fn tokens() -> Arc<Tokens> {
+fn tokens() -> Tokens {
     let path = std::env::temp_dir().join(format!("trawl-tokens-{}.yaml", testkit::unique_suffix()));
     std::fs::write(
         &path,
@@ -28,13 +28,13 @@ fn tokens() -> Arc<Tokens> {
     .unwrap();
     let tokens = Tokens::load(&path).unwrap();
     std::fs::remove_file(path).unwrap();
-    Arc::new(tokens)
+    tokens
 }
 
-fn state(pool: sqlx::PgPool, tokens: Arc<Tokens>) -> AppState {
+fn state(pool: sqlx::PgPool, tokens: Tokens) -> AppState {
     AppState {
         pool,
-        tokens,
+        auth: Arc::new(tokens.into()),
         metrics: Arc::default(),
         max_page_size: 1000,
         shutdown: tokio::sync::watch::channel(false).1,
@@ -63,7 +63,7 @@ async fn get(state: AppState, uri: &str, token: Option<&str>) -> (StatusCode, Va
 
 #[tokio::test]
 async fn bad_parameters_are_400s_that_name_the_parameter() {
-    let open = || state(unreachable_database(), Arc::new(Tokens::open()));
+    let open = || state(unreachable_database(), Tokens::open());
     for (uri, parameter) in [
         ("/api/v1/packets?limit=many", "limit"),
         ("/api/v1/packets?q=host", "q"),
@@ -88,13 +88,9 @@ async fn bad_parameters_are_400s_that_name_the_parameter() {
 
 #[tokio::test]
 async fn the_served_document_asks_for_tokens_only_when_there_are_any() {
-    let open = get(
-        state(unreachable_database(), Arc::new(Tokens::open())),
-        "/api/openapi.json",
-        None,
-    )
-    .await
-    .1;
+    let open = get(state(unreachable_database(), Tokens::open()), "/api/openapi.json", None)
+        .await
+        .1;
     assert!(open["security"].is_null(), "an open API asks for no token");
     assert!(open["paths"]["/api/v1/packets"]["get"]["responses"]["401"].is_null());
     let limit = |document: &Value| {
@@ -153,7 +149,7 @@ async fn unknown_things_are_404s() {
     let database = TestDatabase::create().await;
     let pool = database.pool().await;
     database::MIGRATOR.run(&pool).await.unwrap();
-    let open = || state(pool.clone(), Arc::new(Tokens::open()));
+    let open = || state(pool.clone(), Tokens::open());
     let (status, body) = get(open(), "/api/v1/packets/424242", None).await;
     assert_eq!(status, StatusCode::NOT_FOUND, "{body}");
     let (status, body) = get(open(), "/api/v1/sessions/team-a/nothing", None).await;
@@ -164,7 +160,7 @@ async fn unknown_things_are_404s() {
 
 #[tokio::test]
 async fn unbounded_input_is_refused_before_the_database() {
-    let open = || state(unreachable_database(), Arc::new(Tokens::open()));
+    let open = || state(unreachable_database(), Tokens::open());
     let deep = format!("{}tcp{}", "%28".repeat(600), "%29".repeat(600));
     let nots = "not%20".repeat(1000) + "tcp";
     let chained = vec!["tcp"; 200].join("%20and%20");
@@ -234,7 +230,7 @@ fn the_openapi_document_names_each_operation_once_and_every_answer() {
             }
         }
     }
-    assert_eq!(ids.len(), 12, "{ids:?}");
+    assert_eq!(ids.len(), 13, "{ids:?}");
 }
 
 #[tokio::test]
@@ -260,7 +256,7 @@ async fn a_statement_past_the_timeout_is_a_503_and_the_pcap_export_is_exempt() {
 
     // Walking a million rows for a port none has takes far longer than 20 ms.
     let (status, body) = get(
-        state(pool.clone(), Tokens::open().into()),
+        state(pool.clone(), Tokens::open()),
         "/api/v1/packets?session=test/slow&q=port%201",
         None,
     )
@@ -271,7 +267,7 @@ async fn a_statement_past_the_timeout_is_a_503_and_the_pcap_export_is_exempt() {
         "{body}"
     );
 
-    let router = api::router::router(state(pool, Tokens::open().into()), std::path::Path::new("/nonexistent"));
+    let router = api::router::router(state(pool, Tokens::open()), std::path::Path::new("/nonexistent"));
     let response = router
         .oneshot(
             Request::get("/api/v1/sessions/test/slow/pcap?q=port%201")

@@ -29,6 +29,10 @@ pub struct PipelineOptions {
     pub shards: u16,
     /// The sniffer's capture filter.
     pub filter: String,
+    /// The node the sniffer says it runs on (a targeted sniffer reads this node's targets).
+    pub node: String,
+    /// Extra environment of the sniffer (`KUBECONFIG` for one that watches its targets).
+    pub sniffer_env: Vec<(String, String)>,
 }
 
 impl Default for PipelineOptions {
@@ -41,6 +45,8 @@ impl Default for PipelineOptions {
             sniffer_args: Vec::new(),
             shards: 1,
             filter: format!("udp port {PORT}"),
+            node: "e2e-node".into(),
+            sniffer_env: Vec::new(),
         }
     }
 }
@@ -132,6 +138,8 @@ pub struct Pipeline {
     pub database: Database,
     sniffer_port: u16,
     sniffer_args: Vec<String>,
+    sniffer_env: Vec<(String, String)>,
+    node: String,
     shards: u16,
     filter: String,
     rx_before: u64,
@@ -166,6 +174,8 @@ impl Pipeline {
             database,
             sniffer_port: free_port(),
             sniffer_args: options.sniffer_args,
+            sniffer_env: options.sniffer_env,
+            node: options.node,
             shards: options.shards,
             filter: options.filter,
             rx_before,
@@ -230,19 +240,25 @@ impl Pipeline {
     pub async fn start_sniffer(&mut self) {
         let mut command = Command::new(workspace_binary("sniffer", "trawl-sniffer"));
         command
-            .args(["--session", &self.session, "--node", "e2e-node"])
+            .args(["--session", &self.session, "--node", &self.node])
             .args(["--interfaces", &self.network.host_interface])
             .args(["--filter", &self.filter])
             .args(["--amqp-url", &self.broker.amqp_url(), "--routing-key", &self.queue])
             .args(["--shards", &self.shards.to_string()])
             .args(["--listen", &format!("127.0.0.1:{}", self.sniffer_port)])
-            .args(&self.sniffer_args);
+            .args(&self.sniffer_args)
+            .envs(self.sniffer_env.iter().map(|(k, v)| (k, v)));
         self.sniffer = Some(Service::start("trawl-sniffer", command));
         let url = format!("http://127.0.0.1:{}/readyz", self.sniffer_port);
         wait_until("the sniffer to be ready", DEADLINE, || async {
             ureq::get(&url).call().ok().map(|_| ())
         })
         .await;
+    }
+
+    /// The sniffer's metrics port.
+    pub fn sniffer_port(&self) -> u16 {
+        self.sniffer_port
     }
 
     /// Stops the sniffer with SIGTERM: it flushes and sends its final counters.

@@ -243,6 +243,20 @@ async fn packets_are_named_filtered_and_mapped_by_what_their_addresses_were() {
     let via_service = api.packets(&[("service", &format!("{}/ledger", bank.name))]);
     assert_eq!(via_service.len(), 5);
     assert!(via_service.iter().all(|p| p["dst_endpoint"]["kind"] == "service"));
+
+    // Top talkers by workload: the reused address's packets split by who held it when.
+    let (status, stats) = api.get("/api/v1/stats", &[]);
+    assert_eq!(status, 200);
+    let sent_by = |name: String| {
+        stats["top_workloads"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|count| count["name"] == name.as_str())
+            .map(|count| count["packets"].as_i64().unwrap())
+    };
+    assert_eq!(sent_by(format!("{}/checkout", shop.name)), Some(19), "{stats:#}");
+    assert_eq!(sent_by(format!("{}/intruder", bank.name)), Some(4), "{stats:#}");
     let external = api.packets(&[("q", &format!("dst host {EXTERNAL}"))]);
     assert_eq!(external.len(), 3);
     for packet in &external {
@@ -279,4 +293,52 @@ async fn packets_are_named_filtered_and_mapped_by_what_their_addresses_were() {
         .expect("the Service is a node of its own");
     assert_eq!(service_node["id"], format!("{}/service/ledger", bank.name));
     assert_eq!(edge(&shop_checkout, service_node["id"].as_str().unwrap())["packets"], 5);
+
+    // The pcapng export names every address in a Name Resolution Block, which tshark reads (the
+    // external resolver off: no DNS query leaves the machine). One name per address: the reused
+    // address carries its last holder's.
+    let (namespace, name) = api.session.split_once('/').unwrap();
+    let mut response = ureq::get(&format!(
+        "http://127.0.0.1:{}/api/v1/sessions/{namespace}/{name}/pcap",
+        api.port
+    ))
+    .query("format", "pcapng")
+    .call()
+    .unwrap();
+    let file = std::env::temp_dir().join(format!("trawl-names-{}.pcapng", testkit::unique_suffix()));
+    std::fs::write(
+        &file,
+        response.body_mut().with_config().limit(1 << 30).read_to_vec().unwrap(),
+    )
+    .unwrap();
+    let output = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            file.to_str().unwrap(),
+            "-N",
+            "n",
+            "-o",
+            "nameres.use_external_name_resolver:FALSE",
+        ])
+        .args(["-T", "fields", "-e", "ip.src_host", "-e", "ip.dst_host"])
+        .output()
+        .unwrap();
+    let _ = std::fs::remove_file(&file);
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    let text = String::from_utf8(output.stdout).unwrap();
+    let names: std::collections::BTreeSet<&str> = text.split_whitespace().collect();
+    assert_eq!(text.lines().count(), 24, "{text}");
+    for expected in [
+        format!("ledger.{}.svc", bank.name),
+        "api.example.org".to_owned(),
+        format!("intruder-1.{}", bank.name),
+    ] {
+        assert!(names.contains(expected.as_str()), "{expected} not in {names:?}");
+    }
+    assert!(
+        names
+            .iter()
+            .any(|n| n.starts_with("ledger-") && n.ends_with(&format!(".{}", bank.name))),
+        "the ledger pod by name: {names:?}"
+    );
 }

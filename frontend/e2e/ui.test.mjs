@@ -196,6 +196,8 @@ test("a token is asked for when the API requires one", async () => {
     await tab.getByLabel("Token", { exact: true }).fill("e2e-token-0123456789abcdef");
     await tab.getByRole("button", { name: "Use token" }).click();
     await tab.getByRole("link", { name: session }).waitFor();
+    // The top bar says whom the API takes this tab for: the token's name.
+    await tab.getByRole("button", { name: "e2e", exact: true }).waitFor();
     await tab.close();
   } finally {
     api.kill();

@@ -1,6 +1,7 @@
 import { NavLink, Route, Routes } from "react-router-dom";
 import { ThemeToggle } from "./components/ThemeToggle";
 import { TokenPrompt } from "./components/TokenPrompt";
+import { WhoAmI } from "./components/WhoAmI";
 import { Dashboard } from "./pages/Dashboard";
 import { Events } from "./pages/Events";
 import { Flows } from "./pages/Flows";
@@ -34,6 +35,7 @@ export function App() {
           <NavLink to={carry("/events")}>Events</NavLink>
           <NavLink to={carry("/service-map")}>Service map</NavLink>
         </nav>
+        <WhoAmI />
         <ThemeToggle />
       </header>
       <main>

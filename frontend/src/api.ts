@@ -146,9 +146,16 @@ export interface Stats {
   timeline: { start: string; packets: number; bytes: number }[];
   protocols: Count[];
   top_talkers: Count[];
+  top_workloads: Count[];
   top_dns_names: Count[];
   top_http_hosts: Count[];
   top_tls_server_names: Count[];
+}
+
+/** `GET /api/v1/whoami`. */
+export interface WhoAmI {
+  name: string;
+  groups: string[];
 }
 
 export class ApiError extends Error {

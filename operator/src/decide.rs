@@ -393,6 +393,18 @@ fn targeted_condition(resolved: &targets::Resolved) -> Decided {
             shown.join(", ")
         )
     };
+    if let Some((node, count)) = resolved.overfull_nodes().first() {
+        return Decided {
+            type_: crds::condition::TARGETED,
+            status: false,
+            reason: "TooManyTargets",
+            message: format!(
+                "node {node} hosts {count} targeted addresses, more than the {} a kernel filter holds: its sniffer \
+                 keeps its previous targets; narrow the podSelector",
+                targets::MAX_ADDRESSES_PER_NODE
+            ),
+        };
+    }
     let (status, reason) = match (counts.pods > 0, resolved.host_network.is_empty()) {
         (true, true) => (true, "PodsTargeted"),
         (true, false) => (true, "HostNetworkPodsSkipped"),

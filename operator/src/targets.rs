@@ -123,6 +123,11 @@ fn valid_value(value: &str) -> bool {
         && edge(value.bytes().last())
 }
 
+/// Addresses one node's sniffer can filter on: libpcap compiles about 3.5 classic BPF
+/// instructions per IPv4 address and the kernel takes at most 4096 (`bash bench/targets.sh`).
+/// Past it the sniffer keeps its previous filter, so the session must say so.
+pub const MAX_ADDRESSES_PER_NODE: usize = 1000;
+
 /// What a session's target resolved to.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Resolved {
@@ -141,6 +146,15 @@ impl Resolved {
             nodes: self.addresses.len() as i32,
             host_network_pods: self.host_network.len() as i32,
         }
+    }
+
+    /// Nodes with more targeted addresses than their sniffer's kernel filter can hold.
+    pub fn overfull_nodes(&self) -> Vec<(&str, usize)> {
+        self.addresses
+            .iter()
+            .filter(|(_, addresses)| addresses.len() > MAX_ADDRESSES_PER_NODE)
+            .map(|(node, addresses)| (node.as_str(), addresses.len()))
+            .collect()
     }
 
     /// The ConfigMap data the sniffers read: per node, one address per line.

@@ -57,6 +57,7 @@ const EXTERNAL: &[&str] = &[
     "database.url=postgres://trawl:secret@db.example.internal:5432/trawl",
     "broker.url=amqp://trawl:secret@mq.example.internal:5672/%2f",
     "api.ingress.enabled=true",
+    "api.auth=tokens",
     "api.tokensSecret=trawl-tokens",
     "operator.keda=true",
 ];
@@ -265,5 +266,113 @@ async fn the_operator_reconciles_under_the_charts_own_service_account_and_rbac()
         },
     )
     .await;
+
+    // A targeted session needs the node labels, the targets ConfigMap and the sniffers'
+    // ServiceAccount, Role and RoleBinding: its ConfigMap holding the pod proves the operator may
+    // create them all (a Role only with the permissions it grants).
+    let pod = r#"{"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "web", "labels": {"app": "web"}},
+        "spec": {"nodeName": "kwok-node-0", "containers": [{"name": "web", "image": "registry.invalid/web:1"}],
+                 "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}]}}"#;
+    let targeted = r#"{"apiVersion": "trawl.dev/v1alpha1", "kind": "CaptureSession", "metadata": {"name": "targeted"},
+        "spec": {"target": {"podSelector": {"matchLabels": {"app": "web"}}},
+                 "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
+                 "parsers": {"autoscaler": "none", "minReplicas": 0, "maxReplicas": 1, "shards": 1}}}"#;
+    for object in [pod, targeted] {
+        let mut apply = namespace.kubectl();
+        apply.args(["apply", "-f", "-"]);
+        let applied = run(apply, Some(object.as_bytes()));
+        assert!(applied.status.success(), "{}", text(&applied.stderr));
+    }
+    wait_until("the targeted session's ConfigMap for kwok-node-0", DEADLINE, || async {
+        let mut get = namespace.kubectl();
+        get.args([
+            "get",
+            "configmap",
+            "targeted-targets",
+            "-o",
+            "jsonpath={.data.kwok-node-0}",
+        ]);
+        (!text(&run(get, None).stdout).trim().is_empty()).then_some(())
+    })
+    .await;
+
+    // The API with Kubernetes auth under its own ServiceAccount: it may review tokens and access.
+    let api_kubeconfig = std::env::temp_dir().join(format!("{release}-api.kubeconfig"));
+    let api_token = service_account_token(&namespace, &format!("{release}-api"), None);
+    write_kubeconfig(control_plane, &api_kubeconfig, &api_token);
+    let port = free_port();
+    let mut api = Command::new(testkit::process::workspace_binary("api", "trawl-api"));
+    api.env("KUBECONFIG", &api_kubeconfig)
+        .args([
+            "--database-url",
+            &database.url,
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+        ])
+        .args(["--auth", "kubernetes", "--token-audiences", "trawl"]);
+    let _api = Service::start("trawl-api", api);
+    // The operator's ServiceAccount may get every CaptureSession: it sees the mirrored sessions.
+    let caller = service_account_token(&namespace, &format!("{release}-operator"), Some("trawl"));
+    wait_until("the API to answer with both sessions", DEADLINE, || async {
+        let mut response = ureq::get(&format!("http://127.0.0.1:{port}/api/v1/sessions"))
+            .header("Authorization", &format!("Bearer {caller}"))
+            .call()
+            .ok()?;
+        let body: serde_json::Value = response.body_mut().read_json().ok()?;
+        let names: Vec<String> = body["items"]
+            .as_array()?
+            .iter()
+            .filter_map(|s| s["name"].as_str().map(str::to_owned))
+            .collect();
+        (names.contains(&"web-and-dns".to_owned()) && names.contains(&"targeted".to_owned())).then_some(())
+    })
+    .await;
+    // A token for another audience is not taken.
+    let wrong_audience = service_account_token(&namespace, &format!("{release}-operator"), None);
+    let refused = ureq::get(&format!("http://127.0.0.1:{port}/api/v1/sessions"))
+        .header("Authorization", &format!("Bearer {wrong_audience}"))
+        .call();
+    assert!(matches!(refused, Err(ureq::Error::StatusCode(401))), "{refused:?}");
+    let _ = std::fs::remove_file(&api_kubeconfig);
     let _ = std::fs::remove_file(&kubeconfig);
+}
+
+/// `kubectl create token`, for `audience` if given.
+fn service_account_token(
+    namespace: &testkit::control_plane::TestNamespace,
+    account: &str,
+    audience: Option<&str>,
+) -> String {
+    let mut token = namespace.kubectl();
+    token.args(["create", "token", account, "--duration=1h"]);
+    if let Some(audience) = audience {
+        token.args(["--audience", audience]);
+    }
+    let token = run(token, None);
+    assert!(token.status.success(), "{}", text(&token.stderr));
+    text(&token.stdout).trim().to_owned()
+}
+
+/// A copy of the control plane's kubeconfig whose only credential is `token`.
+fn write_kubeconfig(control_plane: &ControlPlane, path: &std::path::Path, token: &str) {
+    std::fs::copy(&control_plane.kubeconfig, path).unwrap();
+    for args in [
+        vec![
+            "config".to_owned(),
+            "set-credentials".into(),
+            "sa".into(),
+            format!("--token={token}"),
+        ],
+        vec![
+            "config".into(),
+            "set-context".into(),
+            "--current".into(),
+            "--user=sa".into(),
+        ],
+    ] {
+        let mut command = Command::new(control_plane.assets.join("kubectl"));
+        command.arg("--kubeconfig").arg(path).args(&args);
+        let output = run(command, None);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
 }

@@ -25,6 +25,8 @@ pub use sql::{Columns, FLOWS, PACKETS};
 #[derive(Debug, Clone, Default)]
 pub struct Filter {
     pub session: Option<String>,
+    /// Only these sessions (`namespace/name`): what the caller may see, when that is not all.
+    pub sessions: Option<Vec<String>>,
     pub since: Option<DateTime<Utc>>,
     pub until: Option<DateTime<Utc>>,
     /// All must hold.

@@ -145,6 +145,7 @@ impl FilterParams {
     pub fn check(&self) -> Result<Filter, ApiError> {
         let mut filter = Filter {
             session: self.session.as_deref().map(check_session).transpose()?,
+            sessions: None,
             since: self.since.as_deref().map(|t| parse_time("since", t)).transpose()?,
             until: self.until.as_deref().map(|t| parse_time("until", t)).transpose()?,
             conditions: Vec::new(),

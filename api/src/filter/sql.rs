@@ -51,6 +51,12 @@ impl Filter {
                 .push(format_args!(" AND {} = ", columns.session))
                 .push_bind(session.clone());
         }
+        if let Some(sessions) = &self.sessions {
+            query
+                .push(format_args!(" AND {} = ANY(", columns.session))
+                .push_bind(sessions.clone())
+                .push(")");
+        }
         if let Some(since) = self.since {
             query
                 .push(format_args!(" AND {} >= ", columns.last_time))

@@ -119,12 +119,13 @@ const SELECT: &str = "SELECT session, flow_key, transport, l7, l7_name, \
     responses((status = 200, body = FlowPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Query(filters): Query<FilterParams>,
     Query(sort): Query<SortParams>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<FlowPage>, ApiError> {
-    let filter = filters.check()?;
+    let mut filter = filters.check()?;
+    caller.restrict(&state.pool, &mut filter).await?;
     let limit = page.limit(state.max_page_size)?;
     let sort = match sort.sort.as_deref() {
         None | Some("last_seen") => Sort::LastSeen,

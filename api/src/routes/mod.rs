@@ -8,6 +8,7 @@ pub mod service_map;
 pub mod sessions;
 pub mod stats;
 pub mod stream;
+pub mod whoami;
 
 use serde::Deserialize;
 use utoipa::IntoParams;

@@ -179,11 +179,12 @@ pub struct PacketPage {
     responses((status = 200, body = PacketPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Query(filters): Query<FilterParams>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<PacketPage>, ApiError> {
-    let filter = filters.check()?;
+    let mut filter = filters.check()?;
+    caller.restrict(&state.pool, &mut filter).await?;
     let limit = page.limit(state.max_page_size)?;
     let before: Option<i64> = page.cursor.as_deref().map(cursor::decode).transpose()?;
     let mut query =
@@ -266,8 +267,10 @@ pub async fn get(
         .await?
         .ok_or_else(not_stored)?;
     let frame = segment.frame(position).ok_or_else(not_stored)?;
+    let namespace = packet.session.split_once('/').map_or("", |(namespace, _)| namespace);
+    caller.require_in(namespace, Scope::Read).await?;
     if packet.payload_kept {
-        caller.require(Scope::Payload)?;
+        caller.require_in(namespace, Scope::Payload).await?;
         audit(&caller, "view-payload", &format!("packet {id} of {}", packet.session));
     }
     let dissection = dissect::dissect(frame);

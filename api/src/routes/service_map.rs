@@ -79,10 +79,11 @@ struct Pair {
     responses((status = 200, body = ServiceMap), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Query(filters): Query<FilterParams>,
 ) -> Result<Json<ServiceMap>, ApiError> {
-    let filter = filters.check()?;
+    let mut filter = filters.check()?;
+    caller.restrict(&state.pool, &mut filter).await?;
     if let Some(session) = &filter.session {
         ensure_session_known(&state.pool, session).await?;
     }
@@ -109,6 +110,9 @@ pub async fn get(
     );
     if let Some(session) = &filter.session {
         query.push(" AND session = ").push_bind(session.clone());
+    }
+    if let Some(sessions) = &filter.sessions {
+        query.push(" AND session = ANY(").push_bind(sessions.clone()).push(")");
     }
     if let Some(since) = filter.since {
         query.push(" AND ts >= ").push_bind(since);
@@ -177,7 +181,7 @@ async fn map(pool: &sqlx::PgPool, pairs: Vec<Pair>) -> Result<ServiceMap, sqlx::
 
 /// The map node an address stands for: its workload when it has one, else its pod, Service,
 /// node or DNS name, else the address itself.
-fn node(address: &str, endpoint: Option<&Endpoint>) -> MapNode {
+pub(crate) fn node(address: &str, endpoint: Option<&Endpoint>) -> MapNode {
     let Some(endpoint) = endpoint else {
         return MapNode {
             id: address.to_owned(),

@@ -116,8 +116,15 @@ async fn view(state: &AppState, row: Row) -> Result<Session, ApiError> {
 /// Every session the operator has mirrored, deleted ones included (until their data expires).
 #[utoipa::path(get, path = "/api/v1/sessions", operation_id = "listSessions", tag = "sessions",
     responses((status = 200, body = SessionList), (status = 401, body = ErrorBody)))]
-pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<Json<SessionList>, ApiError> {
+pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Json<SessionList>, ApiError> {
     let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(SELECT);
+    query.push(" WHERE true");
+    if let crate::auth::Visible::Sessions(visible) = caller.visible(&state.pool).await? {
+        query
+            .push(" AND namespace || '/' || name = ANY(")
+            .push_bind(visible)
+            .push(")");
+    }
     query.push(" ORDER BY namespace, name");
     let rows: Vec<Row> = query.build_query_as().fetch_all(&state.pool).await?;
     let mut items = Vec::with_capacity(rows.len());
@@ -133,9 +140,10 @@ pub async fn list(State(state): State<AppState>, _caller: Caller) -> Result<Json
     responses((status = 200, body = Session), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
 ) -> Result<Json<Session>, ApiError> {
+    caller.require_in(&namespace, crate::auth::Scope::Read).await?;
     let mut query = sqlx::QueryBuilder::<sqlx::Postgres>::new(SELECT);
     query
         .push(" WHERE namespace = ")

@@ -37,6 +37,11 @@ pub struct Stats {
     pub protocols: Vec<Count>,
     /// Source addresses by bytes sent.
     pub top_talkers: Vec<Count>,
+    /// Sources by bytes sent, by what they were at the end of the range, named as the service
+    /// map's nodes: `namespace/workload`, else `namespace/pod`, `namespace/service/name`,
+    /// `node/name`, the DNS name the session's answers gave, or the bare address. Summed over the
+    /// top 200 source addresses.
+    pub top_workloads: Vec<Count>,
     pub top_dns_names: Vec<Count>,
     pub top_http_hosts: Vec<Count>,
     pub top_tls_server_names: Vec<Count>,
@@ -59,6 +64,8 @@ pub struct Count {
 /// Bucket widths a timeline may use, in seconds.
 const STEPS: [i64; 12] = [1, 5, 10, 30, 60, 300, 600, 1800, 3600, 10800, 21600, 86400];
 const TOP: i64 = 10;
+/// Source addresses named and grouped for the top workloads.
+const TALKERS_NAMED: i64 = 200;
 
 /// The widest bucket: a year's (beyond it PostgreSQL's interval arithmetic gives up).
 const MAX_BUCKET_SECONDS: i64 = 366 * 86_400;
@@ -69,11 +76,12 @@ const MAX_BUCKET_SECONDS: i64 = 366 * 86_400;
     responses((status = 200, body = Stats), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Query(filters): Query<FilterParams>,
     Query(bucket): Query<BucketParams>,
 ) -> Result<Json<Stats>, ApiError> {
     let mut filter = filters.check()?;
+    caller.restrict(&state.pool, &mut filter).await?;
     let until = filter.until.unwrap_or_else(Utc::now);
     let since = filter.since.unwrap_or(until - chrono::Duration::hours(1));
     if since >= until {
@@ -126,7 +134,7 @@ pub async fn get(
         "true",
         20,
     );
-    let talkers = grouped(&state, &source, "talker", "host(src)", "src IS NOT NULL", TOP);
+    let talkers = grouped(&state, &source, "talker", "host(src)", "src IS NOT NULL", TALKERS_NAMED);
     let dns = grouped(
         &state,
         &source,
@@ -156,6 +164,10 @@ pub async fn get(
     if let (true, Some(session)) = (timeline.is_empty(), &filter.session) {
         ensure_session_known(&state.pool, session).await?;
     }
+    let at = until.min(Utc::now());
+    let top_workloads = by_workload(&state, &source, &top_talkers, at).await?;
+    let mut top_talkers = top_talkers;
+    top_talkers.truncate(TOP as usize);
     Ok(Json(Stats {
         since,
         until,
@@ -165,10 +177,77 @@ pub async fn get(
         timeline,
         protocols,
         top_talkers,
+        top_workloads,
         top_dns_names,
         top_http_hosts,
         top_tls_server_names,
     }))
+}
+
+/// `talkers` (by address) named and summed by workload (or whatever else names them). An address
+/// is named once, at `at`, unless its owner changed within the range (an address reused by
+/// another pod): then each of its packets is named at its own time (rare, and exact; a busy
+/// reused address costs a lookup per distinct timestamp).
+async fn by_workload(
+    state: &AppState,
+    source: &Source<'_>,
+    talkers: &[Count],
+    at: DateTime<Utc>,
+) -> Result<Vec<Count>, sqlx::Error> {
+    let session = source.filter.session.as_deref().unwrap_or("");
+    let addresses: Vec<&str> = talkers.iter().map(|t| t.name.as_str()).collect();
+    let moved: Vec<String> = sqlx::query_scalar(
+        "SELECT DISTINCT host(address) FROM endpoint_history WHERE address = ANY($1::inet[]) \
+         AND ((since > $2 AND since < $3) OR (until > $2 AND until < $3))",
+    )
+    .bind(&addresses)
+    .bind(source.since)
+    .bind(source.until)
+    .fetch_all(&state.pool)
+    .await?;
+    // (address, time to name it at, packets, bytes)
+    let mut parts: Vec<(String, DateTime<Utc>, i64, i64)> = talkers
+        .iter()
+        .filter(|t| !moved.contains(&t.name))
+        .map(|t| (t.name.clone(), at, t.packets, t.bytes))
+        .collect();
+    if !moved.is_empty() {
+        let mut q = QueryBuilder::<Postgres>::new(
+            "SELECT host(src), ts, count(*), coalesce(sum(original_len), 0)::bigint FROM packets WHERE src = ANY(",
+        );
+        q.push_bind(moved).push("::inet[])");
+        source.filter.push_sql(&mut q, &PACKETS);
+        q.push(" GROUP BY 1, 2");
+        parts.extend(
+            q.build_query_as::<(String, DateTime<Utc>, i64, i64)>()
+                .fetch_all(&state.pool)
+                .await?,
+        );
+    }
+    let lookups: Vec<crate::endpoints::Lookup<'_>> = parts
+        .iter()
+        .map(|(address, at, _, _)| crate::endpoints::Lookup {
+            session,
+            address,
+            at: *at,
+        })
+        .collect();
+    let names = crate::endpoints::name(&state.pool, &lookups).await?;
+    let mut sums: std::collections::HashMap<String, (i64, i64)> = Default::default();
+    for ((address, _, packets, bytes), endpoint) in parts.iter().zip(names) {
+        // The service map's node ids, so that the two views name a source alike.
+        let key = crate::routes::service_map::node(address, endpoint.as_ref()).id;
+        let sum = sums.entry(key).or_default();
+        sum.0 += packets;
+        sum.1 += bytes;
+    }
+    let mut counts: Vec<Count> = sums
+        .into_iter()
+        .map(|(name, (packets, bytes))| Count { name, packets, bytes })
+        .collect();
+    counts.sort_by(|a, b| b.bytes.cmp(&a.bytes).then_with(|| a.name.cmp(&b.name)));
+    counts.truncate(TOP as usize);
+    Ok(counts)
 }
 
 /// The whole minutes of [since, until) that the per-minute rollups may answer for: only when
@@ -198,6 +277,16 @@ struct Source<'a> {
 }
 
 impl Source<'_> {
+    /// The session, or the sessions the caller may see.
+    fn push_sessions(&self, q: &mut QueryBuilder<Postgres>) {
+        if let Some(session) = &self.filter.session {
+            q.push(" AND session = ").push_bind(session.clone());
+        }
+        if let Some(sessions) = &self.filter.sessions {
+            q.push(" AND session = ANY(").push_bind(sessions.clone()).push(")");
+        }
+    }
+
     /// Pushes a subquery of `(t, name, p, b)` rows: time, key, packets, bytes. `key` and `only`
     /// are constants of this file, never user input.
     fn push_rows(
@@ -220,9 +309,7 @@ impl Source<'_> {
             .push_bind(first)
             .push(" AND minute < ")
             .push_bind(last);
-        if let Some(session) = &self.filter.session {
-            q.push(" AND session = ").push_bind(session.clone());
-        }
+        self.push_sessions(q);
         // Each partial minute as its own simple range, which the BRIN index narrows to that minute.
         for (from, to) in [(self.since, first), (last, self.until)] {
             q.push(format_args!(
@@ -231,9 +318,7 @@ impl Source<'_> {
             .push_bind(from)
             .push(" AND ts < ")
             .push_bind(to);
-            if let Some(session) = &self.filter.session {
-                q.push(" AND session = ").push_bind(session.clone());
-            }
+            self.push_sessions(q);
         }
     }
 }

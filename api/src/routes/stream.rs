@@ -49,12 +49,13 @@ pub struct ResumeParams {
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn stream(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     headers: HeaderMap,
     Query(filters): Query<FilterParams>,
     Query(resume): Query<ResumeParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let filter = filters.check()?;
+    let mut filter = filters.check()?;
+    caller.restrict(&state.pool, &mut filter).await?;
     let session = filter
         .session
         .clone()

@@ -46,7 +46,11 @@ export function TokenPrompt() {
         }}
       >
         <h2 id="token-title">This Trawl API needs a token</h2>
-        <p>Paste a bearer token from your administrator (the API&apos;s tokens file). It is kept for this tab only.</p>
+        <p>
+          Paste a bearer token: in a cluster, <code>kubectl create token &lt;service-account&gt; --audience trawl</code>{" "}
+          (what you may see follows that account&apos;s RBAC); otherwise one from the API&apos;s tokens file. It is kept
+          for this tab only.
+        </p>
         <label>
           Token
           <input type="password" autoFocus value={value} onChange={(e) => setValue(e.target.value)} required />

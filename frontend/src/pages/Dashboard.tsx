@@ -119,6 +119,7 @@ export function Dashboard() {
             </figure>
           </div>
           <div className="cards">
+            <TopList title="Top workloads (by bytes sent)" counts={stats.data.top_workloads} />
             <TopList title="Top talkers (by bytes sent)" counts={stats.data.top_talkers} />
             <TopList title="DNS names" counts={stats.data.top_dns_names} />
             <TopList title="HTTP hosts" counts={stats.data.top_http_hosts} />

@@ -31,6 +31,13 @@ export function SessionDetail() {
         <a href={withToken(`/api/v1/sessions/${s.namespace}/${s.name}/pcap`)} download={`${s.namespace}-${s.name}.pcap`}>
           Download pcap
         </a>
+        <a
+          href={withToken(`/api/v1/sessions/${s.namespace}/${s.name}/pcap?format=pcapng`)}
+          download={`${s.namespace}-${s.name}.pcapng`}
+          title="pcapng with name records: Wireshark shows pods, Services and DNS names"
+        >
+          Download pcapng with names
+        </a>
       </nav>
       <div className="cards">
         <div className="card">

@@ -384,3 +384,101 @@ fn an_invalid_filter_on_a_running_session_says_capture_goes_on() {
     assert_eq!(failed.phase, Phase::Failed);
     assert!(failed.conditions[0].message.ends_with("fix it to start capturing"));
 }
+
+fn targeted(session: CaptureSession) -> CaptureSession {
+    let mut session = session;
+    session.spec.target =
+        Some(serde_json::from_value(serde_json::json!({"podSelector": {"matchLabels": {"app": "checkout"}}})).unwrap());
+    session
+}
+
+fn observed_targets(per_node: &[(&str, usize)], labelled: &[&str]) -> crate::observe::ObservedTargets {
+    let mut resolved = targets::Resolved::default();
+    for (node, count) in per_node {
+        let addresses = (0..*count).map(|i| std::net::IpAddr::from([10, 244, (i / 250) as u8, (i % 250) as u8]));
+        resolved.addresses.insert((*node).to_owned(), addresses.collect());
+        resolved.pods += count;
+    }
+    crate::observe::ObservedTargets {
+        resolved,
+        labelled: labelled.iter().map(|n| (*n).to_owned()).collect(),
+    }
+}
+
+#[test]
+fn a_targeted_session_labels_the_nodes_of_its_pods_and_unlabels_the_others() {
+    let session = with_status(targeted(session()), running());
+    let observed = Observed {
+        targets: Some(observed_targets(&[("node-a", 2), ("node-b", 1)], &["node-b", "node-c"])),
+        ..healthy()
+    };
+    let decision = decide(&session, &observed, now(), &tuning());
+    let labels = &decision.children.node_labels;
+    assert_eq!(labels.label, "capture.trawl.dev/0123456789abcdef");
+    assert_eq!(labels.add, BTreeSet::from(["node-a".to_owned()]));
+    assert_eq!(labels.remove, BTreeSet::from(["node-c".to_owned()]));
+    let children = decision
+        .children
+        .targets
+        .as_ref()
+        .expect("the targets ConfigMap and access");
+    let data = children.configmap.data.as_ref().unwrap();
+    assert_eq!(data["node-a"], "10.244.0.0\n10.244.0.1\n");
+    assert_eq!(
+        children.role.rules.as_ref().unwrap()[0]
+            .resource_names
+            .as_ref()
+            .unwrap(),
+        &["web-and-dns-targets"]
+    );
+    let Sniffers::Apply(daemonset) = &decision.children.sniffers else {
+        panic!("sniffers applied")
+    };
+    let pod = daemonset.spec.template.spec.as_ref().unwrap();
+    assert_eq!(
+        pod.node_selector.as_ref().unwrap()["capture.trawl.dev/0123456789abcdef"],
+        "true"
+    );
+    assert_eq!(pod.service_account_name.as_deref(), Some("web-and-dns-targets"));
+    assert_eq!(condition(&decision, "Targeted"), (true, "PodsTargeted"));
+    assert_eq!(decision.report.as_ref().unwrap().targets.as_ref().unwrap().pods, 3);
+}
+
+#[test]
+fn a_node_with_more_targets_than_a_kernel_filter_holds_is_reported() {
+    let session = with_status(targeted(session()), running());
+    let observed = Observed {
+        targets: Some(observed_targets(
+            &[("node-a", targets::MAX_ADDRESSES_PER_NODE + 1)],
+            &["node-a"],
+        )),
+        ..healthy()
+    };
+    let decision = decide(&session, &observed, now(), &tuning());
+    assert_eq!(condition(&decision, "Targeted"), (false, "TooManyTargets"));
+}
+
+#[test]
+fn a_suspended_targeted_session_unlabels_every_node() {
+    let mut session = with_status(targeted(session()), running());
+    session.spec.suspend = true;
+    let observed = Observed {
+        targets: Some(observed_targets(&[("node-a", 1)], &["node-a", "node-b"])),
+        ..healthy()
+    };
+    let decision = decide(&session, &observed, now(), &tuning());
+    assert!(decision.children.node_labels.add.is_empty());
+    assert_eq!(decision.children.node_labels.remove.len(), 2);
+    assert!(decision.children.targets.is_none());
+}
+
+#[test]
+fn a_target_with_a_malformed_label_stalls_the_session() {
+    let mut session = session();
+    session.spec.target = Some(
+        serde_json::from_value(serde_json::json!({"podSelector": {"matchLabels": {"app": "no spaces"}}})).unwrap(),
+    );
+    let decision = decide(&session, &Observed::default(), now(), &tuning());
+    assert_eq!(condition(&decision, "Stalled"), (true, "InvalidTarget"));
+    assert_eq!(decision.phase, Phase::Failed);
+}

@@ -1,0 +1,24 @@
+import { useQuery } from "@tanstack/react-query";
+import { getJson, type WhoAmI as Identity } from "../api";
+import { requestToken } from "./TokenPrompt";
+
+/** Who the API takes this tab for: the Kubernetes user (groups on hover), or the token's name. */
+export function WhoAmI() {
+  const me = useQuery({
+    queryKey: ["whoami"],
+    queryFn: ({ signal }) => getJson<Identity>("/api/v1/whoami", signal),
+    staleTime: 60_000,
+    retry: false,
+  });
+  if (!me.data) return null;
+  return (
+    <button
+      type="button"
+      className="whoami"
+      title={me.data.groups.length ? `Groups: ${me.data.groups.join(", ")}\nClick to use another token` : "Click to use another token"}
+      onClick={requestToken}
+    >
+      {me.data.name}
+    </button>
+  );
+}
