@@ -122,8 +122,10 @@ fn counts(status: &Value) -> (u64, u64, u64) {
     (n("captured"), n("stored"), n("dropped"))
 }
 
-fn api_get(base: &str, path: &str) -> Value {
+/// A GET as a user of the chart's default Kubernetes auth: `token` is a ServiceAccount's.
+fn api_get(base: &str, token: &str, path: &str) -> Value {
     let mut response = ureq::get(&format!("{base}{path}"))
+        .header("Authorization", &format!("Bearer {token}"))
         .call()
         .unwrap_or_else(|e| panic!("GET {path} through the API's Service: {e}"));
     response.body_mut().read_json().expect("JSON from the API")
@@ -280,7 +282,28 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
     let cluster_ip = service["spec"]["clusterIP"].as_str().expect("a ClusterIP").to_owned();
     let base = format!("http://{cluster_ip}:8080/api/v1");
     let session_id = format!("{namespace}/{SESSION}");
-    let dns = api_get(&base, &format!("/packets?session={session_id}&protocol=dns&limit=1000"));
+    // As a user would (README): a ServiceAccount bound to the chart's viewer role in the session's
+    // namespace, and a token for the API's audience. Without one the API says 401.
+    cluster.kubectl(&["create", "serviceaccount", "reader"]);
+    cluster.kubectl(&[
+        "create",
+        "rolebinding",
+        "reader",
+        "--clusterrole",
+        "trawl-viewer",
+        &format!("--serviceaccount={namespace}:reader"),
+    ]);
+    let token = cluster.kubectl(&["create", "token", "reader", "--audience", "trawl"]);
+    let token = token.trim();
+    let anonymous = ureq::get(&format!("{base}/sessions")).call();
+    assert!(matches!(anonymous, Err(ureq::Error::StatusCode(401))), "{anonymous:?}");
+    let me = api_get(&base, token, "/whoami");
+    assert_eq!(me["name"], format!("system:serviceaccount:{namespace}:reader"));
+    let dns = api_get(
+        &base,
+        token,
+        &format!("/packets?session={session_id}&protocol=dns&limit=1000"),
+    );
     let names: Vec<&str> = dns["items"]
         .as_array()
         .expect("items")
@@ -296,6 +319,7 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
     for (protocol, name) in [("http", "web1.example"), ("tls", "tls1.example")] {
         let page = api_get(
             &base,
+            token,
             &format!("/packets?session={session_id}&protocol={protocol}&limit=1000"),
         );
         let found = page["items"]
@@ -305,7 +329,7 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
             .any(|p| p["l7_name"] == name);
         assert!(found, "no {protocol} packet named {name} through the API");
     }
-    let flows = api_get(&base, &format!("/flows?session={session_id}&limit=100"));
+    let flows = api_get(&base, token, &format!("/flows?session={session_id}&limit=100"));
     assert!(
         flows["items"].as_array().is_some_and(|f| !f.is_empty()),
         "flows through the API: {flows}"

@@ -296,6 +296,57 @@ async fn the_operator_reconciles_under_the_charts_own_service_account_and_rbac()
     })
     .await;
 
+    // The sniffers' ServiceAccount may watch their targets ConfigMap and nothing else: a real
+    // sniffer under its token narrows to the pod, and the token cannot read another ConfigMap.
+    let sniffer_kubeconfig = std::env::temp_dir().join(format!("{release}-sniffer.kubeconfig"));
+    write_kubeconfig(
+        control_plane,
+        &sniffer_kubeconfig,
+        &service_account_token(&namespace, "targeted-targets", None),
+    );
+    let metrics_port = free_port();
+    let mut sniffer = Command::new(testkit::process::workspace_binary("sniffer", "trawl-sniffer"));
+    sniffer
+        .env("KUBECONFIG", &sniffer_kubeconfig)
+        .args([
+            "--session",
+            &format!("{}/targeted", namespace.name),
+            "--node",
+            "kwok-node-0",
+        ])
+        .args(["--targets-configmap", &format!("{}/targeted-targets", namespace.name)])
+        .args([
+            "--interfaces",
+            "lo",
+            "--routing-key",
+            "chart-test",
+            "--amqp-url",
+            &vhost.amqp_url,
+        ])
+        .args(["--listen", &format!("127.0.0.1:{metrics_port}")]);
+    let sniffer = Service::start("trawl-sniffer", sniffer);
+    wait_until("the sniffer to narrow to the targeted pod", DEADLINE, || async {
+        let text = testkit::metrics::scrape(metrics_port)?;
+        (testkit::metrics::value(&text, "trawl_sniffer_targets")? == 1).then_some(())
+    })
+    .await;
+    drop(sniffer);
+    let mut other = Command::new(control_plane.assets.join("kubectl"));
+    other.arg("--kubeconfig").arg(&sniffer_kubeconfig).args([
+        "-n",
+        &namespace.name,
+        "get",
+        "configmap",
+        "kube-root-ca.crt",
+    ]);
+    let refused = other.output().unwrap();
+    assert!(
+        !refused.status.success() && text(&refused.stderr).contains("forbidden"),
+        "the sniffers' token read another ConfigMap: {}",
+        text(&refused.stderr)
+    );
+    let _ = std::fs::remove_file(&sniffer_kubeconfig);
+
     // The API with Kubernetes auth under its own ServiceAccount: it may review tokens and access.
     let api_kubeconfig = std::env::temp_dir().join(format!("{release}-api.kubeconfig"));
     let api_token = service_account_token(&namespace, &format!("{release}-api"), None);
