@@ -137,7 +137,7 @@ impl Default for Accounting {
         );
         registry.register(
             "targets",
-            "Addresses the kernel filter is narrowed to (the targeted pods'), when targeting",
+            "Addresses the running kernel filter is narrowed to (the targeted pods'), when targeting; moves once a capture thread swapped the new filter in",
             accounting.targets.clone(),
         );
         registry.register(

@@ -34,7 +34,6 @@ use crate::worker::{BatchLimits, Shared};
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
-    let mut accounting_targets = 0;
     service::logging::init();
     // Compiled first on its own, so that a bad filter stops the sniffer with a message even when
     // no pod is targeted yet.
@@ -45,7 +44,6 @@ async fn main() -> anyhow::Result<()> {
         let text = source.read().await;
         let addresses = capture::parse_targets(&text).unwrap_or_default();
         filter = KernelFilter::targeting(&config.filter, &addresses)?;
-        accounting_targets = addresses.len();
     }
     let origin = Origin {
         boot_id: rand::random(),
@@ -55,7 +53,7 @@ async fn main() -> anyhow::Result<()> {
     tracing::info!(session = %origin.session, node = %origin.node, boot_id = %origin.batch_id(0), filter = %filter.expression, "starting");
 
     let accounting = Arc::new(Accounting::default());
-    accounting.targets.set(accounting_targets as i64);
+    accounting.targets.set(filter.targets.unwrap_or(0) as i64);
     let shared = Arc::new(Shared {
         origin,
         filter: worker::FilterBoard::new(filter.clone()),

@@ -110,7 +110,7 @@ pub fn narrow(text: &str, user_filter: &str, shared: &Shared) {
                 instructions = filter.instructions.len(),
                 "capture narrowed to the targets"
             );
-            shared.accounting.targets.set(count as i64);
+            // The targets gauge moves when a capture thread has swapped the filter in.
             shared.filter.publish(filter);
         }
         Err(error) => tracing::warn!(%error, "targets not applied; the filter stays as it was"),

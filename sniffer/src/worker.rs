@@ -123,6 +123,9 @@ pub fn run(
             match source.set_filter(&filter) {
                 Ok(()) => {
                     shared.accounting.filter_swaps.inc();
+                    if let Some(targets) = filter.targets {
+                        shared.accounting.targets.set(targets as i64);
+                    }
                     tracing::info!(%interface_name, instructions = filter.instructions.len(), "kernel filter swapped");
                 }
                 // The old filter stays; the next change tries again.

@@ -356,11 +356,21 @@ async fn targets_narrow_the_capture_and_swap_on_the_running_ring_losing_nothing_
         // b joins: a stays targeted through the swap.
         replace(&targets, &format!("{a}\n{b}\n"));
         rig.wait_filter_swaps(1).await;
+        assert_eq!(
+            rig.metric("trawl_sniffer_targets"),
+            2,
+            "{backend}: the gauge follows the swap"
+        );
         send(&rig, "2");
         rig.wait_captured(300).await;
         // a leaves.
         replace(&targets, &format!("{b}\n"));
         rig.wait_filter_swaps(2).await;
+        assert_eq!(
+            rig.metric("trawl_sniffer_targets"),
+            1,
+            "{backend}: the gauge follows the swap"
+        );
         send(&rig, "3");
         rig.wait_captured(400).await;
         rig.stop();
@@ -644,25 +654,30 @@ async fn a_full_queue_is_counted_as_queue_full_drops() {
 
 #[tokio::test]
 async fn vlan_tagged_frames_are_stored_as_they_were_on_the_wire() {
-    // The receiving kernel moves a frame's outer tag into the ring's metadata; the sniffer puts
-    // it back, as libpcap does. 802.1Q, 802.1ad over 802.1Q (QinQ), priority bits, VLAN 0.
-    let mut rig = Rig::start(&["--backend", "ring"]).await;
-    let (from, to) = (rig.network.inner_mac, rig.network.host_mac);
-    let plain = |i: usize| frames::udp(from, to, 5555, format!("vlan:{i}").as_bytes());
-    let sent = vec![
-        frames::with_vlan_tags(&plain(0), &[(0x8100, 100)]),
-        frames::with_vlan_tags(&plain(1), &[(0x88a8, 200), (0x8100, 300)]),
-        frames::with_vlan_tags(&plain(2), &[(0x8100, (5 << 13) | 42)]),
-        frames::with_vlan_tags(&plain(3), &[(0x8100, 0)]),
-        plain(4),
-    ];
-    rig.network.send_frames(&sent, 1_000);
-    rig.wait_captured(sent.len() as u64).await;
-    rig.stop();
-    let stored: Vec<(u32, Vec<u8>)> = unique_packets(&rig.drain().await)
-        .into_iter()
-        .map(|(_, original_len, data)| (original_len, data))
-        .collect();
-    let expected: Vec<(u32, Vec<u8>)> = sent.iter().map(|f| (f.len() as u32, f.clone())).collect();
-    assert_eq!(stored, expected, "stored bytes and lengths differ from what was sent");
+    // The receiving kernel moves a frame's outer tag into the packet's metadata; both backends
+    // put it back, as libpcap does. 802.1Q, 802.1ad over 802.1Q (QinQ), priority bits, VLAN 0.
+    for backend in ["ring", "pnet"] {
+        let mut rig = Rig::start(&["--backend", backend]).await;
+        let (from, to) = (rig.network.inner_mac, rig.network.host_mac);
+        let plain = |i: usize| frames::udp(from, to, 5555, format!("vlan:{i}").as_bytes());
+        let sent = vec![
+            frames::with_vlan_tags(&plain(0), &[(0x8100, 100)]),
+            frames::with_vlan_tags(&plain(1), &[(0x88a8, 200), (0x8100, 300)]),
+            frames::with_vlan_tags(&plain(2), &[(0x8100, (5 << 13) | 42)]),
+            frames::with_vlan_tags(&plain(3), &[(0x8100, 0)]),
+            plain(4),
+        ];
+        rig.network.send_frames(&sent, 1_000);
+        rig.wait_captured(sent.len() as u64).await;
+        rig.stop();
+        let stored: Vec<(u32, Vec<u8>)> = unique_packets(&rig.drain().await)
+            .into_iter()
+            .map(|(_, original_len, data)| (original_len, data))
+            .collect();
+        let expected: Vec<(u32, Vec<u8>)> = sent.iter().map(|f| (f.len() as u32, f.clone())).collect();
+        assert_eq!(
+            stored, expected,
+            "{backend}: stored bytes and lengths differ from what was sent"
+        );
+    }
 }

@@ -8,6 +8,8 @@ use std::net::IpAddr;
 pub struct KernelFilter {
     pub expression: String,
     pub instructions: Vec<(u16, u8, u8, u32)>,
+    /// How many addresses it is narrowed to, when it targets pods.
+    pub targets: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,6 +59,7 @@ impl KernelFilter {
         Ok(Self {
             expression,
             instructions,
+            targets: None,
         })
     }
 
@@ -85,13 +88,18 @@ impl KernelFilter {
             return Ok(Self {
                 expression: "(no targeted pod)".into(),
                 instructions: vec![(0x06, 0, 0, 0)],
+                targets: Some(0),
             });
         }
-        let targets = sides.join(" or ");
-        match expression.trim() {
-            "" => Self::compile(&targets),
-            user => Self::compile(&format!("({user}) and ({targets})")),
-        }
+        let narrowing = sides.join(" or ");
+        let filter = match expression.trim() {
+            "" => Self::compile(&narrowing)?,
+            user => Self::compile(&format!("({user}) and ({narrowing})"))?,
+        };
+        Ok(Self {
+            targets: Some(targets.len()),
+            ..filter
+        })
     }
 }
 

@@ -25,6 +25,12 @@ pub struct Frame<'a> {
 /// The 802.1Q TPID, which the kernel reports for a tag it stripped without naming the TPID.
 const ETH_P_8021Q: u16 = 0x8100;
 
+/// The outer VLAN tag the kernel took off a frame, from the frame's metadata: libpcap's test (a
+/// non-zero TCI, or the kernel's flag for a zero one), with the TPID when the kernel names it.
+pub fn stripped_tag(vlan_valid: bool, tci: u16, tpid_valid: bool, tpid: u16) -> Option<(Option<u16>, u16)> {
+    (vlan_valid || tci != 0).then_some(((tpid_valid || tpid != 0).then_some(tpid), tci))
+}
+
 /// `data` with the outer VLAN tag put back after the two MAC addresses, as libpcap does: on
 /// receive the kernel moves the outer 802.1Q/802.1ad tag of a frame into the ring's metadata,
 /// so the bytes it hands over are not the bytes on the wire. `tpid` is `None` when the kernel

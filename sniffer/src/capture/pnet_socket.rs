@@ -1,10 +1,12 @@
 //! The portable fallback: pnet's datalink channel, on an AF_PACKET socket we open ourselves so
 //! that the kernel filter, a large receive buffer and the drop counters apply to it too.
 //! pnet reads one packet per poll + recvfrom and has no kernel timestamps: the time is taken on
-//! receipt.
+//! receipt. recvfrom also drops the packet's metadata, where the kernel put the outer VLAN tag it
+//! took off the frame, so each packet's metadata is first peeked at (`PACKET_AUXDATA`, one more
+//! system call per packet) and the tag put back, as the ring backend does.
 
-use std::os::fd::{IntoRawFd, RawFd};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::os::fd::{AsRawFd, IntoRawFd, RawFd};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pnet::datalink::{self, Channel, DataLinkReceiver};
 use socket2::{Domain, Protocol, SockFilter, Socket, Type};
@@ -37,6 +39,7 @@ impl PnetCapture {
         // so no other interface's packets slip in before the bind.
         let socket = Socket::new(Domain::PACKET, Type::RAW, Some(Protocol::from(0))).map_err(open_error)?;
         socket.set_recv_buffer_size(RECEIVE_BUFFER_BYTES).map_err(open_error)?;
+        sys::enable_auxdata(socket.as_raw_fd()).map_err(open_error)?;
         if !settings.filter.is_empty() {
             let program: Vec<SockFilter> = settings
                 .filter
@@ -76,33 +79,45 @@ impl PnetCapture {
 
 impl CaptureSource for PnetCapture {
     fn poll(&mut self, timeout: Duration, sink: &mut dyn FnMut(Frame<'_>)) -> Result<usize, CaptureError> {
-        let deadline = std::time::Instant::now() + timeout;
+        let read_error = |source: std::io::Error| CaptureError::Read {
+            interface: self.interface.clone(),
+            source,
+        };
+        let deadline = Instant::now() + timeout;
         let mut count = 0;
         // Drain what is queued, up to a block's worth, so one wake-up serves many packets.
         while count < 4096 {
+            // The metadata of the packet pnet reads next: this thread is the socket's only reader.
+            let Some(auxdata) = sys::peek_auxdata(self.fd).map_err(read_error)? else {
+                let remaining = deadline.saturating_duration_since(Instant::now());
+                if count > 0 || remaining.is_zero() || !sys::wait_readable(self.fd, remaining).map_err(read_error)? {
+                    break;
+                }
+                continue;
+            };
             match self.receiver.next() {
                 Ok(packet) => {
                     let ts_ns = SystemTime::now()
                         .duration_since(UNIX_EPOCH)
                         .map(|d| d.as_nanos() as u64)
                         .unwrap_or(0);
+                    let tagged = super::stripped_tag(
+                        auxdata.status & libc::TP_STATUS_VLAN_VALID != 0,
+                        auxdata.vlan_tci,
+                        auxdata.status & libc::TP_STATUS_VLAN_TPID_VALID != 0,
+                        auxdata.vlan_tpid,
+                    )
+                    .and_then(|(tpid, tci)| super::restore_vlan_tag(packet, tpid, tci));
+                    let data = tagged.as_deref().unwrap_or(packet);
                     sink(Frame {
                         ts_ns,
-                        original_len: packet.len() as u32,
-                        data: &packet[..packet.len().min(self.snaplen)],
+                        original_len: data.len() as u32,
+                        data: &data[..data.len().min(self.snaplen)],
                     });
                     count += 1;
                 }
                 Err(e) if e.kind() == std::io::ErrorKind::TimedOut => break,
-                Err(source) => {
-                    return Err(CaptureError::Read {
-                        interface: self.interface.clone(),
-                        source,
-                    });
-                }
-            }
-            if count > 0 && std::time::Instant::now() >= deadline {
-                break;
+                Err(source) => return Err(read_error(source)),
             }
         }
         Ok(count)

@@ -89,14 +89,14 @@ impl CaptureSource for RingCapture {
             let timestamp = packet.timestamp();
             let mut data = packet.data();
             let mut original_len = packet.original_len() as u32;
-            // libpcap's test: a non-zero TCI, or the kernel's flag for a zero one.
             let status = packet.status();
-            let tagged = (status.vlan_valid || packet.vlan_tci() != 0)
-                .then(|| {
-                    let tpid = (status.vlan_tpid_valid || packet.vlan_tpid() != 0).then(|| packet.vlan_tpid());
-                    super::restore_vlan_tag(data, tpid, packet.vlan_tci())
-                })
-                .flatten();
+            let tagged = super::stripped_tag(
+                status.vlan_valid,
+                packet.vlan_tci(),
+                status.vlan_tpid_valid,
+                packet.vlan_tpid(),
+            )
+            .and_then(|(tpid, tci)| super::restore_vlan_tag(data, tpid, tci));
             if let Some(tagged) = &tagged {
                 data = tagged;
                 original_len += 4;
