@@ -137,8 +137,9 @@ SQL
 curl -fsS "$packets_url" | jq -e '.items | length > 0' >/dev/null || { log "the packets query returns nothing"; exit 1; }
 
 # p50 and p99 in milliseconds from wrk's latency distribution.
+# Extra arguments go to wrk (a header, say).
 wrk_percentiles() {
-  wrk -t2 -c"$2" -d${seconds}s --timeout 60s --latency "$1" >"$work/wrk.txt"
+  wrk -t2 -c"$2" -d${seconds}s --timeout 60s --latency "${@:3}" "$1" >"$work/wrk.txt"
   awk '
     function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
     $1 == "50.000%" || $1 == "50%" { p50 = ms($2) } $1 == "99.000%" || $1 == "99%" { p99 = ms($2) }
@@ -186,15 +187,7 @@ until curl -fsS http://127.0.0.1:$kube_port/readyz >/dev/null 2>&1; do sleep 0.1
 kube_url=${packets_url/:$port/:$kube_port}
 curl -fsS -H "Authorization: Bearer $token" "$kube_url" | jq -e '.items | length > 0' >/dev/null ||
   { log "the Kubernetes-auth API returns nothing"; cat "$work/kube-api.log"; exit 1; }
-wrk_auth() {
-  wrk -t2 -c"$2" -d${seconds}s --timeout 60s --latency -H "Authorization: Bearer $token" "$1" >"$work/wrk.txt"
-  awk '
-    function ms(v) { if (v ~ /us$/) return v / 1000; if (v ~ /ms$/) return v + 0; if (v ~ /s$/) return v * 1000; return v }
-    $1 == "50.000%" || $1 == "50%" { p50 = ms($2) } $1 == "99.000%" || $1 == "99%" { p99 = ms($2) }
-    /Requests\/sec/ { rps = $2 }
-    END { printf "%.1f %.1f %.0f\n", p50, p99, rps }' "$work/wrk.txt"
-}
-log "/packets under wrk, Kubernetes auth"; read -r kube_p50 kube_p99 kube_rps < <(wrk_auth "$kube_url" $connections)
+log "/packets under wrk, Kubernetes auth"; read -r kube_p50 kube_p99 kube_rps < <(wrk_percentiles "$kube_url" $connections -H "Authorization: Bearer $token")
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
 section=$(mktemp)

@@ -68,7 +68,7 @@ pub enum Auth {
     /// A tokens file, or none (open).
     Tokens(Tokens),
     /// The cluster's TokenReview and SubjectAccessReview.
-    Kubernetes(Box<kubernetes::Reviewer>),
+    Kubernetes(Arc<kubernetes::Reviewer>),
 }
 
 impl Auth {
@@ -186,7 +186,7 @@ enum Access {
     Scopes(Vec<Scope>),
     Kubernetes {
         identity: Arc<kubernetes::Identity>,
-        auth: Arc<Auth>,
+        reviewer: Arc<kubernetes::Reviewer>,
     },
 }
 
@@ -212,10 +212,7 @@ impl Caller {
         match &self.access {
             Access::Open => Ok(()),
             Access::Scopes(_) => self.require(scope),
-            Access::Kubernetes { identity, auth } => {
-                let Auth::Kubernetes(reviewer) = auth.as_ref() else {
-                    unreachable!("a Kubernetes caller comes from the Kubernetes reviewer")
-                };
+            Access::Kubernetes { identity, reviewer } => {
                 if reviewer
                     .allowed(identity, scope, namespace)
                     .await
@@ -237,11 +234,8 @@ impl Caller {
     /// cluster lets it `get` CaptureSessions (asked once per namespace that has sessions, or once
     /// for all namespaces when that is allowed).
     pub async fn visible(&self, pool: &sqlx::PgPool) -> Result<Visible, ApiError> {
-        let Access::Kubernetes { identity, auth } = &self.access else {
+        let Access::Kubernetes { identity, reviewer } = &self.access else {
             return Ok(Visible::All);
-        };
-        let Auth::Kubernetes(reviewer) = auth.as_ref() else {
-            unreachable!("a Kubernetes caller comes from the Kubernetes reviewer")
         };
         if reviewer
             .allowed(identity, Scope::Read, "")
@@ -347,7 +341,7 @@ where
                     groups: identity.groups.clone().into(),
                     access: Access::Kubernetes {
                         identity,
-                        auth: auth.clone(),
+                        reviewer: reviewer.clone(),
                     },
                 })
             }

@@ -22,7 +22,7 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("--auth kubernetes needs the Kubernetes API (in-cluster config or KUBECONFIG)")?;
-            auth::Auth::Kubernetes(Box::new(auth::kubernetes::Reviewer::new(
+            auth::Auth::Kubernetes(std::sync::Arc::new(auth::kubernetes::Reviewer::new(
                 client,
                 config.token_audiences.clone(),
             )))

@@ -29,7 +29,7 @@ use crate::state::AppState;
                        Reads PostgreSQL only."
     ),
     modifiers(&BearerAuth),
-    tags((name = "sessions"), (name = "packets"), (name = "flows"), (name = "events"), (name = "stats"))
+    tags((name = "sessions"), (name = "packets"), (name = "flows"), (name = "events"), (name = "stats"), (name = "access", description = "Who the caller is and what it may do"))
 )]
 pub struct ApiDoc;
 

@@ -218,7 +218,7 @@ export function withToken(path: string): string {
 }
 
 /** Both ends of an L7 event: the client asked, the server answered. */
-interface EventEndpoints {
+export interface EventEndpoints {
   id: number;
   session: string;
   ts: string;

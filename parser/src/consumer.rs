@@ -84,9 +84,13 @@ impl Consumer {
         let shards = allowed.borrow_and_update().clone();
         let connection = Connection::connect(&self.amqp_url, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
-        // Global: the prefetch window is the channel's, shared by every shard's consumer.
-        let qos = BasicQosOptions { global: true };
-        channel.basic_qos(self.prefetch, qos).await?;
+        // The window is split among the shards' consumers rather than set once for the channel
+        // (`global`): RabbitMQ then counts per consumer, without coordinating the channel's
+        // queues on every delivery (one parser on one shard: 152k packets/s global, see the commit).
+        let per_shard = self
+            .prefetch
+            .div_ceil(u16::try_from(shards.len()).unwrap_or(u16::MAX).max(1));
+        channel.basic_qos(per_shard.max(1), BasicQosOptions::default()).await?;
         let mut subscriptions = Vec::with_capacity(shards.len());
         for &shard in &shards {
             let queue = queues::shard_queue(&self.queue, shard);

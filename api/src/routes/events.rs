@@ -38,17 +38,25 @@ const TLS: Columns = columns("'tcp'", "'tls'");
 
 const ENDPOINTS: &str = "id, session, ts, host(client) AS client, client_port, host(server) AS server, server_port";
 
-/// One DNS query and its response.
+/// What every event has: where it is in the session, when, and both ends (the client asked).
 #[derive(Serialize, ToSchema, FromRow)]
-pub struct DnsEvent {
+pub struct EventEndpoints {
     pub id: i64,
     pub session: String,
-    /// When the query was seen (the response's time if the query was not).
+    /// When the exchange began (its answer's time if the beginning was not seen).
     pub ts: DateTime<Utc>,
     pub client: String,
     pub client_port: i32,
     pub server: String,
     pub server_port: i32,
+}
+
+/// One DNS query and its response.
+#[derive(Serialize, ToSchema, FromRow)]
+pub struct DnsEvent {
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub ends: EventEndpoints,
     /// `udp` or `tcp`.
     pub transport: String,
     pub transaction: i32,
@@ -66,14 +74,10 @@ pub struct DnsEvent {
 /// One HTTP request and its response.
 #[derive(Serialize, ToSchema, FromRow)]
 pub struct HttpEvent {
-    pub id: i64,
-    pub session: String,
-    /// When the request was seen (the response's time if the request was not).
-    pub ts: DateTime<Utc>,
-    pub client: String,
-    pub client_port: i32,
-    pub server: String,
-    pub server_port: i32,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub ends: EventEndpoints,
+    /// `tcp`, or `udp` for SSDP.
     pub transport: String,
     pub method: Option<String>,
     pub host: Option<String>,
@@ -87,13 +91,9 @@ pub struct HttpEvent {
 /// One TLS ClientHello.
 #[derive(Serialize, ToSchema, FromRow)]
 pub struct TlsEvent {
-    pub id: i64,
-    pub session: String,
-    pub ts: DateTime<Utc>,
-    pub client: String,
-    pub client_port: i32,
-    pub server: String,
-    pub server_port: i32,
+    #[serde(flatten)]
+    #[sqlx(flatten)]
+    pub ends: EventEndpoints,
     /// Server name indication.
     pub sni: Option<String>,
     pub alpn: Vec<String>,
@@ -120,7 +120,7 @@ async fn page<T>(
     columns: &Columns,
 ) -> Result<EventPage<T>, ApiError>
 where
-    T: for<'r> FromRow<'r, PgRow> + Send + Unpin + HasId,
+    T: for<'r> FromRow<'r, PgRow> + Send + Unpin + Event,
 {
     let mut filter = filters.check()?;
     caller.restrict(&state.pool, &mut filter).await?;
@@ -139,21 +139,21 @@ where
     }
     let next_cursor = if items.len() as i64 > limit {
         items.truncate(limit as usize);
-        items.last().map(|event| cursor::encode(&event.id()))
+        items.last().map(|event| cursor::encode(&event.ends().id))
     } else {
         None
     };
     Ok(EventPage { items, next_cursor })
 }
 
-pub trait HasId {
-    fn id(&self) -> i64;
+pub trait Event {
+    fn ends(&self) -> &EventEndpoints;
 }
 
-macro_rules! has_id {
-    ($($t:ty),*) => { $(impl HasId for $t { fn id(&self) -> i64 { self.id } })* };
+macro_rules! event {
+    ($($t:ty),*) => { $(impl Event for $t { fn ends(&self) -> &EventEndpoints { &self.ends } })* };
 }
-has_id!(DnsEvent, HttpEvent, TlsEvent);
+event!(DnsEvent, HttpEvent, TlsEvent);
 
 /// DNS transactions: each query with its response code, answers and round-trip time.
 #[utoipa::path(get, path = "/api/v1/events/dns", operation_id = "listDnsEvents", tag = "events",

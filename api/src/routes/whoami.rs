@@ -16,7 +16,7 @@ pub struct WhoAmI {
 }
 
 /// The caller's identity.
-#[utoipa::path(get, path = "/api/v1/whoami", operation_id = "whoAmI", tag = "sessions",
+#[utoipa::path(get, path = "/api/v1/whoami", operation_id = "whoAmI", tag = "access",
     responses((status = 200, body = WhoAmI), (status = 401, body = ErrorBody), (status = 503, body = ErrorBody)))]
 pub async fn get(caller: Caller) -> Result<Json<WhoAmI>, ApiError> {
     Ok(Json(WhoAmI {

@@ -1,6 +1,7 @@
+import type { ReactNode } from "react";
 import { useSearchParams } from "react-router-dom";
 import { useInfiniteQuery } from "@tanstack/react-query";
-import { type DnsEvent, getJson, type HttpEvent, type Page, type TlsEvent } from "../api";
+import { type DnsEvent, type EventEndpoints, getJson, type HttpEvent, type Page, type TlsEvent } from "../api";
 import { FilterBar } from "../components/FilterBar";
 import { Empty, ErrorState, Loading } from "../components/States";
 import { apiQuery } from "../filters";
@@ -66,9 +67,9 @@ export function Events() {
             <p>Widen the time range, clear a filter, or pick another protocol.</p>
           </Empty>
         )}
-        {rows.length > 0 && tab === "dns" && <DnsTable rows={rows as DnsEvent[]} />}
-        {rows.length > 0 && tab === "http" && <HttpTable rows={rows as HttpEvent[]} />}
-        {rows.length > 0 && tab === "tls" && <TlsTable rows={rows as TlsEvent[]} />}
+        {rows.length > 0 && tab === "dns" && <EventTable rows={rows as DnsEvent[]} columns={DNS_COLUMNS} />}
+        {rows.length > 0 && tab === "http" && <EventTable rows={rows as HttpEvent[]} columns={HTTP_COLUMNS} />}
+        {rows.length > 0 && tab === "tls" && <EventTable rows={rows as TlsEvent[]} columns={TLS_COLUMNS} />}
       </div>
       {events.hasNextPage && (
         <button type="button" onClick={() => void events.fetchNextPage()} disabled={events.isFetchingNextPage}>
@@ -79,42 +80,14 @@ export function Events() {
   );
 }
 
-function DnsTable({ rows }: { rows: DnsEvent[] }) {
-  return (
-    <table className="grid">
-      <thead>
-        <tr>
-          <th scope="col">Time</th>
-          <th scope="col">Client</th>
-          <th scope="col">Server</th>
-          <th scope="col">Name</th>
-          <th scope="col">Type</th>
-          <th scope="col">Response</th>
-          <th scope="col">Answers</th>
-          <th scope="col">Time to answer</th>
-        </tr>
-      </thead>
-      <tbody>
-        {rows.map((e) => (
-          <tr key={e.id}>
-            <td>{formatTime(e.ts)}</td>
-            <td>{endpoint(e.client, e.client_port)}</td>
-            <td>
-              {endpoint(e.server, e.server_port)} <small>{e.transport}</small>
-            </td>
-            <td>{e.query}</td>
-            <td>{e.query_type}</td>
-            <td>{e.rcode ?? <small>no response seen</small>}</td>
-            <td>{e.answers?.join(", ")}</td>
-            <td>{formatMillis(e.rtt_ms)}</td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
-  );
+interface Column<T> {
+  header: string;
+  cell: (event: T) => ReactNode;
+  className?: string;
 }
 
-function HttpTable({ rows }: { rows: HttpEvent[] }) {
+// The endpoint columns every event has, then each protocol's own.
+function EventTable<T extends EventEndpoints>({ rows, columns }: { rows: T[]; columns: Column<T>[] }) {
   return (
     <table className="grid">
       <thead>
@@ -122,12 +95,11 @@ function HttpTable({ rows }: { rows: HttpEvent[] }) {
           <th scope="col">Time</th>
           <th scope="col">Client</th>
           <th scope="col">Server</th>
-          <th scope="col">Method</th>
-          <th scope="col">Host</th>
-          <th scope="col">Path</th>
-          <th scope="col">Status</th>
-          <th scope="col">Latency</th>
-          <th scope="col">User agent</th>
+          {columns.map((c) => (
+            <th key={c.header} scope="col">
+              {c.header}
+            </th>
+          ))}
         </tr>
       </thead>
       <tbody>
@@ -136,12 +108,11 @@ function HttpTable({ rows }: { rows: HttpEvent[] }) {
             <td>{formatTime(e.ts)}</td>
             <td>{endpoint(e.client, e.client_port)}</td>
             <td>{endpoint(e.server, e.server_port)}</td>
-            <td>{e.method}</td>
-            <td>{e.host}</td>
-            <td className="wrap">{e.path}</td>
-            <td>{e.status ?? <small>no response seen</small>}</td>
-            <td>{formatMillis(e.latency_ms)}</td>
-            <td className="wrap">{e.user_agent}</td>
+            {columns.map((c) => (
+              <td key={c.header} className={c.className}>
+                {c.cell(e)}
+              </td>
+            ))}
           </tr>
         ))}
       </tbody>
@@ -149,35 +120,30 @@ function HttpTable({ rows }: { rows: HttpEvent[] }) {
   );
 }
 
-function TlsTable({ rows }: { rows: TlsEvent[] }) {
-  return (
-    <table className="grid">
-      <thead>
-        <tr>
-          <th scope="col">Time</th>
-          <th scope="col">Client</th>
-          <th scope="col">Server</th>
-          <th scope="col">Server name</th>
-          <th scope="col">ALPN</th>
-          <th scope="col">Version</th>
-          <th scope="col">JA4</th>
-        </tr>
-      </thead>
-      <tbody>
-        {rows.map((e) => (
-          <tr key={e.id}>
-            <td>{formatTime(e.ts)}</td>
-            <td>{endpoint(e.client, e.client_port)}</td>
-            <td>{endpoint(e.server, e.server_port)}</td>
-            <td>{e.sni}</td>
-            <td>{e.alpn.join(", ")}</td>
-            <td>{e.version}</td>
-            <td>
-              <code>{e.ja4}</code>
-            </td>
-          </tr>
-        ))}
-      </tbody>
-    </table>
-  );
-}
+const noResponse = <small>no response seen</small>;
+
+const DNS_COLUMNS: Column<DnsEvent>[] = [
+  { header: "Transport", cell: (e) => e.transport },
+  { header: "Name", cell: (e) => e.query },
+  { header: "Type", cell: (e) => e.query_type },
+  { header: "Response", cell: (e) => e.rcode ?? noResponse },
+  { header: "Answers", cell: (e) => e.answers?.join(", ") },
+  { header: "Time to answer", cell: (e) => formatMillis(e.rtt_ms) },
+];
+
+const HTTP_COLUMNS: Column<HttpEvent>[] = [
+  { header: "Transport", cell: (e) => e.transport },
+  { header: "Method", cell: (e) => e.method },
+  { header: "Host", cell: (e) => e.host },
+  { header: "Path", cell: (e) => e.path, className: "wrap" },
+  { header: "Status", cell: (e) => e.status ?? noResponse },
+  { header: "Latency", cell: (e) => formatMillis(e.latency_ms) },
+  { header: "User agent", cell: (e) => e.user_agent, className: "wrap" },
+];
+
+const TLS_COLUMNS: Column<TlsEvent>[] = [
+  { header: "Server name", cell: (e) => e.sni },
+  { header: "ALPN", cell: (e) => e.alpn.join(", ") },
+  { header: "Version", cell: (e) => e.version },
+  { header: "JA4", cell: (e) => <code>{e.ja4}</code> },
+];
