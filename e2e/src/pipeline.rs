@@ -360,6 +360,23 @@ impl Pipeline {
         self.read().await.expect("read the accounting")
     }
 
+    /// Like [`Self::settle`], but gives up after `within` (None then): for a run that may not drain.
+    pub async fn try_settle(&self, within: Duration) -> Option<Accounting> {
+        assert!(self.sniffer.is_none(), "stop the sniffer before settling");
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            if let Ok(accounting) = self.read().await
+                && accounting.stored + accounting.dropped() >= accounting.captured
+            {
+                return Some(accounting);
+            }
+            if std::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     async fn read(&self) -> Result<Accounting, sqlx::Error> {
         let pool = self.pool().await?;
         let counters: Vec<(bool, i64, i64, serde_json::Value)> =
