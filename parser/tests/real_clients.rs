@@ -163,15 +163,13 @@ async fn names_from_real_clients_agree_with_tshark() {
         100,
     );
 
-    // Every exchange above completed before its command returned; tcpdump (immediate mode, -U)
-    // has written each packet once the file has stopped growing over three looks.
-    let (mut last, mut unchanged) = (0, 0);
+    // Every exchange above completed before its command returned, and the two tagged queries were
+    // sent last: tcpdump (immediate mode, -U) has written every packet once both are in the file.
+    let vlan_name = b"\x04vlan\x07example";
     wait_until("tcpdump to have written every packet", Duration::from_secs(20), || {
-        let size = std::fs::metadata(&pcap).map(|m| m.len()).unwrap_or(0);
-        unchanged = if size > 24 && size == last { unchanged + 1 } else { 0 };
-        last = size;
-        let settled = unchanged >= 3;
-        async move { settled.then_some(()) }
+        let written = std::fs::read(&pcap).unwrap_or_default();
+        let tagged = written.windows(vlan_name.len()).filter(|w| w == vlan_name).count();
+        async move { (tagged >= 2).then_some(()) }
     })
     .await;
     run(Command::new("kill").args(["-INT", &tcpdump.id().to_string()]));
