@@ -35,7 +35,8 @@ pub fn session_key(namespace: &str, name: &str) -> String {
 /// batches carried (`sniffer_counters`) and what its parsers committed (`batches`).
 ///
 /// Kernel drops count as the reason `kernel`. Drops of a lost batch still show, because every
-/// batch carries its sniffer's cumulative counters.
+/// batch carries its sniffer's cumulative counters. Batches a parser set aside (`unstorable`,
+/// `failed_repeatedly`, `over_time_budget`) count as drops with that reason.
 ///
 /// `created`: the CaptureSession's creation time (RFC 3339). Sniffers first seen before it
 /// captured for an earlier session of the same name and do not count (else a re-created session
@@ -52,8 +53,12 @@ pub async fn packet_counts(pool: &PgPool, session: &str, created: Option<&str>) 
                  FROM sniffers), \
              reasons AS ( \
                  SELECT coalesce(jsonb_object_agg(reason, n), '{}'::jsonb) AS by_reason FROM ( \
-                     SELECT key AS reason, sum(value::bigint)::bigint AS n \
-                     FROM sniffers, jsonb_each_text(drops) GROUP BY key) per_reason), \
+                     SELECT reason, sum(n)::bigint AS n FROM ( \
+                         SELECT key AS reason, value::bigint AS n FROM sniffers, jsonb_each_text(drops) \
+                         UNION ALL \
+                         SELECT reason, packets FROM set_aside_batches \
+                         WHERE session = $1 AND boot_id IN (SELECT boot_id FROM sniffers)) drops \
+                     GROUP BY reason) per_reason), \
              stored AS ( \
                  SELECT coalesce(sum(packets), 0)::bigint AS stored FROM batches \
                  WHERE session = $1 AND boot_id IN (SELECT boot_id FROM sniffers)) \

@@ -7,7 +7,7 @@
 
 use serde::Serialize;
 
-use crate::ja4;
+use crate::{ja4, text};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -136,7 +136,7 @@ fn dns(message: &[u8]) -> Option<L7> {
         id: packet.id(),
         response,
         rcode: rcode_name(&format!("{:?}", packet.rcode())),
-        queries: packet.questions.iter().map(|q| q.qname.to_string()).collect(),
+        queries: packet.questions.iter().map(|q| name_text(&q.qname)).collect(),
         query_types: packet.questions.iter().map(|q| qtype_name(q.qtype)).collect(),
         answers: packet
             .answers
@@ -197,7 +197,7 @@ fn dns_name(message: &[u8], mut at: usize) -> Option<(String, usize)> {
             0 => break,
             1..=63 => {
                 let label = message.get(at + 1..at + 1 + usize::from(len))?;
-                labels.push(String::from_utf8_lossy(label).into_owned());
+                labels.push(text::from_wire(label));
                 at += 1 + usize::from(len);
             }
             0xc0..=0xff => {
@@ -224,12 +224,22 @@ fn answer_text(rdata: &simple_dns::rdata::RData<'_>) -> String {
     match rdata {
         RData::A(a) => format!("A {}", std::net::Ipv4Addr::from(a.address)),
         RData::AAAA(a) => format!("AAAA {}", std::net::Ipv6Addr::from(a.address)),
-        RData::CNAME(name) => format!("CNAME {}", name.0),
-        RData::NS(name) => format!("NS {}", name.0),
-        RData::PTR(name) => format!("PTR {}", name.0),
-        RData::MX(mx) => format!("MX {} {}", mx.preference, mx.exchange),
-        other => format!("{other:?}"),
+        RData::CNAME(name) => format!("CNAME {}", name_text(&name.0)),
+        RData::NS(name) => format!("NS {}", name_text(&name.0)),
+        RData::PTR(name) => format!("PTR {}", name_text(&name.0)),
+        RData::MX(mx) => format!("MX {} {}", mx.preference, name_text(&mx.exchange)),
+        other => text::storable(format!("{other:?}")),
     }
+}
+
+/// A name's labels from their bytes (the library's own rendering keeps NUL bytes).
+fn name_text(name: &simple_dns::Name<'_>) -> String {
+    let labels: Vec<String> = name
+        .get_labels()
+        .iter()
+        .map(|label| text::from_wire(label.as_ref()))
+        .collect();
+    labels.join(".")
 }
 
 /// Request methods of HTTP/1.x (RFC 9110, PATCH) and of SSDP/GENA over UDP.
@@ -255,7 +265,7 @@ fn http(payload: &[u8]) -> Option<L7> {
         headers
             .iter()
             .find(|h| h.name.eq_ignore_ascii_case(name))
-            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+            .map(|h| text::from_wire(h.value))
     };
     if payload.starts_with(b"HTTP/1.") {
         let mut response = httparse::Response::new(&mut headers);
@@ -266,7 +276,10 @@ fn http(payload: &[u8]) -> Option<L7> {
             host: None,
             path: None,
             status: response.code,
-            reason: response.reason.filter(|r| !r.is_empty()).map(str::to_owned),
+            reason: response
+                .reason
+                .filter(|r| !r.is_empty())
+                .map(|r| text::storable(r.to_owned())),
             version: response.version.map(http_version),
             user_agent: None,
         });
@@ -281,9 +294,9 @@ fn http(payload: &[u8]) -> Option<L7> {
         return None;
     }
     Some(L7::Http {
-        method: Some(method),
+        method: Some(text::storable(method)),
         host: header(request.headers, "host"),
-        path: request.path.map(str::to_owned),
+        path: request.path.map(|path| text::storable(path.to_owned())),
         status: None,
         reason: None,
         version: request.version.map(http_version),
@@ -408,7 +421,7 @@ fn server_name(data: &[u8]) -> Option<String> {
         let len = r.u16()?;
         let name = r.take(usize::from(len))?;
         if kind == 0 {
-            return std::str::from_utf8(name).ok().map(str::to_owned);
+            return Some(text::from_wire(name));
         }
     }
     None
@@ -422,7 +435,7 @@ fn protocol_names(data: &[u8]) -> Vec<String> {
     }
     while let Some(len) = r.u8() {
         let Some(name) = r.take(usize::from(len)) else { break };
-        names.push(String::from_utf8_lossy(name).into_owned());
+        names.push(text::from_wire(name));
     }
     names
 }

@@ -8,6 +8,7 @@ mod ja4;
 mod l7;
 mod names;
 pub mod stream;
+pub mod text;
 
 use std::net::IpAddr;
 

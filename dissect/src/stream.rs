@@ -38,6 +38,9 @@ pub struct Stream {
     consumed: usize,
     /// Segments past a gap, by stream offset, with their capture time.
     ahead: BTreeMap<usize, (Vec<u8>, u64)>,
+    /// Bytes held in `ahead`: they count toward [`STREAM_LIMIT`] like the in-order bytes, so
+    /// segments at many distinct offsets past a gap cannot grow a stream beyond it.
+    ahead_bytes: usize,
     /// Where the bytes in `bytes` came from, one entry per segment.
     parts: Vec<Part>,
     done: bool,
@@ -88,6 +91,7 @@ impl Stream {
             bytes: Vec::new(),
             consumed: 0,
             ahead: BTreeMap::new(),
+            ahead_bytes: 0,
             parts: Vec::new(),
             done: false,
         }
@@ -99,7 +103,7 @@ impl Stream {
 
     /// Bytes held (in order and ahead of a gap), for the memory bound.
     pub fn held(&self) -> usize {
-        self.bytes.len() + self.ahead.values().map(|(bytes, _)| bytes.len()).sum::<usize>()
+        self.bytes.len() + self.ahead_bytes
     }
 
     /// Whether an unfinished message is waiting for more segments.
@@ -120,9 +124,7 @@ impl Stream {
         }
         let end = self.consumed + self.bytes.len();
         if offset > end {
-            if offset < STREAM_LIMIT {
-                self.ahead.entry(offset).or_insert_with(|| (payload.to_vec(), ts_ns));
-            }
+            self.hold_ahead(offset, payload, ts_ns);
             return pushed;
         }
         pushed.took = self.append(offset, payload, ts_ns, false);
@@ -136,6 +138,7 @@ impl Stream {
                 break;
             }
             let (at, (bytes, ts_ns)) = entry.remove_entry();
+            self.ahead_bytes -= bytes.len();
             self.append(at, &bytes, ts_ns, true);
         }
         self.cut(&mut pushed);
@@ -143,6 +146,17 @@ impl Stream {
             self.give_up(&mut pushed);
         }
         pushed
+    }
+
+    /// Keeps a segment that came past a gap until the gap is filled, as far as it lies within the
+    /// followed bytes and the stream's bound has room; otherwise it is only read on its own.
+    fn hold_ahead(&mut self, offset: usize, payload: &[u8], ts_ns: u64) {
+        let within = STREAM_LIMIT.saturating_sub(offset).min(payload.len());
+        if within == 0 || self.ahead.contains_key(&offset) || self.held() + within > STREAM_LIMIT {
+            return;
+        }
+        self.ahead_bytes += within;
+        self.ahead.insert(offset, (payload[..within].to_vec(), ts_ns));
     }
 
     /// Appends the part of `payload` (at stream `offset`) past what is held: the first copy of a
@@ -184,12 +198,17 @@ impl Stream {
             let framed = match self.kind {
                 Kind::Tls => tls_record_len(&self.bytes),
                 Kind::Dns => dns_message_len(&self.bytes),
-                Kind::Http => http_message_len(&self.bytes, STREAM_LIMIT - self.consumed),
+                Kind::Http => http_message_len(&self.bytes, STREAM_LIMIT.saturating_sub(self.consumed)),
                 Kind::Unknown => unreachable!("recognised above"),
             };
             match framed {
                 Framing::NeedMore => return,
                 Framing::Unframed => {
+                    self.give_up(pushed);
+                    return;
+                }
+                // A message must consume bytes it holds, or this loop would never end.
+                Framing::Complete { len, .. } if len == 0 || len > self.bytes.len() => {
                     self.give_up(pushed);
                     return;
                 }
@@ -278,6 +297,7 @@ impl Stream {
     fn release(&mut self) {
         self.bytes = Vec::new();
         self.ahead = BTreeMap::new();
+        self.ahead_bytes = 0;
         self.parts = Vec::new();
     }
 }
@@ -354,14 +374,13 @@ fn http_message_len(bytes: &[u8], room: usize) -> Framing {
         }
     }
     let is_response = bytes.starts_with(b"HTTP/1.");
-    match (content_length, chunked) {
-        (Some(body), false) if bytes.len() >= head_end + body => Framing::Complete {
-            len: head_end + body,
-            then_stop: false,
-        },
+    // Content-Length is the sender's word: a length that does not fit counts as too long to follow.
+    let message_len = content_length.map(|body| head_end.checked_add(body));
+    match (message_len, chunked) {
+        (Some(Some(len)), false) if bytes.len() >= len => Framing::Complete { len, then_stop: false },
         // The body is waited for only to find the next message behind it; one too long to follow
         // ends the stream after the head (which is what L7 dissection reads).
-        (Some(body), false) if head_end + body <= room => Framing::NeedMore,
+        (Some(Some(len)), false) if len <= room => Framing::NeedMore,
         // A request without a length has no body; a response without one runs to the connection's end.
         (None, false) if !is_response => Framing::Complete {
             len: head_end,

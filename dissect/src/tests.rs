@@ -344,3 +344,28 @@ fn words_that_merely_look_like_a_request_line_are_not_http() {
     );
     assert_eq!(dissect(&odd).l7.as_ref().map(L7::name), Some("http"));
 }
+
+#[test]
+fn names_from_the_wire_are_storable_text() {
+    // A label holding a NUL byte and one holding invalid UTF-8, as tshark shows them.
+    let mut query = vec![0x12, 0x34, 1, 0, 0, 1, 0, 0, 0, 0, 0, 0];
+    for label in [&b"nul\0byte"[..], b"bad\xff", b"example"] {
+        query.push(label.len() as u8);
+        query.extend_from_slice(label);
+    }
+    query.extend_from_slice(&[0, 0, 1, 0, 1]);
+    let d = dissect(&ethernet(0x0800, &ipv4(17, 0, &udp(40000, 53, &query))));
+    match d.l7 {
+        Some(L7::Dns { queries, .. }) => assert_eq!(queries, ["nul\\000byte.bad\\377.example"]),
+        other => panic!("not DNS: {other:?}"),
+    }
+    let request = b"GET / HTTP/1.1\r\nHost: a\xffb\xc3\r\nUser-Agent: caf\xc3\xa9\r\n\r\n";
+    let d = dissect(&ethernet(0x0800, &ipv4(6, 0, &tcp(40000, 80, 0x18, request))));
+    match d.l7 {
+        Some(L7::Http { host, user_agent, .. }) => {
+            assert_eq!(host.as_deref(), Some("a\\377b\\303"));
+            assert_eq!(user_agent.as_deref(), Some("café"));
+        }
+        other => panic!("not HTTP: {other:?}"),
+    }
+}

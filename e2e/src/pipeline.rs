@@ -228,6 +228,11 @@ impl Pipeline {
             .collect()
     }
 
+    /// The running parsers' process ids (for their memory, in /proc).
+    pub fn parser_pids(&self) -> Vec<u32> {
+        self.parsers.iter().map(|(parser, _)| parser.pid()).collect()
+    }
+
     /// The running parsers' `/metrics`, one after another.
     pub fn parser_metrics(&self) -> String {
         self.parsers
@@ -396,6 +401,16 @@ impl Pipeline {
                     *drops.entry(reason.clone()).or_insert(0) += count;
                 }
             }
+        }
+        // Batches a parser set aside (the database refused them) count as drops with their reason.
+        let set_aside: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT reason, sum(packets)::bigint FROM set_aside_batches WHERE session = $1 GROUP BY reason",
+        )
+        .bind(&self.session)
+        .fetch_all(&pool)
+        .await?;
+        for (reason, count) in set_aside {
+            *drops.entry(reason).or_insert(0) += count as u64;
         }
         let (stored, distinct): (i64, i64) = sqlx::query_as(
             "SELECT count(*), count(DISTINCT (b.boot_id, p.seq)) FROM packets p \

@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 
 use crate::metrics::{KindLabel, Metrics, ReasonLabel};
 use crate::shards::ShardSet;
-use crate::store::{Store, StoreError, Stored};
+use crate::store::{BatchReport, Failure, Store, StoreError, Stored};
 use crate::turn::{Turn, WaitError};
 
 /// The most deliveries stored in one transaction.
@@ -31,6 +31,9 @@ const IN_FLIGHT: usize = 3;
 
 pub struct Consumer {
     pub amqp_url: String,
+    /// The session this parser stores (`namespace/name`): a batch naming another is refused, so
+    /// that whoever can publish to this queue cannot write into another namespace's session.
+    pub session: String,
     /// The session's queue; its shards' queues are named from it.
     pub queue: String,
     /// The shards this parser may consume, from its leases.
@@ -217,6 +220,13 @@ impl Consumer {
                 );
                 Err("too_many_packets")
             }
+            Ok(batch) if batch.session != self.session => {
+                tracing::warn!(
+                    batch_session = batch.session,
+                    "batch of another session on this session's queue; dead-lettering it"
+                );
+                Err("other_session")
+            }
             Ok(batch) => Ok(batch.session.to_owned()),
         }
     }
@@ -240,9 +250,32 @@ async fn joined(task: JoinHandle<Result<(), lapin::Error>>) -> Result<(), lapin:
     }
 }
 
+/// Attempts that may fail (each rolled back) before a group's batches are stored one by one, and
+/// before a batch alone is set aside. Outages (see [`Failure::Outage`]) do not count: they are
+/// waited out however long they last.
+const MAX_FAILED_ATTEMPTS: u32 = 3;
+/// Time one attempt may take. A group commits in well under a second here; what takes a minute is
+/// stuck (a lock cycle the lock timeout missed, a statement that will not end), and counts as a
+/// failed attempt.
+const ATTEMPT_BUDGET: Duration = Duration::from_secs(60);
+
+/// How attempts to store some batches ended.
+enum Attempted {
+    Stored(Vec<Stored>, BatchReport),
+    /// The parser is stopping: the batches stay unacked and the broker redelivers them.
+    Stopping,
+    /// Retrying cannot store them: why, for the batches to be set aside.
+    GaveUp {
+        reason: &'static str,
+        error: String,
+    },
+}
+
 impl Writer {
     /// Stores one session's run of deliveries in one transaction (retrying until stored or
-    /// stopping) and acks each once committed.
+    /// stopping) and acks each once committed. A run that cannot be stored is stored batch by
+    /// batch, and a batch that cannot be stored alone is set aside: dead-lettered and counted as
+    /// dropped, so that one bad batch never stops the session.
     async fn store(self, deliveries: Vec<Delivery>, turn: Turn) -> Result<(), lapin::Error> {
         let batches: Vec<wire::Batch<'_>> = deliveries
             .iter()
@@ -252,57 +285,169 @@ impl Writer {
             self.metrics.batches_consumed.inc();
             self.metrics.packets_consumed.inc_by(u64::from(batch.packet_count));
         }
-        // A database outage is waited out, not dropped: the batches stay unacked until stored.
-        let mut backoff = Duration::from_millis(100);
-        loop {
-            let started = Instant::now();
-            match self.store.store_batches(&batches, self.store_payload, &turn).await {
-                Ok((outcomes, report)) => {
-                    turn.finish(true);
-                    self.metrics.write_latency.observe(started.elapsed().as_secs_f64());
-                    for kind in report.malformed {
-                        self.metrics.parse_errors.get_or_create(&KindLabel { kind }).inc();
-                    }
-                    let now = std::time::SystemTime::now()
-                        .duration_since(std::time::UNIX_EPOCH)
-                        .unwrap_or_default()
-                        .as_nanos() as u64;
-                    for ((batch, outcome), delivery) in batches.iter().zip(outcomes).zip(&deliveries) {
-                        match outcome {
-                            Stored::Written { packets } => {
-                                self.metrics.rows_written.inc_by(packets as u64);
-                                for packet in batch.packets() {
-                                    let age = now.saturating_sub(packet.ts_ns) as f64 / 1e9;
-                                    self.metrics.wire_to_stored.observe(age);
-                                }
-                            }
-                            Stored::Duplicate => {
-                                tracing::info!(batch = %batch.id(), "already stored; acknowledging the redelivery");
-                                self.metrics.redeliveries_skipped.inc();
-                            }
-                        }
-                        delivery.ack(BasicAckOptions::default()).await?;
-                    }
+        let gave_up = match self.attempt(&batches, &turn).await {
+            Attempted::Stored(outcomes, report) => {
+                turn.finish(true);
+                return self.acknowledge(&batches, &deliveries, outcomes, report).await;
+            }
+            Attempted::Stopping => {
+                turn.finish(false);
+                return Ok(());
+            }
+            Attempted::GaveUp { reason, error } => (reason, error),
+        };
+        if batches.len() > 1 {
+            tracing::warn!(batches = batches.len(), error = %gave_up.1, "cannot store the group; storing its batches one by one");
+        }
+        for (batch, delivery) in batches.iter().zip(&deliveries) {
+            let alone = std::slice::from_ref(batch);
+            let attempted = if batches.len() == 1 {
+                Attempted::GaveUp {
+                    reason: gave_up.0,
+                    error: gave_up.1.clone(),
+                }
+            } else {
+                self.attempt(alone, &turn).await
+            };
+            match attempted {
+                Attempted::Stored(outcomes, report) => {
+                    self.acknowledge(alone, std::slice::from_ref(delivery), outcomes, report)
+                        .await?;
+                }
+                Attempted::Stopping => {
+                    turn.finish(false);
                     return Ok(());
                 }
-                Err(error) => {
-                    turn.failed_attempt();
-                    if let StoreError::Turn(WaitError::PreviousRetrying) = error {
-                        turn.previous_done().await;
-                        continue;
+                Attempted::GaveUp { reason, error } => self.set_aside(batch, delivery, reason, &error).await?,
+            }
+        }
+        turn.finish(true);
+        Ok(())
+    }
+
+    /// Attempts to store `batches` in one transaction until stored, stopping, or hopeless.
+    async fn attempt(&self, batches: &[wire::Batch<'_>], turn: &Turn) -> Attempted {
+        let mut backoff = Duration::from_millis(100);
+        let mut failed = 0;
+        loop {
+            let started = Instant::now();
+            let stored = tokio::time::timeout(
+                ATTEMPT_BUDGET,
+                self.store.store_batches(batches, self.store_payload, turn),
+            )
+            .await;
+            let error = match stored {
+                Ok(Ok((outcomes, report))) => {
+                    self.metrics.write_latency.observe(started.elapsed().as_secs_f64());
+                    return Attempted::Stored(outcomes, report);
+                }
+                Ok(Err(error)) => error,
+                Err(_) => {
+                    // Cut short wherever it was: the streams may hold this attempt's segments.
+                    self.store.forget_streams();
+                    StoreError::OverBudget(ATTEMPT_BUDGET)
+                }
+            };
+            turn.failed_attempt();
+            if let StoreError::Turn(WaitError::PreviousRetrying) = error {
+                turn.previous_done().await;
+                continue;
+            }
+            if *self.stop.borrow() {
+                tracing::warn!(%error, "stopping with unstored batches; the broker will redeliver them");
+                return Attempted::Stopping;
+            }
+            let failure = error.failure();
+            if failure != Failure::Outage {
+                failed += 1;
+            }
+            let reason = match failure {
+                Failure::Data => Some("unstorable"),
+                Failure::OverBudget if failed >= MAX_FAILED_ATTEMPTS => Some("over_time_budget"),
+                Failure::Other if failed >= MAX_FAILED_ATTEMPTS => Some("failed_repeatedly"),
+                _ => None,
+            };
+            if let Some(reason) = reason {
+                return Attempted::GaveUp {
+                    reason,
+                    error: error.to_string(),
+                };
+            }
+            tracing::warn!(%error, retry_in = ?backoff, "cannot store the batches; retrying");
+            let mut stop = self.stop.clone();
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => {}
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    /// Counts what was stored and acks each delivery (its batch is committed).
+    async fn acknowledge(
+        &self,
+        batches: &[wire::Batch<'_>],
+        deliveries: &[Delivery],
+        outcomes: Vec<Stored>,
+        report: BatchReport,
+    ) -> Result<(), lapin::Error> {
+        for kind in report.malformed {
+            self.metrics.parse_errors.get_or_create(&KindLabel { kind }).inc();
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos() as u64;
+        for ((batch, outcome), delivery) in batches.iter().zip(outcomes).zip(deliveries) {
+            match outcome {
+                Stored::Written { packets } => {
+                    self.metrics.rows_written.inc_by(packets as u64);
+                    for packet in batch.packets() {
+                        let age = now.saturating_sub(packet.ts_ns) as f64 / 1e9;
+                        self.metrics.wire_to_stored.observe(age);
                     }
-                    if *self.stop.borrow() {
-                        // Leave them unacked: the broker redelivers them to another parser.
-                        turn.finish(false);
-                        tracing::warn!(%error, "stopping with unstored batches; the broker will redeliver them");
-                        return Ok(());
-                    }
-                    tracing::warn!(%error, retry_in = ?backoff, "cannot store the batches; retrying");
+                }
+                Stored::Duplicate => {
+                    tracing::info!(batch = %batch.id(), "already stored; acknowledging the redelivery");
+                    self.metrics.redeliveries_skipped.inc();
+                }
+            }
+            delivery.ack(BasicAckOptions::default()).await?;
+        }
+        Ok(())
+    }
+
+    /// Records the batch as set aside (its packets dropped with `reason`), then dead-letters it,
+    /// where its bytes stay for a person to look at.
+    async fn set_aside(
+        &self,
+        batch: &wire::Batch<'_>,
+        delivery: &Delivery,
+        reason: &'static str,
+        error: &str,
+    ) -> Result<(), lapin::Error> {
+        tracing::error!(batch = %batch.id(), packets = batch.packet_count, reason, error,
+            "cannot store the batch; dead-lettering it and counting its packets as dropped");
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            match self.store.set_aside(batch, reason, error).await {
+                Ok(_) => break,
+                Err(recording) if recording.failure() == Failure::Outage && !*self.stop.borrow() => {
+                    tracing::warn!(error = %recording, retry_in = ?backoff, "cannot record the set-aside batch; retrying");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(Duration::from_secs(5));
                 }
+                Err(_) if *self.stop.borrow() => return Ok(()),
+                Err(recording) => {
+                    // Its own fields are what the database refuses (a session name with a NUL):
+                    // only the metric and the dead-letter queue tell of it.
+                    tracing::error!(error = %recording, "cannot record the set-aside batch either");
+                    break;
+                }
             }
         }
+        self.metrics.dead_lettered.get_or_create(&ReasonLabel { reason }).inc();
+        delivery.reject(BasicRejectOptions { requeue: false }).await.map(|_| ())
     }
 }
 

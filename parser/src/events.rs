@@ -6,7 +6,7 @@
 //! unanswered requests' row ids for [`PENDING_FOR_NS`]. Pending state changes only once the
 //! transaction committed ([`Pending::apply`]), so a retried transaction pairs the same way.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 
 use dissect::{Dissection, L7};
@@ -101,7 +101,7 @@ pub struct Events {
     open_dns: HashMap<DnsKey, usize>,
     open_http: HashMap<Endpoints, VecDeque<usize>>,
     /// Pending entries this group answered (DNS keys; HTTP answers per flow, oldest first).
-    used_dns: Vec<DnsKey>,
+    used_dns: HashSet<DnsKey>,
     used_http: HashMap<Endpoints, usize>,
 }
 
@@ -189,7 +189,7 @@ impl Events {
                     self.dns[index].answer = Some(answer(Some(request_ns)));
                 } else if let Some(&(id, request_ns)) = pending.dns.get(&key).filter(|_| !self.used_dns.contains(&key))
                 {
-                    self.used_dns.push(key);
+                    self.used_dns.insert(key);
                     self.late_dns.push(Late {
                         id,
                         request_ns,

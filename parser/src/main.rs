@@ -83,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
     let keeping = tokio::spawn(async move { keeper.keep(allowed_sender, consuming_shards, keeper_stopping).await });
     let consumer = consumer::Consumer {
         amqp_url: config.amqp_url.clone(),
+        session: config.session.clone(),
         queue: config.queue.clone(),
         allowed,
         consuming: consuming_sender,

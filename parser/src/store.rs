@@ -30,6 +30,47 @@ pub enum StoreError {
     Turn(#[from] WaitError),
     #[error("migration failed: {0}")]
     Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("storing took longer than {0:?}")]
+    OverBudget(std::time::Duration),
+}
+
+/// What a failed attempt says about the next one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The database or the order between groups is not there yet: waited out, however long.
+    Outage,
+    /// The data itself is refused (SQLSTATE classes 22 data exception and 54 program limit):
+    /// the same rows fail again.
+    Data,
+    /// The attempt ran past its time budget.
+    OverBudget,
+    /// Anything else (a lock timeout, a partition dropped meanwhile): worth a few more attempts.
+    Other,
+}
+
+impl StoreError {
+    pub fn failure(&self) -> Failure {
+        match self {
+            Self::Database(sqlx::Error::Database(error)) => match error.code().as_deref().map(|c| c.get(..2)) {
+                Some(Some("22" | "54")) => Failure::Data,
+                // Connection, operator intervention (a restart), resources, privileges: an outage or
+                // a configuration a person fixes; dropping batches meanwhile would lose them.
+                Some(Some("08" | "57" | "53" | "42")) => Failure::Outage,
+                _ => Failure::Other,
+            },
+            Self::Database(
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed
+                | sqlx::Error::Protocol(_),
+            ) => Failure::Outage,
+            Self::Database(_) | Self::Migrate(_) => Failure::Other,
+            Self::Turn(_) => Failure::Outage,
+            Self::OverBudget(_) => Failure::OverBudget,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +103,51 @@ impl Store {
     /// Unfinished TCP messages held in memory (lost if the parser stops now).
     pub fn unfinished_messages(&self) -> usize {
         self.streams.lock().expect("not poisoned").pending()
+    }
+
+    /// Forgets the followed TCP streams: after an attempt cut short, its retry feeds them again.
+    pub fn forget_streams(&self) {
+        self.streams.lock().expect("not poisoned").reset();
+    }
+
+    /// Records a batch that cannot be stored (see [`Failure`]): its id (so a redelivery is a no-op),
+    /// its packets as dropped with `reason`, and its sniffer's counters, which travel with it.
+    /// Returns whether it was recorded now (false: it had been stored or set aside before).
+    pub async fn set_aside(&self, batch: &wire::Batch<'_>, reason: &str, error: &str) -> Result<bool, StoreError> {
+        let boot_id = hex(&batch.boot_id);
+        let mut tx = self.pool.begin().await?;
+        let claimed = sqlx::query(
+            "INSERT INTO batches (batch_id, session, node, boot_id, batch_seq, packets, final) \
+             VALUES ($1, $2, $3, $4, $5, 0, $6) ON CONFLICT (batch_id) DO NOTHING",
+        )
+        .bind(batch.id())
+        .bind(batch.session)
+        .bind(batch.node)
+        .bind(&boot_id)
+        .bind(batch.batch_seq as i64)
+        .bind(batch.is_final())
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if claimed == 0 {
+            tx.rollback().await?;
+            return Ok(false);
+        }
+        sqlx::query(
+            "INSERT INTO set_aside_batches (batch_id, session, boot_id, packets, reason, error) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(batch.id())
+        .bind(batch.session)
+        .bind(&boot_id)
+        .bind(batch.packet_count as i32)
+        .bind(reason)
+        .bind(dissect::text::storable(error.to_owned()))
+        .execute(&mut *tx)
+        .await?;
+        upsert_counters(&mut tx, batch, &boot_id).await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     /// Connects and applies the migrations (sqlx holds an advisory lock while it does, so parsers
@@ -128,6 +214,7 @@ impl Store {
             "DELETE FROM traffic_minutes WHERE session = $1 AND minute < now() - make_interval(secs => $2)",
             "DELETE FROM flows WHERE session = $1 AND last_seen < now() - make_interval(secs => $2)",
             "DELETE FROM batches WHERE session = $1 AND stored_at < now() - make_interval(secs => $2)",
+            "DELETE FROM set_aside_batches WHERE session = $1 AND set_aside_at < now() - make_interval(secs => $2)",
         ] {
             sqlx::query(statement)
                 .bind(session)
@@ -352,33 +439,43 @@ impl Store {
             }
         }
         for (batch, boot_id) in newest {
-            let drops: serde_json::Map<String, serde_json::Value> = batch
-                .counters
-                .drops
-                .iter()
-                .map(|(reason, n)| (reason.clone(), (*n).into()))
-                .collect();
-            sqlx::query(
-                "INSERT INTO sniffer_counters (boot_id, session, node, batch_seq, captured, kernel_drops, drops, final) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-                 ON CONFLICT (boot_id) DO UPDATE SET batch_seq = EXCLUDED.batch_seq, captured = EXCLUDED.captured, \
-                   kernel_drops = EXCLUDED.kernel_drops, drops = EXCLUDED.drops, final = EXCLUDED.final, updated_at = now() \
-                 WHERE sniffer_counters.batch_seq < EXCLUDED.batch_seq",
-            )
-            .bind(boot_id)
-            .bind(batch.session)
-            .bind(batch.node)
-            .bind(batch.batch_seq as i64)
-            .bind(batch.counters.captured as i64)
-            .bind(batch.counters.kernel_drops as i64)
-            .bind(serde_json::Value::Object(drops))
-            .bind(batch.is_final())
-            .execute(&mut *tx)
-            .await?;
+            upsert_counters(&mut tx, batch, boot_id).await?;
         }
         tx.commit().await?;
         Ok(event_ids)
     }
+}
+
+/// The sniffer process's cumulative counters as `batch` carried them, unless a later batch's are stored.
+async fn upsert_counters(
+    tx: &mut sqlx::PgConnection,
+    batch: &wire::Batch<'_>,
+    boot_id: &str,
+) -> Result<(), sqlx::Error> {
+    let drops: serde_json::Map<String, serde_json::Value> = batch
+        .counters
+        .drops
+        .iter()
+        .map(|(reason, n)| (reason.clone(), (*n).into()))
+        .collect();
+    sqlx::query(
+        "INSERT INTO sniffer_counters (boot_id, session, node, batch_seq, captured, kernel_drops, drops, final) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
+         ON CONFLICT (boot_id) DO UPDATE SET batch_seq = EXCLUDED.batch_seq, captured = EXCLUDED.captured, \
+           kernel_drops = EXCLUDED.kernel_drops, drops = EXCLUDED.drops, final = EXCLUDED.final, updated_at = now() \
+         WHERE sniffer_counters.batch_seq < EXCLUDED.batch_seq",
+    )
+    .bind(boot_id)
+    .bind(batch.session)
+    .bind(batch.node)
+    .bind(batch.batch_seq as i64)
+    .bind(batch.counters.captured as i64)
+    .bind(batch.counters.kernel_drops as i64)
+    .bind(serde_json::Value::Object(drops))
+    .bind(batch.is_final())
+    .execute(tx)
+    .await?;
+    Ok(())
 }
 
 async fn upsert_flows(tx: &mut sqlx::PgConnection, session: &str, flows: &FlowTable) -> Result<(), sqlx::Error> {

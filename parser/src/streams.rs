@@ -23,6 +23,9 @@ use crate::metrics::OutcomeLabel;
 
 /// Directions followed at once at most; past it the least recently active are ended.
 pub const MAX_STREAMS: usize = 65_536;
+/// Bytes all followed directions may hold together (each holds at most 16 KiB, in order or past a
+/// gap); past it the least recently active are ended, as past [`MAX_STREAMS`].
+pub const MAX_HELD_BYTES: usize = 64 << 20;
 /// A direction without a segment for this long (capture time) is ended.
 pub const IDLE_NS: u64 = 5_000_000_000;
 
@@ -33,6 +36,8 @@ const RST: u8 = 0x04;
 #[derive(Default)]
 pub struct Streams {
     open: HashMap<Sent, Open>,
+    /// Bytes the open streams hold, kept as they change (the sum of their `held()`).
+    held: usize,
     pub report: StreamReport,
     metrics: StreamMetrics,
 }
@@ -148,6 +153,7 @@ impl Streams {
         if !whole {
             // The snaplen cut this segment: what follows it cannot be put in order.
             let unfinished = open.stream.has_partial();
+            self.held = self.held.saturating_sub(open.stream.held());
             let mut pushed = Pushed::default();
             open.stream.flush(&mut pushed);
             self.count(|r| &mut r.given_up, "given_up", 1);
@@ -155,7 +161,12 @@ impl Streams {
             ended.extend(pushed.messages.into_iter().map(|m| (sent, m)));
             return Taken::No;
         }
+        let before = open.stream.held();
         let pushed = open.stream.push(seq, payload, ts_ns);
+        self.held = (self.held + open.stream.held()).saturating_sub(before);
+        if self.held > MAX_HELD_BYTES {
+            self.evict_oldest(sent, ended);
+        }
         self.count(|r| &mut r.given_up, "given_up", u64::from(pushed.gave_up));
         let reassembled = pushed.messages.iter().filter(|m| m.segments > 1).count() as u64;
         self.count(|r| &mut r.reassembled, "reassembled", reassembled);
@@ -167,24 +178,32 @@ impl Streams {
     }
 
     fn insert(&mut self, sent: Sent, stream: Stream, ts_ns: u64, ended: &mut Vec<(Sent, Message)>) {
-        self.open.insert(sent, Open { stream, last_ns: ts_ns });
+        self.held += stream.held();
+        if let Some(replaced) = self.open.insert(sent, Open { stream, last_ns: ts_ns }) {
+            self.held = self.held.saturating_sub(replaced.stream.held());
+        }
         if self.open.len() > MAX_STREAMS {
-            // The least recently active eighth goes, so eviction is rare and cheap per stream.
-            let mut times: Vec<u64> = self.open.values().map(|o| o.last_ns).collect();
-            let cut = *times.select_nth_unstable(MAX_STREAMS / 8).1;
-            let old: Vec<Sent> = self
-                .open
-                .iter()
-                .filter(|(_, o)| o.last_ns <= cut)
-                .map(|(s, _)| *s)
-                .collect();
-            for direction in old {
-                if direction != sent
-                    && let Some(open) = self.open.remove(&direction)
-                {
-                    self.count(|r| &mut r.evicted, "evicted", 1);
-                    self.end(direction, open, ended);
-                }
+            self.evict_oldest(sent, ended);
+        }
+    }
+
+    /// Ends the least recently active eighth of the streams but `keep`, so eviction is rare and
+    /// cheap per stream.
+    fn evict_oldest(&mut self, keep: Sent, ended: &mut Vec<(Sent, Message)>) {
+        let mut times: Vec<u64> = self.open.values().map(|o| o.last_ns).collect();
+        let cut = *times.select_nth_unstable(self.open.len() / 8).1;
+        let old: Vec<Sent> = self
+            .open
+            .iter()
+            .filter(|(_, o)| o.last_ns <= cut)
+            .map(|(s, _)| *s)
+            .collect();
+        for direction in old {
+            if direction != keep
+                && let Some(open) = self.open.remove(&direction)
+            {
+                self.count(|r| &mut r.evicted, "evicted", 1);
+                self.end(direction, open, ended);
             }
         }
     }
@@ -206,6 +225,7 @@ impl Streams {
     }
 
     fn end(&mut self, sent: Sent, mut open: Open, ended: &mut Vec<(Sent, Message)>) {
+        self.held = self.held.saturating_sub(open.stream.held());
         self.count(
             |r| &mut r.ended_unfinished,
             "ended_unfinished",
@@ -219,6 +239,7 @@ impl Streams {
     /// Drops every stream (after a failed transaction: its retry feeds the same segments again).
     pub fn reset(&mut self) {
         self.open.clear();
+        self.held = 0;
         self.count(|r| &mut r.reset, "reset", 1);
     }
 
@@ -245,7 +266,7 @@ impl Streams {
 
     /// Directions followed and the bytes they hold.
     pub fn size(&self) -> (usize, usize) {
-        (self.open.len(), self.open.values().map(|o| o.stream.held()).sum())
+        (self.open.len(), self.held)
     }
 
     /// Unfinished messages held (lost if the parser stops now).

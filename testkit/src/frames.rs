@@ -101,16 +101,29 @@ pub fn tcp(from: [u8; 6], to: [u8; 6], port: u16, flags: u8, payload: &[u8]) -> 
 pub fn tcp_ports(
     from: [u8; 6],
     to: [u8; 6],
+    source: (Ipv4Addr, u16),
+    destination: (Ipv4Addr, u16),
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    tcp_segment(from, to, source, destination, flags, 1, payload)
+}
+
+/// A TCP segment with sequence number `seq` (ack 1 when ACK is set).
+pub fn tcp_segment(
+    from: [u8; 6],
+    to: [u8; 6],
     (source, source_port): (Ipv4Addr, u16),
     (destination, port): (Ipv4Addr, u16),
     flags: u8,
+    seq: u32,
     payload: &[u8],
 ) -> Vec<u8> {
     let mut transport = vec![0u8; 20 + payload.len()];
     let mut tcp = MutableTcpPacket::new(&mut transport).unwrap();
     tcp.set_source(source_port);
     tcp.set_destination(port);
-    tcp.set_sequence(1);
+    tcp.set_sequence(seq);
     if flags & TcpFlags::ACK != 0 {
         tcp.set_acknowledgement(1);
     }

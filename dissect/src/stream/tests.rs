@@ -155,3 +155,42 @@ fn an_unfinished_message_is_read_as_far_as_it_goes_when_the_stream_ends() {
     stream.flush(&mut pushed);
     assert_eq!(sni(&pushed.messages[0]), Some("cut.example"));
 }
+
+#[test]
+fn a_content_length_that_wraps_ends_the_stream_after_the_head() {
+    // head_end + 18446744073709551560 wraps to a small number on 64 bits.
+    let request = b"POST /x HTTP/1.1\r\nHost: wrap.example\r\nContent-Length: 18446744073709551560\r\n\r\nbody";
+    let mut stream = Stream::new(START, 51000, 8080);
+    let pushed = stream.push(START, request, 1);
+    match &pushed.messages[0].l7 {
+        L7::Http { host, .. } => assert_eq!(host.as_deref(), Some("wrap.example")),
+        other => panic!("not HTTP: {other:?}"),
+    }
+    assert!(stream.is_done(), "a body too long to follow ends the stream");
+    assert!(
+        stream
+            .push(START + request.len() as u32, b"GET / HTTP/1.1\r\n\r\n", 2)
+            .messages
+            .is_empty()
+    );
+}
+
+#[test]
+fn segments_past_a_gap_count_toward_the_bound() {
+    let mut stream = Stream::new(START, 51000, 443);
+    stream.push(START, &[22, 3, 1, 0x40, 0], 1);
+    // One byte missing at offset 5, then a flood of distinct offsets past it, each up to the limit.
+    let big = vec![0xab; STREAM_LIMIT];
+    for offset in 6..2000u32 {
+        let pushed = stream.push(START + offset, &big, 2);
+        assert!(!pushed.took);
+        assert!(
+            stream.held() <= STREAM_LIMIT,
+            "held {} at offset {offset}",
+            stream.held()
+        );
+    }
+    let mut pushed = Pushed::default();
+    stream.flush(&mut pushed);
+    assert_eq!(stream.held(), 0);
+}
