@@ -37,6 +37,7 @@ const AT_LEAST_A_MINUTE_RULE: &str =
     printcolumn = r#"{"name":"Packets","type":"integer","jsonPath":".status.packets.captured","description":"Packets captured by the sniffers"}"#,
     printcolumn = r#"{"name":"Dropped","type":"integer","jsonPath":".status.packets.dropped","priority":1,"description":"Packets dropped, for any reason"}"#,
     printcolumn = r#"{"name":"Stored","type":"integer","jsonPath":".status.packets.stored","priority":1,"description":"Packets stored in PostgreSQL"}"#,
+    printcolumn = r#"{"name":"Deduplicated","type":"integer","jsonPath":".status.packets.deduplicated","priority":1,"description":"Copies of packets already captured on another interface of the node"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[serde(rename_all = "camelCase")]
@@ -88,7 +89,8 @@ pub struct CaptureSessionSpec {
     #[x_kube(validation = Rule::new(POSITIVE_DURATION_RULE).message("duration must be greater than zero"))]
     pub duration: Option<String>,
 
-    /// Stop capturing after this many packets in total across all sniffers. Unset: no limit.
+    /// Stop capturing after this many packets in total across all sniffers (copies of one packet on
+    /// several interfaces of a node count once). Unset: no limit.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub max_packets: Option<i64>,
@@ -349,6 +351,11 @@ pub struct PacketCounts {
     pub dropped_by_reason: BTreeMap<String, i64>,
     /// Packets stored in PostgreSQL.
     pub stored: i64,
+    /// Copies of a packet the same node's sniffer had already captured on another interface (a
+    /// pod's packet on its veth, the bridge and the peer's veth): captured, neither stored nor
+    /// lost. Captured = stored + deduplicated + dropped + on the way.
+    #[serde(default)]
+    pub deduplicated: i64,
 }
 
 /// Condition types, as kstatus (Flux) and Argo CD read them.

@@ -9,6 +9,9 @@ use std::collections::BTreeMap;
 use crds::{CaptureSession, PacketCounts, condition};
 use sqlx::PgPool;
 
+/// How the sniffers' counters name the copies they skipped (see the sniffer's `dedup`).
+pub const DEDUPLICATED: &str = "deduplicated";
+
 pub static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 
 /// Runs [`MIGRATOR`] in the background until it succeeds, for processes that must start (and
@@ -70,6 +73,8 @@ pub async fn packet_counts(pool: &PgPool, session: &str, created: Option<&str>) 
         .fetch_one(pool)
         .await?;
     let mut dropped_by_reason: BTreeMap<String, i64> = by_reason.0.into_iter().filter(|(_, n)| *n > 0).collect();
+    // The sniffers' counters carry copies they skipped beside the drops; they are not a loss.
+    let deduplicated = dropped_by_reason.remove(DEDUPLICATED).unwrap_or(0);
     if kernel > 0 {
         dropped_by_reason.insert("kernel".into(), kernel);
     }
@@ -78,6 +83,7 @@ pub async fn packet_counts(pool: &PgPool, session: &str, created: Option<&str>) 
         dropped: dropped_by_reason.values().sum(),
         dropped_by_reason,
         stored,
+        deduplicated,
     })
 }
 

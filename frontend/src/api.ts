@@ -6,6 +6,7 @@ export interface PacketCounts {
   dropped: number;
   dropped_by_reason: Record<string, number>;
   stored: number;
+  deduplicated: number;
 }
 
 export interface Condition {

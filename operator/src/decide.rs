@@ -212,7 +212,7 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
         .spec
         .max_packets
         .zip(observed.counts.as_ref())
-        .is_some_and(|(max, counts)| counts.captured >= max);
+        .is_some_and(|(max, counts)| counts.captured - counts.deduplicated >= max);
     let ended_before = matches!(previous.phase, Some(Phase::Draining | Phase::Completed));
     let finished = expired || enough || ended_before;
     if (expired || enough) && !ended_before {

@@ -35,6 +35,9 @@ impl DropReason {
     }
 }
 
+/// How the wire's counters name deduplicated packets (beside the drop reasons; not a loss).
+pub const DEDUPLICATED: &str = "deduplicated";
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct ReasonLabel {
     reason: &'static str,
@@ -45,6 +48,9 @@ pub struct Accounting {
     pub captured_packets: Counter,
     pub captured_bytes: Counter,
     pub kernel_drops: Counter,
+    /// Copies of a packet already captured on another interface of this node (see `crate::dedup`):
+    /// neither stored nor lost. The wire carries them among the drops, as `deduplicated`.
+    pub deduplicated: Counter,
     pub confirmed_packets: Counter,
     pub batches_published: Counter,
     pub batches_confirmed: Counter,
@@ -67,6 +73,7 @@ impl Default for Accounting {
             captured_packets: Counter::default(),
             captured_bytes: Counter::default(),
             kernel_drops: Counter::default(),
+            deduplicated: Counter::default(),
             confirmed_packets: Counter::default(),
             batches_published: Counter::default(),
             batches_confirmed: Counter::default(),
@@ -94,6 +101,11 @@ impl Default for Accounting {
             "kernel_drops",
             "Packets the kernel dropped before capture (ring or socket buffer full)",
             accounting.kernel_drops.clone(),
+        );
+        registry.register(
+            "packets_deduplicated",
+            "Captured packets that were copies of one already captured on another interface of this node (not stored, not lost)",
+            accounting.deduplicated.clone(),
         );
         registry.register(
             "packets_confirmed",
@@ -184,7 +196,7 @@ impl Accounting {
     pub fn pending(&self) -> u64 {
         self.captured_packets
             .get()
-            .saturating_sub(self.confirmed_packets.get() + self.dropped_total())
+            .saturating_sub(self.confirmed_packets.get() + self.dropped_total() + self.deduplicated.get())
     }
 
     /// The cumulative counters as the wire format carries them.
@@ -195,6 +207,7 @@ impl Accounting {
             drops: DropReason::ALL
                 .iter()
                 .map(|&reason| (reason.as_str().to_owned(), self.dropped(reason)))
+                .chain([(DEDUPLICATED.to_owned(), self.deduplicated.get())])
                 .filter(|(_, packets)| *packets > 0)
                 .collect(),
         }

@@ -6,6 +6,7 @@
 mod accounting;
 mod capture;
 mod config;
+mod dedup;
 mod health;
 mod interfaces;
 mod outbox;
@@ -58,6 +59,7 @@ async fn main() -> anyhow::Result<()> {
         origin,
         filter: worker::FilterBoard::new(filter.clone()),
         accounting: accounting.clone(),
+        dedup: dedup::Deduplicator::default(),
         next_packet_seq: AtomicU64::new(0),
         next_batch_seq: AtomicU64::new(0),
         stop: AtomicBool::new(false),

@@ -10,6 +10,7 @@ use wire::{BatchBuilder, Origin};
 
 use crate::accounting::Accounting;
 use crate::capture::{CaptureError, CaptureSource, KernelFilter};
+use crate::dedup::Deduplicator;
 use crate::outbox::{Outbox, OutgoingBatch};
 use crate::shard;
 
@@ -50,6 +51,7 @@ pub struct Shared {
     pub origin: Origin,
     pub filter: FilterBoard,
     pub accounting: Arc<Accounting>,
+    pub dedup: Deduplicator,
     pub next_packet_seq: AtomicU64,
     pub next_batch_seq: AtomicU64,
     pub stop: AtomicBool,
@@ -74,6 +76,12 @@ pub fn run(
     limits: BatchLimits,
 ) -> Result<(), CaptureError> {
     let interface_name = interface.clone();
+    let interface_key = {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        interface.hash(&mut hasher);
+        hasher.finish()
+    };
     let shards = limits.shards.max(1);
     // The whole batch size up front for one shard; with several, each grows as it fills.
     let capacity = if shards == 1 { 1 << 20 } else { 1 << 16 };
@@ -101,9 +109,17 @@ pub fn run(
         }
         .min(Duration::from_millis(100));
         let polled = source.poll(wait, &mut |frame| {
-            let seq = shared.next_packet_seq.fetch_add(1, Ordering::Relaxed);
             shared.accounting.captured_packets.inc();
             shared.accounting.captured_bytes.inc_by(u64::from(frame.original_len));
+            if shared
+                .dedup
+                .is_copy(frame.data, frame.original_len, frame.ts_ns, interface_key)
+            {
+                shared.accounting.deduplicated.inc();
+                return;
+            }
+            // Numbered after deduplication: the stored packets' sequence has no gaps of copies.
+            let seq = shared.next_packet_seq.fetch_add(1, Ordering::Relaxed);
             let batch = &mut batches[usize::from(shard::of(frame.data, shards))];
             batch.push(seq, frame.ts_ns, frame.original_len, frame.data);
             if batch.builder.len() >= limits.packets {

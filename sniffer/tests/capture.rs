@@ -681,3 +681,226 @@ async fn vlan_tagged_frames_are_stored_as_they_were_on_the_wire() {
         );
     }
 }
+
+/// Two "pods" wired to a bridge exactly as a bridge CNI wires them: a network namespace each, a
+/// veth pair each with its host end on the bridge, addresses from a test subnet. Removed on drop.
+struct BridgedPods {
+    bridge: String,
+    host_ends: [String; 2],
+    namespaces: [String; 2],
+    addresses: [String; 2],
+    forward_rule: Vec<String>,
+}
+
+fn sh(args: &[&str]) {
+    let output = Command::new(args[0]).args(&args[1..]).output().expect("run a command");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl BridgedPods {
+    fn create() -> Self {
+        let id = &testkit::unique_suffix()[..6];
+        let octet = u8::from_str_radix(&id[..2], 16).unwrap();
+        let pods = Self {
+            bridge: format!("tb{id}"),
+            host_ends: [format!("tb{id}a"), format!("tb{id}b")],
+            namespaces: [format!("trawl-pod-a-{id}"), format!("trawl-pod-b-{id}")],
+            addresses: [format!("10.251.{octet}.2"), format!("10.251.{octet}.3")],
+            // A Docker engine sets FORWARD to DROP, and bridged frames pass it (br_netfilter).
+            forward_rule: [
+                "FORWARD",
+                "-i",
+                &format!("tb{id}"),
+                "-o",
+                &format!("tb{id}"),
+                "-j",
+                "ACCEPT",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        };
+        sh(&["ip", "link", "add", &pods.bridge, "type", "bridge"]);
+        sh(&["ip", "link", "set", &pods.bridge, "up"]);
+        let mut insert = vec!["iptables", "-I"];
+        insert.extend(pods.forward_rule.iter().map(String::as_str));
+        sh(&insert);
+        for i in 0..2 {
+            let (namespace, host_end) = (&pods.namespaces[i], &pods.host_ends[i]);
+            sh(&["ip", "netns", "add", namespace]);
+            sh(&[
+                "ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace,
+            ]);
+            sh(&["ip", "link", "set", host_end, "master", &pods.bridge, "up"]);
+            sh(&["sysctl", "-qw", &format!("net.ipv6.conf.{host_end}.disable_ipv6=1")]);
+            let inside = |args: &[&str]| {
+                let mut command = vec!["ip", "netns", "exec", namespace.as_str()];
+                command.extend_from_slice(args);
+                sh(&command);
+            };
+            inside(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+            inside(&["ip", "addr", "add", &format!("{}/24", pods.addresses[i]), "dev", "eth0"]);
+            inside(&["ip", "link", "set", "eth0", "up"]);
+            inside(&["ip", "link", "set", "lo", "up"]);
+        }
+        pods
+    }
+
+    fn command(&self, pod: usize, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.namespaces[pod], program]);
+        command
+    }
+}
+
+impl Drop for BridgedPods {
+    fn drop(&mut self) {
+        for namespace in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", namespace]).status();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+        let _ = Command::new("iptables").arg("-D").args(&self.forward_rule).status();
+    }
+}
+
+/// (IPv4 id, TCP sequence, TCP flags, payload length) of each TCP packet: what tells packets apart,
+/// without the checksums (offload leaves them unfinished where the sender captures).
+fn tcp_packets(frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<(u16, u32, u8, usize)> {
+    let mut packets: Vec<_> = frames
+        .into_iter()
+        .filter_map(|data| {
+            let ethernet = EthernetPacket::new(&data)?;
+            let ip = Ipv4Packet::new(ethernet.payload())?;
+            let tcp = pnet::packet::tcp::TcpPacket::new(ip.payload())?;
+            Some((
+                ip.get_identification(),
+                tcp.get_sequence(),
+                tcp.get_flags(),
+                tcp.payload().len(),
+            ))
+        })
+        .collect();
+    packets.sort_unstable();
+    packets
+}
+
+#[tokio::test]
+async fn a_packet_seen_on_veth_bridge_and_veth_is_kept_once() {
+    let pods = BridgedPods::create();
+    let interfaces = format!("{},{},{}", pods.host_ends[0], pods.bridge, pods.host_ends[1]);
+    let vhost = TestVhost::create();
+    let amqp_url = vhost.amqp_url.clone();
+    let mut rig = Rig::start_with(
+        TestNetwork::create(),
+        vhost,
+        &amqp_url,
+        &["--interfaces", &interfaces, "--filter", "tcp port 8000"],
+        FieldTable::default(),
+    )
+    .await;
+    let mut serve = pods.command(1, "python3");
+    serve
+        .args(["-m", "http.server", "8000", "--bind", &pods.addresses[1]])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let mut server = Service::start("http.server", serve);
+    wait_until("the pod's HTTP server to listen", DEADLINE, || async {
+        let output = pods.command(1, "ss").args(["-Hltn", "sport = :8000"]).output().ok()?;
+        (!output.stdout.is_empty()).then_some(())
+    })
+    .await;
+    // The reference: what the client pod itself saw, from inside its namespace.
+    let pcap = std::env::temp_dir().join(format!("trawl-{}.pcap", pods.bridge));
+    let mut tcpdump = pods
+        .command(0, "tcpdump")
+        .args(["-i", "eth0", "--immediate-mode", "-U", "-n", "-w"])
+        .arg(&pcap)
+        .args(["tcp", "port", "8000"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("run tcpdump (apt: tcpdump)");
+    let stderr = tcpdump.stderr.take().unwrap();
+    let (listening, heard) = std::sync::mpsc::channel();
+    // Read to the end in a thread: tcpdump writes its summary there when it stops.
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = listening.send(());
+            }
+        }
+    });
+    heard.recv_timeout(DEADLINE).expect("tcpdump to listen");
+    for request in 0..5 {
+        let status = pods
+            .command(0, "curl")
+            .args([
+                "-sf",
+                "-o",
+                "/dev/null",
+                &format!("http://{}:8000/?r={request}", pods.addresses[1]),
+            ])
+            .status()
+            .unwrap();
+        assert!(status.success(), "curl from pod a to pod b");
+    }
+    let seen = || {
+        tcp_packets(
+            testkit::pcap::read(&pcap)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|(_, frame)| frame),
+        )
+    };
+    // Both ends closed each of the five connections, and the sniffer has all three copies of it.
+    wait_until(
+        "the client pod's capture to hold the five connections' ends",
+        DEADLINE,
+        || async {
+            let packets = seen();
+            let fins = packets.iter().filter(|(_, _, flags, _)| flags & 1 != 0).count();
+            (fins >= 10 && rig.metric("trawl_sniffer_packets_captured_total") >= 3 * packets.len() as u64).then_some(())
+        },
+    )
+    .await;
+    sh(&["kill", "-INT", &tcpdump.id().to_string()]);
+    tcpdump.wait().unwrap();
+    let reference = seen();
+    let _ = std::fs::remove_file(&pcap);
+    assert!(
+        reference.len() >= 5 * 6,
+        "five HTTP exchanges: {} packets",
+        reference.len()
+    );
+    let wire = reference.len() as u64;
+
+    rig.wait_captured(3 * wire).await;
+    wait_until("the copies counted on /metrics", DEADLINE, || async {
+        (rig.metric("trawl_sniffer_packets_deduplicated_total") == 2 * wire).then_some(())
+    })
+    .await;
+    server.signal("TERM");
+    rig.stop();
+    let batches = rig.drain().await;
+    let counters = &batches.last().unwrap().counters;
+    let kept = unique_packets(&batches);
+    assert_eq!(
+        counters.captured,
+        3 * wire,
+        "each packet on the sender's veth, the bridge and the receiver's veth"
+    );
+    let deduplicated = counters
+        .drops
+        .iter()
+        .find(|(reason, _)| reason == "deduplicated")
+        .map_or(0, |(_, n)| *n);
+    assert_eq!(deduplicated, 2 * wire, "two copies of each set aside");
+    assert_eq!(
+        tcp_packets(kept.into_iter().map(|(_, _, frame)| frame)),
+        reference,
+        "what the client pod saw, each packet once"
+    );
+}

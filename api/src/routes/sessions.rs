@@ -47,13 +47,15 @@ pub struct Session {
     pub deleted_at: Option<DateTime<Utc>>,
 }
 
-/// Captured = stored + dropped + still on the way.
+/// Captured = stored + deduplicated + dropped + still on the way.
 #[derive(Serialize, ToSchema)]
 pub struct PacketCounts {
     pub captured: i64,
     pub dropped: i64,
     pub dropped_by_reason: BTreeMap<String, i64>,
     pub stored: i64,
+    /// Copies of a packet the node's sniffer had already captured on another interface.
+    pub deduplicated: i64,
 }
 
 #[derive(Serialize, ToSchema)]
@@ -98,6 +100,7 @@ async fn view(state: &AppState, row: Row) -> Result<Session, ApiError> {
             dropped: counts.dropped,
             dropped_by_reason: counts.dropped_by_reason,
             stored: counts.stored,
+            deduplicated: counts.deduplicated,
         },
         namespace,
         name,

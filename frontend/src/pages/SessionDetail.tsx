@@ -17,7 +17,7 @@ export function SessionDetail() {
   if (session.isError) return <ErrorState error={session.error} />;
   const s = session.data;
   const key = encodeURIComponent(s.key);
-  const inFlight = s.packets.captured - s.packets.stored - s.packets.dropped;
+  const inFlight = s.packets.captured - s.packets.stored - s.packets.deduplicated - s.packets.dropped;
   return (
     <section aria-labelledby="session-title">
       <h1 id="session-title">
@@ -47,6 +47,8 @@ export function SessionDetail() {
             <dd>{formatCount(s.packets.captured)}</dd>
             <dt>Stored</dt>
             <dd>{formatCount(s.packets.stored)}</dd>
+            <dt title="Copies of a packet already captured on another interface of the node">Deduplicated</dt>
+            <dd>{formatCount(s.packets.deduplicated)}</dd>
             <dt>Dropped</dt>
             <dd>{formatCount(s.packets.dropped)}</dd>
             {Object.entries(s.packets.dropped_by_reason).map(([reason, n]) => (
