@@ -1,5 +1,5 @@
 // `npm run dev` serves the UI on :5173 and forwards /api to a trawl-api on :8080
-// (for example the local run: `make up`).
+// (for example the local run: `hack/local/trawl-local up`).
 import { defineConfig } from "vitest/config";
 import react from "@vitejs/plugin-react";
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the parser's fuzz targets (the dissector, the batch decoder) with libFuzzer and coverage
+# Builds the parser's fuzz targets (the dissector, TCP reassembly, the batch decoder) with libFuzzer and coverage
 # instrumentation, and runs each for the given time.
 # Uses the stable toolchain: the instrumentation flags cargo-fuzz passes are stable; only its
 # sanitizers need nightly, and the dissector has no unsafe code for them to check.
@@ -14,7 +14,7 @@ export RUSTFLAGS="--cfg fuzzing -Cpasses=sancov-module -Cllvm-args=-sanitizer-co
 # An explicit --target keeps RUSTFLAGS (the instrumentation) off build scripts, as cargo-fuzz does.
 target=$(rustc -vV | awk '/^host:/ {print $2}')
 cargo build --release -q --target "$target" --manifest-path "$root/parser/fuzz/Cargo.toml"
-for target_name in dissect wire_decode; do
+for target_name in dissect stream wire_decode; do
   mkdir -p "$root/parser/fuzz/corpus/$target_name" "$root/parser/fuzz/artifacts/$target_name"
   echo "fuzz: $target_name" >&2
   "$CARGO_TARGET_DIR/$target/release/$target_name" -max_total_time="$seconds" -max_len=4096 \

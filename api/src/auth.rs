@@ -187,6 +187,8 @@ enum Access {
     Kubernetes {
         identity: Arc<kubernetes::Identity>,
         reviewer: Arc<kubernetes::Reviewer>,
+        /// Kept to ask again during a long request (a live stream) whether it still holds.
+        token: Arc<str>,
     },
 }
 
@@ -207,12 +209,29 @@ impl Caller {
         }
     }
 
+    /// For a long request: whether the caller's token still stands for the same identity and it may
+    /// still read `namespace` (answers are cached for [`kubernetes::TTL`], so asked again after it).
+    pub async fn recheck(&self, namespace: &str) -> Result<(), ApiError> {
+        if let Access::Kubernetes {
+            identity,
+            reviewer,
+            token,
+        } = &self.access
+        {
+            let now = reviewer.authenticate(token).await.map_err(review_error)?;
+            if now != *identity {
+                return Err(ApiError::Rejected("the token now stands for someone else".into()));
+            }
+        }
+        self.require_in(namespace, Scope::Read).await
+    }
+
     /// `scope` for the sessions of `namespace`.
     pub async fn require_in(&self, namespace: &str, scope: Scope) -> Result<(), ApiError> {
         match &self.access {
             Access::Open => Ok(()),
             Access::Scopes(_) => self.require(scope),
-            Access::Kubernetes { identity, reviewer } => {
+            Access::Kubernetes { identity, reviewer, .. } => {
                 if reviewer
                     .allowed(identity, scope, namespace)
                     .await
@@ -234,7 +253,7 @@ impl Caller {
     /// cluster lets it `get` CaptureSessions (asked once per namespace that has sessions, or once
     /// for all namespaces when that is allowed).
     pub async fn visible(&self, pool: &sqlx::PgPool) -> Result<Visible, ApiError> {
-        let Access::Kubernetes { identity, reviewer } = &self.access else {
+        let Access::Kubernetes { identity, reviewer, .. } = &self.access else {
             return Ok(Visible::All);
         };
         if reviewer
@@ -342,6 +361,7 @@ where
                     access: Access::Kubernetes {
                         identity,
                         reviewer: reviewer.clone(),
+                        token: presented.trim().into(),
                     },
                 })
             }

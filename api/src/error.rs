@@ -26,6 +26,9 @@ pub enum ApiError {
     /// The cluster could not be asked: refused rather than let through.
     #[error("{0}")]
     AuthUnavailable(String),
+    /// Too many long requests (exports, streams) of this caller or in all (see `crate::limits`).
+    #[error("{0}")]
+    TooMany(String),
     #[error("the database is unavailable")]
     Unavailable(#[source] sqlx::Error),
     #[error("the query ran longer than the API allows (its statement timeout)")]
@@ -77,6 +80,7 @@ impl IntoResponse for ApiError {
             Self::Unauthenticated | Self::Rejected(_) => (StatusCode::UNAUTHORIZED, None, self.to_string()),
             Self::Forbidden(_) | Self::Denied(_) => (StatusCode::FORBIDDEN, None, self.to_string()),
             Self::AuthUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, None, self.to_string()),
+            Self::TooMany(_) => (StatusCode::TOO_MANY_REQUESTS, None, self.to_string()),
             Self::Unavailable(source) => {
                 tracing::warn!(error = %source, "database unavailable");
                 (

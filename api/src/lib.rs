@@ -12,6 +12,7 @@ pub mod endpoints;
 pub mod error;
 pub mod filter;
 pub mod input;
+pub mod limits;
 pub mod metrics;
 pub mod router;
 pub mod routes;

@@ -7,13 +7,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use api::{auth, config, router, state};
+use api::{auth, config, metrics, router, state};
 use clap::Parser;
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     service::logging::init();
+    let metrics = Arc::new(metrics::Metrics::default());
     let auth = match (config.auth, &config.tokens_file) {
         (config::AuthMode::Kubernetes, Some(_)) => {
             anyhow::bail!("--tokens-file and --auth kubernetes exclude each other: pick one way to tell callers apart")
@@ -25,6 +26,7 @@ async fn main() -> anyhow::Result<()> {
             auth::Auth::Kubernetes(std::sync::Arc::new(auth::kubernetes::Reviewer::new(
                 client,
                 config.token_audiences.clone(),
+                metrics.token_reviews.clone(),
             )))
         }
         (config::AuthMode::Tokens, Some(path)) => auth::Tokens::load(path)?.into(),
@@ -49,8 +51,9 @@ async fn main() -> anyhow::Result<()> {
     let state = state::AppState {
         pool,
         auth: Arc::new(auth),
-        metrics: Arc::default(),
+        metrics,
         max_page_size: config.max_page_size,
+        limits: api::limits::Limits::default(),
         shutdown,
         migrated,
     };

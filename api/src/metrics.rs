@@ -20,6 +20,11 @@ pub struct RequestLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RouteLabel {
     pub route: String,
 }
@@ -30,6 +35,8 @@ pub struct Metrics {
     pub panics: Counter,
     requests: Family<RequestLabels, Counter>,
     duration: Family<RouteLabel, Histogram>,
+    /// TokenReviews sent to the API server, by outcome (`--auth kubernetes`).
+    pub token_reviews: Family<OutcomeLabel, Counter>,
 }
 
 impl Default for Metrics {
@@ -49,6 +56,12 @@ impl Default for Metrics {
             "Time to the response's headers, by route",
             duration.clone(),
         );
+        let token_reviews = Family::<OutcomeLabel, Counter>::default();
+        registry.register(
+            "token_reviews",
+            "TokenReviews sent to the Kubernetes API server, by outcome (answers are cached, rejections briefly)",
+            token_reviews.clone(),
+        );
         let panics = Counter::default();
         registry.register(
             "handler_panics",
@@ -60,6 +73,7 @@ impl Default for Metrics {
             panics,
             requests,
             duration,
+            token_reviews,
         }
     }
 }
@@ -70,13 +84,29 @@ impl Metrics {
     }
 }
 
+/// The method as a label from a closed set: any token is a valid HTTP method, and each new label
+/// value would be a series kept forever.
+fn method_label(method: &axum::http::Method) -> &'static str {
+    use axum::http::Method;
+    match *method {
+        Method::GET => "GET",
+        Method::HEAD => "HEAD",
+        Method::POST => "POST",
+        Method::PUT => "PUT",
+        Method::DELETE => "DELETE",
+        Method::PATCH => "PATCH",
+        Method::OPTIONS => "OPTIONS",
+        _ => "other",
+    }
+}
+
 pub async fn record(State(metrics): State<std::sync::Arc<Metrics>>, request: Request, next: Next) -> Response {
     let route = request
         .extensions()
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".into());
-    let method = request.method().to_string();
+    let method = method_label(request.method()).to_owned();
     let started = Instant::now();
     let response = next.run(request).await;
     metrics

@@ -8,6 +8,7 @@ use axum::extract::FromRef;
 use sqlx::PgPool;
 
 use crate::auth::Auth;
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 
 #[derive(Clone)]
@@ -16,6 +17,8 @@ pub struct AppState {
     pub auth: Arc<Auth>,
     pub metrics: Arc<Metrics>,
     pub max_page_size: u32,
+    /// How many exports and streams may run, in total and per caller.
+    pub limits: Limits,
     /// Flips to true at shutdown, ending live streams so that the server can stop.
     pub shutdown: tokio::sync::watch::Receiver<bool>,
     /// Set once the migrations have run: until then the tables may not exist.

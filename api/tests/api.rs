@@ -722,3 +722,32 @@ async fn l7_events_are_listed_filtered_and_paged() {
     assert_eq!(status, 400, "{body}");
     assert_eq!(body["error"]["parameter"], "q", "{body}");
 }
+
+#[tokio::test]
+async fn live_streams_are_bounded_per_caller_and_given_back_when_closed() {
+    let mut rig = Rig::start_with(Some(TOKENS)).await;
+    rig.store_mix().await;
+    let open = |rig: &Rig| {
+        rig.request(&format!("/api/v1/stream?session={SESSION}"))
+            .call()
+            .unwrap()
+    };
+    rig.token = Some("reader-token-0123456789");
+    let mine: Vec<_> = (0..8).map(|_| open(&rig)).collect();
+    assert!(mine.iter().all(|response| response.status() == 200));
+    let mut refused = open(&rig);
+    assert_eq!(refused.status(), 429, "a ninth stream of one caller");
+    let body = refused.body_mut().read_to_string().unwrap();
+    assert!(body.contains("at most 8 per caller"), "{body}");
+    // Another caller is not held up by the first one's streams.
+    rig.token = Some("analyst-token-0123456789");
+    assert_eq!(open(&rig).status(), 200);
+    // A closed stream gives its place back (the server notices at its next poll).
+    drop(mine);
+    rig.token = Some("reader-token-0123456789");
+    wait_until("a closed stream's place to be free", DEADLINE, || async {
+        let response = open(&rig);
+        (response.status() == 200).then_some(())
+    })
+    .await;
+}

@@ -37,6 +37,7 @@ fn state(pool: sqlx::PgPool, tokens: Tokens) -> AppState {
         auth: Arc::new(tokens.into()),
         metrics: Arc::default(),
         max_page_size: 1000,
+        limits: Default::default(),
         shutdown: tokio::sync::watch::channel(false).1,
         migrated: Arc::new(AtomicBool::new(true)),
     }

@@ -343,11 +343,15 @@ async fn each_caller_sees_exactly_the_namespaces_its_roles_allow() {
             let analyst_here = *who == "analyst-b" && session == &session_b;
             let detail = if session == &session_b { analyst_here } else { allowed };
             let (status, _) = api.get(token, &format!("/api/v1/packets/{packet}"));
-            assert_eq!(
-                status,
-                if detail { 200 } else { 403 },
-                "{who}: packet {packet} of {session}"
-            );
+            // A packet of a namespace the caller may not read is answered as absent (404), never
+            // as forbidden, which would tell that it exists; a readable one without the payload
+            // permission is forbidden (403).
+            let expected_detail = match (allowed, detail) {
+                (false, _) => 404,
+                (true, true) => 200,
+                (true, false) => 403,
+            };
+            assert_eq!(status, expected_detail, "{who}: packet {packet} of {session}");
             let (status, _) = api.get(token, &format!("/api/v1/sessions/{namespace}/{name}/pcap"));
             assert_eq!(status, if analyst_here { 200 } else { 403 }, "{who}: pcap of {session}");
         }
@@ -365,9 +369,23 @@ async fn each_caller_sees_exactly_the_namespaces_its_roles_allow() {
     );
     assert!(audit.contains("system:serviceaccounts"), "{audit}");
 
-    // A token the cluster does not accept: 401.
+    // A token the cluster does not accept: 401, and asked again at once, answered from memory.
     let (status, body) = api.get("not-a-token", "/api/v1/sessions");
     assert_eq!(status, 401, "{body}");
+    for _ in 0..5 {
+        assert_eq!(api.get("not-a-token", "/api/v1/sessions").0, 401);
+    }
+    let metrics = ureq::get(format!("{}/metrics", api.base))
+        .call()
+        .unwrap()
+        .body_mut()
+        .read_to_string()
+        .unwrap();
+    assert_eq!(
+        testkit::metrics::value(&metrics, "trawl_api_token_reviews_total{outcome=\"rejected\"}"),
+        Some(1),
+        "one TokenReview for six requests with the same rejected token"
+    );
 
     // An API server that cannot be reached: refused, never let through.
     let unreachable = std::env::temp_dir().join(format!("trawl-unreachable-{}.kubeconfig", unique_suffix()));

@@ -368,6 +368,9 @@ pub mod condition {
     pub const STALLED: &str = "Stalled";
     /// Sessions with `spec.target`: whether selected pods are being captured, and which are not.
     pub const TARGETED: &str = "Targeted";
+    /// The parsers store what the queue holds (False, reason `StorageStuck`: batches wait and
+    /// nothing was stored for two minutes).
+    pub const STORING: &str = "Storing";
 }
 
 fn default_snaplen() -> i32 {

@@ -13,3 +13,7 @@ CREATE TABLE set_aside_batches (
     set_aside_at  timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX set_aside_batches_session ON set_aside_batches (session);
+
+-- When a session's storage last moved (issue #29 item 2): the newest batch stored, read by the
+-- operator to tell a pipeline that drains slowly from one that stopped.
+CREATE INDEX batches_session_stored_at ON batches (session, stored_at);

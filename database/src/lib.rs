@@ -87,6 +87,19 @@ pub async fn packet_counts(pool: &PgPool, session: &str, created: Option<&str>) 
     })
 }
 
+/// Seconds since the session last stored a batch (or since `created`, RFC 3339, when it never
+/// did), by the database's clock.
+pub async fn seconds_since_stored(pool: &PgPool, session: &str, created: Option<&str>) -> Result<f64, sqlx::Error> {
+    sqlx::query_scalar(
+        "SELECT coalesce(extract(epoch FROM now() - coalesce(max(stored_at), $2::timestamptz))::float8, 0) \
+         FROM batches WHERE session = $1",
+    )
+    .bind(session)
+    .bind(created)
+    .fetch_one(pool)
+    .await
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum MirrorError {
     #[error("the session has no namespace, name or uid")]

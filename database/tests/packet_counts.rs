@@ -67,3 +67,30 @@ async fn a_session_created_again_under_the_same_name_counts_only_its_own_sniffer
     assert_eq!(kept, 2);
     pool.close().await;
 }
+
+#[tokio::test]
+async fn copies_a_sniffer_skipped_are_deduplicated_not_dropped() {
+    let database = TestDatabase::create().await;
+    let pool = database.pool().await;
+    database::MIGRATOR.run(&pool).await.unwrap();
+    sqlx::query(
+        "INSERT INTO sniffer_counters (boot_id, session, node, batch_seq, captured, kernel_drops, drops, final) \
+         VALUES ('dedup-a', 'team-b/bridge', 'node-a', 0, 186, 0, '{\"deduplicated\": 124, \"queue_full\": 2}', true)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO batches (batch_id, session, node, boot_id, batch_seq, packets, final) \
+         VALUES ('dedup-a-0', 'team-b/bridge', 'node-a', 'dedup-a', 0, 60, true)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let counts = database::packet_counts(&pool, "team-b/bridge", None).await.unwrap();
+    assert_eq!(
+        (counts.captured, counts.stored, counts.deduplicated, counts.dropped),
+        (186, 60, 124, 2)
+    );
+    assert!(!counts.dropped_by_reason.contains_key("deduplicated"));
+}

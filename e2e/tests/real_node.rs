@@ -116,10 +116,12 @@ impl Cluster {
     }
 }
 
+/// (captured, stored, dropped) of the session's status; captured counts packets, not the copies of
+/// a packet the sniffer saw again on another interface (`deduplicated`, neither stored nor lost).
 fn counts(status: &Value) -> (u64, u64, u64) {
     let packets = &status["packets"];
     let n = |key: &str| packets[key].as_u64().unwrap_or(0);
-    (n("captured"), n("stored"), n("dropped"))
+    (n("captured") - n("deduplicated"), n("stored"), n("dropped"))
 }
 
 /// A GET as a user of the chart's default Kubernetes auth: `token` is a ServiceAccount's.

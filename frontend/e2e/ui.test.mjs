@@ -1,6 +1,6 @@
 // End-to-end tests of the web UI in headless Chromium (Debian's, driven by playwright-core)
 // against a running trawl-api whose data came through the real sniffer -> parser path:
-// the local run (`make up`) capturing its demo traffic. hack/local/smoke.sh starts it and runs this.
+// the local run (`hack/local/trawl-local up`) capturing its demo traffic. hack/local/smoke.sh starts it and runs this.
 //
 // Run: TRAWL_UI_URL=http://127.0.0.1:8080 TRAWL_SESSION=local/demo node --test e2e/ui.test.mjs
 // Screenshots of each page go to e2e/artifacts/.

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use std::collections::BTreeSet;
 
-use crds::{Autoscaler, CaptureSession, Phase, SnifferCounts, TargetCounts};
+use crds::{Autoscaler, CaptureSession, Phase, SnifferCounts, TargetCounts, condition};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
@@ -341,6 +341,17 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
     };
     decision.phase = if ready { Phase::Capturing } else { Phase::Pending };
     decision.conditions = status::kstatus(ready, None, &waiting_for);
+    let storing = storing_condition(observed);
+    if !storing.status {
+        // Capturing but storing nothing: the session is not doing what the user asked.
+        decision.conditions[0] = Decided {
+            type_: condition::READY,
+            status: false,
+            reason: storing.reason,
+            message: storing.message.clone(),
+        };
+    }
+    decision.conditions.push(storing);
     if let (Some(_), Some(observed_targets)) = (&session.spec.target, &observed.targets) {
         decision.conditions.push(targeted_condition(&observed_targets.resolved));
     }
@@ -354,6 +365,40 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
             .max(Duration::from_millis(500)),
     );
     decision
+}
+
+/// A queue that holds batches while nothing is stored for this long means the parsers cannot
+/// store them (a parser failing on every attempt, the database refusing writes), not that they are
+/// slow: a parser stores a group every few hundred milliseconds while it drains.
+pub const STUCK_AFTER: Duration = Duration::from_secs(120);
+
+/// Whether the session's storage keeps up with its queue (issue #29 item 2).
+fn storing_condition(observed: &Observed) -> Decided {
+    let waiting = observed.backlog.unwrap_or(0);
+    match observed.since_stored {
+        Some(idle) if waiting > 0 && idle >= STUCK_AFTER => Decided {
+            type_: condition::STORING,
+            status: false,
+            reason: "StorageStuck",
+            message: format!(
+                "{waiting} batches wait in the queue and none was stored for {}s: the parsers cannot store them \
+                 (see their logs, and trawl_parser_dead_lettered_total for batches set aside)",
+                idle.as_secs()
+            ),
+        },
+        _ if waiting > 0 => Decided {
+            type_: condition::STORING,
+            status: true,
+            reason: "Draining",
+            message: format!("{waiting} batches wait in the queue"),
+        },
+        _ => Decided {
+            type_: condition::STORING,
+            status: true,
+            reason: "KeepingUp",
+            message: "no batches wait in the queue".into(),
+        },
+    }
 }
 
 /// A targeted session's ConfigMap, the sniffers' access to it, and the node labels that place

@@ -32,6 +32,8 @@ pub struct Observed {
     /// Packet counts from the database; `None` without a database or while it cannot be read
     /// (the status then keeps the last known counts).
     pub counts: Option<PacketCounts>,
+    /// How long ago the session last stored a batch; `None` when the database cannot be read.
+    pub since_stored: Option<std::time::Duration>,
     /// The sniffer port: the DaemonSet's own, or one reserved for it now. `None` for a
     /// suspended session that has no sniffers.
     pub sniffer_port: Option<i32>,
@@ -152,6 +154,7 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
         },
         keda_installed,
         counts: packet_counts(session, context).await,
+        since_stored: since_stored(session, context).await,
         sniffer_port,
         window,
         targets,
@@ -254,6 +257,23 @@ async fn packet_counts(session: &CaptureSession, context: &Context) -> Option<Pa
         Ok(counts) => Some(counts),
         Err(error) => {
             tracing::warn!(session = %key, %error, "cannot read packet counts; keeping the last ones");
+            None
+        }
+    }
+}
+
+async fn since_stored(session: &CaptureSession, context: &Context) -> Option<std::time::Duration> {
+    let pool = context.database.as_ref()?;
+    let key = database::session_key(&session.namespace()?, &session.name_any());
+    let created = session
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|time| time.0.to_string());
+    match database::seconds_since_stored(pool, &key, created.as_deref()).await {
+        Ok(seconds) => std::time::Duration::try_from_secs_f64(seconds.max(0.0)).ok(),
+        Err(error) => {
+            tracing::warn!(session = %key, %error, "cannot read when the session last stored");
             None
         }
     }

@@ -655,8 +655,8 @@ async fn packet_counts_come_from_what_the_parsers_stored_and_max_packets_ends_th
     let packets = rig.status("web-and-dns", "packets");
     assert_eq!(
         packets,
-        serde_json::json!({"captured": 27, "dropped": 3, "droppedByReason": {"queue_full": 3}, "stored": 24}),
-        "captured = stored + dropped"
+        serde_json::json!({"captured": 27, "deduplicated": 0, "dropped": 3, "droppedByReason": {"queue_full": 3}, "stored": 24}),
+        "captured = stored + deduplicated + dropped"
     );
     let events = rig.kubectl(&["get", "events.events.k8s.io", "-o", "json"], None);
     let events: Value = serde_json::from_slice(&events.stdout).unwrap();
@@ -699,7 +699,7 @@ async fn packet_counts_come_from_what_the_parsers_stored_and_max_packets_ends_th
     rig.wait_phase("web-and-dns", "Capturing").await;
     assert_eq!(
         rig.status("web-and-dns", "packets"),
-        serde_json::json!({"captured": 0, "dropped": 0, "stored": 0}),
+        serde_json::json!({"captured": 0, "deduplicated": 0, "dropped": 0, "stored": 0}),
         "the new session counts only its own sniffers"
     );
 }

@@ -111,9 +111,11 @@ pub fn run(
         let polled = source.poll(wait, &mut |frame| {
             shared.accounting.captured_packets.inc();
             shared.accounting.captured_bytes.inc_by(u64::from(frame.original_len));
-            if shared
-                .dedup
-                .is_copy(frame.data, frame.original_len, frame.ts_ns, interface_key)
+            // With one interface captured nothing can be a copy: no hashing at all.
+            if shared.accounting.interfaces.get() > 1
+                && shared
+                    .dedup
+                    .is_copy(frame.data, frame.original_len, frame.ts_ns, interface_key)
             {
                 shared.accounting.deduplicated.inc();
                 return;

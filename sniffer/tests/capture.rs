@@ -806,7 +806,7 @@ async fn a_packet_seen_on_veth_bridge_and_veth_is_kept_once() {
         .args(["-m", "http.server", "8000", "--bind", &pods.addresses[1]])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
-    let mut server = Service::start("http.server", serve);
+    let server = Service::start("http.server", serve);
     wait_until("the pod's HTTP server to listen", DEADLINE, || async {
         let output = pods.command(1, "ss").args(["-Hltn", "sport = :8000"]).output().ok()?;
         (!output.stdout.is_empty()).then_some(())

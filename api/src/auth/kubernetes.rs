@@ -17,10 +17,18 @@ use k8s_openapi::api::authorization::v1::{ResourceAttributes, SubjectAccessRevie
 use kube::Api;
 use kube::api::PostParams;
 
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+
 use super::Scope;
+use crate::metrics::OutcomeLabel;
 
 /// How long a review's answer is reused.
 pub const TTL: Duration = Duration::from_secs(15);
+/// How long a rejected token is answered from memory: long enough that a client retrying a bad
+/// token in a loop costs the API server one review per few seconds, short enough that a token
+/// minted a moment after its first use (clock skew, a race with its Secret) soon works.
+pub const REJECTED_TTL: Duration = Duration::from_secs(5);
 /// Cached answers at most, per cache.
 const CAPACITY: u64 = 10_000;
 
@@ -45,6 +53,9 @@ pub struct Reviewer {
     client: kube::Client,
     audiences: Vec<String>,
     identities: moka::future::Cache<String, Arc<Identity>>,
+    rejected: moka::future::Cache<String, Option<String>>,
+    /// TokenReviews sent, by outcome (`authenticated`, `rejected`, `unreachable`).
+    reviews: Family<OutcomeLabel, Counter>,
     decisions: moka::future::Cache<(Arc<Identity>, Scope, String), bool>,
 }
 
@@ -54,31 +65,40 @@ impl std::fmt::Debug for Reviewer {
     }
 }
 
-fn bounded<K, V>() -> moka::future::Cache<K, V>
+fn bounded<K, V>(ttl: Duration) -> moka::future::Cache<K, V>
 where
     K: std::hash::Hash + Eq + Send + Sync + 'static,
     V: Clone + Send + Sync + 'static,
 {
     moka::future::Cache::builder()
         .max_capacity(CAPACITY)
-        .time_to_live(TTL)
+        .time_to_live(ttl)
         .build()
 }
 
 impl Reviewer {
-    pub fn new(client: kube::Client, audiences: Vec<String>) -> Self {
+    pub fn new(client: kube::Client, audiences: Vec<String>, reviews: Family<OutcomeLabel, Counter>) -> Self {
         Self {
             client,
             audiences,
-            identities: bounded(),
-            decisions: bounded(),
+            identities: bounded(TTL),
+            rejected: bounded(REJECTED_TTL),
+            reviews,
+            decisions: bounded(TTL),
         }
+    }
+
+    fn count(&self, outcome: &'static str) {
+        self.reviews.get_or_create(&OutcomeLabel { outcome }).inc();
     }
 
     /// The token's owner, from the cache or a TokenReview.
     pub async fn authenticate(&self, token: &str) -> Result<Arc<Identity>, ReviewError> {
         if let Some(identity) = self.identities.get(token).await {
             return Ok(identity);
+        }
+        if let Some(reason) = self.rejected.get(token).await {
+            return Err(ReviewError::Rejected(reason));
         }
         let review = TokenReview {
             spec: TokenReviewSpec {
@@ -90,11 +110,18 @@ impl Reviewer {
         let reviewed = Api::<TokenReview>::all(self.client.clone())
             .create(&PostParams::default(), &review)
             .await
-            .map_err(|error| ReviewError::Unreachable(error.to_string()))?;
+            .map_err(|error| {
+                self.count("unreachable");
+                ReviewError::Unreachable(error.to_string())
+            })?;
         let status = reviewed.status.unwrap_or_default();
         if status.authenticated != Some(true) {
-            return Err(ReviewError::Rejected(status.error.filter(|e| !e.is_empty())));
+            self.count("rejected");
+            let reason = status.error.filter(|e| !e.is_empty());
+            self.rejected.insert(token.to_owned(), reason.clone()).await;
+            return Err(ReviewError::Rejected(reason));
         }
+        self.count("authenticated");
         let user = status.user.unwrap_or_default();
         let identity = Arc::new(Identity {
             username: user.username.unwrap_or_default(),

@@ -251,6 +251,20 @@ pub async fn get(
     let not_stored = || ApiError::NotFound(format!("packet {id} is not stored"));
     let (segment_id, position) = segments::locate(id);
     let segment = Segment::fetch(&state.pool, segment_id).await?.ok_or_else(not_stored)?;
+    // Access first, before any decoding; a packet the caller may not see is answered like one
+    // that does not exist, so ids cannot probe which namespaces hold what.
+    let namespace = segment
+        .session
+        .split_once('/')
+        .map_or("", |(namespace, _)| namespace)
+        .to_owned();
+    caller
+        .require_in(&namespace, Scope::Read)
+        .await
+        .map_err(|error| match error {
+            ApiError::Denied(_) => not_stored(),
+            other => other,
+        })?;
     // The segment's session and time range lead the lookup to one index entry in one partition.
     let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {PACKET_COLUMNS} FROM packets WHERE session = "));
     query
@@ -266,13 +280,11 @@ pub async fn get(
         .fetch_optional(&state.pool)
         .await?
         .ok_or_else(not_stored)?;
-    let frame = segment.frame(position).ok_or_else(not_stored)?;
-    let namespace = packet.session.split_once('/').map_or("", |(namespace, _)| namespace);
-    caller.require_in(namespace, Scope::Read).await?;
     if packet.payload_kept {
-        caller.require_in(namespace, Scope::Payload).await?;
+        caller.require_in(&namespace, Scope::Payload).await?;
         audit(&caller, "view-payload", &format!("packet {id} of {}", packet.session));
     }
+    let frame = segment.frame(position).ok_or_else(not_stored)?;
     let dissection = dissect::dissect(frame);
     packet.info = dissect::info(&dissection);
     endpoints::name_ends(&state.pool, std::slice::from_mut(&mut packet)).await?;

@@ -26,6 +26,10 @@ const SNAPLEN: u32 = 262_144;
 const CHUNK: usize = 64 * 1024;
 /// Decoded segments kept while exporting: enough for the batches of several nodes interleaving.
 const SEGMENTS_KEPT: usize = 16;
+/// How long a chunk may wait for the client to take it. The export holds a pooled connection and
+/// a statement without a timeout while it runs; a client that stops reading loses the export
+/// rather than keeping them.
+const SLOW_READER: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// The export's file format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -232,12 +236,23 @@ async fn write_packets(
             Format::Pcap => push_record(&mut chunk, micros, original_len, data),
             Format::Pcapng => push_enhanced(&mut chunk, micros, original_len, data),
         }
-        if chunk.len() >= CHUNK && sender.send(Ok(std::mem::take(&mut chunk).into())).await.is_err() {
-            return Ok(()); // the client went away
+        if chunk.len() >= CHUNK && !handed_over(sender, std::mem::take(&mut chunk)).await {
+            return Ok(()); // the client went away or stopped reading
         }
     }
-    let _ = sender.send(Ok(chunk.into())).await;
+    handed_over(sender, chunk).await;
     Ok(())
+}
+
+/// Whether the client took the chunk within [`SLOW_READER`].
+async fn handed_over(sender: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>, chunk: Vec<u8>) -> bool {
+    match tokio::time::timeout(SLOW_READER, sender.send(Ok(chunk.into()))).await {
+        Ok(sent) => sent.is_ok(),
+        Err(_) => {
+            tracing::warn!(waited = ?SLOW_READER, "pcap export abandoned: the client stopped reading");
+            false
+        }
+    }
 }
 
 /// The session's packets matching the filters, oldest first, as a pcap file (Wireshark, tshark),
@@ -263,6 +278,18 @@ pub async fn export(
         return Err(ApiError::bad("session", "the path already names the session"));
     }
     ensure_session_known(&state.pool, &session).await?;
+    // The file carries every kept byte: for a session that keeps payload, exporting is reading it.
+    let keeps_payload: Option<bool> = sqlx::query_scalar(
+        "SELECT coalesce((spec->>'storePayload')::boolean, false) FROM sessions WHERE namespace = $1 AND name = $2",
+    )
+    .bind(&namespace)
+    .bind(&name)
+    .fetch_optional(&state.pool)
+    .await?;
+    if keeps_payload != Some(false) {
+        caller.require_in(&namespace, Scope::Payload).await?;
+    }
+    let pass = state.limits.exports.enter(&caller.name)?;
     filter.session = Some(session.clone());
     audit(
         &caller,
@@ -273,6 +300,7 @@ pub async fn export(
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let pool = state.pool.clone();
     tokio::spawn(async move {
+        let _pass = pass;
         if let Err(error) = write_packets(&pool, &filter, format, &sender).await {
             tracing::error!(%error, "pcap export failed midway");
             let _ = sender.send(Err(std::io::Error::other(error))).await;

@@ -22,6 +22,9 @@ use crate::state::AppState;
 
 /// Most edges a map returns (the heaviest by bytes).
 const MAX_EDGES: usize = 500;
+/// Address pairs read from each table at most (the largest by bytes or errors first): a map over
+/// a long time without `since` would otherwise read every flow into memory.
+const MAX_PAIRS: i64 = 50_000;
 
 #[derive(Serialize, ToSchema, Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct MapNode {
@@ -98,7 +101,9 @@ pub async fn get(
         dst = FLOWS.dst
     ));
     filter.push_sql(&mut query, &FLOWS);
-    query.push(" GROUP BY 1, 2, 3, 4, 5");
+    query
+        .push(" GROUP BY 1, 2, 3, 4, 5 ORDER BY 8 DESC LIMIT ")
+        .push_bind(MAX_PAIRS);
     let mut pairs: Vec<Pair> = query.build_query_as().fetch_all(&state.pool).await?;
     let mut query = QueryBuilder::<Postgres>::new(
         "SELECT session, host(client) AS src, host(server) AS dst, max(ts) AS at, NULL::text AS l7, \
@@ -120,7 +125,9 @@ pub async fn get(
     if let Some(until) = filter.until {
         query.push(" AND ts < ").push_bind(until);
     }
-    query.push(" GROUP BY 1, 2, 3");
+    query
+        .push(" GROUP BY 1, 2, 3 ORDER BY count(*) DESC LIMIT ")
+        .push_bind(MAX_PAIRS);
     pairs.extend(query.build_query_as::<Pair>().fetch_all(&state.pool).await?);
     Ok(Json(map(&state.pool, pairs).await?))
 }

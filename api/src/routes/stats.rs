@@ -159,6 +159,14 @@ pub async fn get(
         "l7 = 'tls' AND l7_name IS NOT NULL",
         TOP,
     );
+    // Six statements at once, so one request at a time: many callers of /stats queue here instead
+    // of taking the whole pool from every other route.
+    let _turn = state
+        .limits
+        .stats
+        .acquire()
+        .await
+        .expect("the semaphore is never closed");
     let (timeline, protocols, top_talkers, top_dns_names, top_http_hosts, top_tls_server_names) =
         tokio::try_join!(timeline, protocols, talkers, dns, http, tls)?;
     if let (true, Some(session)) = (timeline.is_empty(), &filter.session) {

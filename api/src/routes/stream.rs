@@ -28,6 +28,9 @@ use crate::state::AppState;
 const POLL: Duration = Duration::from_millis(500);
 const LOOK_BACK: Duration = Duration::from_secs(3);
 const BATCH: i64 = 500;
+/// How often a running stream asks again whether its caller may still read the session (a
+/// revoked RoleBinding, an expired or deleted token): as often as the auth cache forgets answers.
+const RECHECK: Duration = crate::auth::kubernetes::TTL;
 
 #[derive(Debug, Default, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
@@ -61,6 +64,11 @@ pub async fn stream(
         .clone()
         .ok_or_else(|| ApiError::bad("session", "the stream needs a session (namespace/name)"))?;
     ensure_session_known(&state.pool, &session).await?;
+    let pass = state.limits.streams.enter(&caller.name)?;
+    let namespace = session
+        .split_once('/')
+        .map_or("", |(namespace, _)| namespace)
+        .to_owned();
     let resume_from = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -82,8 +90,19 @@ pub async fn stream(
     let mut shutdown = state.shutdown.clone();
     let pool = state.pool.clone();
     tokio::spawn(async move {
+        let _pass = pass;
         let mut follower = Follower::new(floor);
+        let mut checked = Instant::now();
         loop {
+            if checked.elapsed() >= RECHECK {
+                checked = Instant::now();
+                if let Err(error) = caller.recheck(&namespace).await {
+                    tracing::info!(caller = %caller.name, %error, "ending a live stream: access is gone");
+                    let end = Event::default().event("end").data(error.to_string());
+                    let _ = sender.send(Ok(end)).await;
+                    return;
+                }
+            }
             match follower.poll(&pool, &filter).await {
                 Ok(packets) => {
                     for packet in packets {

@@ -18,7 +18,7 @@ export function Sessions() {
       <Empty>
         <p>No capture sessions yet.</p>
         <p>
-          Apply one with <code>kubectl apply -f examples/capture.yaml</code>, or run <code>make up</code> for the local
+          Apply one with <code>kubectl apply -f examples/capture.yaml</code>, or run <code>hack/local/trawl-local up</code> for the local
           demo.
         </p>
       </Empty>

@@ -482,3 +482,50 @@ fn a_target_with_a_malformed_label_stalls_the_session() {
     assert_eq!(condition(&decision, "Stalled"), (true, "InvalidTarget"));
     assert_eq!(decision.phase, Phase::Failed);
 }
+
+#[test]
+fn a_queue_that_holds_batches_while_nothing_is_stored_makes_the_session_not_ready() {
+    let session = with_status(session(), running());
+    let condition = |decision: &Decision, type_: &str| {
+        decision
+            .conditions
+            .iter()
+            .find(|c| c.type_ == type_)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {type_} condition"))
+    };
+    let draining = Observed {
+        backlog: Some(69),
+        since_stored: Some(Duration::from_secs(3)),
+        ..healthy()
+    };
+    let decision = decide(&session, &draining, now(), &tuning());
+    assert!(condition(&decision, "Ready").status);
+    assert_eq!(condition(&decision, "Storing").reason, "Draining");
+
+    let stuck = Observed {
+        since_stored: Some(STUCK_AFTER + Duration::from_secs(1)),
+        ..draining.clone()
+    };
+    let decision = decide(&session, &stuck, now(), &tuning());
+    let ready = condition(&decision, "Ready");
+    assert!(!ready.status);
+    assert_eq!(ready.reason, "StorageStuck");
+    assert!(
+        ready.message.starts_with("69 batches wait in the queue"),
+        "{}",
+        ready.message
+    );
+    assert!(!condition(&decision, "Storing").status);
+
+    let idle = Observed {
+        backlog: Some(0),
+        since_stored: Some(Duration::from_secs(3600)),
+        ..healthy()
+    };
+    let decision = decide(&session, &idle, now(), &tuning());
+    assert!(
+        condition(&decision, "Storing").status,
+        "an idle session with an empty queue is fine"
+    );
+}
