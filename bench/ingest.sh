@@ -5,10 +5,8 @@
 # parser benchmark's mix: DNS, HTTP, TLS hellos, TCP ACKs), drains it with one trawl-parser and
 # prints its rate in packets/s, timed from the first committed batch to the last.
 # Needs: $root, $batches, $per_batch, $work (a scratch folder); defines psql_ and mgmt.
-export TRAWL_CACHE=${TRAWL_CACHE:-$HOME/.cache/trawl}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TRAWL_CACHE/target}
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export PGPASSWORD=trawl
-log() { echo "bench: $*" >&2; }
 psql_() { psql -qAt -h 127.0.0.1 -U trawl "$@"; }
 mgmt() { curl -fsS -u guest:guest -H 'content-type: application/json' -X "$1" "http://127.0.0.1:15672/api$2" ${3:+-d "$3"} >/dev/null; }
 

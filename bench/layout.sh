@@ -11,12 +11,9 @@
 # docs/benchmarks.md.
 #
 # Usage: bash bench/layout.sh [packets, default 2000000]
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 packets=${1:-2000000}
 segments=$((packets / 1024))
-log() { echo "bench: $*" >&2; }
 
 bash hack/services.sh
 db=trawl_bench_layout

@@ -5,13 +5,8 @@
 # meanwhile and once settled, and the operator's memory. Writes the figures into docs/benchmarks.md.
 #
 # Usage: bash bench/operator.sh [sessions, default 100]
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 sessions=${1:-100}
-export TRAWL_CACHE=${TRAWL_CACHE:-$HOME/.cache/trawl}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TRAWL_CACHE/target}
-log() { echo "bench: $*" >&2; }
 
 bash hack/deps.sh
 bash hack/services.sh

@@ -7,9 +7,7 @@
 # everything into docs/benchmarks.md.
 #
 # Usage: bash bench/parser.sh [batches, default 400] [packets per batch, default 1000]
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 batches=${1:-400} per_batch=${2:-1000}
 work=$(mktemp -d)
 chmod 755 "$work"

@@ -6,9 +6,7 @@
 # floor for an export that has to read them. Writes docs/benchmarks.md.
 #
 # Usage: bash bench/pcap.sh [batches, default 1000] [packets per batch, default 1000]
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 batches=${1:-1000} per_batch=${2:-1000}
 db=trawl_bench_pcap api_port=19195
 work=$(mktemp -d)

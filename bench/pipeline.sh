@@ -4,12 +4,8 @@
 # with 2 parsers. Writes docs/benchmarks.md. Needs root (network namespaces).
 #
 # Usage: bash bench/pipeline.sh [seconds per rate, default 60]
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seconds=${1:-60}
-export TRAWL_CACHE=${TRAWL_CACHE:-$HOME/.cache/trawl}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TRAWL_CACHE/target}
 
 bash hack/deps.sh
 bash hack/services.sh

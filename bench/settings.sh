@@ -8,9 +8,7 @@
 # docs/benchmarks.md.
 #
 # Usage: bash bench/settings.sh [batches, default 1500] [packets per batch, default 1000]
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 batches=${1:-1500} per_batch=${2:-1000}
 db=trawl_bench_settings
 work=$(mktemp -d)

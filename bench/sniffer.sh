@@ -6,13 +6,8 @@
 # of the whole process, from /proc/PID/stat), and writes the table into docs/benchmarks.md.
 #
 # Usage (root): bash bench/sniffer.sh [seconds per run, default 10]
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 seconds=${1:-10}
-export TRAWL_CACHE=${TRAWL_CACHE:-$HOME/.cache/trawl}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TRAWL_CACHE/target}
-log() { echo "bench: $*" >&2; }
 
 bash hack/deps.sh
 command -v trafgen >/dev/null || DEBIAN_FRONTEND=noninteractive apt-get install -y -qq netsniff-ng >/dev/null

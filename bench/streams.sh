@@ -4,11 +4,8 @@
 # dissect/examples/stream_cost.rs. Writes docs/benchmarks.md.
 #
 # Usage: bash bench/streams.sh [flows, default 10000] [rounds, default 5]
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 flows=${1:-10000} rounds=${2:-5}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${TRAWL_CACHE:-$HOME/.cache/trawl}/target}
 cargo build --release -q -p dissect --example stream_cost
 out=$("$CARGO_TARGET_DIR/release/examples/stream_cost" "$flows" "$rounds")
 value() { awk -F= -v k="$1" '$1 == k { print $2 }' <<<"$out"; }

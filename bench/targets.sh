@@ -11,13 +11,8 @@
 #    libpcap (`tcpdump -d`, the same compiler the sniffer uses), against the kernel's 4096 limit.
 #
 # Usage: bash bench/targets.sh [pods, default 50]
-set -euo pipefail
-root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
-cd "$root"
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 pods=${1:-50}
-export TRAWL_CACHE=${TRAWL_CACHE:-$HOME/.cache/trawl}
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$TRAWL_CACHE/target}
-log() { echo "bench: $*" >&2; }
 
 bash hack/deps.sh
 bash hack/services.sh

@@ -19,6 +19,7 @@ step "services"; bash hack/services.sh
 step "test control plane"; TRAWL_CONTROL_PLANE_ASSETS=$(bash hack/control-plane/build.sh)
 export TRAWL_CONTROL_PLANE_ASSETS
 step "cargo fmt"; cargo fmt --all -- --check
+step "no import circles between modules"; python3 hack/import-cycles.py
 step "cargo clippy"; cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"; cargo test --workspace --locked "$@"
 step "API: schemathesis against its OpenAPI document, open and with tokens (60 s each)"; bash hack/api-fuzz.sh 60

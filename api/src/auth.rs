@@ -286,19 +286,6 @@ impl Caller {
                 .await?;
         Ok(Visible::Sessions(sessions))
     }
-
-    /// Narrows `filter` to what this caller may see: a named session needs `read` in its
-    /// namespace (403 otherwise); without one, only the visible sessions' rows are read.
-    pub async fn restrict(&self, pool: &sqlx::PgPool, filter: &mut crate::filter::Filter) -> Result<(), ApiError> {
-        if let Some(session) = &filter.session {
-            let namespace = session.split_once('/').map_or("", |(namespace, _)| namespace);
-            return self.require_in(namespace, Scope::Read).await;
-        }
-        if let Visible::Sessions(sessions) = self.visible(pool).await? {
-            filter.sessions = Some(sessions);
-        }
-        Ok(())
-    }
 }
 
 fn review_error(error: kubernetes::ReviewError) -> ApiError {

@@ -357,6 +357,72 @@ async fn each_caller_sees_exactly_the_namespaces_its_roles_allow() {
         }
     }
 
+    // Every data route in the OpenAPI document narrows: asked by namespace a's viewer for session
+    // b by name it refuses (403) or knows nothing (404), and asked without a session it shows
+    // nothing of b. A route added without narrowing, or without being listed here, fails.
+    let (status, document) = api.get(&viewer_a, "/api/openapi.json");
+    assert_eq!(status, 200);
+    let routes: BTreeSet<String> = document["paths"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(_, operations)| operations.get("get").is_some())
+        .map(|(path, _)| path.clone())
+        .collect();
+    let not_data = BTreeSet::from(["/api/v1/whoami".to_owned()]);
+    let (namespace_b, name_b) = session_b.split_once('/').unwrap();
+    let checked: BTreeSet<String> = [
+        "/api/v1/sessions",
+        "/api/v1/sessions/{namespace}/{name}",
+        "/api/v1/sessions/{namespace}/{name}/pcap",
+        "/api/v1/packets",
+        "/api/v1/packets/{id}",
+        "/api/v1/flows",
+        "/api/v1/events/dns",
+        "/api/v1/events/http",
+        "/api/v1/events/tls",
+        "/api/v1/stats",
+        "/api/v1/service-map",
+        "/api/v1/stream",
+    ]
+    .map(str::to_owned)
+    .into();
+    assert_eq!(
+        routes.difference(&not_data).cloned().collect::<BTreeSet<_>>(),
+        checked,
+        "the OpenAPI document's GET routes: list a new one here once this test proves it narrows"
+    );
+    for route in &checked {
+        let concrete = route
+            .replace("{namespace}", namespace_b)
+            .replace("{name}", name_b)
+            .replace("{id}", &packet_b.to_string());
+        let takes_session = document["paths"][route]["get"]["parameters"]
+            .as_array()
+            .is_some_and(|parameters| parameters.iter().any(|p| p["name"] == "session"));
+        let named = if concrete != *route {
+            Some(concrete.clone())
+        } else {
+            takes_session.then(|| format!("{concrete}?session={session_b}&since=1h"))
+        };
+        if let Some(named) = named {
+            let status = api.status(&viewer_a, &named);
+            assert!(
+                status == 403 || status == 404,
+                "{route}: viewer-a asked for session b by name and got {status}"
+            );
+        }
+        if concrete == *route && route != "/api/v1/stream" {
+            let (status, body) = api.get(&viewer_a, &format!("{route}?since=1h"));
+            assert_eq!(status, 200, "{route}: {body}");
+            let text = body.to_string();
+            assert!(
+                !text.contains(&session_b) && !text.contains(namespace_b),
+                "{route}: viewer-a sees session b without naming it: {text}"
+            );
+        }
+    }
+
     // The analyst's export is in the audit log with its Kubernetes user and groups.
     let log = std::fs::read_to_string(&api.log).unwrap();
     let audit = log

@@ -17,11 +17,11 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::json;
 
+use crate::context::Context;
 use crate::decide::{Decision, NodeLabels, Sniffers, TargetChildren};
 use crate::error::Error;
 use crate::names::{self, FIELD_MANAGER};
 use crate::observe::{Now, Observed};
-use crate::reconcile::Context;
 use crate::status;
 
 pub async fn apply(

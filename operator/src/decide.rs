@@ -11,9 +11,10 @@ use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
-use crate::build::{self, Settings};
+use crate::build;
+use crate::conditions::{self, Decided};
+use crate::context::Tuning;
 use crate::observe::{Now, Observed};
-use crate::status::{self, Decided};
 use crate::{scaling, targets};
 
 /// What one reconcile will do and report.
@@ -118,15 +119,6 @@ pub struct Report {
     pub targets: Option<TargetCounts>,
 }
 
-/// The operator's tunables that decisions depend on.
-#[derive(Clone, Debug)]
-pub struct Tuning {
-    pub settings: Settings,
-    /// How often the builtin autoscaler looks at the backlog.
-    pub scale_interval: Duration,
-    pub scale_down_stabilization: Duration,
-}
-
 pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &Tuning) -> Decision {
     let previous = session.status.clone().unwrap_or_default();
     let queue = session.queue_name().unwrap_or_default();
@@ -165,7 +157,7 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
         if !reported_before && !failed_before {
             decision.events.push(Note::warning(reason, message.clone()));
         }
-        decision.conditions = status::kstatus(false, Some((reason, message)), "");
+        decision.conditions = conditions::kstatus(false, Some((reason, message)), "");
         if running {
             decision.phase = previous.phase.unwrap_or(Phase::Capturing);
             decision.report = Some(Report {
@@ -192,7 +184,7 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
             decision.events.push(Note::warning("KedaNotInstalled", message.clone()));
         }
         decision.phase = Phase::Failed;
-        decision.conditions = status::kstatus(false, Some(("KedaNotInstalled", message)), "");
+        decision.conditions = conditions::kstatus(false, Some(("KedaNotInstalled", message)), "");
         // CRDs are not watched: look again from time to time, so that installing KEDA is noticed.
         decision.requeue = Some(Duration::from_secs(10));
         return decision;
@@ -256,7 +248,7 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
             ));
         }
         decision.phase = Phase::Completed;
-        decision.conditions = status::kstatus_done("Completed", "capture ended and every batch is stored".into());
+        decision.conditions = conditions::kstatus_done("Completed", "capture ended and every batch is stored".into());
         decision.report = Some(Report {
             sniffers: None,
             parsers_ready: 0,
@@ -311,7 +303,7 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
 
     if session.spec.suspend {
         decision.phase = Phase::Suspended;
-        decision.conditions = status::kstatus_done(
+        decision.conditions = conditions::kstatus_done(
             "Suspended",
             "capture suspended: no sniffers; the queue and stored data are kept".into(),
         );
@@ -324,7 +316,7 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
             observed.backlog.unwrap_or(0)
         );
         decision.phase = Phase::Draining;
-        decision.conditions = status::kstatus(false, None, &message);
+        decision.conditions = conditions::kstatus(false, None, &message);
         decision.requeue = Some(Duration::from_secs(5));
         return decision;
     }
@@ -340,7 +332,7 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
         (Some(_), true) => format!("{parsers_ready} parser replicas ready"),
     };
     decision.phase = if ready { Phase::Capturing } else { Phase::Pending };
-    decision.conditions = status::kstatus(ready, None, &waiting_for);
+    decision.conditions = conditions::kstatus(ready, None, &waiting_for);
     let storing = storing_condition(observed);
     if !storing.status {
         // Capturing but storing nothing: the session is not doing what the user asked.

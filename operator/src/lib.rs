@@ -2,12 +2,14 @@
 //!
 //! A reconcile is a pipeline: [`observe`] (every read) -> [`decide`] (pure, from what was
 //! observed) -> [`apply`] (server-side apply, Events, the status once). [`build`] makes the
-//! desired children as typed objects, [`status`] the conditions, [`scaling`] the builtin
+//! desired children as typed objects, [`conditions`] the conditions, [`status`] the status they make, [`scaling`] the builtin
 //! autoscaler's arithmetic; [`error`] names the action that failed.
 
 pub mod apply;
 pub mod build;
+pub mod conditions;
 pub mod config;
+pub mod context;
 pub mod decide;
 pub mod endpoints;
 pub mod error;

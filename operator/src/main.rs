@@ -17,7 +17,7 @@ use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomRe
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
 use kube::{Api, Client};
-use operator::{build, config, decide, endpoints, lease, metrics, observe, queue, reconcile};
+use operator::{build, config, context, endpoints, lease, metrics, queue, reconcile};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -54,7 +54,7 @@ async fn main() -> anyhow::Result<()> {
     let mut leading = lease::wait_to_lead(&client, &config).await?;
     let database = config.database_url.as_deref().map(connect_database).transpose()?;
     let (cluster, pod_changes) = watch_cluster(&client);
-    let context = Arc::new(reconcile::Context {
+    let context = Arc::new(context::Context {
         cluster: Some(cluster),
         database,
         assigned_ports: Default::default(),
@@ -63,7 +63,7 @@ async fn main() -> anyhow::Result<()> {
         metrics,
         client: client.clone(),
         broker: queue::Broker::new(config.amqp_url.clone()),
-        tuning: decide::Tuning {
+        tuning: context::Tuning {
             settings: build::Settings {
                 sniffer_image: config.sniffer_image.clone(),
                 parser_image: config.parser_image.clone(),
@@ -142,7 +142,7 @@ struct ClusterChanges {
 
 /// Caches of pods, namespaces and nodes for targeted sessions. The pod and namespace streams are
 /// driven by the controller (which they trigger); the nodes' by a task of their own.
-fn watch_cluster(client: &Client) -> (observe::ClusterCache, ClusterChanges) {
+fn watch_cluster(client: &Client) -> (context::ClusterCache, ClusterChanges) {
     let (pods, pods_writer) = reflector::store();
     let (namespaces, namespaces_writer) = reflector::store();
     let (nodes, nodes_writer) = reflector::store();
@@ -177,7 +177,7 @@ fn watch_cluster(client: &Client) -> (observe::ClusterCache, ClusterChanges) {
         }
     });
     (
-        observe::ClusterCache {
+        context::ClusterCache {
             pods,
             namespaces,
             nodes,

@@ -7,14 +7,12 @@ use std::collections::BTreeSet;
 
 use crds::{CaptureSession, PacketCounts, SnifferCounts, Target};
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::api::ListParams;
-use kube::runtime::reflector::Store;
 use kube::{Api, ResourceExt};
 
+use crate::context::{ClusterCache, Context};
 use crate::error::Error;
-use crate::reconcile::Context;
 use crate::{build, names, scaling, targets};
 
 /// What the world looked like to one reconcile.
@@ -47,15 +45,6 @@ pub struct Observed {
 pub struct ObservedTargets {
     pub resolved: targets::Resolved,
     pub labelled: BTreeSet<String>,
-}
-
-/// The operator's caches of the cluster's pods, namespaces and nodes, which targeted sessions
-/// resolve against (kept by watches; a pod or namespace change reconciles the targeted sessions).
-#[derive(Clone)]
-pub struct ClusterCache {
-    pub pods: Store<Pod>,
-    pub namespaces: Store<Namespace>,
-    pub nodes: Store<Node>,
 }
 
 impl ClusterCache {
@@ -129,6 +118,7 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
         }
         _ => None,
     };
+    let (counts, since_stored) = storage(session, context).await;
     let window = context
         .windows
         .lock()
@@ -153,8 +143,8 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
             None
         },
         keda_installed,
-        counts: packet_counts(session, context).await,
-        since_stored: since_stored(session, context).await,
+        counts,
+        since_stored,
         sniffer_port,
         window,
         targets,
@@ -243,40 +233,29 @@ async fn keda_installed(context: &Context) -> Result<bool, Error> {
     Ok(crd.is_some())
 }
 
-/// The session's packet counts from the database, or `None` (keeping the last known counts) when
-/// there is no database or it cannot be read right now.
-async fn packet_counts(session: &CaptureSession, context: &Context) -> Option<PacketCounts> {
-    let pool = context.database.as_ref()?;
-    let key = database::session_key(&session.namespace()?, &session.name_any());
+/// What the database says of the session's storage: its packet counts and how long ago it last
+/// stored a batch; `None` for either (the status keeps the last known counts) when there is no
+/// database or it cannot be read right now.
+async fn storage(session: &CaptureSession, context: &Context) -> (Option<PacketCounts>, Option<std::time::Duration>) {
+    let (Some(pool), Some(namespace)) = (context.database.as_ref(), session.namespace()) else {
+        return (None, None);
+    };
+    let key = database::session_key(&namespace, &session.name_any());
     let created = session
         .metadata
         .creation_timestamp
         .as_ref()
         .map(|time| time.0.to_string());
-    match database::packet_counts(pool, &key, created.as_deref()).await {
-        Ok(counts) => Some(counts),
-        Err(error) => {
-            tracing::warn!(session = %key, %error, "cannot read packet counts; keeping the last ones");
-            None
-        }
-    }
-}
-
-async fn since_stored(session: &CaptureSession, context: &Context) -> Option<std::time::Duration> {
-    let pool = context.database.as_ref()?;
-    let key = database::session_key(&session.namespace()?, &session.name_any());
-    let created = session
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|time| time.0.to_string());
-    match database::seconds_since_stored(pool, &key, created.as_deref()).await {
-        Ok(seconds) => std::time::Duration::try_from_secs_f64(seconds.max(0.0)).ok(),
-        Err(error) => {
-            tracing::warn!(session = %key, %error, "cannot read when the session last stored");
-            None
-        }
-    }
+    let counts = database::packet_counts(pool, &key, created.as_deref())
+        .await
+        .inspect_err(|error| tracing::warn!(session = %key, %error, "cannot read packet counts; keeping the last ones"))
+        .ok();
+    let since_stored = database::seconds_since_stored(pool, &key, created.as_deref())
+        .await
+        .inspect_err(|error| tracing::warn!(session = %key, %error, "cannot read when the session last stored"))
+        .ok()
+        .and_then(|seconds| std::time::Duration::try_from_secs_f64(seconds.max(0.0)).ok());
+    (counts, since_stored)
 }
 
 #[cfg(test)]

@@ -2,55 +2,22 @@
 //! apply (server-side apply in a stated order, Events, the status once). Deletion goes through a
 //! finalizer that deletes the queue; the children follow by ownership.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crds::CaptureSession;
 use kube::api::{Patch, PatchParams};
 use kube::runtime::controller::Action;
-use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::events::EventType;
 use kube::runtime::finalizer::{Event as Finalizer, finalizer};
-use kube::{Api, Client, Resource, ResourceExt};
+use kube::{Api, Resource, ResourceExt};
 
-use crate::decide::{self, Tuning};
+use crate::apply;
+use crate::context::Context;
+use crate::decide;
 use crate::error::Error;
 use crate::names::{FIELD_MANAGER, FINALIZER};
 use crate::observe::{self, Now};
-use crate::{apply, queue, scaling};
-
-pub struct Context {
-    pub client: Client,
-    pub tuning: Tuning,
-    /// The RabbitMQ the operator itself declares queues with.
-    pub broker: queue::Broker,
-    pub recorder: Recorder,
-    /// Recent autoscaler recommendations, by session uid.
-    pub windows: Mutex<HashMap<String, scaling::Window>>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    /// Sniffer ports handed out by this process, which a list of DaemonSets may not show yet.
-    pub assigned_ports: tokio::sync::Mutex<std::collections::BTreeSet<i32>>,
-    /// Where the parsers store packets: read for the packet counts, written with the session mirror.
-    pub database: Option<sqlx::PgPool>,
-    /// Pods, namespaces and nodes, for sessions with `spec.target`. `None` in tests that do not
-    /// watch them.
-    pub cluster: Option<crate::observe::ClusterCache>,
-}
-
-impl Context {
-    pub async fn event(&self, session: &CaptureSession, type_: EventType, reason: &str, note: String) {
-        let event = Event {
-            type_,
-            reason: reason.into(),
-            note: Some(note),
-            action: reason.into(),
-            secondary: None,
-        };
-        if let Err(error) = self.recorder.publish(&event, &session.object_ref(&())).await {
-            tracing::warn!(%error, "cannot record an event");
-        }
-    }
-}
 
 /// One reconcile, measured: `trawl_operator_reconciles_total{result}` and its duration.
 pub async fn reconcile(session: Arc<CaptureSession>, context: Arc<Context>) -> Result<Action, Error> {

@@ -1,130 +1,10 @@
-//! Status from what was applied and observed. Conditions keep their lastTransitionTime while
-//! their status is unchanged, so an idle session causes no status writes.
+//! Status from what was applied and observed: the decision's phase and conditions merged into the
+//! previous status ([`crate::conditions::merge`]), counts, times.
 
-use crds::{CaptureSession, CaptureSessionStatus, condition};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use crds::{CaptureSession, CaptureSessionStatus};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 
-/// One condition as the reconciler decided it.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Decided {
-    pub type_: &'static str,
-    pub status: bool,
-    pub reason: &'static str,
-    pub message: String,
-}
-
-/// `previous` conditions updated with `decided`, keeping lastTransitionTime when the status holds.
-pub fn conditions(previous: &[Condition], decided: Vec<Decided>, generation: i64, now: &Time) -> Vec<Condition> {
-    decided
-        .into_iter()
-        .map(|d| {
-            let status = if d.status { "True" } else { "False" }.to_owned();
-            let last_transition_time = previous
-                .iter()
-                .find(|c| c.type_ == d.type_ && c.status == status)
-                .map(|c| c.last_transition_time.clone())
-                .unwrap_or_else(|| now.clone());
-            Condition {
-                type_: d.type_.to_owned(),
-                status,
-                reason: d.reason.to_owned(),
-                message: d.message,
-                observed_generation: Some(generation),
-                last_transition_time,
-            }
-        })
-        .collect()
-}
-
-/// The kstatus triple for a session that is working, still converging, or stuck.
-pub fn kstatus(ready: bool, stalled: Option<(&'static str, String)>, waiting_for: &str) -> Vec<Decided> {
-    match stalled {
-        Some((reason, message)) => vec![
-            Decided {
-                type_: condition::READY,
-                status: false,
-                reason,
-                message: message.clone(),
-            },
-            Decided {
-                type_: condition::RECONCILING,
-                status: false,
-                reason,
-                message: message.clone(),
-            },
-            Decided {
-                type_: condition::STALLED,
-                status: true,
-                reason,
-                message,
-            },
-        ],
-        None if ready => vec![
-            Decided {
-                type_: condition::READY,
-                status: true,
-                reason: "Capturing",
-                message: "every sniffer and parser is ready".into(),
-            },
-            Decided {
-                type_: condition::RECONCILING,
-                status: false,
-                reason: "Capturing",
-                message: String::new(),
-            },
-            Decided {
-                type_: condition::STALLED,
-                status: false,
-                reason: "Capturing",
-                message: String::new(),
-            },
-        ],
-        None => vec![
-            Decided {
-                type_: condition::READY,
-                status: false,
-                reason: "Progressing",
-                message: waiting_for.to_owned(),
-            },
-            Decided {
-                type_: condition::RECONCILING,
-                status: true,
-                reason: "Progressing",
-                message: waiting_for.to_owned(),
-            },
-            Decided {
-                type_: condition::STALLED,
-                status: false,
-                reason: "Progressing",
-                message: String::new(),
-            },
-        ],
-    }
-}
-
-/// Ready because the session reached a resting state the user asked for (suspended, completed).
-pub fn kstatus_done(reason: &'static str, message: String) -> Vec<Decided> {
-    vec![
-        Decided {
-            type_: condition::READY,
-            status: true,
-            reason,
-            message,
-        },
-        Decided {
-            type_: condition::RECONCILING,
-            status: false,
-            reason,
-            message: String::new(),
-        },
-        Decided {
-            type_: condition::STALLED,
-            status: false,
-            reason,
-            message: String::new(),
-        },
-    ]
-}
+use crate::conditions;
 
 /// Whether writing `next` would change anything a reader sees.
 pub fn changed(current: Option<&CaptureSessionStatus>, next: &CaptureSessionStatus) -> bool {
@@ -144,7 +24,7 @@ pub fn next(
     let generation = session.metadata.generation.unwrap_or(0);
     let mut next = CaptureSessionStatus {
         observed_generation: Some(generation),
-        conditions: conditions(&previous.conditions, decision.conditions.clone(), generation, now),
+        conditions: conditions::merge(&previous.conditions, decision.conditions.clone(), generation, now),
         phase: Some(decision.phase),
         queue: session.queue_name(),
         start_time: previous.start_time.clone(),
@@ -168,45 +48,4 @@ pub fn next(
         next.completion_time = Some(now.clone());
     }
     next
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn time(seconds: i64) -> Time {
-        Time(k8s_openapi::jiff::Timestamp::from_second(seconds).unwrap())
-    }
-
-    #[test]
-    fn transition_time_moves_only_when_the_status_changes() {
-        let first = conditions(&[], kstatus(false, None, "waiting for sniffers"), 1, &time(100));
-        let again = conditions(&first, kstatus(false, None, "waiting for sniffers"), 1, &time(200));
-        assert_eq!(first, again, "an unchanged condition must not be rewritten");
-        let ready = conditions(&again, kstatus(true, None, ""), 2, &time(300));
-        let ready_condition = ready.iter().find(|c| c.type_ == "Ready").unwrap();
-        assert_eq!(
-            (
-                ready_condition.status.as_str(),
-                ready_condition.last_transition_time.clone()
-            ),
-            ("True", time(300))
-        );
-        assert_eq!(ready_condition.observed_generation, Some(2));
-    }
-
-    #[test]
-    fn stalled_says_why() {
-        let stalled = conditions(
-            &[],
-            kstatus(false, Some(("InvalidFilter", "bad".into())), ""),
-            1,
-            &time(1),
-        );
-        let condition = stalled.iter().find(|c| c.type_ == "Stalled").unwrap();
-        assert_eq!(
-            (condition.status.as_str(), condition.reason.as_str()),
-            ("True", "InvalidFilter")
-        );
-    }
 }

@@ -439,11 +439,22 @@ async fn a_spec_change_reaches_the_children_and_an_unchanged_reapply_writes_noth
 
     // Settled: further reconciles (the autoscaler requeues every few seconds) and an unchanged
     // re-apply must not write the session or its sniffers again.
+    let version = |value: Option<Value>| value.map(|v| v["metadata"]["resourceVersion"].clone());
+    // Settled: capturing, and a whole reconcile left the session as it was (one already running
+    // when the phase turned may still write what it observed a moment earlier).
     wait_until("a ready, settled session", DEADLINE, || async {
-        (rig.status("web-and-dns", "phase") == "Capturing").then_some(())
+        if rig.status("web-and-dns", "phase") != "Capturing" {
+            return None;
+        }
+        let before = version(rig.session("web-and-dns"));
+        let reconciles = rig.reconciles();
+        wait_until("one more reconcile", DEADLINE, || async {
+            (rig.reconciles() >= reconciles + 2).then_some(())
+        })
+        .await;
+        (version(rig.session("web-and-dns")) == before).then_some(())
     })
     .await;
-    let version = |value: Option<Value>| value.map(|v| v["metadata"]["resourceVersion"].clone());
     let session_before = version(rig.session("web-and-dns"));
     let daemonset_before = daemonsets
         .get("web-and-dns-sniffer")

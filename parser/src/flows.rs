@@ -114,6 +114,86 @@ impl FlowTable {
     }
 }
 
+impl FlowTable {
+    /// Adds this group's sums to the session's flow rows (one statement, in key order).
+    pub async fn upsert(&self, tx: &mut sqlx::PgConnection, session: &str) -> Result<(), sqlx::Error> {
+        let flows = self;
+        if flows.flows.is_empty() {
+            return Ok(());
+        }
+        let mut keys = Vec::new();
+        let (mut protocols, mut transports, mut a_addrs, mut a_ports, mut b_addrs, mut b_ports) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut initiators, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut packets_ab, mut bytes_ab, mut packets_ba, mut bytes_ba) =
+            (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        let (mut flags, mut l7s, mut names) = (Vec::new(), Vec::new(), Vec::new());
+        // In key order, so that parsers upserting the same flows at once lock them in the same order
+        // (one waits for the other instead of both deadlocking).
+        let mut sorted: Vec<(String, &FlowKey, &FlowDelta)> =
+            flows.flows.iter().map(|(key, flow)| (key.text(), key, flow)).collect();
+        sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        for (text, key, flow) in sorted {
+            keys.push(text);
+            protocols.push(key.ip_protocol.map(i16::from));
+            transports.push(flow.transport.clone());
+            a_addrs.push(key.a.0.map(|a| a.to_string()));
+            a_ports.push(key.a.1.map(i32::from));
+            b_addrs.push(key.b.0.map(|a| a.to_string()));
+            b_ports.push(key.b.1.map(i32::from));
+            initiators.push(flow.initiator.to_string());
+            firsts.push((flow.first_ns / 1_000) as i64);
+            lasts.push((flow.last_ns / 1_000) as i64);
+            packets_ab.push(flow.packets_ab);
+            bytes_ab.push(flow.bytes_ab);
+            packets_ba.push(flow.packets_ba);
+            bytes_ba.push(flow.bytes_ba);
+            flags.push(i16::from(flow.tcp_flags));
+            l7s.push(flow.l7.clone());
+            names.push(flow.l7_name.clone());
+        }
+        sqlx::query(
+        "INSERT INTO flows (session, flow_key, ip_protocol, transport, a_addr, a_port, b_addr, b_port, initiator, \
+           first_seen, last_seen, packets_ab, bytes_ab, packets_ba, bytes_ba, tcp_flags, l7, l7_name) \
+         SELECT $1, k, p, t, aa::inet, ap, ba::inet, bp, i, to_timestamp(f / 1e6), to_timestamp(l / 1e6), pab, bab, pba, bba, fl, l7, n \
+         FROM unnest($2::text[], $3::smallint[], $4::text[], $5::text[], $6::integer[], $7::text[], $8::integer[], \
+           $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
+           $16::smallint[], $17::text[], $18::text[]) \
+           AS u(k, p, t, aa, ap, ba, bp, i, f, l, pab, bab, pba, bba, fl, l7, n) \
+         ON CONFLICT (session, flow_key) DO UPDATE SET \
+           first_seen = least(flows.first_seen, EXCLUDED.first_seen), \
+           last_seen = greatest(flows.last_seen, EXCLUDED.last_seen), \
+           packets_ab = flows.packets_ab + EXCLUDED.packets_ab, bytes_ab = flows.bytes_ab + EXCLUDED.bytes_ab, \
+           packets_ba = flows.packets_ba + EXCLUDED.packets_ba, bytes_ba = flows.bytes_ba + EXCLUDED.bytes_ba, \
+           tcp_flags = flows.tcp_flags | EXCLUDED.tcp_flags, \
+           initiator = CASE WHEN EXCLUDED.first_seen < flows.first_seen THEN EXCLUDED.initiator ELSE flows.initiator END, \
+           l7 = CASE WHEN flows.l7 IS NULL THEN EXCLUDED.l7 ELSE flows.l7 END, \
+           l7_name = coalesce(flows.l7_name, EXCLUDED.l7_name)",
+    )
+    .bind(session)
+    .bind(keys)
+    .bind(protocols)
+    .bind(transports)
+    .bind(a_addrs)
+    .bind(a_ports)
+    .bind(b_addrs)
+    .bind(b_ports)
+    .bind(initiators)
+    .bind(firsts)
+    .bind(lasts)
+    .bind(packets_ab)
+    .bind(bytes_ab)
+    .bind(packets_ba)
+    .bind(bytes_ba)
+    .bind(flags)
+    .bind(l7s)
+    .bind(names)
+    .execute(tx)
+    .await?;
+        Ok(())
+    }
+}
+
 impl FlowDelta {
     fn name(&mut self, l7: &dissect::L7) {
         // A dissected protocol beats a port guess; the first main name seen is kept.

@@ -4,12 +4,14 @@
 mod config;
 mod consumer;
 mod copy;
+mod counters;
 mod events;
 mod flows;
 mod health;
 mod metrics;
 mod packet_rows;
 mod rollups;
+mod segments;
 mod shards;
 mod store;
 mod streams;

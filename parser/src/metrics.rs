@@ -19,11 +19,6 @@ pub struct ReasonLabel {
     pub reason: &'static str,
 }
 
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-pub struct OutcomeLabel {
-    pub outcome: &'static str,
-}
-
 pub struct Metrics {
     registry: Registry,
     pub batches_consumed: Counter,

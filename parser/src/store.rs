@@ -10,10 +10,12 @@ use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 
 use crate::copy::CopyWriter;
+use crate::counters;
 use crate::events::{self, Events, Pending};
 use crate::flows::FlowTable;
 use crate::packet_rows::{self, PacketRows};
 use crate::rollups::Rollups;
+use crate::segments;
 use crate::streams::{StreamMetrics, Streams};
 use crate::turn::{Turn, WaitError};
 
@@ -145,7 +147,7 @@ impl Store {
         .bind(dissect::text::storable(error.to_owned()))
         .execute(&mut *tx)
         .await?;
-        upsert_counters(&mut tx, batch, &boot_id).await?;
+        counters::upsert(&mut tx, batch, &boot_id).await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -280,31 +282,29 @@ impl Store {
         // this means such a cycle (or a stuck peer), and the retry starts over instead of hanging.
         sqlx::query("SET LOCAL lock_timeout = '30s'").execute(&mut *tx).await?;
         // The batch ids that are new get a segment id; the others were stored before (redeliveries).
-        let ids: Vec<String> = batches.iter().map(wire::Batch::id).collect();
-        let boot_ids: Vec<String> = batches.iter().map(|b| hex(&b.boot_id)).collect();
+        let mut group = Group {
+            batches,
+            ids: batches.iter().map(wire::Batch::id).collect(),
+            boot_ids: batches.iter().map(|b| hex(&b.boot_id)).collect(),
+            claimed: Vec::new(),
+        };
         turn.previous_claimed().await?;
-        let segments: Vec<(String, i64)> = sqlx::query_as(
+        group.claimed = sqlx::query_as(
             "INSERT INTO batches (batch_id, session, node, boot_id, batch_seq, packets, final) \
              SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[], $6::integer[], $7::boolean[]) \
              ON CONFLICT (batch_id) DO NOTHING RETURNING batch_id, segment",
         )
-        .bind(&ids)
+        .bind(&group.ids)
         .bind(batches.iter().map(|b| b.session).collect::<Vec<_>>())
         .bind(batches.iter().map(|b| b.node).collect::<Vec<_>>())
-        .bind(&boot_ids)
+        .bind(&group.boot_ids)
         .bind(batches.iter().map(|b| b.batch_seq as i64).collect::<Vec<_>>())
         .bind(batches.iter().map(|b| b.packet_count as i32).collect::<Vec<_>>())
         .bind(batches.iter().map(wire::Batch::is_final).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await?;
         turn.claimed();
-        let segment_of = |id: &str| {
-            segments
-                .iter()
-                .find(|(stored, _)| stored == id)
-                .map(|(_, segment)| *segment)
-        };
-        if segments.is_empty() {
+        if group.claimed.is_empty() {
             tx.rollback().await?;
             turn.previous_finished().await?;
             return Ok(vec![Stored::Duplicate; batches.len()]);
@@ -319,9 +319,9 @@ impl Store {
         let mut written = Vec::new();
         let mut outcomes = Vec::with_capacity(batches.len());
         let mut first_of_id = HashSet::new();
-        for ((batch, rows), id) in batches.iter().zip(&mut prepared).zip(&ids) {
+        for ((batch, rows), id) in batches.iter().zip(&mut prepared).zip(&group.ids) {
             // A batch id seen twice in one group (a redelivery arriving with the original) counts once.
-            let (Some(segment), true) = (segment_of(id), first_of_id.insert(id)) else {
+            let (Some(segment), true) = (group.segment_of(id), first_of_id.insert(id)) else {
                 outcomes.push(Stored::Duplicate);
                 continue;
             };
@@ -340,22 +340,7 @@ impl Store {
             sink.finish().await?;
         }
         for (batch, segment, kept) in kept {
-            sqlx::query(
-                "INSERT INTO segments (id, session, node, interfaces, first_ts, last_ts, packets, payload_kept, records) \
-                 VALUES ($1, $2, $3, $4, 'epoch'::timestamptz + $5 * interval '1 microsecond', \
-                   'epoch'::timestamptz + $6 * interval '1 microsecond', $7, $8, $9)",
-            )
-            .bind(segment)
-            .bind(batch.session)
-            .bind(batch.node)
-            .bind(&batch.interfaces)
-            .bind((kept.first_ns / 1_000) as i64)
-            .bind((kept.last_ns / 1_000) as i64)
-            .bind(batch.packet_count as i32)
-            .bind(kept.payload_kept)
-            .bind(kept.records)
-            .execute(&mut *tx)
-            .await?;
+            segments::insert(&mut tx, batch, segment, kept).await?;
         }
 
         // From here on in delivery order.
@@ -377,23 +362,7 @@ impl Store {
             streams.measure();
         }
         // The streams have taken this group's segments: if it is not stored, its retry feeds them again.
-        let (flows, rollups, events_ref, ids_ref, boot_ids_ref) = (&flows, &rollups, &events, &ids, &boot_ids);
-        let finished = async move {
-            let event_ids = self
-                .finish(
-                    tx,
-                    batches,
-                    flows,
-                    rollups,
-                    events_ref,
-                    ids_ref,
-                    boot_ids_ref,
-                    segment_of,
-                )
-                .await?;
-            Ok::<_, StoreError>(event_ids)
-        }
-        .await;
+        let finished = self.finish(tx, &group, &flows, &rollups, &events).await;
         let event_ids = match finished {
             Ok(event_ids) => event_ids,
             Err(error) => {
@@ -410,26 +379,23 @@ impl Store {
 
     /// The rest of a group's transaction, in delivery order: flows, rollups, events, the sniffers'
     /// counters, and the commit.
-    #[allow(clippy::too_many_arguments)]
     async fn finish(
         &self,
         mut tx: sqlx::Transaction<'_, sqlx::Postgres>,
-        batches: &[wire::Batch<'_>],
+        group: &Group<'_, '_>,
         flows: &FlowTable,
         rollups: &Rollups,
         events: &Events,
-        ids: &[String],
-        boot_ids: &[String],
-        segment_of: impl Fn(&str) -> Option<i64>,
     ) -> Result<events::store::EventIds, StoreError> {
-        upsert_flows(&mut tx, batches[0].session, flows).await?;
-        rollups.upsert(&mut tx, batches[0].session).await?;
-        let event_ids = events::store::write(&mut tx, batches[0].session, events).await?;
+        let session = group.batches[0].session;
+        flows.upsert(&mut tx, session).await?;
+        rollups.upsert(&mut tx, session).await?;
+        let event_ids = events::store::write(&mut tx, session, events).await?;
 
         // Counters are cumulative: keep the newest (highest batch sequence) per sniffer process.
         let mut newest: Vec<(&wire::Batch<'_>, &String)> = Vec::new();
-        for ((batch, boot_id), id) in batches.iter().zip(boot_ids).zip(ids) {
-            if segment_of(id).is_none() {
+        for ((batch, boot_id), id) in group.batches.iter().zip(&group.boot_ids).zip(&group.ids) {
+            if group.segment_of(id).is_none() {
                 continue;
             }
             match newest.iter_mut().find(|(_, known)| *known == boot_id) {
@@ -439,118 +405,29 @@ impl Store {
             }
         }
         for (batch, boot_id) in newest {
-            upsert_counters(&mut tx, batch, boot_id).await?;
+            counters::upsert(&mut tx, batch, boot_id).await?;
         }
         tx.commit().await?;
         Ok(event_ids)
     }
 }
 
-/// The sniffer process's cumulative counters as `batch` carried them, unless a later batch's are stored.
-async fn upsert_counters(
-    tx: &mut sqlx::PgConnection,
-    batch: &wire::Batch<'_>,
-    boot_id: &str,
-) -> Result<(), sqlx::Error> {
-    let drops: serde_json::Map<String, serde_json::Value> = batch
-        .counters
-        .drops
-        .iter()
-        .map(|(reason, n)| (reason.clone(), (*n).into()))
-        .collect();
-    sqlx::query(
-        "INSERT INTO sniffer_counters (boot_id, session, node, batch_seq, captured, kernel_drops, drops, final) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8) \
-         ON CONFLICT (boot_id) DO UPDATE SET batch_seq = EXCLUDED.batch_seq, captured = EXCLUDED.captured, \
-           kernel_drops = EXCLUDED.kernel_drops, drops = EXCLUDED.drops, final = EXCLUDED.final, updated_at = now() \
-         WHERE sniffer_counters.batch_seq < EXCLUDED.batch_seq",
-    )
-    .bind(boot_id)
-    .bind(batch.session)
-    .bind(batch.node)
-    .bind(batch.batch_seq as i64)
-    .bind(batch.counters.captured as i64)
-    .bind(batch.counters.kernel_drops as i64)
-    .bind(serde_json::Value::Object(drops))
-    .bind(batch.is_final())
-    .execute(tx)
-    .await?;
-    Ok(())
+/// The batches of one transaction: their ids, their sniffers' boot ids, and the segments the ids
+/// this transaction claimed were given (the others were stored before: redeliveries).
+struct Group<'g, 'b> {
+    batches: &'g [wire::Batch<'b>],
+    ids: Vec<String>,
+    boot_ids: Vec<String>,
+    claimed: Vec<(String, i64)>,
 }
 
-async fn upsert_flows(tx: &mut sqlx::PgConnection, session: &str, flows: &FlowTable) -> Result<(), sqlx::Error> {
-    if flows.flows.is_empty() {
-        return Ok(());
+impl Group<'_, '_> {
+    fn segment_of(&self, id: &str) -> Option<i64> {
+        self.claimed
+            .iter()
+            .find(|(stored, _)| stored == id)
+            .map(|(_, segment)| *segment)
     }
-    let mut keys = Vec::new();
-    let (mut protocols, mut transports, mut a_addrs, mut a_ports, mut b_addrs, mut b_ports) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut initiators, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
-    let (mut packets_ab, mut bytes_ab, mut packets_ba, mut bytes_ba) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-    let (mut flags, mut l7s, mut names) = (Vec::new(), Vec::new(), Vec::new());
-    // In key order, so that parsers upserting the same flows at once lock them in the same order
-    // (one waits for the other instead of both deadlocking).
-    let mut sorted: Vec<(String, &crate::flows::FlowKey, &crate::flows::FlowDelta)> =
-        flows.flows.iter().map(|(key, flow)| (key.text(), key, flow)).collect();
-    sorted.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-    for (text, key, flow) in sorted {
-        keys.push(text);
-        protocols.push(key.ip_protocol.map(i16::from));
-        transports.push(flow.transport.clone());
-        a_addrs.push(key.a.0.map(|a| a.to_string()));
-        a_ports.push(key.a.1.map(i32::from));
-        b_addrs.push(key.b.0.map(|a| a.to_string()));
-        b_ports.push(key.b.1.map(i32::from));
-        initiators.push(flow.initiator.to_string());
-        firsts.push((flow.first_ns / 1_000) as i64);
-        lasts.push((flow.last_ns / 1_000) as i64);
-        packets_ab.push(flow.packets_ab);
-        bytes_ab.push(flow.bytes_ab);
-        packets_ba.push(flow.packets_ba);
-        bytes_ba.push(flow.bytes_ba);
-        flags.push(i16::from(flow.tcp_flags));
-        l7s.push(flow.l7.clone());
-        names.push(flow.l7_name.clone());
-    }
-    sqlx::query(
-        "INSERT INTO flows (session, flow_key, ip_protocol, transport, a_addr, a_port, b_addr, b_port, initiator, \
-           first_seen, last_seen, packets_ab, bytes_ab, packets_ba, bytes_ba, tcp_flags, l7, l7_name) \
-         SELECT $1, k, p, t, aa::inet, ap, ba::inet, bp, i, to_timestamp(f / 1e6), to_timestamp(l / 1e6), pab, bab, pba, bba, fl, l7, n \
-         FROM unnest($2::text[], $3::smallint[], $4::text[], $5::text[], $6::integer[], $7::text[], $8::integer[], \
-           $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
-           $16::smallint[], $17::text[], $18::text[]) \
-           AS u(k, p, t, aa, ap, ba, bp, i, f, l, pab, bab, pba, bba, fl, l7, n) \
-         ON CONFLICT (session, flow_key) DO UPDATE SET \
-           first_seen = least(flows.first_seen, EXCLUDED.first_seen), \
-           last_seen = greatest(flows.last_seen, EXCLUDED.last_seen), \
-           packets_ab = flows.packets_ab + EXCLUDED.packets_ab, bytes_ab = flows.bytes_ab + EXCLUDED.bytes_ab, \
-           packets_ba = flows.packets_ba + EXCLUDED.packets_ba, bytes_ba = flows.bytes_ba + EXCLUDED.bytes_ba, \
-           tcp_flags = flows.tcp_flags | EXCLUDED.tcp_flags, \
-           initiator = CASE WHEN EXCLUDED.first_seen < flows.first_seen THEN EXCLUDED.initiator ELSE flows.initiator END, \
-           l7 = CASE WHEN flows.l7 IS NULL THEN EXCLUDED.l7 ELSE flows.l7 END, \
-           l7_name = coalesce(flows.l7_name, EXCLUDED.l7_name)",
-    )
-    .bind(session)
-    .bind(keys)
-    .bind(protocols)
-    .bind(transports)
-    .bind(a_addrs)
-    .bind(a_ports)
-    .bind(b_addrs)
-    .bind(b_ports)
-    .bind(initiators)
-    .bind(firsts)
-    .bind(lasts)
-    .bind(packets_ab)
-    .bind(bytes_ab)
-    .bind(packets_ba)
-    .bind(bytes_ba)
-    .bind(flags)
-    .bind(l7s)
-    .bind(names)
-    .execute(tx)
-    .await?;
-    Ok(())
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -19,7 +19,6 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 
 use crate::events::Sent;
-use crate::metrics::OutcomeLabel;
 
 /// Directions followed at once at most; past it the least recently active are ended.
 pub const MAX_STREAMS: usize = 65_536;
@@ -42,7 +41,13 @@ pub struct Streams {
     metrics: StreamMetrics,
 }
 
-/// The streams' metrics, registered by [`crate::metrics::Metrics`].
+/// A stream outcome, as a metric label.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+pub struct OutcomeLabel {
+    pub outcome: &'static str,
+}
+
+/// The streams' metrics, registered by the parser's metrics.
 #[derive(Clone, Default)]
 pub struct StreamMetrics {
     pub outcomes: Family<OutcomeLabel, Counter>,

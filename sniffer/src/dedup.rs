@@ -31,8 +31,6 @@ pub const RETAIN_NS: u64 = 1_000_000_000;
 /// a packet that is not a copy.
 pub const MAX_ENTRIES: usize = 1 << 18;
 
-const VLAN_TAGS: [u16; 3] = [0x8100, 0x88a8, 0x9100];
-
 pub struct Deduplicator {
     seen: Mutex<Generations>,
     hasher: foldhash::fast::RandomState,
@@ -96,16 +94,9 @@ impl Generations {
 
 /// The IP version and packet of an Ethernet frame (past any VLAN tags), if it carries one.
 fn ip_packet(frame: &[u8]) -> Option<(u8, &[u8])> {
-    let mut at = 12;
-    let mut ethertype = u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?);
-    while VLAN_TAGS.contains(&ethertype) {
-        at += 4;
-        ethertype = u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?);
-    }
-    let ip = frame.get(at + 2..)?;
-    match ethertype {
-        0x0800 if ip.len() >= 20 => Some((4, ip)),
-        0x86dd if ip.len() >= 40 => Some((6, ip)),
+    match crate::shard::network_layer(frame)? {
+        (0x0800, ip) if ip.len() >= 20 => Some((4, ip)),
+        (0x86dd, ip) if ip.len() >= 40 => Some((6, ip)),
         _ => None,
     }
 }

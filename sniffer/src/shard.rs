@@ -45,14 +45,19 @@ impl Flow<'_> {
 
 const VLAN_TAGS: [u16; 3] = [0x8100, 0x88a8, 0x9100];
 
-fn flow(frame: &[u8]) -> Option<Flow<'_>> {
+/// The ethertype and payload of an Ethernet frame past its VLAN tags (the sniffer restores them).
+pub fn network_layer(frame: &[u8]) -> Option<(u16, &[u8])> {
     let mut at = 12;
     let mut ethertype = u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?);
     while VLAN_TAGS.contains(&ethertype) {
         at += 4;
         ethertype = u16::from_be_bytes(frame.get(at..at + 2)?.try_into().ok()?);
     }
-    let ip = frame.get(at + 2..)?;
+    Some((ethertype, frame.get(at + 2..)?))
+}
+
+fn flow(frame: &[u8]) -> Option<Flow<'_>> {
+    let (ethertype, ip) = network_layer(frame)?;
     let (protocol, source, destination, transport) = match ethertype {
         0x0800 => {
             let header_len = usize::from(ip.first()? & 0x0f) * 4;

@@ -1,7 +1,7 @@
 //! The `q` expression: tokens, then a recursive-descent parser over the grammar in `filter`'s
 //! header.
 
-use super::params::{Network, ObjectName, check_protocol, parse_port};
+use super::values::{NameKind, Network, ObjectName, check_protocol, parse_port};
 
 #[derive(Debug, Clone, PartialEq)]
 pub enum Expr {
@@ -14,31 +14,6 @@ pub enum Expr {
     /// An endpoint that was, at the packet's time, in this namespace or this pod, workload or
     /// Service (from the endpoint history).
     Named(Side, NameKind, ObjectName),
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NameKind {
-    Namespace,
-    Pod,
-    Workload,
-    Service,
-}
-
-impl NameKind {
-    pub const ALL: [Self; 4] = [Self::Namespace, Self::Pod, Self::Workload, Self::Service];
-
-    pub fn word(self) -> &'static str {
-        match self {
-            Self::Namespace => "namespace",
-            Self::Pod => "pod",
-            Self::Workload => "workload",
-            Self::Service => "service",
-        }
-    }
-
-    fn from_word(word: &str) -> Option<Self> {
-        Self::ALL.into_iter().find(|kind| kind.word() == word)
-    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -8,18 +8,23 @@
 //! time: `[src|dst] namespace NS`, `[src|dst] pod|workload|service [NS/]NAME`. Written by hand rather than with a parser
 //! library: the grammar has four rules, and the errors name the position and what was expected.
 //!
-//! Split by job: [`params`] checks the query parameters, [`expr`] parses `q`, [`sql`] renders a
-//! checked filter as SQL.
+//! Split by job: [`params`] checks the query parameters, [`values`] the values conditions take,
+//! [`expr`] parses `q`, [`sql`] renders a checked filter as SQL, and [`access`] narrows it to what
+//! the caller may see, the only way to that SQL.
 
+mod access;
 mod expr;
 mod params;
 mod sql;
+mod values;
 
 use chrono::{DateTime, Utc};
 
-pub use expr::{Expr, NameKind, Side, parse_expression};
-pub use params::{FilterParams, Network, ObjectName, parse_time};
+pub use access::Narrowed;
+pub use expr::{Expr, Side, parse_expression};
+pub use params::{FilterParams, parse_time};
 pub use sql::{Columns, FLOWS, PACKETS};
+pub use values::{NameKind, Network, ObjectName};
 
 /// A checked filter.
 #[derive(Debug, Clone, Default)]

@@ -1,12 +1,11 @@
 //! The filter query parameters, checked into a [`Filter`].
 
-use std::net::IpAddr;
-
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{Expr, Filter, NameKind, Side, parse_expression};
+use super::values::{NameKind, Network, ObjectName, check_protocol, parse_port};
+use super::{Expr, Filter, Side, parse_expression};
 use crate::error::ApiError;
 
 /// Filters shared by `/packets`, `/flows`, `/stats`, the pcap export and the live stream.
@@ -53,92 +52,6 @@ pub struct FilterParams {
     /// Filter expression, e.g. `tcp and port 443 and not host 10.0.0.5`; empty counts as absent.
     #[param(max_length = 2048)]
     pub q: Option<String>,
-}
-
-/// A Kubernetes object's name, optionally with its namespace (`shop/checkout`), checked against
-/// the API server's own rules (DNS labels and subdomains) so that a typo is a 400, not an empty page.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ObjectName {
-    pub namespace: Option<String>,
-    /// None for a namespace filter (its name is the namespace).
-    pub name: Option<String>,
-}
-
-impl ObjectName {
-    pub(super) fn parse(kind: NameKind, text: &str) -> Result<Self, String> {
-        let (namespace, name) = match (kind, text.split_once('/')) {
-            (NameKind::Namespace, _) => (Some(text), None),
-            (_, Some((namespace, name))) => (Some(namespace), Some(name)),
-            (_, None) => (None, Some(text)),
-        };
-        if let Some(namespace) = namespace
-            && !is_dns_label(namespace)
-        {
-            return Err(format!(
-                "{namespace:?} is not a namespace name (a DNS label: a-z, 0-9, -)"
-            ));
-        }
-        if let Some(name) = name
-            && !is_dns_subdomain(name)
-        {
-            return Err(format!(
-                "{name:?} is not a {} name (lowercase letters, digits, - and .)",
-                kind.word()
-            ));
-        }
-        Ok(Self {
-            namespace: namespace.map(str::to_owned),
-            name: name.map(str::to_owned),
-        })
-    }
-}
-
-impl std::fmt::Display for ObjectName {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match (&self.namespace, &self.name) {
-            (Some(namespace), Some(name)) => write!(f, "{namespace}/{name}"),
-            (Some(namespace), None) => f.write_str(namespace),
-            (None, Some(name)) => f.write_str(name),
-            (None, None) => Ok(()),
-        }
-    }
-}
-
-fn is_dns_label(text: &str) -> bool {
-    (1..=63).contains(&text.len())
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        && !text.starts_with('-')
-        && !text.ends_with('-')
-}
-
-fn is_dns_subdomain(text: &str) -> bool {
-    (1..=253).contains(&text.len()) && text.split('.').all(is_dns_label)
-}
-
-/// An address or a network in CIDR notation, kept as checked text for an `inet` parameter.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Network(pub(crate) String);
-
-impl Network {
-    pub(super) fn parse(text: &str) -> Result<Self, String> {
-        let (address, prefix) = match text.split_once('/') {
-            Some((a, p)) => (a, Some(p)),
-            None => (text, None),
-        };
-        let address: IpAddr = address
-            .parse()
-            .map_err(|_| format!("{text:?} is not an IP address or network (10.0.0.5, 10.0.0.0/24, fd00::/64)"))?;
-        if let Some(prefix) = prefix {
-            let max = if address.is_ipv4() { 32 } else { 128 };
-            match prefix.parse::<u8>() {
-                Ok(bits) if bits <= max => {}
-                _ => return Err(format!("{text:?}: the prefix length must be 0 to {max}")),
-            }
-        }
-        Ok(Self(text.to_owned()))
-    }
 }
 
 impl FilterParams {
@@ -245,24 +158,4 @@ fn parse_unchecked_time(parameter: &'static str, text: &str) -> Result<DateTime<
     Utc::now()
         .checked_sub_signed(ago)
         .ok_or_else(|| ApiError::bad(parameter, "duration too long"))
-}
-
-pub(super) fn parse_port(text: &str) -> Result<u16, String> {
-    // Digits only: Rust's parse would also take a leading `+`, which the schema's integer does not.
-    text.bytes()
-        .all(|b| b.is_ascii_digit())
-        .then(|| text.parse::<u16>().ok())
-        .flatten()
-        .ok_or_else(|| format!("{text:?} is not a port number (0-65535)"))
-}
-
-pub(super) fn check_protocol(text: &str) -> Result<String, String> {
-    let valid = !text.is_empty() && text.len() <= 16 && text.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if valid {
-        Ok(text.to_ascii_lowercase())
-    } else {
-        Err(format!(
-            "{text:?} is not a protocol name (tcp, udp, icmp, dns, http, tls, ...)"
-        ))
-    }
 }

@@ -45,7 +45,7 @@ pub const FLOWS: Columns = Columns {
 
 impl Filter {
     /// Appends ` AND ...` for every part of the filter; values only ever as bound parameters.
-    pub fn push_sql(&self, query: &mut QueryBuilder<Postgres>, columns: &Columns) {
+    pub(super) fn push_sql(&self, query: &mut QueryBuilder<Postgres>, columns: &Columns) {
         if let Some(session) = &self.session {
             query
                 .push(format_args!(" AND {} = ", columns.session))

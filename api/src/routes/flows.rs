@@ -9,11 +9,10 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Caller;
 use crate::cursor;
 use crate::endpoints::{self, Endpoint, Named};
 use crate::error::{ApiError, ErrorBody};
-use crate::filter::{FLOWS, FilterParams};
+use crate::filter::{FLOWS, FilterParams, Narrowed};
 use crate::routes::{PageParams, ensure_session_known};
 use crate::state::AppState;
 
@@ -119,13 +118,10 @@ const SELECT: &str = "SELECT session, flow_key, transport, l7, l7_name, \
     responses((status = 200, body = FlowPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Query(filters): Query<FilterParams>,
+    filter: Narrowed,
     Query(sort): Query<SortParams>,
     Query(page): Query<PageParams>,
 ) -> Result<Json<FlowPage>, ApiError> {
-    let mut filter = filters.check()?;
-    caller.restrict(&state.pool, &mut filter).await?;
     let limit = page.limit(state.max_page_size)?;
     let sort = match sort.sort.as_deref() {
         None | Some("last_seen") => Sort::LastSeen,

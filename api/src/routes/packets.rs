@@ -14,7 +14,7 @@ use crate::auth::{Caller, Scope, audit};
 use crate::cursor;
 use crate::endpoints::{self, Endpoint, Named};
 use crate::error::{ApiError, ErrorBody};
-use crate::filter::{FilterParams, PACKETS};
+use crate::filter::{FilterParams, Narrowed, PACKETS};
 use crate::routes::{PageParams, ensure_session_known};
 use crate::segments::{self, Segment};
 use crate::state::AppState;
@@ -179,12 +179,9 @@ pub struct PacketPage {
     responses((status = 200, body = PacketPage), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn list(
     State(state): State<AppState>,
-    caller: Caller,
-    Query(filters): Query<FilterParams>,
+    filter: Narrowed,
     Query(page): Query<PageParams>,
 ) -> Result<Json<PacketPage>, ApiError> {
-    let mut filter = filters.check()?;
-    caller.restrict(&state.pool, &mut filter).await?;
     let limit = page.limit(state.max_page_size)?;
     let before: Option<i64> = page.cursor.as_deref().map(cursor::decode).transpose()?;
     let mut query =

@@ -14,7 +14,7 @@ use sqlx::{Postgres, QueryBuilder};
 
 use crate::auth::{Caller, Scope, audit};
 use crate::error::{ApiError, ErrorBody};
-use crate::filter::{Filter, FilterParams, PACKETS};
+use crate::filter::{FilterParams, Narrowed, PACKETS};
 use crate::routes::ensure_session_known;
 use crate::segments::{self, Segment};
 use crate::state::AppState;
@@ -157,7 +157,7 @@ fn host_name(endpoint: &crate::endpoints::Endpoint) -> String {
 
 /// Every address of the export, named as it was at its last packet in the export (one name per
 /// address: a pcapng name record has no time).
-async fn export_names(pool: &sqlx::PgPool, filter: &Filter) -> Result<Vec<(std::net::IpAddr, String)>, sqlx::Error> {
+async fn export_names(pool: &sqlx::PgPool, filter: &Narrowed) -> Result<Vec<(std::net::IpAddr, String)>, sqlx::Error> {
     let mut query = QueryBuilder::<Postgres>::new(
         "SELECT host(address), max(ts) FROM (SELECT src AS address, ts FROM packets WHERE src IS NOT NULL",
     );
@@ -191,7 +191,7 @@ async fn export_names(pool: &sqlx::PgPool, filter: &Filter) -> Result<Vec<(std::
 /// packets of one batch mostly follow each other). Returns early if the client goes away.
 async fn write_packets(
     pool: &sqlx::PgPool,
-    filter: &Filter,
+    filter: &Narrowed,
     format: Format,
     sender: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Result<(), sqlx::Error> {
@@ -268,15 +268,11 @@ pub async fn export(
     Query(filters): Query<FilterParams>,
     Query(export): Query<ExportParams>,
 ) -> Result<Response, ApiError> {
-    let mut filter = filters.check()?;
-    caller.require_in(&namespace, Scope::Read).await?;
+    // The path names the session; the shared `session` filter is not documented for this route.
+    let filter = Narrowed::for_session(caller.clone(), &filters, &namespace, &name).await?;
     caller.require_in(&namespace, Scope::Pcap).await?;
     let format = export.format()?;
     let session = database::session_key(&namespace, &name);
-    // The path names the session; the shared `session` filter is not documented for this route.
-    if filter.session.as_ref().is_some_and(|given| *given != session) {
-        return Err(ApiError::bad("session", "the path already names the session"));
-    }
     ensure_session_known(&state.pool, &session).await?;
     // The file carries every kept byte: for a session that keeps payload, exporting is reading it.
     let keeps_payload: Option<bool> = sqlx::query_scalar(
@@ -290,7 +286,6 @@ pub async fn export(
         caller.require_in(&namespace, Scope::Payload).await?;
     }
     let pass = state.limits.exports.enter(&caller.name)?;
-    filter.session = Some(session.clone());
     audit(
         &caller,
         "export-pcap",

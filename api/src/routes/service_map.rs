@@ -12,11 +12,9 @@ use serde::Serialize;
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::ToSchema;
 
-use crate::auth::Caller;
 use crate::endpoints::{self, Endpoint, Lookup};
 use crate::error::{ApiError, ErrorBody};
-use crate::filter::{FLOWS, FilterParams};
-use crate::input::Query;
+use crate::filter::{FLOWS, FilterParams, Narrowed};
 use crate::routes::ensure_session_known;
 use crate::state::AppState;
 
@@ -80,13 +78,7 @@ struct Pair {
 #[utoipa::path(get, path = "/api/v1/service-map", operation_id = "getServiceMap", tag = "flows",
     params(FilterParams),
     responses((status = 200, body = ServiceMap), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
-pub async fn get(
-    State(state): State<AppState>,
-    caller: Caller,
-    Query(filters): Query<FilterParams>,
-) -> Result<Json<ServiceMap>, ApiError> {
-    let mut filter = filters.check()?;
-    caller.restrict(&state.pool, &mut filter).await?;
+pub async fn get(State(state): State<AppState>, filter: Narrowed) -> Result<Json<ServiceMap>, ApiError> {
     if let Some(session) = &filter.session {
         ensure_session_known(&state.pool, session).await?;
     }

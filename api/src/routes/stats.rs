@@ -12,9 +12,8 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 
-use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::filter::{Filter, FilterParams, PACKETS};
+use crate::filter::{Filter, FilterParams, Narrowed, PACKETS};
 use crate::routes::ensure_session_known;
 use crate::state::AppState;
 
@@ -76,18 +75,15 @@ const MAX_BUCKET_SECONDS: i64 = 366 * 86_400;
     responses((status = 200, body = Stats), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn get(
     State(state): State<AppState>,
-    caller: Caller,
-    Query(filters): Query<FilterParams>,
+    mut filter: Narrowed,
     Query(bucket): Query<BucketParams>,
 ) -> Result<Json<Stats>, ApiError> {
-    let mut filter = filters.check()?;
-    caller.restrict(&state.pool, &mut filter).await?;
     let until = filter.until.unwrap_or_else(Utc::now);
     let since = filter.since.unwrap_or(until - chrono::Duration::hours(1));
     if since >= until {
         return Err(ApiError::bad("since", "must be earlier than until"));
     }
-    (filter.since, filter.until) = (Some(since), Some(until));
+    filter.set_range(since, until);
     let span = (until - since).num_seconds().max(1);
     let bucket_seconds = match bucket.bucket.as_deref() {
         Some(text) => {
@@ -278,7 +274,7 @@ fn rollup_minutes(
 /// Where the statistics' rows come from: the rollups for whole minutes and the packets of the
 /// partial minutes at either end, or the packets alone.
 struct Source<'a> {
-    filter: &'a Filter,
+    filter: &'a Narrowed,
     since: DateTime<Utc>,
     until: DateTime<Utc>,
     rollups: Option<(DateTime<Utc>, DateTime<Utc>)>,

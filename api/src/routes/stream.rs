@@ -18,9 +18,8 @@ use serde::Deserialize;
 use sqlx::{Postgres, QueryBuilder};
 use utoipa::IntoParams;
 
-use crate::auth::Caller;
 use crate::error::{ApiError, ErrorBody};
-use crate::filter::{Filter, FilterParams, PACKETS};
+use crate::filter::{FilterParams, Narrowed, PACKETS};
 use crate::routes::ensure_session_known;
 use crate::routes::packets::{PACKET_COLUMNS, Packet};
 use crate::state::AppState;
@@ -52,13 +51,11 @@ pub struct ResumeParams {
         (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
 pub async fn stream(
     State(state): State<AppState>,
-    caller: Caller,
+    filter: Narrowed,
     headers: HeaderMap,
-    Query(filters): Query<FilterParams>,
     Query(resume): Query<ResumeParams>,
 ) -> Result<Sse<impl Stream<Item = Result<Event, Infallible>>>, ApiError> {
-    let mut filter = filters.check()?;
-    caller.restrict(&state.pool, &mut filter).await?;
+    let caller = filter.caller.clone();
     let session = filter
         .session
         .clone()
@@ -145,7 +142,7 @@ impl Follower {
         }
     }
 
-    async fn poll(&mut self, pool: &sqlx::PgPool, filter: &Filter) -> Result<Vec<Packet>, sqlx::Error> {
+    async fn poll(&mut self, pool: &sqlx::PgPool, filter: &Narrowed) -> Result<Vec<Packet>, sqlx::Error> {
         let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {PACKET_COLUMNS} FROM packets WHERE id > "));
         query.push_bind(self.floor);
         if !self.recent.is_empty() {

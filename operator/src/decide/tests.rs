@@ -8,6 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
+use crate::build::Settings;
 use crate::observe::{ObservedParsers, ObservedSniffers};
 
 const NOW: i64 = 1_800_000_000;
@@ -368,7 +369,7 @@ fn an_invalid_filter_on_a_running_session_says_capture_goes_on() {
 
     // Reported once: the next reconcile sees its own Stalled condition.
     let mut status = running();
-    status.conditions = crate::status::conditions(
+    status.conditions = crate::conditions::merge(
         &[],
         decision.conditions.clone(),
         1,

@@ -1,0 +1,68 @@
+//! What every reconcile shares: the client, the operator's tunables and its long-lived state
+//! (the broker connection, autoscaler windows, handed-out sniffer ports, the database, the
+//! cluster caches). A leaf: observe, decide, apply and reconcile depend on it, not on each other
+//! through it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use crds::CaptureSession;
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use kube::runtime::events::{Event, EventType, Recorder};
+use kube::runtime::reflector::Store;
+use kube::{Client, Resource};
+
+use crate::build::Settings;
+use crate::{queue, scaling};
+
+/// The operator's tunables that decisions depend on.
+#[derive(Clone, Debug)]
+pub struct Tuning {
+    pub settings: Settings,
+    /// How often the builtin autoscaler looks at the backlog.
+    pub scale_interval: Duration,
+    pub scale_down_stabilization: Duration,
+}
+
+/// The operator's caches of the cluster's pods, namespaces and nodes, which targeted sessions
+/// resolve against (kept by watches; a pod or namespace change reconciles the targeted sessions).
+#[derive(Clone)]
+pub struct ClusterCache {
+    pub pods: Store<Pod>,
+    pub namespaces: Store<Namespace>,
+    pub nodes: Store<Node>,
+}
+
+pub struct Context {
+    pub client: Client,
+    pub tuning: Tuning,
+    /// The RabbitMQ the operator itself declares queues with.
+    pub broker: queue::Broker,
+    pub recorder: Recorder,
+    /// Recent autoscaler recommendations, by session uid.
+    pub windows: Mutex<HashMap<String, scaling::Window>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Sniffer ports handed out by this process, which a list of DaemonSets may not show yet.
+    pub assigned_ports: tokio::sync::Mutex<std::collections::BTreeSet<i32>>,
+    /// Where the parsers store packets: read for the packet counts, written with the session mirror.
+    pub database: Option<sqlx::PgPool>,
+    /// Pods, namespaces and nodes, for sessions with `spec.target`. `None` in tests that do not
+    /// watch them.
+    pub cluster: Option<ClusterCache>,
+}
+
+impl Context {
+    pub async fn event(&self, session: &CaptureSession, type_: EventType, reason: &str, note: String) {
+        let event = Event {
+            type_,
+            reason: reason.into(),
+            note: Some(note),
+            action: reason.into(),
+            secondary: None,
+        };
+        if let Err(error) = self.recorder.publish(&event, &session.object_ref(&())).await {
+            tracing::warn!(%error, "cannot record an event");
+        }
+    }
+}
