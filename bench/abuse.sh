@@ -39,15 +39,22 @@ export_url="$base/api/v1/sessions/bench/api/pcap"
 stream_url="$base/api/v1/stream?session=bench/api"
 stats_url="$base/api/v1/stats?session=bench/api&since=1h"
 : >"$work/statuses"
+# A hammer that is refused waits as the 429's Retry-After says, as a client library would.
+hammer() { # url [curl options...]
+  local url=$1
+  shift
+  setsid bash -c "while :; do
+    code=\$(curl -s -o /dev/null -w '%{http_code}' $* '$url'); echo \$code >>'$work/statuses'
+    [ \$code = 429 ] && sleep 2
+  done" &
+  hammering+=($!)
+}
 for _ in $(seq 1 12); do
-  setsid bash -c "while :; do curl -s -o /dev/null -w '%{http_code}\n' --limit-rate 2k --max-time 40 '$export_url' >>'$work/statuses'; done" &
-  hammering+=($!)
-  setsid bash -c "while :; do curl -s -N -o /dev/null -w '%{http_code}\n' --max-time 40 '$stream_url' >>'$work/statuses'; done" &
-  hammering+=($!)
+  hammer "$export_url" --limit-rate 2k --max-time 40
+  hammer "$stream_url" -N --max-time 40
 done
 for _ in $(seq 1 8); do
-  setsid bash -c "while :; do curl -s -o /dev/null -w '%{http_code}\n' '$stats_url' >>'$work/statuses'; done" &
-  hammering+=($!)
+  hammer "$stats_url"
 done
 # Until every hammer has had its first answer or been held: then the bounds are in force.
 for _ in $(seq 1 100); do [ "$(wc -l <"$work/statuses")" -ge 8 ] && break; sleep 0.1; done
@@ -64,6 +71,7 @@ section=$(mktemp)
   echo "Command: \`bash bench/abuse.sh $rows $seconds\` on $(nproc) cores, $(date -u +%Y-%m-%d). A release-built trawl-api over $rows"
   echo "generated packet rows (bench/api-data.sh). Each probe runs under \`wrk -c2 --latency\` for ${seconds} s, first alone, then while"
   echo "12 pcap exports read at 2 KB/s, 12 live streams and 8 loops of \`/stats\` run against the same API (goal: p99 under 3x)."
+  echo "The hammers are curl processes on the same two cores as the API and PostgreSQL; a refused one waits 2 s (Retry-After)."
   echo "Over the hammering the hammers got $served answers of 200 and $refused of 429 (the bounds: 4 exports, 2 per caller, 64 streams, 8 per caller, one /stats at a time)."
   echo
   echo "| probe | alone p50 ms | alone p99 ms | hammered p50 ms | hammered p99 ms | p99 ratio | goal |"

@@ -110,6 +110,12 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            // Long requests end within seconds of their client going away: worth a retry soon.
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("2"));
+        }
         if status == StatusCode::UNAUTHORIZED {
             response
                 .headers_mut()
