@@ -226,6 +226,32 @@ impl Caller {
         self.require_in(namespace, Scope::Read).await
     }
 
+    /// The namespaces among `sessions`' (`namespace/name`) whose stored payload this caller may
+    /// see. The payload rule: `read` shows addresses, ports, protocol fields, DNS names, TLS hello
+    /// fields and an HTTP request's method, host and path without its query, and a response's
+    /// status; query strings, header values (the user agent), bodies, and Info lines dissected
+    /// from kept payload need `payload`.
+    pub async fn payload_namespaces<'a>(
+        &self,
+        sessions: impl IntoIterator<Item = &'a str>,
+    ) -> Result<BTreeSet<String>, ApiError> {
+        let namespaces: BTreeSet<&str> = sessions
+            .into_iter()
+            .map(|session| session.split_once('/').map_or("", |(namespace, _)| namespace))
+            .collect();
+        let mut allowed = BTreeSet::new();
+        for namespace in namespaces {
+            match self.require_in(namespace, Scope::Payload).await {
+                Ok(()) => {
+                    allowed.insert(namespace.to_owned());
+                }
+                Err(ApiError::Forbidden(_) | ApiError::Denied(_)) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        Ok(allowed)
+    }
+
     /// `scope` for the sessions of `namespace`.
     pub async fn require_in(&self, namespace: &str, scope: Scope) -> Result<(), ApiError> {
         match &self.access {

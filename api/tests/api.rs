@@ -751,3 +751,27 @@ async fn live_streams_are_bounded_per_caller_and_given_back_when_closed() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn the_payload_rule_hides_query_strings_and_header_values_from_readers() {
+    let mut rig = Rig::start_with(Some(TOKENS)).await;
+    let request = frames::http_get("shop.example", "/cart?card=4111111111111111");
+    rig.store(vec![frames::tcp(batches::CLIENT, batches::SERVER, 80, 0x18, &request)])
+        .await;
+    let event = |rig: &Rig| {
+        let (status, body) = rig.get(&format!("/api/v1/events/http?session={SESSION}"));
+        assert_eq!(status, 200, "{body}");
+        body["items"][0].clone()
+    };
+    rig.token = Some("analyst-token-0123456789");
+    let full = event(&rig);
+    assert_eq!(full["path"], "/cart?card=4111111111111111");
+    assert_eq!(full["user_agent"], "trawl-test");
+    // `read` alone: method, host and path, but neither the query string nor header values.
+    rig.token = Some("reader-token-0123456789");
+    let read = event(&rig);
+    assert_eq!(
+        (&read["method"], &read["host"], &read["path"], &read["user_agent"]),
+        (&full["method"], &full["host"], &Value::from("/cart"), &Value::Null)
+    );
+}

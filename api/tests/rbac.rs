@@ -357,6 +357,29 @@ async fn each_caller_sees_exactly_the_namespaces_its_roles_allow() {
         }
     }
 
+    // The payload rule: Info lines of a payload-keeping session are dissected from the kept bytes
+    // only for callers with the payload permission; a reader gets the headers' view.
+    let infos = |token: &str| -> Vec<String> {
+        let (status, page) = api.get(token, &format!("/api/v1/packets?session={session_b}&limit=1000"));
+        assert_eq!(status, 200, "{page}");
+        page["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["info"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    assert!(
+        infos(&analyst_b).iter().any(|info| info.contains("GET /")),
+        "the analyst sees the requests: {:?}",
+        infos(&analyst_b)
+    );
+    let read_only = infos(&everywhere_token);
+    assert!(
+        !read_only.is_empty() && !read_only.iter().any(|info| info.contains("GET /")),
+        "{read_only:?}"
+    );
+
     // Every data route in the OpenAPI document narrows: asked by namespace a's viewer for session
     // b by name it refuses (403) or knows nothing (404), and asked without a session it shows
     // nothing of b. A route added without narrowing, or without being listed here, fails.

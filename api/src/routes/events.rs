@@ -87,6 +87,18 @@ pub struct HttpEvent {
     pub latency_ms: Option<f64>,
 }
 
+impl HttpEvent {
+    /// What a caller without `payload` sees: the path without its query, no header values.
+    fn without_payload(&mut self) {
+        if let Some(path) = &mut self.path
+            && let Some(query) = path.find('?')
+        {
+            path.truncate(query);
+        }
+        self.user_agent = None;
+    }
+}
+
 /// One TLS ClientHello.
 #[derive(Serialize, ToSchema, FromRow)]
 pub struct TlsEvent {
@@ -177,7 +189,23 @@ pub async fn http(
 ) -> Result<Json<EventPage<HttpEvent>>, ApiError> {
     let select =
         format!("SELECT {ENDPOINTS}, transport, method, host, path, user_agent, status, latency_ms FROM http_events");
-    Ok(Json(page(&state, &filter, &paging, &select, &HTTP).await?))
+    let mut events: EventPage<HttpEvent> = page(&state, &filter, &paging, &select, &HTTP).await?;
+    // The payload rule (see `Caller::payload_namespaces`): query strings and header values need `payload`.
+    let payload = filter
+        .caller
+        .payload_namespaces(events.items.iter().map(|event| event.ends.session.as_str()))
+        .await?;
+    for event in &mut events.items {
+        let namespace = event
+            .ends
+            .session
+            .split_once('/')
+            .map_or("", |(namespace, _)| namespace);
+        if !payload.contains(namespace) {
+            event.without_payload();
+        }
+    }
+    Ok(Json(events))
 }
 
 /// TLS ClientHellos: server name, ALPN, offered version and JA4 fingerprint.

@@ -1,5 +1,7 @@
 //! Stored packets: a filtered, keyset-paged list (newest first) and one packet's layers and bytes.
 
+use std::collections::BTreeSet;
+
 use axum::Json;
 use axum::extract::State;
 
@@ -99,7 +101,8 @@ impl<'r> sqlx::FromRow<'r, PgRow> for Packet {
 
 /// Fills in the packets' Info lines from their stored bytes: the segments the packets come from
 /// (a page mostly comes from one or two), read in one query.
-pub async fn describe(pool: &sqlx::PgPool, packets: &mut [Packet]) -> Result<(), sqlx::Error> {
+pub async fn describe(pool: &sqlx::PgPool, caller: &Caller, packets: &mut [Packet]) -> Result<(), ApiError> {
+    let payload = payload_namespaces(caller, packets).await?;
     let mut segment_ids: Vec<i64> = packets.iter().map(|p| segments::locate(p.id).0).collect();
     segment_ids.sort_unstable();
     segment_ids.dedup();
@@ -109,11 +112,30 @@ pub async fn describe(pool: &sqlx::PgPool, packets: &mut [Packet]) -> Result<(),
             if of == segment_id
                 && let Some(frame) = segment.frame(position)
             {
-                packet.info = dissect::info(&dissect::dissect(frame));
+                packet.info = info_line(packet, frame, &payload);
             }
         }
     }
     Ok(())
+}
+
+/// The namespaces whose kept payload the caller may see, among those of `packets` that kept it.
+async fn payload_namespaces(caller: &Caller, packets: &[Packet]) -> Result<BTreeSet<String>, ApiError> {
+    caller
+        .payload_namespaces(packets.iter().filter(|p| p.payload_kept).map(|p| p.session.as_str()))
+        .await
+}
+
+/// A packet's Info line under the payload rule: from the whole frame for a caller who may see the
+/// session's payload (or when none was kept), else from the frame's headers alone.
+fn info_line(packet: &Packet, frame: &[u8], payload: &BTreeSet<String>) -> String {
+    let dissection = dissect::dissect(frame);
+    let namespace = packet.session.split_once('/').map_or("", |(namespace, _)| namespace);
+    if packet.payload_kept && !payload.contains(namespace) {
+        let headers = frame.get(..dissection.headers_len).unwrap_or(frame);
+        return dissect::info(&dissect::dissect(headers));
+    }
+    dissect::info(&dissection)
 }
 
 /// A page's row: the packet, and on the first row of each segment the page touches, that
@@ -137,7 +159,7 @@ impl<'r> sqlx::FromRow<'r, PgRow> for PageRow {
 
 /// Fills in the Info lines of a page from the segments that came with its rows (the rows of one
 /// segment are adjacent: ids are the segment's id and a position in it).
-fn describe_page(rows: Vec<PageRow>) -> Vec<Packet> {
+fn describe_page(rows: Vec<PageRow>, payload: &BTreeSet<String>) -> Vec<Packet> {
     let mut segment: Option<(i64, Vec<u8>, Vec<std::ops::Range<usize>>)> = None;
     rows.into_iter()
         .map(
@@ -154,7 +176,7 @@ fn describe_page(rows: Vec<PageRow>) -> Vec<Packet> {
                     && *id == segment_id
                     && let Some(range) = frames.get(position)
                 {
-                    packet.info = dissect::info(&dissect::dissect(&records[range.clone()]));
+                    packet.info = info_line(&packet, &records[range.clone()], payload);
                 }
                 packet
             },
@@ -203,7 +225,15 @@ pub async fn list(
         dst_join = endpoints::join("dst_name", "page.session", "page.dst::inet", "page.ts"),
     ));
     let rows: Vec<PageRow> = query.build_query_as().fetch_all(&state.pool).await?;
-    let mut items = describe_page(rows);
+    let payload = filter
+        .caller
+        .payload_namespaces(
+            rows.iter()
+                .filter(|row| row.packet.payload_kept)
+                .map(|row| row.packet.session.as_str()),
+        )
+        .await?;
+    let mut items = describe_page(rows, &payload);
     // Only an empty page can mean an unknown session; checking then saves a round trip per page.
     if let (true, Some(session)) = (items.is_empty(), &filter.session) {
         ensure_session_known(&state.pool, session).await?;

@@ -142,7 +142,7 @@ impl Follower {
         }
     }
 
-    async fn poll(&mut self, pool: &sqlx::PgPool, filter: &Narrowed) -> Result<Vec<Packet>, sqlx::Error> {
+    async fn poll(&mut self, pool: &sqlx::PgPool, filter: &Narrowed) -> Result<Vec<Packet>, ApiError> {
         let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {PACKET_COLUMNS} FROM packets WHERE id > "));
         query.push_bind(self.floor);
         if !self.recent.is_empty() {
@@ -152,7 +152,7 @@ impl Follower {
         filter.push_sql(&mut query, &PACKETS);
         query.push(" ORDER BY id LIMIT ").push_bind(BATCH);
         let mut packets: Vec<Packet> = query.build_query_as().fetch_all(pool).await?;
-        crate::routes::packets::describe(pool, &mut packets).await?;
+        crate::routes::packets::describe(pool, &filter.caller, &mut packets).await?;
         crate::endpoints::name_ends(pool, &mut packets).await?;
         self.recent.extend(packets.iter().map(|p| p.id));
         let now = Instant::now();
