@@ -446,6 +446,53 @@ async fn each_caller_sees_exactly_the_namespaces_its_roles_allow() {
         }
     }
 
+    // A live stream asks again whether its caller may still read the session: once the binding
+    // that allowed it is deleted, the stream ends with an `end` event saying why.
+    run(a.kubectl().args(["create", "serviceaccount", "revoked"]), None);
+    run(
+        a.kubectl().args([
+            "create",
+            "rolebinding",
+            "revoked",
+            "--clusterrole",
+            &viewer,
+            &subject("revoked"),
+        ]),
+        None,
+    );
+    let revoked = token(&a, "revoked");
+    wait_until("the new binding to be in force", DEADLINE, || async {
+        (api.status(&revoked, &format!("/api/v1/packets?session={session_a}")) == 200).then_some(())
+    })
+    .await;
+    let stream = ureq::get(format!("{}/api/v1/stream?session={session_a}", api.base))
+        .header("Authorization", format!("Bearer {revoked}"))
+        .call()
+        .unwrap();
+    assert_eq!(stream.status(), 200);
+    let (lines, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stream.into_body().into_reader()).lines() {
+            let Ok(line) = line else { return };
+            if lines.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    run(a.kubectl().args(["delete", "rolebinding", "revoked"]), None);
+    // The cache (15 s) and one more check interval (15 s), with room for a loaded machine.
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let ended = loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match heard.recv_timeout(left) {
+            Ok(line) if line == "event: end" => break true,
+            Ok(_) => continue,
+            Err(_) => break false,
+        }
+    };
+    assert!(ended, "the stream went on after its caller lost access");
+
     // The analyst's export is in the audit log with its Kubernetes user and groups.
     let log = std::fs::read_to_string(&api.log).unwrap();
     let audit = log
