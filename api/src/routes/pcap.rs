@@ -213,11 +213,17 @@ async fn write_packets(
     sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
     let mut rows = query.build_query_as::<(i64, i64, i32)>().fetch(&mut *tx);
     let mut segments: VecDeque<(i64, Segment)> = VecDeque::new();
+    // Segments removed by retention between the two reads: asked for once, not once per row.
+    let mut gone: std::collections::HashSet<i64> = std::collections::HashSet::new();
     while let Some((id, micros, original_len)) = rows.try_next().await? {
         let (segment_id, position) = segments::locate(id);
+        if gone.contains(&segment_id) {
+            continue;
+        }
         if !segments.iter().any(|(id, _)| *id == segment_id) {
             let Some(segment) = Segment::fetch(pool, segment_id).await? else {
-                continue; // expired between the two reads
+                gone.insert(segment_id);
+                continue;
             };
             if segments.len() == SEGMENTS_KEPT {
                 segments.pop_back();
