@@ -13,7 +13,7 @@ work=$(mktemp -d)
 chmod 755 "$work"
 cleanup() {
   rm -rf "$work"
-  for db in trawl_bench_parser trawl_bench_parser_payload; do
+  for db in trawl_bench_parser trawl_bench_parser_payload trawl_bench_parser_metrics trawl_bench_parser_edges; do
     psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true
   done
 }
@@ -30,9 +30,31 @@ disk() {
 parser_rate=$(ingest trawl_bench_parser)
 log "trawl-parser, headers only: $parser_rate packets/s"
 read -r headers_disk headers_pcap <<<"$(disk trawl_bench_parser)"
+headers_peak=$(cat "$work/peak_kib")
 payload_rate=$(ingest trawl_bench_parser_payload --store-payload)
 log "trawl-parser, keeping payload: $payload_rate packets/s"
 read -r payload_disk payload_pcap <<<"$(disk trawl_bench_parser_payload)"
+
+# Traffic metrics (issue #33): the same mix with them on, then 10 000 sources named as 10 000 pods
+# (10 000 edges) with them off and on: the memory they take.
+metrics_rate=$(ingest trawl_bench_parser_metrics --traffic-metrics source=workload,destination=workload)
+metrics_series=$(grep -c '^trawl_traffic_' "$work/metrics.txt")
+metrics_peak=$(cat "$work/peak_kib")
+log "trawl-parser, headers only, traffic metrics on: $metrics_rate packets/s, $metrics_series series"
+edges=10000
+ingest_sources=$edges ingest trawl_bench_parser_edges >/dev/null
+edges_off_peak=$(cat "$work/peak_kib")
+psql_ -d trawl_bench_parser_edges -c "INSERT INTO endpoint_history (address, kind, namespace, name, workload, since)
+  SELECT ('10.200.0.0'::inet + i), 'pod', 'bench', 'pod-' || i, 'pod-' || i, now() - interval '1 hour'
+  FROM generate_series(0, $edges - 1) AS i"
+ingest_keep_db=1 ingest_sources=$edges ingest trawl_bench_parser_edges \
+  --traffic-metrics "source=pod,destination=workload,max-edges=$((edges * 2))" >/dev/null
+edges_series=$(grep -c '^trawl_traffic_' "$work/metrics.txt")
+edges_kept=$(awk '$1 ~ /^trawl_traffic_edges\{/ {print $2}' "$work/metrics.txt")
+edges_on_peak=$(cat "$work/peak_kib")
+edges_mib=$(awk -v a="$edges_on_peak" -v b="$edges_off_peak" 'BEGIN { printf "%.1f", (a - b) / 1024 }')
+log "10 000 edges: $edges_kept edges, $edges_series series, $edges_mib MiB more at peak"
+metrics_ratio=$(awk -v a="$metrics_rate" -v b="$parser_rate" 'BEGIN { printf "%.2f", a / b }')
 
 db=trawl_bench_parser
 psql_ -d $db -c "\\copy (SELECT * FROM packets) TO '$work/packets.bin' WITH (FORMAT binary)" \
@@ -67,6 +89,7 @@ tables without any index: the rate PostgreSQL itself sustains for those bytes on
 |---|---|---|
 | trawl-parser, headers only (queue -> dissect -> PostgreSQL) | $parser_rate | $ratio |
 | trawl-parser, keeping payload | $payload_rate | $payload_ratio |
+| trawl-parser, headers only, traffic metrics on (\`--traffic-metrics\`) | $metrics_rate | $(awk -v a="$metrics_rate" -v b="$copy_rate" 'BEGIN { printf "%.2f", a / b }') |
 | psql \\copy of the headers-only rows and segments, no indexes | $copy_rate | 1.00 |
 
 Bytes on disk per packet (every table, index and TOAST after VACUUM), next to the same packets as a pcap file
@@ -76,6 +99,13 @@ Bytes on disk per packet (every table, index and TOAST after VACUUM), next to th
 |---|---|---|
 | headers only | $headers_disk | $headers_pcap |
 | keeping payload | $payload_disk | $payload_pcap |
+
+Traffic metrics (\`spec.metrics\`, issue #33) in the same run: with them on, the headers-only rate is $metrics_ratio of
+the rate without them (read within the +-10% noise above); this mix (one source, one destination) makes
+$metrics_series \`trawl_traffic_*\` series. Peak memory of the parser: $headers_peak KiB without, $metrics_peak KiB with.
+Memory per 10 000 edges: the mix from 10 000 source addresses named as 10 000 pods (\`source=pod\`), once
+without and once with metrics: $edges_kept edges, $edges_series series, $edges_mib MiB more at peak (VmHWM,
+$edges_off_peak KiB without, $edges_on_peak KiB with).
 <!-- parser:end -->
 EOT
 cat "$section"

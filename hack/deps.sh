@@ -21,6 +21,11 @@ declare -A packages=(
   [ss]=iproute2
   [tcpreplay]=tcpreplay
   [dig]=bind9-dnsutils
+  # Traffic metrics: a real Prometheus evaluates the chart's rules; ethtool turns segmentation
+  # offload off in test pods so that segments on the wire are segments.
+  [prometheus]=prometheus
+  [promtool]=prometheus
+  [ethtool]=ethtool
   # The real node and the images: a container runtime, its network plugins, local base images.
   [dockerd]=docker.io
   [containerd]=containerd

@@ -115,6 +115,88 @@ pub struct CaptureSessionSpec {
     #[serde(default = "default_max_backlog_bytes")]
     #[schemars(range(min = 1_048_576))]
     pub max_backlog_bytes: i64,
+
+    /// Traffic as Prometheus metrics: the parsers export packets, bytes, TCP connections by outcome,
+    /// retransmissions, DNS and requests per edge (source to destination) on their `/metrics`.
+    /// Unset: none. Off unless asked for because every edge is a set of series in the cluster's
+    /// Prometheus, which a short debugging capture should not grow unasked (Hubble's flow metrics
+    /// are opt-in for the same reason).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<TrafficMetrics>,
+}
+
+/// Which context names an edge's two ends and how many edges get series of their own.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[serde(rename_all = "camelCase")]
+pub struct TrafficMetrics {
+    /// What names the sending end: its `workload` (Deployment, StatefulSet, DaemonSet, Job, or the
+    /// pod itself when it has no owner; a Service or node by its name), its `namespace` only, its
+    /// `pod`, or `none`.
+    #[serde(default)]
+    pub source_context: EdgeContext,
+
+    /// What names the receiving end, as `sourceContext`.
+    #[serde(default)]
+    pub destination_context: EdgeContext,
+
+    /// Edges with series of their own, per parser replica; traffic of further edges is added to
+    /// one edge named `other` and counted in `trawl_traffic_edges_folded_total`.
+    #[serde(default = "default_max_edges")]
+    #[schemars(range(min = 1, max = 100_000))]
+    pub max_edges: i32,
+}
+
+impl Default for TrafficMetrics {
+    fn default() -> Self {
+        Self {
+            source_context: EdgeContext::default(),
+            destination_context: EdgeContext::default(),
+            max_edges: default_max_edges(),
+        }
+    }
+}
+
+fn default_max_edges() -> i32 {
+    1000
+}
+
+/// What names one end of an edge in metric labels (Hubble's `sourceContext`/`destinationContext`).
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum EdgeContext {
+    /// The owning workload (and namespace).
+    #[default]
+    Workload,
+    /// The namespace alone.
+    Namespace,
+    /// The pod (and namespace): one series per pod, which restarts renew.
+    Pod,
+    /// Nothing: every end is one.
+    None,
+}
+
+impl EdgeContext {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Workload => "workload",
+            Self::Namespace => "namespace",
+            Self::Pod => "pod",
+            Self::None => "none",
+        }
+    }
+}
+
+impl std::str::FromStr for EdgeContext {
+    type Err = String;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "workload" => Ok(Self::Workload),
+            "namespace" => Ok(Self::Namespace),
+            "pod" => Ok(Self::Pod),
+            "none" => Ok(Self::None),
+            other => Err(format!("{other:?} is not a context: workload, namespace, pod or none")),
+        }
+    }
 }
 
 /// Which pods a session captures, as a NetworkPolicy peer selects them: `podSelector` alone picks

@@ -44,6 +44,14 @@ pub struct Dissection {
     pub tcp_flags: Option<u8>,
     /// TCP sequence number, for stream reassembly ([`stream`]).
     pub tcp_seq: Option<u32>,
+    /// TCP payload bytes as sent (from the IP length, so a frame cut short by the snaplen still
+    /// tells how far the segment reached): retransmissions are segments ending at or before what
+    /// was already sent.
+    #[serde(skip)]
+    pub tcp_len: Option<u32>,
+    /// The advertised TCP window (unscaled: zero is zero at any scale).
+    #[serde(skip)]
+    pub tcp_window: Option<u16>,
     /// Where the TCP payload sits in the frame (empty when there is none).
     #[serde(skip)]
     pub payload: std::ops::Range<usize>,
@@ -282,10 +290,11 @@ fn ipv4(d: &mut Dissection, bytes: &[u8], offset: usize) {
     let total = usize::from(ip.get_total_length()).clamp(header_len, bytes.len().max(header_len));
     let transport_bytes = &bytes[header_len..total.min(bytes.len())];
     let first_fragment = fragment_offset == 0;
+    let sent_len = usize::from(ip.get_total_length()).saturating_sub(header_len);
     transport(
         d,
         ip.get_next_level_protocol(),
-        transport_bytes,
+        (transport_bytes, sent_len),
         offset + header_len,
         first_fragment,
     );
@@ -349,11 +358,24 @@ fn ipv6(d: &mut Dissection, bytes: &[u8], offset: usize) {
     d.headers_len = at;
     if d.malformed.is_none() {
         let payload_end = usize::from(ip.get_payload_length()).saturating_sub(at - offset - 40);
-        transport(d, next, &rest[..payload_end.min(rest.len())], at, first_fragment);
+        transport(
+            d,
+            next,
+            (&rest[..payload_end.min(rest.len())], payload_end),
+            at,
+            first_fragment,
+        );
     }
 }
 
-fn transport(d: &mut Dissection, protocol: IpNextHeaderProtocol, bytes: &[u8], offset: usize, first_fragment: bool) {
+/// `bytes` is the transport as captured, with the length it had as sent (from the IP header).
+fn transport(
+    d: &mut Dissection,
+    protocol: IpNextHeaderProtocol,
+    (bytes, sent_len): (&[u8], usize),
+    offset: usize,
+    first_fragment: bool,
+) {
     d.ip_protocol = Some(protocol.0);
     if !first_fragment {
         // Only the first fragment carries the transport header.
@@ -393,6 +415,8 @@ fn transport(d: &mut Dissection, protocol: IpNextHeaderProtocol, bytes: &[u8], o
             }
             d.headers_len = offset + header_len;
             d.tcp_seq = Some(tcp.get_sequence());
+            d.tcp_len = u32::try_from(sent_len.saturating_sub(header_len)).ok();
+            d.tcp_window = Some(tcp.get_window());
             d.payload = offset + header_len..offset + bytes.len();
             application(
                 d,

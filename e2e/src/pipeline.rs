@@ -33,6 +33,10 @@ pub struct PipelineOptions {
     pub node: String,
     /// Extra environment of the sniffer (`KUBECONFIG` for one that watches its targets).
     pub sniffer_env: Vec<(String, String)>,
+    /// Where the sniffer captures, instead of the test network's host end.
+    pub interfaces: Option<String>,
+    /// Extra `trawl-parser` flags.
+    pub parser_args: Vec<String>,
 }
 
 impl Default for PipelineOptions {
@@ -47,6 +51,8 @@ impl Default for PipelineOptions {
             filter: format!("udp port {PORT}"),
             node: "e2e-node".into(),
             sniffer_env: Vec::new(),
+            interfaces: None,
+            parser_args: Vec::new(),
         }
     }
 }
@@ -139,6 +145,8 @@ pub struct Pipeline {
     sniffer_port: u16,
     sniffer_args: Vec<String>,
     sniffer_env: Vec<(String, String)>,
+    interfaces: Option<String>,
+    parser_args: Vec<String>,
     node: String,
     shards: u16,
     filter: String,
@@ -175,6 +183,8 @@ impl Pipeline {
             sniffer_port: free_port(),
             sniffer_args: options.sniffer_args,
             sniffer_env: options.sniffer_env,
+            interfaces: options.interfaces,
+            parser_args: options.parser_args,
             node: options.node,
             shards: options.shards,
             filter: options.filter,
@@ -201,7 +211,8 @@ impl Pipeline {
                 "--database-url",
                 &self.database.url(),
             ])
-            .args(["--listen", &format!("127.0.0.1:{port}")]);
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(&self.parser_args);
         self.parsers.push((Service::start("trawl-parser", command), port));
     }
 
@@ -228,6 +239,11 @@ impl Pipeline {
             .collect()
     }
 
+    /// The running parsers' metrics ports.
+    pub fn parser_ports(&self) -> Vec<u16> {
+        self.parsers.iter().map(|(_, port)| *port).collect()
+    }
+
     /// The running parsers' process ids (for their memory, in /proc).
     pub fn parser_pids(&self) -> Vec<u32> {
         self.parsers.iter().map(|(parser, _)| parser.pid()).collect()
@@ -246,7 +262,10 @@ impl Pipeline {
         let mut command = Command::new(workspace_binary("sniffer", "trawl-sniffer"));
         command
             .args(["--session", &self.session, "--node", &self.node])
-            .args(["--interfaces", &self.network.host_interface])
+            .args([
+                "--interfaces",
+                self.interfaces.as_deref().unwrap_or(&self.network.host_interface),
+            ])
             .args(["--filter", &self.filter])
             .args(["--amqp-url", &self.broker.amqp_url(), "--routing-key", &self.queue])
             .args(["--shards", &self.shards.to_string()])
@@ -340,7 +359,7 @@ impl Pipeline {
         stored as u64
     }
 
-    async fn pool(&self) -> Result<sqlx::PgPool, sqlx::Error> {
+    pub async fn pool(&self) -> Result<sqlx::PgPool, sqlx::Error> {
         sqlx::postgres::PgPoolOptions::new()
             .max_connections(1)
             .acquire_timeout(Duration::from_secs(5))

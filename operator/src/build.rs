@@ -7,7 +7,7 @@
 
 use std::collections::BTreeMap;
 
-use crds::{Autoscaler, CaptureSession};
+use crds::{Autoscaler, CaptureSession, TrafficMetrics};
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec, Deployment, DeploymentSpec};
 use k8s_openapi::api::core::v1::{
     Capabilities, ConfigMap, Container, ContainerPort, EnvVar, EnvVarSource, HTTPGetAction, ObjectFieldSelector,
@@ -333,6 +333,9 @@ pub fn parser_deployment(session: &CaptureSession, settings: &Settings, queue: &
         ("TRAWL_STORE_PAYLOAD", spec.store_payload.to_string()),
         ("TRAWL_RETENTION", spec.retention.clone()),
     ]);
+    if let Some(metrics) = &spec.metrics {
+        variables.extend(env(&[("TRAWL_TRAFFIC_METRICS", traffic_metrics_setting(metrics))]));
+    }
     variables.push(credential(session, "TRAWL_AMQP_URL", AMQP_URL_KEY));
     variables.push(credential(session, "TRAWL_DATABASE_URL", DATABASE_URL_KEY));
     let container = Container {
@@ -358,30 +361,48 @@ pub fn parser_deployment(session: &CaptureSession, settings: &Settings, queue: &
         }),
         ..Default::default()
     };
+    let mut template = pod_template(
+        &labels,
+        PodSpec {
+            security_context: Some(PodSecurityContext {
+                run_as_non_root: Some(true),
+                seccomp_profile: Some(SeccompProfile {
+                    type_: "RuntimeDefault".into(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            containers: vec![container],
+            ..Default::default()
+        },
+    );
+    // Prometheus without the Prometheus Operator finds the parsers (and their traffic metrics) by
+    // these; the chart's PodMonitor finds them by their labels.
+    template.metadata.get_or_insert_default().annotations = Some(BTreeMap::from([
+        ("prometheus.io/scrape".to_owned(), "true".to_owned()),
+        ("prometheus.io/port".to_owned(), PARSER_PORT.to_string()),
+        ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
+    ]));
     Deployment {
         metadata: child_metadata(session, names::parser_name(session), &labels),
         spec: DeploymentSpec {
             replicas: (spec.parsers.autoscaler == Autoscaler::None).then_some(spec.parsers.min_replicas),
             selector: selector(&labels),
-            template: pod_template(
-                &labels,
-                PodSpec {
-                    security_context: Some(PodSecurityContext {
-                        run_as_non_root: Some(true),
-                        seccomp_profile: Some(SeccompProfile {
-                            type_: "RuntimeDefault".into(),
-                            ..Default::default()
-                        }),
-                        ..Default::default()
-                    }),
-                    containers: vec![container],
-                    ..Default::default()
-                },
-            ),
+            template,
             ..Default::default()
         },
         ..Default::default()
     }
+}
+
+/// `spec.metrics` as the parser's `--traffic-metrics` reads it.
+fn traffic_metrics_setting(metrics: &TrafficMetrics) -> String {
+    format!(
+        "source={},destination={},max-edges={}",
+        metrics.source_context.as_str(),
+        metrics.destination_context.as_str(),
+        metrics.max_edges
+    )
 }
 
 /// The KEDA ScaledObject that scales the parser Deployment on the queues' length (`autoscaler: keda`).
@@ -613,6 +634,38 @@ mod tests {
             .find(|v| v.name == "TRAWL_QUEUE")
             .unwrap();
         assert_eq!(queue.value.as_deref(), Some("trawl.team-a.web-and-dns.01234567"));
+    }
+
+    #[test]
+    fn parsers_export_traffic_metrics_only_when_the_session_asks_and_are_found_by_annotations() {
+        let variable = |session: &CaptureSession| {
+            let deployment = parser_deployment(session, &settings(), "q");
+            let annotations = deployment
+                .spec
+                .template
+                .metadata
+                .as_ref()
+                .unwrap()
+                .annotations
+                .clone()
+                .unwrap();
+            assert_eq!(annotations["prometheus.io/port"], PARSER_PORT.to_string());
+            let pod = deployment.spec.template.spec.unwrap();
+            pod.containers[0]
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|v| v.name == "TRAWL_TRAFFIC_METRICS")
+                .and_then(|v| v.value.clone())
+        };
+        let mut session = fixture();
+        assert_eq!(variable(&session), None);
+        session.spec.metrics = Some(serde_yaml::from_str("{sourceContext: pod, maxEdges: 50}").unwrap());
+        assert_eq!(
+            variable(&session).as_deref(),
+            Some("source=pod,destination=workload,max-edges=50")
+        );
     }
 
     #[test]

@@ -117,6 +117,31 @@ async fn the_chart_lints_renders_for_the_api_server_and_rejects_bad_values() {
     assert!(text(&monitored.stdout).contains("kind: ServiceMonitor"));
     assert!(!text(&template("lint", &namespace.name, &[]).stdout).contains("kind: ServiceMonitor"));
 
+    // The Prometheus Operator's kinds: with its CRDs (`auto`), when asked, and not otherwise.
+    let defaults = text(&template("lint", &namespace.name, &[]).stdout);
+    assert!(!defaults.contains("kind: PodMonitor") && !defaults.contains("kind: PrometheusRule"));
+    let mut with_crds = control_plane.helm();
+    with_crds.args(["template", "lint", &chart(), "--namespace", &namespace.name]);
+    with_crds.args(["--api-versions", "monitoring.coreos.com/v1/PodMonitor"]);
+    with_crds.args(["--api-versions", "monitoring.coreos.com/v1/PrometheusRule"]);
+    let with_crds = text(&run(with_crds, None).stdout);
+    assert!(with_crds.contains("kind: PodMonitor") && with_crds.contains("kind: PrometheusRule"));
+    assert!(with_crds.contains("alert: TrawlDnsFailureRatioHigh"), "{with_crds}");
+    let off = template(
+        "lint",
+        &namespace.name,
+        &["podMonitor.enabled=false", "prometheusRule.enabled=false"],
+    );
+    assert!(!text(&off.stdout).contains("kind: PodMonitor"));
+    let bad = template("bad", &namespace.name, &["podMonitor.enabled=maybe"]);
+    assert!(!bad.status.success(), "podMonitor.enabled=maybe was accepted");
+    // The dashboard's ConfigMap carries JSON Grafana can load, with the sidecar's label.
+    let dashboard: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(repo_root().join("charts/trawl/files/dashboard.json")).unwrap())
+            .unwrap();
+    assert_eq!(dashboard["uid"], "trawl-traffic");
+    assert!(defaults.contains("grafana_dashboard: \"1\"") && defaults.contains("trawl-traffic.json"));
+
     let generated = std::fs::read_to_string(repo_root().join("crds/capturesession.yaml")).unwrap();
     let packaged = std::fs::read_to_string(repo_root().join("charts/trawl/crds/capturesession.yaml")).unwrap();
     assert!(

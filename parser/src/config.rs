@@ -53,6 +53,12 @@ pub struct Config {
     #[arg(long, env = "TRAWL_RETENTION_INTERVAL", default_value = "10m", value_parser = humantime::parse_duration)]
     pub retention_interval: Duration,
 
+    /// Traffic metrics per edge on `/metrics` (the session's `spec.metrics`), as
+    /// `source=CONTEXT,destination=CONTEXT,max-edges=N` with contexts workload, namespace, pod or
+    /// none. Unset: none.
+    #[arg(long, env = "TRAWL_TRAFFIC_METRICS")]
+    pub traffic_metrics: Option<crate::traffic::settings::Settings>,
+
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "TRAWL_LISTEN", default_value = "0.0.0.0:9091")]
     pub listen: SocketAddr,

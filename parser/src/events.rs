@@ -77,6 +77,10 @@ pub struct Late<A> {
     pub id: i64,
     pub request_ns: u64,
     pub answer: A,
+    /// The exchange's ends, and what was asked: the DNS query type or the HTTP method (for the
+    /// traffic metrics, which count the exchange when it is answered).
+    pub endpoints: Endpoints,
+    pub asked: Option<String>,
 }
 
 type DnsKey = (Endpoints, u16);
@@ -85,7 +89,8 @@ type DnsKey = (Endpoints, u16);
 #[derive(Debug, Default)]
 pub struct Pending {
     dns: HashMap<DnsKey, (i64, u64)>,
-    http: HashMap<Endpoints, VecDeque<(i64, u64)>>,
+    /// Row id, time and method of each unanswered request, oldest first.
+    http: HashMap<Endpoints, VecDeque<(i64, u64, Option<String>)>>,
     http_count: usize,
 }
 
@@ -194,6 +199,8 @@ impl Events {
                         id,
                         request_ns,
                         answer: answer(Some(request_ns)),
+                        endpoints: backward,
+                        asked: query_types.first().cloned(),
                     });
                 } else {
                     self.dns.push(DnsEvent {
@@ -238,12 +245,14 @@ impl Events {
                 // HTTP/1.x answers in order: the oldest open request of the connection, stored
                 // earlier ones first.
                 let used = self.used_http.get(&backward).copied().unwrap_or(0);
-                if let Some(&(id, request_ns)) = pending.http.get(&backward).and_then(|queue| queue.get(used)) {
+                if let Some((id, request_ns, method)) = pending.http.get(&backward).and_then(|queue| queue.get(used)) {
                     *self.used_http.entry(backward).or_default() += 1;
                     self.late_http.push(Late {
-                        id,
-                        request_ns,
-                        answer: answer(Some(request_ns)),
+                        id: *id,
+                        request_ns: *request_ns,
+                        answer: answer(Some(*request_ns)),
+                        endpoints: backward,
+                        asked: method.clone(),
                     });
                 } else if let Some(index) = self.open_http.get_mut(&backward).and_then(VecDeque::pop_front) {
                     let request_ns = self.http[index].ts_ns;
@@ -308,7 +317,10 @@ impl Pending {
                 let event = &events.http[index];
                 newest = newest.max(event.ts_ns);
                 if let Some(&id) = http_ids.get(index) {
-                    self.http.entry(*flow).or_default().push_back((id, event.ts_ns));
+                    self.http
+                        .entry(*flow)
+                        .or_default()
+                        .push_back((id, event.ts_ns, event.method.clone()));
                     self.http_count += 1;
                 }
             }
@@ -323,7 +335,7 @@ impl Pending {
         }
         let mut count = 0;
         self.http.retain(|_, queue| {
-            queue.retain(|(_, at)| *at >= oldest);
+            queue.retain(|(_, at, _)| *at >= oldest);
             count += queue.len();
             !queue.is_empty()
         });

@@ -15,6 +15,7 @@ mod segments;
 mod shards;
 mod store;
 mod streams;
+mod traffic;
 mod turn;
 
 use std::sync::Arc;
@@ -32,7 +33,25 @@ async fn main() -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let metrics = Arc::new(metrics::Metrics::default());
-    let store = Arc::new(connect_store(&config.database_url, &metrics).await);
+    let mut store = connect_store(&config.database_url, &metrics).await;
+    if let Some(settings) = config.traffic_metrics.clone() {
+        let traffic = Arc::new(traffic::Traffic::new(
+            &config.session,
+            settings,
+            metrics.traffic.clone(),
+        ));
+        let (naming, pool) = (traffic.clone(), store.pool.clone());
+        tokio::spawn(async move {
+            loop {
+                if let Err(error) = naming.refresh_names(&pool).await {
+                    tracing::warn!(%error, "cannot read the endpoint history; edges keep the names known");
+                }
+                tokio::time::sleep(traffic::directory::REFRESH).await;
+            }
+        });
+        store = store.with_traffic(traffic);
+    }
+    let store = Arc::new(store);
     ensure_partitions_ahead(&store).await;
     let connected = Arc::new(AtomicBool::new(false));
     service::admin::spawn(

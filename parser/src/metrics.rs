@@ -8,6 +8,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::streams::StreamMetrics;
+use crate::traffic::families::Families;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct KindLabel {
@@ -33,11 +34,16 @@ pub struct Metrics {
     pub streams: StreamMetrics,
     /// Shards of the session this parser consumes now.
     pub shards_consumed: Gauge,
+    /// The traffic's own metrics (`trawl_traffic_*`), filled when the session asks for them.
+    pub traffic: Families,
 }
 
 impl Default for Metrics {
     fn default() -> Self {
-        let mut registry = Registry::with_prefix("trawl_parser");
+        let mut root = Registry::default();
+        let traffic = Families::default();
+        traffic.register(root.sub_registry_with_prefix("trawl_traffic"));
+        let registry = root.sub_registry_with_prefix("trawl_parser");
         let metrics = Self {
             batches_consumed: Counter::default(),
             packets_consumed: Counter::default(),
@@ -49,6 +55,7 @@ impl Default for Metrics {
             wire_to_stored: Histogram::new(exponential_buckets(0.001, 1.5, 30)),
             streams: StreamMetrics::default(),
             shards_consumed: Gauge::default(),
+            traffic,
             registry: Registry::default(),
         };
         registry.register(
@@ -112,12 +119,18 @@ impl Default for Metrics {
             "Bytes held by the followed TCP streams",
             metrics.streams.held_bytes.clone(),
         );
-        Self { registry, ..metrics }
+        Self {
+            registry: root,
+            ..metrics
+        }
     }
 }
 
 impl Metrics {
     pub fn encode(&self) -> String {
-        service::admin::encode(&self.registry)
+        let text = service::admin::encode(&self.registry);
+        // New traffic series were scraped at zero: now they may count.
+        self.traffic.apply_deferred();
+        text
     }
 }

@@ -56,6 +56,11 @@ impl<'b, 'a> PacketRows<'b, 'a> {
         self.packets.push((*packet, dissection));
     }
 
+    /// The batch's packets with their dissections, in capture order.
+    pub fn packets(&self) -> impl Iterator<Item = (&wire::PacketRecord<'a>, &Dissection)> {
+        self.packets.iter().map(|(packet, d)| (packet, d))
+    }
+
     /// The capture time of the batch's first packet.
     pub fn first_ns(&self) -> Option<u64> {
         self.packets.first().map(|(packet, _)| packet.ts_ns)

@@ -17,6 +17,7 @@ use crate::packet_rows::{self, PacketRows};
 use crate::rollups::Rollups;
 use crate::segments;
 use crate::streams::{StreamMetrics, Streams};
+use crate::traffic::Traffic;
 use crate::turn::{Turn, WaitError};
 
 pub use database::MIGRATOR;
@@ -97,6 +98,8 @@ pub struct Store {
     pending: Mutex<Pending>,
     /// TCP streams followed for L7 across segments.
     streams: Mutex<Streams>,
+    /// The session's traffic metrics, when it asks for them.
+    traffic: Option<std::sync::Arc<Traffic>>,
 }
 
 const NANOS_PER_DAY: u64 = 86_400_000_000_000;
@@ -162,7 +165,16 @@ impl Store {
             partitions: Mutex::new(HashSet::new()),
             pending: Mutex::new(Pending::default()),
             streams: Mutex::new(Streams::with_metrics(stream_metrics)),
+            traffic: None,
         })
+    }
+
+    /// Counts what this store commits as traffic metrics.
+    pub fn with_traffic(self, traffic: std::sync::Arc<Traffic>) -> Self {
+        Self {
+            traffic: Some(traffic),
+            ..self
+        }
     }
 
     /// Makes sure the day partitions for `days` exist (creating missing ones outside the batch's transaction).
@@ -374,6 +386,9 @@ impl Store {
             .lock()
             .expect("not poisoned")
             .apply(&events, &event_ids.dns, &event_ids.http);
+        if let Some(traffic) = &self.traffic {
+            traffic.observe(written.iter().map(|rows| &**rows), &events);
+        }
         Ok(outcomes)
     }
 

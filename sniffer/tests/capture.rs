@@ -17,6 +17,7 @@ use pnet::packet::ipv4::Ipv4Packet;
 use pnet::packet::udp::UdpPacket;
 use testkit::frames;
 use testkit::netns::TestNetwork;
+use testkit::pods::BridgedPods;
 use testkit::process::{Service, free_port};
 use testkit::rabbitmq::{PrivateBroker, TestVhost};
 use testkit::wait_until;
@@ -682,90 +683,6 @@ async fn vlan_tagged_frames_are_stored_as_they_were_on_the_wire() {
     }
 }
 
-/// Two "pods" wired to a bridge exactly as a bridge CNI wires them: a network namespace each, a
-/// veth pair each with its host end on the bridge, addresses from a test subnet. Removed on drop.
-struct BridgedPods {
-    bridge: String,
-    host_ends: [String; 2],
-    namespaces: [String; 2],
-    addresses: [String; 2],
-    forward_rule: Vec<String>,
-}
-
-fn sh(args: &[&str]) {
-    let output = Command::new(args[0]).args(&args[1..]).output().expect("run a command");
-    assert!(
-        output.status.success(),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-}
-
-impl BridgedPods {
-    fn create() -> Self {
-        let id = &testkit::unique_suffix()[..6];
-        let octet = u8::from_str_radix(&id[..2], 16).unwrap();
-        let pods = Self {
-            bridge: format!("tb{id}"),
-            host_ends: [format!("tb{id}a"), format!("tb{id}b")],
-            namespaces: [format!("trawl-pod-a-{id}"), format!("trawl-pod-b-{id}")],
-            addresses: [format!("10.251.{octet}.2"), format!("10.251.{octet}.3")],
-            // A Docker engine sets FORWARD to DROP, and bridged frames pass it (br_netfilter).
-            forward_rule: [
-                "FORWARD",
-                "-i",
-                &format!("tb{id}"),
-                "-o",
-                &format!("tb{id}"),
-                "-j",
-                "ACCEPT",
-            ]
-            .map(str::to_owned)
-            .to_vec(),
-        };
-        sh(&["ip", "link", "add", &pods.bridge, "type", "bridge"]);
-        sh(&["ip", "link", "set", &pods.bridge, "up"]);
-        let mut insert = vec!["iptables", "-I"];
-        insert.extend(pods.forward_rule.iter().map(String::as_str));
-        sh(&insert);
-        for i in 0..2 {
-            let (namespace, host_end) = (&pods.namespaces[i], &pods.host_ends[i]);
-            sh(&["ip", "netns", "add", namespace]);
-            sh(&[
-                "ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace,
-            ]);
-            sh(&["ip", "link", "set", host_end, "master", &pods.bridge, "up"]);
-            sh(&["sysctl", "-qw", &format!("net.ipv6.conf.{host_end}.disable_ipv6=1")]);
-            let inside = |args: &[&str]| {
-                let mut command = vec!["ip", "netns", "exec", namespace.as_str()];
-                command.extend_from_slice(args);
-                sh(&command);
-            };
-            inside(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
-            inside(&["ip", "addr", "add", &format!("{}/24", pods.addresses[i]), "dev", "eth0"]);
-            inside(&["ip", "link", "set", "eth0", "up"]);
-            inside(&["ip", "link", "set", "lo", "up"]);
-        }
-        pods
-    }
-
-    fn command(&self, pod: usize, program: &str) -> Command {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &self.namespaces[pod], program]);
-        command
-    }
-}
-
-impl Drop for BridgedPods {
-    fn drop(&mut self) {
-        for namespace in &self.namespaces {
-            let _ = Command::new("ip").args(["netns", "del", namespace]).status();
-        }
-        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
-        let _ = Command::new("iptables").arg("-D").args(&self.forward_rule).status();
-    }
-}
-
 /// (IPv4 id, TCP sequence, TCP flags, payload length) of each TCP packet: what tells packets apart,
 /// without the checksums (offload leaves them unfinished where the sender captures).
 fn tcp_packets(frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<(u16, u32, u8, usize)> {
@@ -789,7 +706,7 @@ fn tcp_packets(frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<(u16, u32, u8, 
 
 #[tokio::test]
 async fn a_packet_seen_on_veth_bridge_and_veth_is_kept_once() {
-    let pods = BridgedPods::create();
+    let pods = BridgedPods::create(2);
     let interfaces = format!("{},{},{}", pods.host_ends[0], pods.bridge, pods.host_ends[1]);
     let vhost = TestVhost::create();
     let amqp_url = vhost.amqp_url.clone();
@@ -866,7 +783,8 @@ async fn a_packet_seen_on_veth_bridge_and_veth_is_kept_once() {
         },
     )
     .await;
-    sh(&["kill", "-INT", &tcpdump.id().to_string()]);
+    let stopped = Command::new("kill").args(["-INT", &tcpdump.id().to_string()]).status();
+    assert!(stopped.is_ok_and(|status| status.success()), "stop tcpdump");
     tcpdump.wait().unwrap();
     let reference = seen();
     let _ = std::fs::remove_file(&pcap);

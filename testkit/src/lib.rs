@@ -20,6 +20,7 @@ pub mod frames;
 pub mod metrics;
 pub mod netns;
 pub mod pcap;
+pub mod pods;
 pub mod postgres;
 pub mod process;
 pub mod rabbitmq;

@@ -99,6 +99,21 @@ async fn invalid_session_is_rejected_with_the_cel_message() {
         .await
         .unwrap_err();
     assert!(error.to_string().contains("spec.snaplen"), "unexpected error: {error}");
+
+    // Traffic metrics: contexts from a closed set, a bounded number of edges.
+    for (metrics, field) in [
+        (json!({"sourceContext": "team"}), "spec.metrics.sourceContext"),
+        (json!({"maxEdges": 0}), "spec.metrics.maxEdges"),
+    ] {
+        let mut session = object.clone();
+        session.data["spec"]["snaplen"] = json!(1024);
+        session.data["spec"]["metrics"] = metrics;
+        let error = session_api(&namespace)
+            .create(&PostParams::default(), &session)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains(field), "unexpected error: {error}");
+    }
 }
 
 #[tokio::test]

@@ -1,0 +1,94 @@
+//! "Pods" wired to a bridge exactly as a bridge CNI wires them: a network namespace each, a veth
+//! pair each with its host end on the bridge, addresses from a test subnet. Real clients and
+//! servers run inside them (`command`); a capture on the bridge sees every packet once. Removed
+//! on drop.
+
+use std::process::Command;
+
+pub struct BridgedPods {
+    pub bridge: String,
+    pub host_ends: Vec<String>,
+    pub namespaces: Vec<String>,
+    pub addresses: Vec<String>,
+    forward_rule: Vec<String>,
+}
+
+fn sh(args: &[&str]) {
+    let output = Command::new(args[0]).args(&args[1..]).output().expect("run a command");
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+impl BridgedPods {
+    /// `count` pods (at most 9), at `10.251.X.2`, `.3`, ... of a subnet chosen per test.
+    pub fn create(count: usize) -> Self {
+        assert!((1..=9).contains(&count), "one to nine pods");
+        let id = &crate::unique_suffix()[..6];
+        let octet = u8::from_str_radix(&id[..2], 16).unwrap();
+        let letters = "abcdefghi";
+        let pods = Self {
+            bridge: format!("tb{id}"),
+            host_ends: (0..count).map(|i| format!("tb{id}{}", &letters[i..=i])).collect(),
+            namespaces: (0..count)
+                .map(|i| format!("trawl-pod-{}-{id}", &letters[i..=i]))
+                .collect(),
+            addresses: (0..count).map(|i| format!("10.251.{octet}.{}", i + 2)).collect(),
+            // A Docker engine sets FORWARD to DROP, and bridged frames pass it (br_netfilter).
+            forward_rule: [
+                "FORWARD",
+                "-i",
+                &format!("tb{id}"),
+                "-o",
+                &format!("tb{id}"),
+                "-j",
+                "ACCEPT",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        };
+        sh(&["ip", "link", "add", &pods.bridge, "type", "bridge"]);
+        sh(&["ip", "link", "set", &pods.bridge, "up"]);
+        let mut insert = vec!["iptables", "-I"];
+        insert.extend(pods.forward_rule.iter().map(String::as_str));
+        sh(&insert);
+        for i in 0..count {
+            let (namespace, host_end) = (&pods.namespaces[i], &pods.host_ends[i]);
+            sh(&["ip", "netns", "add", namespace]);
+            sh(&[
+                "ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace,
+            ]);
+            sh(&["ip", "link", "set", host_end, "master", &pods.bridge, "up"]);
+            sh(&["sysctl", "-qw", &format!("net.ipv6.conf.{host_end}.disable_ipv6=1")]);
+            let inside = |args: &[&str]| {
+                let mut command = vec!["ip", "netns", "exec", namespace.as_str()];
+                command.extend_from_slice(args);
+                sh(&command);
+            };
+            inside(&["sysctl", "-qw", "net.ipv6.conf.all.disable_ipv6=1"]);
+            inside(&["ip", "addr", "add", &format!("{}/24", pods.addresses[i]), "dev", "eth0"]);
+            inside(&["ip", "link", "set", "eth0", "up"]);
+            inside(&["ip", "link", "set", "lo", "up"]);
+        }
+        pods
+    }
+
+    /// `program` run inside pod `pod`'s network namespace.
+    pub fn command(&self, pod: usize, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.namespaces[pod], program]);
+        command
+    }
+}
+
+impl Drop for BridgedPods {
+    fn drop(&mut self) {
+        for namespace in &self.namespaces {
+            let _ = Command::new("ip").args(["netns", "del", namespace]).status();
+        }
+        let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
+        let _ = Command::new("iptables").arg("-D").args(&self.forward_rule).status();
+    }
+}
