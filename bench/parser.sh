@@ -75,7 +75,7 @@ cat >"$section" <<EOT
 <!-- parser:begin (written by bench/parser.sh; do not edit by hand) -->
 ## Parser: ingest rate into PostgreSQL
 
-Command: \`bash bench/parser.sh $batches $per_batch\` on $(nproc) cores, $(date -u +%Y-%m-%d). One trawl-parser (default `--prefetch 48`: a backlog is stored 16 batches per transaction, three transactions at once)
+Command: \`bash bench/parser.sh $batches $per_batch\` on $(nproc) cores, $(date -u +%Y-%m-%d). One trawl-parser (default \`--prefetch 48\`: a backlog is stored 16 batches per transaction, three transactions at once)
 drains a pre-filled queue of $batches batches of $per_batch packets (DNS, HTTP, TLS hellos, TCP ACKs): it dissects every
 packet, writes one segment (the batch's frames) and a narrow index row per packet with binary COPY, writes the L7
 events (in this mix three packets in four are a DNS query, an HTTP request or a ClientHello, each an event row),
