@@ -104,7 +104,8 @@ Traffic metrics (\`spec.metrics\`, issue #33) in the same run: with them on, the
 the rate without them (read within the +-10% noise above); this mix (one source, one destination) makes
 $metrics_series \`trawl_traffic_*\` series. Peak memory of the parser: $headers_peak KiB without, $metrics_peak KiB with.
 Memory per 10 000 edges: the mix from 10 000 source addresses named as 10 000 pods (\`source=pod\`), once
-without and once with metrics: $edges_kept edges, $edges_series series, $edges_mib MiB more at peak (VmHWM,
+without and once with metrics: $edges_kept edges, $edges_series series, $edges_mib MiB more at peak (VmHWM, which includes the 10 000 names
+read from the endpoint history and the TCP state of their connections;
 $edges_off_peak KiB without, $edges_on_peak KiB with).
 <!-- parser:end -->
 EOT

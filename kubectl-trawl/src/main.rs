@@ -3,6 +3,7 @@
 //! Install: `cargo install --path kubectl-trawl` (puts `kubectl-trawl` on the PATH, where kubectl
 //! finds it as the `trawl` plugin). Run: `kubectl trawl tap deploy/web`.
 mod errors;
+mod session;
 mod sessions;
 mod tap;
 mod target;

@@ -1,15 +1,12 @@
 //! `kubectl trawl sessions` and `kubectl trawl stop`.
 
-use std::time::Duration;
-
-use anyhow::anyhow;
 use clap::Args;
-use crds::{CaptureSession, PacketCounts};
-use kube::api::{DeleteParams, ListParams};
+use crds::CaptureSession;
+use kube::api::ListParams;
 use kube::{Api, Client, ResourceExt};
 
 use crate::errors;
-use crate::tap::{TAPPED_BY, describe};
+use crate::session::{TAPPED_BY, describe, remove};
 
 #[derive(Args, Debug)]
 pub struct List {
@@ -128,30 +125,6 @@ impl Stop {
         println!("Removed {namespace}/{}: {}", self.name, describe(counts.as_ref()));
         Ok(())
     }
-}
-
-/// Deletes a session and waits until it is gone (its finalizer removes its queue and data);
-/// returns its last counts.
-pub async fn remove(api: &Api<CaptureSession>, name: &str) -> anyhow::Result<Option<PacketCounts>> {
-    let namespace = api.namespace().unwrap_or_default().to_owned();
-    let session = api
-        .get_opt(name)
-        .await
-        .map_err(|error| errors::sessions(error, &namespace))?
-        .ok_or_else(|| anyhow!("no capture session {name} in namespace {namespace}"))?;
-    let counts = session.status.and_then(|status| status.packets);
-    api.delete(name, &DeleteParams::default())
-        .await
-        .map_err(|error| errors::sessions(error, &namespace))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while api.get_opt(name).await?.is_some() {
-        if std::time::Instant::now() > deadline {
-            eprintln!("{namespace}/{name} is being removed (its finalizer has not finished after a minute)");
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-    Ok(counts)
 }
 
 #[cfg(test)]

@@ -6,14 +6,12 @@ use std::time::{Duration, Instant};
 
 use anyhow::bail;
 use clap::Args;
-use crds::{CaptureSession, CaptureSessionSpec, PacketCounts};
+use crds::{CaptureSession, CaptureSessionSpec};
 use kube::api::{ObjectMeta, PostParams};
 use kube::{Api, Client};
 
-use crate::{errors, sessions, target};
-
-/// The label that marks a session `tap` made, so that `sessions` can tell them apart.
-pub const TAPPED_BY: &str = "trawl.dev/tapped-by";
+use crate::session::{self, TAPPED_BY};
+use crate::{errors, target};
 
 #[derive(Args, Debug)]
 pub struct Tap {
@@ -130,8 +128,8 @@ impl Tap {
         if self.keep {
             eprintln!("Kept: kubectl trawl stop -n {namespace} {name} removes it and its data.");
         } else {
-            let counts = sessions::remove(&api, &name).await?;
-            eprintln!("Removed {namespace}/{name}: {}", describe(counts.as_ref()));
+            let counts = session::remove(&api, &name).await?;
+            eprintln!("Removed {namespace}/{name}: {}", session::describe(counts.as_ref()));
         }
         outcome
     }
@@ -158,12 +156,12 @@ impl Tap {
                 .map(|p| format!("{p:?}"))
                 .unwrap_or_else(|| "Pending".into());
             if phase == "Completed" {
-                println!("Capture completed: {}", describe(status.packets.as_ref()));
+                println!("Capture completed: {}", session::describe(status.packets.as_ref()));
                 return Ok(());
             }
             let now_ready = condition("Ready").is_some_and(|c| c.status == "True");
             let line = if now_ready {
-                format!("Capturing: {}", describe(status.packets.as_ref()))
+                format!("Capturing: {}", session::describe(status.packets.as_ref()))
             } else {
                 let why = condition("Ready").map(|c| c.message).unwrap_or_default();
                 format!("{phase}: {why}")
@@ -199,12 +197,6 @@ fn api_namespace(api: &Api<CaptureSession>) -> String {
 
 fn plural(count: usize) -> &'static str {
     if count == 1 { "" } else { "s" }
-}
-
-/// `12 captured, 12 stored, 0 dropped` (a session whose sniffers reported nothing has none).
-pub fn describe(counts: Option<&PacketCounts>) -> String {
-    let c = counts.cloned().unwrap_or_default();
-    format!("{} captured, {} stored, {} dropped", c.captured, c.stored, c.dropped)
 }
 
 #[cfg(test)]

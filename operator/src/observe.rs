@@ -265,8 +265,7 @@ mod tests {
 
     #[test]
     fn the_backlog_is_asked_for_only_once_the_queue_was_declared() {
-        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/capture.yaml")).unwrap();
-        let mut session: CaptureSession = serde_yaml::from_str(&text).unwrap();
+        let mut session = crate::build::fixture::session();
         assert!(!queue_declared(&session), "a new session");
         session.status = Some(CaptureSessionStatus {
             queue: Some("q".into()),

@@ -8,19 +8,10 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
-use crate::build::Settings;
+use crate::build::fixture::{session, settings};
 use crate::observe::{ObservedParsers, ObservedSniffers};
 
 const NOW: i64 = 1_800_000_000;
-
-fn session() -> CaptureSession {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/capture.yaml")).unwrap();
-    let mut session: CaptureSession = serde_yaml::from_str(&text).unwrap();
-    session.metadata.namespace = Some("team-a".into());
-    session.metadata.uid = Some("0123456789abcdef".into());
-    session.metadata.generation = Some(1);
-    session
-}
 
 fn with_status(mut session: CaptureSession, status: CaptureSessionStatus) -> CaptureSession {
     session.status = Some(status);
@@ -38,13 +29,7 @@ fn running() -> CaptureSessionStatus {
 
 fn tuning() -> Tuning {
     Tuning {
-        settings: Settings {
-            sniffer_image: "sniffer:1".into(),
-            parser_image: "parser:1".into(),
-            pod_amqp_url: "amqp://rabbitmq:5672/%2f".into(),
-            pod_database_url: Some("postgres://trawl:secret@postgresql/trawl".into()),
-            privileged_sniffers: false,
-        },
+        settings: settings(),
         scale_interval: Duration::from_secs(5),
         scale_down_stabilization: Duration::from_secs(60),
     }

@@ -1,0 +1,228 @@
+//! The sniffer DaemonSet and the host port each session's sniffers take.
+
+use crds::CaptureSession;
+use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
+use k8s_openapi::api::core::v1::{
+    Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, SecurityContext,
+};
+
+use super::{AMQP_URL_KEY, Settings, child_metadata, credential, env, http_probe, pod_template, resources, selector};
+use crate::{names, targets};
+
+/// Sniffers' metrics and health ports come from this range.
+pub const SNIFFER_PORTS: std::ops::Range<i32> = 20_000..30_000;
+
+/// Where a session's sniffer port search starts: derived from the uid (FNV-1a), so that sessions
+/// spread over the range.
+pub fn preferred_sniffer_port(session: &CaptureSession) -> i32 {
+    let uid = session.metadata.uid.as_deref().unwrap_or_default();
+    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
+        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
+    });
+    SNIFFER_PORTS.start + (hash % SNIFFER_PORTS.len() as u64) as i32
+}
+
+/// The first port from `preferred` on (wrapping around the range) that no other session's sniffers
+/// use. Sniffers share the node's network namespace and the scheduler treats a host-network
+/// container port as a host port, so two sessions on one port would leave one Pending.
+pub fn free_sniffer_port(preferred: i32, taken: &std::collections::BTreeSet<i32>) -> Option<i32> {
+    let width = SNIFFER_PORTS.len() as i32;
+    (0..width)
+        .map(|step| SNIFFER_PORTS.start + (preferred - SNIFFER_PORTS.start + step).rem_euclid(width))
+        .find(|port| !taken.contains(port))
+}
+
+/// The sniffer DaemonSet: host network, NET_RAW + NET_ADMIN (or privileged when configured), the
+/// session's node selector and tolerations, its capture settings as `TRAWL_*` variables.
+pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &str, port: i32) -> DaemonSet {
+    let spec = &session.spec;
+    let labels = names::labels(session, "sniffer");
+    let namespace = session.metadata.namespace.clone().unwrap_or_default();
+    let security = if settings.privileged_sniffers {
+        SecurityContext {
+            privileged: Some(true),
+            ..Default::default()
+        }
+    } else {
+        SecurityContext {
+            capabilities: Some(Capabilities {
+                add: Some(vec!["NET_RAW".into(), "NET_ADMIN".into()]),
+                drop: Some(vec!["ALL".into()]),
+            }),
+            allow_privilege_escalation: Some(false),
+            ..Default::default()
+        }
+    };
+    let targeted = spec.target.is_some();
+    let mut node_selector = spec.node_selector.clone();
+    let mut variables = Vec::new();
+    if targeted {
+        node_selector.insert(targets::node_label(session), "true".into());
+        variables = env(&[(
+            "TRAWL_TARGETS_CONFIGMAP",
+            format!("{namespace}/{}", names::targets_name(session)),
+        )]);
+    }
+    variables.extend(env(&[
+        ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
+        ("TRAWL_LISTEN", format!("0.0.0.0:{port}")),
+        ("TRAWL_ROUTING_KEY", queue.to_owned()),
+        ("TRAWL_SHARDS", session.shards().to_string()),
+        ("TRAWL_SNAPLEN", spec.snaplen.to_string()),
+        ("TRAWL_FILTER", spec.filter.clone().unwrap_or_default()),
+        ("TRAWL_INTERFACES", spec.interfaces.join(",")),
+    ]));
+    variables.push(EnvVar {
+        name: "TRAWL_NODE".into(),
+        value_from: Some(EnvVarSource {
+            field_ref: Some(ObjectFieldSelector {
+                field_path: "spec.nodeName".into(),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    variables.push(credential(session, "TRAWL_AMQP_URL", AMQP_URL_KEY));
+    let container = Container {
+        name: "sniffer".into(),
+        image: Some(settings.sniffer_image.clone()),
+        env: Some(variables),
+        ports: Some(vec![ContainerPort {
+            name: Some("metrics".into()),
+            container_port: port,
+            ..Default::default()
+        }]),
+        readiness_probe: http_probe("/readyz", port, 5),
+        liveness_probe: http_probe("/healthz", port, 10),
+        resources: resources("100m", "128Mi", "512Mi"),
+        security_context: Some(security),
+        ..Default::default()
+    };
+    DaemonSet {
+        metadata: child_metadata(session, names::sniffer_name(session), &labels),
+        spec: DaemonSetSpec {
+            selector: selector(&labels),
+            template: pod_template(
+                &labels,
+                PodSpec {
+                    host_network: Some(true),
+                    dns_policy: Some("ClusterFirstWithHostNet".into()),
+                    node_selector: Some(node_selector),
+                    tolerations: Some(spec.tolerations.clone()),
+                    // Only a targeted session's sniffers talk to the API server (to watch their
+                    // targets); the others get no token.
+                    service_account_name: targeted.then(|| names::targets_name(session)),
+                    automount_service_account_token: Some(targeted),
+                    // Time for the final flush: confirms of the batches in flight and the totals.
+                    termination_grace_period_seconds: Some(30),
+                    containers: vec![container],
+                    ..Default::default()
+                },
+            ),
+            ..Default::default()
+        },
+        ..Default::default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::build::fixture::{session, settings};
+
+    #[test]
+    fn sniffers_run_on_the_host_network_with_capture_capabilities_only() {
+        let daemonset = sniffer_daemonset(&session(), &settings(), "q", 20_001);
+        let pod = daemonset.spec.template.spec.unwrap();
+        assert_eq!(pod.host_network, Some(true));
+        assert_eq!(pod.node_selector.unwrap()["trawl.dev/pool"], "capture");
+        assert_eq!(pod.tolerations.unwrap().len(), 1);
+        let container = &pod.containers[0];
+        let security = container.security_context.as_ref().unwrap();
+        assert_eq!(security.privileged, None);
+        assert_eq!(
+            security.capabilities.as_ref().unwrap().add.as_deref(),
+            Some(&["NET_RAW".into(), "NET_ADMIN".into()][..])
+        );
+        let variable = |name: &str| {
+            container
+                .env
+                .as_ref()
+                .unwrap()
+                .iter()
+                .find(|v| v.name == name)
+                .unwrap()
+                .clone()
+        };
+        assert_eq!(
+            variable("TRAWL_FILTER").value.as_deref(),
+            Some("tcp port 443 or tcp port 80 or udp port 53")
+        );
+        assert_eq!(variable("TRAWL_SESSION").value.as_deref(), Some("team-a/web-and-dns"));
+        assert_eq!(variable("TRAWL_SNAPLEN").value.as_deref(), Some("1024"));
+        assert_eq!(variable("TRAWL_SHARDS").value.as_deref(), Some("10"));
+        assert!(variable("TRAWL_NODE").value_from.is_some());
+        assert_eq!(
+            container
+                .readiness_probe
+                .as_ref()
+                .unwrap()
+                .http_get
+                .as_ref()
+                .unwrap()
+                .path
+                .as_deref(),
+            Some("/readyz")
+        );
+    }
+
+    #[test]
+    fn each_session_gets_a_port_no_other_session_uses() {
+        let (mut a, mut b) = (session(), session());
+        a.metadata.uid = Some("2f1c6c4e-6d43-4c3b-9a4f-0d5d3c7c1a01".into());
+        b.metadata.uid = Some("8a7b1f0e-2c9d-4e5f-8a1b-3c4d5e6f7a02".into());
+        assert_ne!(preferred_sniffer_port(&a), preferred_sniffer_port(&b));
+        assert!(SNIFFER_PORTS.contains(&preferred_sniffer_port(&a)));
+        let none = std::collections::BTreeSet::new();
+        assert_eq!(free_sniffer_port(24_205, &none), Some(24_205));
+        let taken: std::collections::BTreeSet<i32> = [24_205, 24_206].into();
+        assert_eq!(free_sniffer_port(24_205, &taken), Some(24_207), "the next free one");
+        let top: std::collections::BTreeSet<i32> = [29_999].into();
+        assert_eq!(free_sniffer_port(29_999, &top), Some(20_000), "wraps around");
+        let all: std::collections::BTreeSet<i32> = SNIFFER_PORTS.collect();
+        assert_eq!(free_sniffer_port(25_000, &all), None);
+
+        let port = 24_321;
+        let container = &sniffer_daemonset(&a, &settings(), "q", port)
+            .spec
+            .template
+            .spec
+            .unwrap()
+            .containers[0];
+        let listen = container
+            .env
+            .as_ref()
+            .unwrap()
+            .iter()
+            .find(|v| v.name == "TRAWL_LISTEN")
+            .unwrap();
+        assert_eq!(listen.value, Some(format!("0.0.0.0:{port}")));
+        assert_eq!(container.ports.as_ref().unwrap()[0].container_port, port);
+    }
+
+    #[test]
+    fn privileged_sniffers_only_when_configured() {
+        let daemonset = sniffer_daemonset(
+            &session(),
+            &Settings {
+                privileged_sniffers: true,
+                ..settings()
+            },
+            "q",
+            20_001,
+        );
+        let container = &daemonset.spec.template.spec.unwrap().containers[0];
+        assert_eq!(container.security_context.as_ref().unwrap().privileged, Some(true));
+    }
+}
