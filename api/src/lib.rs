@@ -11,6 +11,7 @@ pub mod docs;
 pub mod endpoints;
 pub mod error;
 pub mod filter;
+pub mod follow;
 pub mod input;
 pub mod limits;
 pub mod metrics;

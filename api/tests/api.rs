@@ -498,6 +498,100 @@ async fn the_pcap_export_reads_back_in_tshark() {
     assert!(packets.iter().all(|p| p == "192.0.2.2\t53"), "{packets:?}");
 }
 
+/// A live pcapng export piped into `tshark -r -` as it arrives (as `wireshark -k -i -` reads
+/// it): tshark's lines come back on the receiver, one per packet (interface name, source, id).
+fn tshark_live(rig: &Rig, query: &str) -> (mpsc::Receiver<String>, std::thread::JoinHandle<bool>) {
+    let response = rig
+        .request(&format!(
+            "/api/v1/sessions/{SESSION}/pcap?format=pcapng&follow=true{query}"
+        ))
+        .call()
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let mut tshark = Command::new("tshark")
+        .args([
+            "-l",
+            "-r",
+            "-",
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_name",
+            "-e",
+            "ip.src",
+        ])
+        .args(["-e", "frame.packet_id"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("tshark (apt install tshark)");
+    let mut stdin = tshark.stdin.take().unwrap();
+    let stdout = tshark.stdout.take().unwrap();
+    // Bytes as they come, into tshark; the export ends when the session is over.
+    let feeding = std::thread::spawn(move || {
+        let copied = std::io::copy(&mut response.into_body().into_reader(), &mut stdin).is_ok();
+        drop(stdin);
+        let _ = tshark.wait();
+        copied
+    });
+    let (sender, receiver) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            if sender.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (receiver, feeding)
+}
+
+#[tokio::test]
+async fn a_live_pcapng_export_reaches_tshark_while_packets_are_stored_and_ends_with_the_session() {
+    let mut rig = Rig::start().await;
+    rig.store_mix().await;
+    let (lines, feeding) = tshark_live(&rig, "&protocol=dns");
+    // Only what is stored from now on: 4 DNS packets among 12.
+    rig.store((0..12).map(batches::l7_frame).collect()).await;
+    let live: Vec<String> = (0..4)
+        .map(|i| {
+            lines
+                .recv_timeout(DEADLINE)
+                .unwrap_or_else(|_| panic!("live packet {} of 4 did not reach tshark", i + 1))
+        })
+        .collect();
+    let fields: Vec<Vec<&str>> = live.iter().map(|line| line.split('\t').collect()).collect();
+    assert!(
+        fields.iter().all(|f| f[0] == "node-a/eth0" && f[1] == "192.0.2.2"),
+        "one interface per node and interface, named: {live:?}"
+    );
+    let ids: Vec<i64> = fields.iter().map(|f| f[2].parse().unwrap()).collect();
+
+    // The session completes: the export ends by itself, cleanly.
+    let pool = rig.database.pool().await;
+    sqlx::query("UPDATE sessions SET phase = 'Completed'")
+        .execute(&pool)
+        .await
+        .unwrap();
+    pool.close().await;
+    assert!(feeding.join().unwrap(), "the export ended with an error");
+    assert!(
+        lines.recv_timeout(Duration::from_secs(5)).is_err(),
+        "nothing after the end"
+    );
+
+    // Resumed after the second packet's id: the other two, then the end (the session is over).
+    let (lines, feeding) = tshark_live(&rig, &format!("&protocol=dns&after={}", ids[1]));
+    assert!(feeding.join().unwrap());
+    let resumed: Vec<i64> = lines
+        .try_iter()
+        .map(|line| line.rsplit('\t').next().unwrap().parse().unwrap())
+        .collect();
+    assert_eq!(resumed, ids[2..], "resumed after {}", ids[1]);
+    let (status, body) = rig.get(&format!("/api/v1/sessions/{SESSION}/pcap?after=3"));
+    assert_eq!((status, body["error"]["parameter"].as_str()), (400, Some("after")));
+}
+
 /// Reads `packet` events of an SSE response on a thread; returns their ids as they come.
 fn follow(rig: &Rig, query: &str, last_event_id: Option<i64>) -> mpsc::Receiver<i64> {
     let mut request = rig.request(&format!("/api/v1/stream?{query}"));

@@ -81,6 +81,49 @@ fn sessions(namespace: &TestNamespace) -> Vec<Value> {
     list["items"].as_array().cloned().unwrap_or_default()
 }
 
+/// A kubeconfig for a ServiceAccount that may read Deployments and Pods in the namespace and
+/// nothing else (no CaptureSessions).
+fn watcher_kubeconfig(namespace: &TestNamespace) -> std::path::PathBuf {
+    let ns = namespace.name.as_str();
+    for args in [
+        vec!["create", "serviceaccount", "watcher"],
+        vec![
+            "create",
+            "role",
+            "watcher",
+            "--verb=get,list",
+            "--resource=deployments.apps,pods",
+        ],
+        vec![
+            "create",
+            "rolebinding",
+            "watcher",
+            "--role=watcher",
+            &format!("--serviceaccount={ns}:watcher"),
+        ],
+    ] {
+        let mut command = namespace.kubectl();
+        command.args(&args);
+        let output = run(command);
+        assert!(output.status.success(), "{args:?}: {}", text(&output.stderr));
+    }
+    let mut token = namespace.kubectl();
+    token.args(["create", "token", "watcher"]);
+    let token = text(&run(token).stdout).trim().to_owned();
+    let path = std::env::temp_dir().join(format!("trawl-watcher-{ns}.kubeconfig"));
+    std::fs::copy(&namespace.control_plane.kubeconfig, &path).unwrap();
+    for args in [
+        vec!["config", "set-credentials", "watcher", &format!("--token={token}")],
+        vec!["config", "set-context", "--current", "--user=watcher"],
+    ] {
+        let mut command = Command::new(testkit::control_plane::assets_dir().join("kubectl"));
+        command.env("KUBECONFIG", &path).args(&args);
+        let output = run(command);
+        assert!(output.status.success(), "{args:?}: {}", text(&output.stderr));
+    }
+    path
+}
+
 #[tokio::test]
 async fn tap_captures_a_deployment_until_ctrl_c_and_cleans_up() {
     let control_plane = ControlPlane::shared();
@@ -117,6 +160,20 @@ async fn tap_captures_a_deployment_until_ctrl_c_and_cleans_up() {
         );
     }
     assert!(sessions(&namespace).is_empty(), "a mistake left a session behind");
+
+    // Someone who may look at the workloads but not capture is told so, in the API server's words.
+    let watcher = watcher_kubeconfig(&namespace);
+    let mut forbidden = kubectl(&namespace, &["trawl", "tap", "deploy/web", "-n", &namespace.name]);
+    forbidden.env("KUBECONFIG", &watcher);
+    let output = run(forbidden);
+    assert!(!output.status.success(), "a user without the right started a capture");
+    let error = text(&output.stderr);
+    assert!(
+        error.contains(&format!("you may not capture in namespace {}", namespace.name)) && error.contains("forbidden"),
+        "{error}"
+    );
+    let _ = std::fs::remove_file(&watcher);
+    assert!(sessions(&namespace).is_empty());
 
     // tap deploy/web: Ready, with exactly the Deployment's selector.
     let mut tap = kubectl(&namespace, &["trawl", "tap", "deploy/web", "-n", &namespace.name]);

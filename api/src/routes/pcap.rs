@@ -15,6 +15,7 @@ use sqlx::{Postgres, QueryBuilder};
 use crate::auth::{Caller, Scope, audit};
 use crate::error::{ApiError, ErrorBody};
 use crate::filter::{FilterParams, Narrowed, PACKETS};
+use crate::follow::Follower;
 use crate::routes::ensure_session_known;
 use crate::segments::{self, Segment};
 use crate::state::AppState;
@@ -45,9 +46,18 @@ enum Format {
 #[derive(Debug, Default, serde::Deserialize, utoipa::IntoParams)]
 #[into_params(parameter_in = Query)]
 pub struct ExportParams {
-    /// `pcap` (default) or `pcapng` (with name resolution records).
+    /// `pcap` (default) or `pcapng` (with name resolution records, an interface per node and
+    /// interface, and each packet's id).
     #[param(example = "pcapng")]
     pub format: Option<String>,
+    /// Live: instead of what is stored, the packets stored from now on (or after `after`), as
+    /// they are stored, until the session completes or the client goes away
+    /// (`... | wireshark -k -i -`).
+    pub follow: Option<bool>,
+    /// With `follow`: resume after this packet id (a pcapng packet's `epb_packetid`); 0 starts
+    /// from the session's first packet.
+    #[param(minimum = 0)]
+    pub after: Option<i64>,
 }
 
 impl ExportParams {
@@ -91,8 +101,7 @@ fn push_block(out: &mut Vec<u8>, block_type: u32, body: &[u8]) {
     out.extend_from_slice(&total.to_le_bytes());
 }
 
-/// Section Header Block and one Ethernet interface with microsecond timestamps (the default
-/// resolution, so no options).
+/// The Section Header Block.
 fn pcapng_header() -> Vec<u8> {
     let mut out = Vec::new();
     let mut section = Vec::new();
@@ -101,12 +110,28 @@ fn pcapng_header() -> Vec<u8> {
     section.extend_from_slice(&0u16.to_le_bytes());
     section.extend_from_slice(&(-1i64).to_le_bytes()); // section length not given
     push_block(&mut out, 0x0a0d_0d0a, &section);
-    let mut interface = Vec::new();
-    interface.extend_from_slice(&(LINKTYPE_ETHERNET as u16).to_le_bytes());
-    interface.extend_from_slice(&0u16.to_le_bytes());
-    interface.extend_from_slice(&SNAPLEN.to_le_bytes());
-    push_block(&mut out, 1, &interface);
     out
+}
+
+/// A pcapng option: code, length, value padded to 32 bits.
+fn push_option(out: &mut Vec<u8>, code: u16, value: &[u8]) {
+    out.extend_from_slice(&code.to_le_bytes());
+    out.extend_from_slice(&(value.len() as u16).to_le_bytes());
+    out.extend_from_slice(value);
+    out.resize(out.len() + value.len().next_multiple_of(4) - value.len(), 0);
+}
+
+/// An Interface Description Block for an Ethernet interface of a node, named `node/interface`
+/// (`if_name`), with microsecond timestamps (the default resolution).
+fn push_interface(out: &mut Vec<u8>, node: &str, interface: &str) {
+    let mut body = Vec::new();
+    body.extend_from_slice(&(LINKTYPE_ETHERNET as u16).to_le_bytes());
+    body.extend_from_slice(&0u16.to_le_bytes());
+    body.extend_from_slice(&SNAPLEN.to_le_bytes());
+    let name: String = format!("{node}/{interface}").chars().take(1024).collect();
+    push_option(&mut body, 2, name.as_bytes()); // if_name
+    push_option(&mut body, 0, &[]); // opt_endofopt
+    push_block(out, 1, &body);
 }
 
 /// A Name Resolution Block: one IPv4 or IPv6 record per named address, then the end record.
@@ -132,16 +157,20 @@ fn push_names(out: &mut Vec<u8>, names: &[(std::net::IpAddr, String)]) {
     push_block(out, 4, &body);
 }
 
-/// An Enhanced Packet Block on interface 0.
-fn push_enhanced(out: &mut Vec<u8>, micros: i64, original_len: i32, data: &[u8]) {
-    let mut body = Vec::with_capacity(20 + data.len());
-    let micros = micros.max(0) as u64;
-    body.extend_from_slice(&0u32.to_le_bytes());
+/// An Enhanced Packet Block on `interface`, carrying the packet's id (`epb_packetid`), which a
+/// live export resumes after.
+fn push_enhanced(out: &mut Vec<u8>, interface: u32, row: &Row, data: &[u8]) {
+    let mut body = Vec::with_capacity(40 + data.len());
+    let micros = row.micros.max(0) as u64;
+    body.extend_from_slice(&interface.to_le_bytes());
     body.extend_from_slice(&((micros >> 32) as u32).to_le_bytes());
     body.extend_from_slice(&(micros as u32).to_le_bytes());
     body.extend_from_slice(&(data.len() as u32).to_le_bytes());
-    body.extend_from_slice(&(original_len.max(data.len() as i32) as u32).to_le_bytes());
+    body.extend_from_slice(&(row.original_len.max(data.len() as i32) as u32).to_le_bytes());
     body.extend_from_slice(data);
+    body.resize(body.len().next_multiple_of(4), 0);
+    push_option(&mut body, 5, &(row.id as u64).to_le_bytes()); // epb_packetid
+    push_option(&mut body, 0, &[]);
     push_block(out, 6, &body);
 }
 
@@ -186,67 +215,199 @@ async fn export_names(pool: &sqlx::PgPool, filter: &Narrowed) -> Result<Vec<(std
         .collect())
 }
 
-/// Streams the matching packets' records, oldest first: the index rows say which packets and in
-/// what order, their segments give the bytes (a few recent segments are kept decoded, since
-/// packets of one batch mostly follow each other). Returns early if the client goes away.
+/// One row of the packets index, as the export reads it.
+#[derive(sqlx::FromRow)]
+struct Row {
+    id: i64,
+    micros: i64,
+    original_len: i32,
+    node: String,
+    interface: String,
+}
+
+const ROW_COLUMNS: &str = "SELECT id, (extract(epoch FROM ts) * 1000000)::bigint AS micros, original_len, node, interface FROM packets WHERE true";
+
+/// Turns index rows into records: their segments give the bytes (a few recent segments are kept
+/// decoded, since packets of one batch mostly follow each other), and in pcapng each node's
+/// interface gets its Interface Description Block before its first packet.
+struct Writer {
+    format: Format,
+    chunk: Vec<u8>,
+    interfaces: std::collections::HashMap<(String, String), u32>,
+    segments: VecDeque<(i64, Segment)>,
+    /// Segments removed by retention between the two reads: asked for once, not once per row.
+    gone: std::collections::HashSet<i64>,
+}
+
+impl Writer {
+    fn new(format: Format, names: &[(std::net::IpAddr, String)]) -> Self {
+        let chunk = match format {
+            Format::Pcap => file_header(),
+            Format::Pcapng => {
+                let mut header = pcapng_header();
+                push_names(&mut header, names);
+                header
+            }
+        };
+        Self {
+            format,
+            chunk,
+            interfaces: std::collections::HashMap::new(),
+            segments: VecDeque::new(),
+            gone: std::collections::HashSet::new(),
+        }
+    }
+
+    async fn add(&mut self, pool: &sqlx::PgPool, row: &Row) -> Result<(), sqlx::Error> {
+        let (segment_id, position) = segments::locate(row.id);
+        if self.gone.contains(&segment_id) {
+            return Ok(());
+        }
+        if !self.segments.iter().any(|(id, _)| *id == segment_id) {
+            let Some(segment) = Segment::fetch(pool, segment_id).await? else {
+                self.gone.insert(segment_id);
+                return Ok(());
+            };
+            if self.segments.len() == SEGMENTS_KEPT {
+                self.segments.pop_back();
+            }
+            self.segments.push_front((segment_id, segment));
+        }
+        let segment = &self
+            .segments
+            .iter()
+            .find(|(id, _)| *id == segment_id)
+            .expect("just fetched")
+            .1;
+        let Some(data) = segment.frame(position) else {
+            return Ok(());
+        };
+        match self.format {
+            Format::Pcap => push_record(&mut self.chunk, row.micros, row.original_len, data),
+            Format::Pcapng => {
+                let key = (row.node.clone(), row.interface.clone());
+                let next = self.interfaces.len() as u32;
+                let interface = match self.interfaces.get(&key) {
+                    Some(&index) => index,
+                    None => {
+                        push_interface(&mut self.chunk, &row.node, &row.interface);
+                        self.interfaces.insert(key, next);
+                        next
+                    }
+                };
+                push_enhanced(&mut self.chunk, interface, row, data);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Streams the matching packets' records, oldest first. Returns early if the client goes away.
 async fn write_packets(
     pool: &sqlx::PgPool,
     filter: &Narrowed,
     format: Format,
     sender: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
 ) -> Result<(), sqlx::Error> {
-    let mut chunk = match format {
-        Format::Pcap => file_header(),
-        Format::Pcapng => {
-            let mut header = pcapng_header();
-            push_names(&mut header, &export_names(pool, filter).await?);
-            header
-        }
+    let names = match format {
+        Format::Pcap => Vec::new(),
+        Format::Pcapng => export_names(pool, filter).await?,
     };
-    let mut query = QueryBuilder::<Postgres>::new(
-        "SELECT id, (extract(epoch FROM ts) * 1000000)::bigint, original_len FROM packets WHERE true",
-    );
+    let mut writer = Writer::new(format, &names);
+    let mut query = QueryBuilder::<Postgres>::new(ROW_COLUMNS);
     filter.push_sql(&mut query, &PACKETS);
     query.push(" ORDER BY ts, id");
     // One statement streams the whole export, however long it takes: exempt from the timeout.
     let mut tx = pool.begin().await?;
     sqlx::query("SET LOCAL statement_timeout = 0").execute(&mut *tx).await?;
-    let mut rows = query.build_query_as::<(i64, i64, i32)>().fetch(&mut *tx);
-    let mut segments: VecDeque<(i64, Segment)> = VecDeque::new();
-    // Segments removed by retention between the two reads: asked for once, not once per row.
-    let mut gone: std::collections::HashSet<i64> = std::collections::HashSet::new();
-    while let Some((id, micros, original_len)) = rows.try_next().await? {
-        let (segment_id, position) = segments::locate(id);
-        if gone.contains(&segment_id) {
-            continue;
-        }
-        if !segments.iter().any(|(id, _)| *id == segment_id) {
-            let Some(segment) = Segment::fetch(pool, segment_id).await? else {
-                gone.insert(segment_id);
-                continue;
-            };
-            if segments.len() == SEGMENTS_KEPT {
-                segments.pop_back();
-            }
-            segments.push_front((segment_id, segment));
-        }
-        let segment = &segments
-            .iter()
-            .find(|(id, _)| *id == segment_id)
-            .expect("just fetched")
-            .1;
-        let Some(data) = segment.frame(position) else {
-            continue;
-        };
-        match format {
-            Format::Pcap => push_record(&mut chunk, micros, original_len, data),
-            Format::Pcapng => push_enhanced(&mut chunk, micros, original_len, data),
-        }
-        if chunk.len() >= CHUNK && !handed_over(sender, std::mem::take(&mut chunk)).await {
+    let mut rows = query.build_query_as::<Row>().fetch(&mut *tx);
+    while let Some(row) = rows.try_next().await? {
+        writer.add(pool, &row).await?;
+        if writer.chunk.len() >= CHUNK && !handed_over(sender, std::mem::take(&mut writer.chunk)).await {
             return Ok(()); // the client went away or stopped reading
         }
     }
-    handed_over(sender, chunk).await;
+    handed_over(sender, writer.chunk).await;
+    Ok(())
+}
+
+/// How often a live export looks for new packets.
+const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
+/// Rows a live export reads per query.
+const FOLLOW_BATCH: i64 = 5_000;
+
+/// Whether the session's capture is over and its queue drained (or the session is gone).
+async fn session_over(pool: &sqlx::PgPool, session: &str) -> Result<bool, sqlx::Error> {
+    let (namespace, name) = session.split_once('/').unwrap_or((session, ""));
+    let over: Option<bool> = sqlx::query_scalar(
+        "SELECT phase = 'Completed' OR deleted_at IS NOT NULL FROM sessions WHERE namespace = $1 AND name = $2",
+    )
+    .bind(namespace)
+    .bind(name)
+    .fetch_optional(pool)
+    .await?
+    .flatten();
+    Ok(over.unwrap_or(true))
+}
+
+/// Streams the packets stored after `floor` as they are stored, in id order, until the session
+/// is over (then once more after [`crate::follow::LOOK_BACK`], for late commits), the caller's
+/// access is gone, or the client goes away.
+async fn follow_packets(
+    pool: &sqlx::PgPool,
+    filter: &Narrowed,
+    format: Format,
+    floor: i64,
+    sender: &tokio::sync::mpsc::Sender<Result<Bytes, std::io::Error>>,
+) -> Result<(), sqlx::Error> {
+    let session = filter.session.clone().unwrap_or_default();
+    let namespace = session
+        .split_once('/')
+        .map_or("", |(namespace, _)| namespace)
+        .to_owned();
+    let names = match format {
+        Format::Pcap => Vec::new(),
+        Format::Pcapng => export_names(pool, filter).await?,
+    };
+    let mut writer = Writer::new(format, &names);
+    let mut follower = Follower::new(floor);
+    let mut checked = std::time::Instant::now();
+    let mut over_since: Option<std::time::Instant> = None;
+    loop {
+        if checked.elapsed() >= crate::auth::kubernetes::TTL {
+            checked = std::time::Instant::now();
+            if let Err(error) = filter.caller.recheck(&namespace).await {
+                tracing::info!(caller = %filter.caller.name, %error, "ending a live export: access is gone");
+                break;
+            }
+        }
+        let mut query = QueryBuilder::<Postgres>::new(ROW_COLUMNS);
+        follower.push_undelivered(&mut query);
+        filter.push_sql(&mut query, &PACKETS);
+        query.push(" ORDER BY id LIMIT ").push_bind(FOLLOW_BATCH);
+        let rows: Vec<Row> = query.build_query_as().fetch_all(pool).await?;
+        for row in &rows {
+            writer.add(pool, row).await?;
+        }
+        follower.delivered(rows.iter().map(|row| row.id));
+        // Sent as soon as there is anything: a live reader wants packets, not full chunks.
+        if !writer.chunk.is_empty() && !handed_over(sender, std::mem::take(&mut writer.chunk)).await {
+            return Ok(());
+        }
+        if rows.len() as i64 == FOLLOW_BATCH {
+            continue;
+        }
+        match over_since {
+            Some(since) if since.elapsed() >= crate::follow::LOOK_BACK => break,
+            Some(_) => {}
+            None if session_over(pool, &session).await? => over_since = Some(std::time::Instant::now()),
+            None => {}
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(FOLLOW_POLL) => {}
+            _ = sender.closed() => return Ok(()),
+        }
+    }
     Ok(())
 }
 
@@ -291,18 +452,48 @@ pub async fn export(
     if keeps_payload != Some(false) {
         caller.require_in(&namespace, Scope::Payload).await?;
     }
-    let pass = state.limits.exports.enter(&caller.name)?;
+    let follow = export.follow.unwrap_or(false);
+    if export.after.is_some() && !follow {
+        return Err(ApiError::bad(
+            "after",
+            "resumes a live export: give it with follow=true",
+        ));
+    }
+    if export.after.is_some_and(|after| after < 0) {
+        return Err(ApiError::bad("after", "a packet id is 0 or more"));
+    }
+    // A live export lasts like a stream and counts as one.
+    let pass = if follow {
+        state.limits.streams.enter(&caller.name)?
+    } else {
+        state.limits.exports.enter(&caller.name)?
+    };
     audit(
         &caller,
-        "export-pcap",
+        if follow { "follow-pcap" } else { "export-pcap" },
         &format!("{session} {}", filters.q.as_deref().unwrap_or("")),
     );
+    let floor = match export.after {
+        Some(after) => after,
+        None if follow => {
+            sqlx::query_scalar("SELECT coalesce(max(id), 0) FROM packets WHERE session = $1")
+                .bind(&session)
+                .fetch_one(&state.pool)
+                .await?
+        }
+        None => 0,
+    };
 
     let (sender, receiver) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(8);
     let pool = state.pool.clone();
     tokio::spawn(async move {
         let _pass = pass;
-        if let Err(error) = write_packets(&pool, &filter, format, &sender).await {
+        let written = if follow {
+            follow_packets(&pool, &filter, format, floor, &sender).await
+        } else {
+            write_packets(&pool, &filter, format, &sender).await
+        };
+        if let Err(error) = written {
             tracing::error!(%error, "pcap export failed midway");
             let _ = sender.send(Err(std::io::Error::other(error))).await;
         }

@@ -1,10 +1,6 @@
-//! New packets of a session as Server-Sent Events, resumable with `Last-Event-ID`.
-//!
-//! Packet ids come from a sequence, but parsers commit concurrently: a row with a lower id can
-//! become visible just after a higher one. The stream therefore looks back over the ids it
-//! delivered in the last few seconds and sends late arrivals it has not sent yet.
+//! New packets of a session as Server-Sent Events, resumable with `Last-Event-ID` (ids followed
+//! as [`crate::follow`] does).
 
-use std::collections::{BTreeSet, VecDeque};
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
@@ -20,12 +16,12 @@ use utoipa::IntoParams;
 
 use crate::error::{ApiError, ErrorBody};
 use crate::filter::{FilterParams, Narrowed, PACKETS};
+use crate::follow::Follower;
 use crate::routes::ensure_session_known;
 use crate::routes::packets::{PACKET_COLUMNS, Packet};
 use crate::state::AppState;
 
 const POLL: Duration = Duration::from_millis(500);
-const LOOK_BACK: Duration = Duration::from_secs(3);
 const BATCH: i64 = 500;
 /// How often a running stream asks again whether its caller may still read the session (a
 /// revoked RoleBinding, an expired or deleted token): as often as the auth cache forgets answers.
@@ -100,7 +96,7 @@ pub async fn stream(
                     return;
                 }
             }
-            match follower.poll(&pool, &filter).await {
+            match poll(&mut follower, &pool, &filter).await {
                 Ok(packets) => {
                     for packet in packets {
                         let event = Event::default()
@@ -125,48 +121,15 @@ pub async fn stream(
     Ok(Sse::new(tokio_stream::wrappers::ReceiverStream::new(receiver)).keep_alive(KeepAlive::default()))
 }
 
-/// Which ids were sent: everything up to `floor`, and the ids in `recent` above it.
-struct Follower {
-    floor: i64,
-    recent: BTreeSet<i64>,
-    /// (when, highest id sent by then): the floor moves up to ids sent `LOOK_BACK` ago.
-    marks: VecDeque<(Instant, i64)>,
-}
-
-impl Follower {
-    fn new(floor: i64) -> Self {
-        Self {
-            floor,
-            recent: BTreeSet::new(),
-            marks: VecDeque::new(),
-        }
-    }
-
-    async fn poll(&mut self, pool: &sqlx::PgPool, filter: &Narrowed) -> Result<Vec<Packet>, ApiError> {
-        let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {PACKET_COLUMNS} FROM packets WHERE id > "));
-        query.push_bind(self.floor);
-        if !self.recent.is_empty() {
-            let sent: Vec<i64> = self.recent.iter().copied().collect();
-            query.push(" AND NOT (id = ANY(").push_bind(sent).push("))");
-        }
-        filter.push_sql(&mut query, &PACKETS);
-        query.push(" ORDER BY id LIMIT ").push_bind(BATCH);
-        let mut packets: Vec<Packet> = query.build_query_as().fetch_all(pool).await?;
-        crate::routes::packets::describe(pool, &filter.caller, &mut packets).await?;
-        crate::endpoints::name_ends(pool, &mut packets).await?;
-        self.recent.extend(packets.iter().map(|p| p.id));
-        let now = Instant::now();
-        if let Some(&highest) = self.recent.last() {
-            self.marks.push_back((now, highest));
-        }
-        while let Some(&(at, highest)) = self.marks.front() {
-            if now.duration_since(at) < LOOK_BACK {
-                break;
-            }
-            self.marks.pop_front();
-            self.floor = self.floor.max(highest);
-            self.recent = self.recent.split_off(&(self.floor + 1));
-        }
-        Ok(packets)
-    }
+/// One poll: the undelivered packets matching the filters, described and named.
+async fn poll(follower: &mut Follower, pool: &sqlx::PgPool, filter: &Narrowed) -> Result<Vec<Packet>, ApiError> {
+    let mut query = QueryBuilder::<Postgres>::new(format!("SELECT {PACKET_COLUMNS} FROM packets WHERE true"));
+    follower.push_undelivered(&mut query);
+    filter.push_sql(&mut query, &PACKETS);
+    query.push(" ORDER BY id LIMIT ").push_bind(BATCH);
+    let mut packets: Vec<Packet> = query.build_query_as().fetch_all(pool).await?;
+    crate::routes::packets::describe(pool, &filter.caller, &mut packets).await?;
+    crate::endpoints::name_ends(pool, &mut packets).await?;
+    follower.delivered(packets.iter().map(|p| p.id));
+    Ok(packets)
 }
