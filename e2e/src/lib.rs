@@ -7,6 +7,8 @@
 //! [`Accounting::assert_balanced`] demands `offered = stored + kernel drops + drops by reason` with
 //! no duplicates. Used by `tests/accounting.rs` and by the sustained-rate benchmark.
 
+mod api;
 mod pipeline;
 
+pub use api::TrawlApi;
 pub use pipeline::{Accounting, Broker, Database, Pipeline, PipelineOptions};

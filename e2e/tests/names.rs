@@ -9,7 +9,7 @@
 use std::net::Ipv4Addr;
 use std::time::Duration;
 
-use e2e::{Pipeline, PipelineOptions};
+use e2e::{Pipeline, PipelineOptions, TrawlApi};
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::Api;
@@ -18,7 +18,6 @@ use operator::endpoints::{Recorder, history, identity};
 use serde_json::{Value, json};
 use testkit::batches::{CLIENT, SERVER};
 use testkit::control_plane::{ControlPlane, TestNamespace};
-use testkit::process::{Service as Process, free_port, workspace_binary};
 use testkit::{frames, wait_until};
 
 const DEADLINE: Duration = Duration::from_secs(90);
@@ -61,43 +60,6 @@ fn udp(from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), payload: &[u8], count: usize)
     (0..count)
         .map(|_| frames::udp_ports(CLIENT, SERVER, from, to, payload))
         .collect()
-}
-
-struct TrawlApi {
-    port: u16,
-    session: String,
-    _process: Process,
-}
-
-impl TrawlApi {
-    fn start(database_url: &str, session: &str) -> Self {
-        let port = free_port();
-        let mut command = std::process::Command::new(workspace_binary("api", "trawl-api"));
-        command.args(["--database-url", database_url, "--listen", &format!("127.0.0.1:{port}")]);
-        Self {
-            port,
-            session: session.to_owned(),
-            _process: Process::start("trawl-api", command),
-        }
-    }
-
-    fn get(&self, path: &str, query: &[(&str, &str)]) -> (u16, Value) {
-        let mut request = ureq::get(&format!("http://127.0.0.1:{}{path}", self.port)).query("session", &self.session);
-        for (key, value) in query {
-            request = request.query(*key, *value);
-        }
-        match request.call() {
-            Ok(mut response) => (response.status().as_u16(), response.body_mut().read_json().unwrap()),
-            Err(ureq::Error::StatusCode(status)) => (status, Value::Null),
-            Err(error) => panic!("GET {path}: {error}"),
-        }
-    }
-
-    fn packets(&self, query: &[(&str, &str)]) -> Vec<Value> {
-        let (status, page) = self.get("/api/v1/packets", &[&[("limit", "1000")], query].concat());
-        assert_eq!(status, 200, "{query:?}");
-        page["items"].as_array().unwrap().clone()
-    }
 }
 
 #[tokio::test]
@@ -212,14 +174,7 @@ async fn packets_are_named_filtered_and_mapped_by_what_their_addresses_were() {
     pipeline.stop_sniffer();
     pipeline.settle().await.assert_balanced();
 
-    let api = TrawlApi::start(&pipeline.database.url(), &pipeline.session);
-    wait_until("the API", DEADLINE, || async {
-        ureq::get(&format!("http://127.0.0.1:{}/readyz", api.port))
-            .call()
-            .ok()
-            .map(|_| ())
-    })
-    .await;
+    let api = TrawlApi::start(&pipeline.database.url(), &pipeline.session).await;
 
     // Both ends named; the filter by workload finds checkout's packets on either side, and only
     // those from before its address changed hands.

@@ -4,9 +4,9 @@
 //! dig); the real sniffer on the bridge, two sharded parsers with `--traffic-metrics`, and a real
 //! Prometheus (Debian's) scraping both parsers and evaluating the chart's alert rules.
 //!
-//! What must hold: PromQL sums over the two parsers equal what the same run stored in the tables
-//! the API serves (packets and bytes, HTTP events by status class, DNS events by response code,
-//! refused connections); the alerts go pending on the faulty edges only (web's DNS failures,
+//! What must hold: PromQL sums over the two parsers equal what the API serves for the same run
+//! (its flows' packets and bytes, its HTTP events by status class and DNS events by response
+//! code); connections opened, closed and refused are the ones made; the alerts go pending on the faulty edges only (web's DNS failures,
 //! web -> api's 5xx, files -> web's retransmissions, forced by dropping every 12th segment at
 //! web); `promtool check rules` and `promtool test rules` pass on the chart's rules.
 //!
@@ -16,7 +16,7 @@ use std::collections::BTreeMap;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use e2e::{Pipeline, PipelineOptions};
+use e2e::{Pipeline, PipelineOptions, TrawlApi};
 use serde_json::Value;
 use testkit::pods::BridgedPods;
 use testkit::process::{Service, free_port};
@@ -335,16 +335,14 @@ async fn traffic_metrics_in_prometheus_match_what_was_stored_and_alert_on_faulty
     let accounting = pipeline.settle().await;
     accounting.assert_captured_balanced();
 
-    // Every packet with an IP layer counts once on its edge, summed over both parsers.
-    let (stored_packets, stored_bytes): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), coalesce(sum(original_len), 0)::bigint FROM packets WHERE session = $1 AND src IS NOT NULL",
-    )
-    .bind(&pipeline.session)
-    .fetch_one(&pool)
-    .await
-    .unwrap();
+    // What the API serves for the same session: its flows (every packet with an IP layer, once),
+    // its HTTP and DNS events.
+    let api = TrawlApi::start(&pipeline.database.url(), &pipeline.session).await;
+    let flows = api.all("/api/v1/flows", &[]);
+    let sum = |field: &str| flows.iter().map(|flow| flow[field].as_u64().unwrap()).sum::<u64>();
+    let (flow_packets, flow_bytes) = (sum("packets"), sum("bytes"));
     wait_until("Prometheus to hold the parsers' final counts", DEADLINE, || async {
-        (prometheus.number("sum(trawl_traffic_packets_total)") == stored_packets as u64).then_some(())
+        (prometheus.number("sum(trawl_traffic_packets_total)") == flow_packets).then_some(())
     })
     .await;
     // Series born in the parsers' last groups are scraped at zero once, then with their counts:
@@ -354,53 +352,55 @@ async fn traffic_metrics_in_prometheus_match_what_was_stored_and_alert_on_faulty
         (prometheus.scraped_at() > matched_at + 2.0).then_some(())
     })
     .await;
-    assert_eq!(prometheus.number("sum(trawl_traffic_bytes_total)"), stored_bytes as u64);
+    assert_eq!(prometheus.number("sum(trawl_traffic_bytes_total)"), flow_bytes);
     let shares = prometheus.query("sum by (instance) (trawl_traffic_packets_total)");
     assert!(
         shares.len() == 2 && shares.iter().all(|(_, packets)| *packets > 0.0),
         "each parser counts its shards' flows: {shares:?}"
     );
 
-    // Requests by status class, as the HTTP events the API serves.
-    let stored: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT (status / 100)::text || 'xx', count(*) FROM http_events WHERE session = $1 AND status IS NOT NULL \
-         AND host(client) = $2 AND host(server) = $3 GROUP BY 1 ORDER BY 1",
-    )
-    .bind(&pipeline.session)
-    .bind(&pods.addresses[WEB])
-    .bind(api)
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    assert_eq!(stored, [("2xx".into(), 60), ("4xx".into(), 8), ("5xx".into(), 12)]);
-    for (class, count) in &stored {
+    // Requests by status class, as the API's HTTP events from web to api.
+    let (web, api_address) = (pods.addresses[WEB].as_str(), pods.addresses[API].as_str());
+    let mut by_class: BTreeMap<String, u64> = BTreeMap::new();
+    for event in api.all("/api/v1/events/http", &[]) {
+        if event["client"] == web && event["server"] == api_address && !event["status"].is_null() {
+            *by_class
+                .entry(format!("{}xx", event["status"].as_u64().unwrap() / 100))
+                .or_default() += 1;
+        }
+    }
+    assert_eq!(
+        by_class,
+        BTreeMap::from([("2xx".into(), 60), ("4xx".into(), 8), ("5xx".into(), 12)])
+    );
+    for (class, count) in &by_class {
         let series = format!(
             r#"sum(trawl_traffic_requests_total{{source="web",destination="api",protocol="http",method="GET",status_class="{class}"}})"#
         );
-        assert_eq!(prometheus.number(&series), *count as u64, "{class}");
+        assert_eq!(prometheus.number(&series), *count, "{class}");
     }
     assert_eq!(
         prometheus.number(r#"sum(trawl_traffic_request_duration_seconds_count{source="web",destination="api"})"#),
         80
     );
 
-    // DNS responses by code, as the DNS events.
-    let stored: Vec<(String, i64)> = sqlx::query_as(
-        "SELECT rcode, count(*) FROM dns_events WHERE session = $1 AND host(client) = $2 GROUP BY 1 ORDER BY 1",
-    )
-    .bind(&pipeline.session)
-    .bind(&pods.addresses[WEB])
-    .fetch_all(&pool)
-    .await
-    .unwrap();
+    // DNS responses by code, as the API's DNS events of web.
+    let mut by_rcode: BTreeMap<String, u64> = BTreeMap::new();
+    for event in api.all("/api/v1/events/dns", &[]) {
+        if event["client"] == web
+            && let Some(rcode) = event["rcode"].as_str()
+        {
+            *by_rcode.entry(rcode.to_owned()).or_default() += 1;
+        }
+    }
     assert_eq!(
-        stored,
-        [("NOERROR".into(), 50), ("NXDOMAIN".into(), 20), ("SERVFAIL".into(), 10)]
+        by_rcode,
+        BTreeMap::from([("NOERROR".into(), 50), ("NXDOMAIN".into(), 20), ("SERVFAIL".into(), 10)])
     );
-    for (rcode, count) in &stored {
+    for (rcode, count) in &by_rcode {
         let series =
             format!(r#"sum(trawl_traffic_dns_responses_total{{source="web",destination="api",rcode="{rcode}"}})"#);
-        assert_eq!(prometheus.number(&series), *count as u64, "{rcode}");
+        assert_eq!(prometheus.number(&series), *count, "{rcode}");
     }
     assert_eq!(
         prometheus.number(r#"sum(trawl_traffic_dns_queries_total{source="web"})"#),
