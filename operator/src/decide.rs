@@ -119,9 +119,11 @@ pub struct Report {
     pub targets: Option<TargetCounts>,
 }
 
+/// The decision for one reconcile: a spec that cannot run stops here with a condition saying why;
+/// otherwise the lifecycle (capturing, suspended, draining, completed) picks the children and the
+/// status.
 pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &Tuning) -> Decision {
     let previous = session.status.clone().unwrap_or_default();
-    let queue = session.queue_name().unwrap_or_default();
     let mut decision = Decision {
         phase: Phase::Pending,
         conditions: Vec::new(),
@@ -132,175 +134,32 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
         report: None,
         requeue: None,
     };
-    let failed_before = previous.phase == Some(Phase::Failed);
-
-    // A filter libpcap cannot compile: a condition the user can act on, and no change to the
-    // children. Sniffers that run already keep their previous, valid filter (the DaemonSet is
-    // not applied), so the status says so instead of claiming capture stopped.
-    let invalid = invalid_filter(session)
-        .map(|problem| ("InvalidFilter", problem))
-        .or_else(|| {
-            let target = session.spec.target.as_ref()?;
-            targets::invalid_labels(target).map(|problem| ("InvalidTarget", problem))
-        });
-    if let Some((reason, problem)) = invalid {
-        let reported_before = previous
-            .conditions
-            .iter()
-            .any(|c| c.type_ == crds::condition::STALLED && c.status == "True" && c.reason == reason);
-        let running = observed.sniffers.is_some() && matches!(previous.phase, Some(Phase::Capturing | Phase::Pending));
-        let message = if running {
-            format!("{problem}; capture continues as before until this is fixed")
-        } else {
-            format!("{problem}; fix it to start capturing")
-        };
-        if !reported_before && !failed_before {
-            decision.events.push(Note::warning(reason, message.clone()));
-        }
-        decision.conditions = conditions::kstatus(false, Some((reason, message)), "");
-        if running {
-            decision.phase = previous.phase.unwrap_or(Phase::Capturing);
-            decision.report = Some(Report {
-                sniffers: observed.sniffers.as_ref().and_then(|s| s.counts.clone()),
-                parsers_ready: observed.parsers.as_ref().map_or(0, |p| p.ready),
-                desired_parsers: observed.parsers.as_ref().map_or(0, |p| p.replicas),
-                backlog: observed.backlog.map(i64::from),
-                targets: previous.targets.clone(),
-            });
-            // Keep the counts fresh while the sniffers run.
-            decision.requeue = Some(tuning.scale_interval);
-        } else {
-            decision.phase = Phase::Failed;
-        }
-        return decision;
+    if let Some((reason, problem)) = invalid_spec(session) {
+        return refused(decision, observed, tuning, &previous, reason, problem);
     }
-    // KEDA mode needs KEDA: without its CRD nothing would scale the parsers.
     let keda = session.spec.parsers.autoscaler == Autoscaler::Keda;
     if keda && observed.keda_installed != Some(true) {
-        let message = "spec.parsers.autoscaler is keda, but KEDA is not installed (no scaledobjects.keda.sh CRD): \
-                       install KEDA or set autoscaler to builtin"
-            .to_owned();
-        if !failed_before {
-            decision.events.push(Note::warning("KedaNotInstalled", message.clone()));
-        }
-        decision.phase = Phase::Failed;
-        decision.conditions = conditions::kstatus(false, Some(("KedaNotInstalled", message)), "");
-        // CRDs are not watched: look again from time to time, so that installing KEDA is noticed.
-        decision.requeue = Some(Duration::from_secs(10));
-        return decision;
+        return without_keda(decision, &previous);
     }
     if previous.queue.is_none() {
+        let queue = session.queue_name().unwrap_or_default();
         decision
             .events
             .push(Note::normal("Created", format!("queue {queue}, sniffers and parsers")));
     }
     decision.children.queue = true;
-
-    // Capture ends when the duration is up or enough packets are captured; then the parsers drain
-    // the queue and stop.
-    let deadline = capture_deadline(session);
-    let expired = deadline.is_some_and(|deadline| deadline <= now.wall);
-    let enough = session
-        .spec
-        .max_packets
-        .zip(observed.counts.as_ref())
-        .is_some_and(|(max, counts)| counts.captured - counts.deduplicated >= max);
-    let ended_before = matches!(previous.phase, Some(Phase::Draining | Phase::Completed));
-    let finished = expired || enough || ended_before;
-    if (expired || enough) && !ended_before {
-        let why = if enough {
-            format!("maxPackets ({}) reached", session.spec.max_packets.unwrap_or_default())
-        } else {
-            format!(
-                "duration ({}) reached",
-                session.spec.duration.as_deref().unwrap_or_default()
-            )
-        };
-        decision
-            .events
-            .push(Note::normal("CaptureEnded", format!("{why}; sniffers removed")));
+    let ending = Ending::of(session, observed, now, &previous, &mut decision);
+    let capturing = !session.spec.suspend && !ending.finished;
+    stop_capturing_unless(capturing, session, observed, &mut decision);
+    if ending.finished && observed.backlog == Some(0) {
+        return completed(decision, observed, &previous);
     }
-    let capturing = !session.spec.suspend && !finished;
-    if !capturing && observed.sniffers.is_some() {
-        decision.children.sniffers = Sniffers::Remove;
-    }
-    if !capturing && let Some(observed_targets) = &observed.targets {
-        decision.children.node_labels = NodeLabels {
-            label: targets::node_label(session),
-            add: BTreeSet::new(),
-            remove: observed_targets.labelled.clone(),
-        };
-    }
-
-    if finished && observed.backlog == Some(0) {
-        if let Some(parsers) = &observed.parsers
-            && parsers.replicas != 0
-        {
-            decision.scale = Some(Scale {
-                from: parsers.replicas,
-                to: 0,
-            });
-        }
-        if previous.phase != Some(Phase::Completed) {
-            decision.events.push(Note::normal(
-                "Completed",
-                "capture ended and the queue is drained".into(),
-            ));
-        }
-        decision.phase = Phase::Completed;
-        decision.conditions = conditions::kstatus_done("Completed", "capture ended and every batch is stored".into());
-        decision.report = Some(Report {
-            sniffers: None,
-            parsers_ready: 0,
-            desired_parsers: 0,
-            backlog: Some(0),
-            targets: None,
-        });
-        return decision;
-    }
-
-    decision.children.secret = Some(build::credentials_secret(session, &tuning.settings));
-    let sniffers = if capturing {
-        match observed.sniffer_port {
-            Some(port) => {
-                if let (Some(_), Some(observed_targets)) = (&session.spec.target, &observed.targets) {
-                    decide_targets(session, observed_targets, &mut decision);
-                }
-                decision.children.sniffers = Sniffers::Apply(Box::new(build::sniffer_daemonset(
-                    session,
-                    &tuning.settings,
-                    &queue,
-                    port,
-                )));
-                observed.sniffers.as_ref().and_then(|s| s.counts.clone())
-            }
-            None => None,
-        }
-    } else {
-        None
-    };
-    decision.children.parsers = Some(build::parser_deployment(session, &tuning.settings, &queue));
-    if keda {
-        decision.children.scaled_object = Some(build::parser_scaled_object(session, &queue));
-    }
-    let current = observed.parsers.as_ref().map_or(1, |p| p.replicas);
-    let desired = autoscale(session, observed, now, tuning, current, &mut decision);
-    let parsers_ready = observed.parsers.as_ref().map_or(0, |p| p.ready);
-    decision.report = Some(Report {
-        sniffers: sniffers.clone(),
-        parsers_ready,
-        desired_parsers: desired,
-        backlog: observed.backlog.map(i64::from),
-        targets: (capturing && session.spec.target.is_some())
-            .then(|| observed.targets.as_ref().map(|t| t.resolved.counts()))
-            .flatten(),
-    });
+    let (sniffers, desired) = children(session, observed, now, tuning, capturing, &mut decision);
     let requeue = if session.spec.parsers.autoscaler == Autoscaler::Builtin {
         tuning.scale_interval
     } else {
         Duration::from_secs(30)
     };
-
     if session.spec.suspend {
         decision.phase = Phase::Suspended;
         decision.conditions = conditions::kstatus_done(
@@ -310,7 +169,7 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
         decision.requeue = Some(requeue);
         return decision;
     }
-    if finished {
+    if ending.finished {
         let message = format!(
             "capture ended; parsers are storing the {} batches left in the queue",
             observed.backlog.unwrap_or(0)
@@ -320,9 +179,234 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
         decision.requeue = Some(Duration::from_secs(5));
         return decision;
     }
-    let sniffers_ready = sniffers.as_ref().is_some_and(|s| s.desired > 0 && s.ready == s.desired);
+    readiness(session, observed, sniffers.as_ref(), desired, &mut decision);
+    // Wake up for the autoscaler and for the end of the capture, whichever comes first.
+    let until_deadline = ending
+        .deadline
+        .map(|deadline| deadline.duration_since(now.wall))
+        .and_then(|span| Duration::try_from(span).ok());
+    decision.requeue = Some(
+        until_deadline
+            .map_or(requeue, |d| d.min(requeue))
+            .max(Duration::from_millis(500)),
+    );
+    decision
+}
+
+/// What in the spec cannot run: a filter libpcap cannot compile, target labels that are not labels.
+fn invalid_spec(session: &CaptureSession) -> Option<(&'static str, String)> {
+    invalid_filter(session)
+        .map(|problem| ("InvalidFilter", problem))
+        .or_else(|| {
+            let target = session.spec.target.as_ref()?;
+            targets::invalid_labels(target).map(|problem| ("InvalidTarget", problem))
+        })
+}
+
+/// A spec that cannot run: a condition the user can act on, and no change to the children.
+/// Sniffers that run already keep their previous, valid spec (the DaemonSet is not applied), so
+/// the status says so instead of claiming capture stopped.
+fn refused(
+    mut decision: Decision,
+    observed: &Observed,
+    tuning: &Tuning,
+    previous: &crds::CaptureSessionStatus,
+    reason: &'static str,
+    problem: String,
+) -> Decision {
+    let failed_before = previous.phase == Some(Phase::Failed);
+    let reported_before = previous
+        .conditions
+        .iter()
+        .any(|c| c.type_ == crds::condition::STALLED && c.status == "True" && c.reason == reason);
+    let running = observed.sniffers.is_some() && matches!(previous.phase, Some(Phase::Capturing | Phase::Pending));
+    let message = if running {
+        format!("{problem}; capture continues as before until this is fixed")
+    } else {
+        format!("{problem}; fix it to start capturing")
+    };
+    if !reported_before && !failed_before {
+        decision.events.push(Note::warning(reason, message.clone()));
+    }
+    decision.conditions = conditions::kstatus(false, Some((reason, message)), "");
+    if running {
+        decision.phase = previous.phase.unwrap_or(Phase::Capturing);
+        decision.report = Some(Report {
+            sniffers: observed.sniffers.as_ref().and_then(|s| s.counts.clone()),
+            parsers_ready: observed.parsers.as_ref().map_or(0, |p| p.ready),
+            desired_parsers: observed.parsers.as_ref().map_or(0, |p| p.replicas),
+            backlog: observed.backlog.map(i64::from),
+            targets: previous.targets.clone(),
+        });
+        // Keep the counts fresh while the sniffers run.
+        decision.requeue = Some(tuning.scale_interval);
+    } else {
+        decision.phase = Phase::Failed;
+    }
+    decision
+}
+
+/// KEDA mode needs KEDA: without its CRD nothing would scale the parsers.
+fn without_keda(mut decision: Decision, previous: &crds::CaptureSessionStatus) -> Decision {
+    let message = "spec.parsers.autoscaler is keda, but KEDA is not installed (no scaledobjects.keda.sh CRD): \
+                   install KEDA or set autoscaler to builtin"
+        .to_owned();
+    if previous.phase != Some(Phase::Failed) {
+        decision.events.push(Note::warning("KedaNotInstalled", message.clone()));
+    }
+    decision.phase = Phase::Failed;
+    decision.conditions = conditions::kstatus(false, Some(("KedaNotInstalled", message)), "");
+    // CRDs are not watched: look again from time to time, so that installing KEDA is noticed.
+    decision.requeue = Some(Duration::from_secs(10));
+    decision
+}
+
+/// Whether the capture is over: the duration is up or enough packets are captured (then the
+/// parsers drain the queue and stop), or it ended before.
+struct Ending {
+    deadline: Option<k8s_openapi::jiff::Timestamp>,
+    finished: bool,
+}
+
+impl Ending {
+    fn of(
+        session: &CaptureSession,
+        observed: &Observed,
+        now: Now,
+        previous: &crds::CaptureSessionStatus,
+        decision: &mut Decision,
+    ) -> Self {
+        let deadline = capture_deadline(session);
+        let expired = deadline.is_some_and(|deadline| deadline <= now.wall);
+        let enough = session
+            .spec
+            .max_packets
+            .zip(observed.counts.as_ref())
+            .is_some_and(|(max, counts)| counts.captured - counts.deduplicated >= max);
+        let ended_before = matches!(previous.phase, Some(Phase::Draining | Phase::Completed));
+        if (expired || enough) && !ended_before {
+            let why = if enough {
+                format!("maxPackets ({}) reached", session.spec.max_packets.unwrap_or_default())
+            } else {
+                format!(
+                    "duration ({}) reached",
+                    session.spec.duration.as_deref().unwrap_or_default()
+                )
+            };
+            decision
+                .events
+                .push(Note::normal("CaptureEnded", format!("{why}; sniffers removed")));
+        }
+        Self {
+            deadline,
+            finished: expired || enough || ended_before,
+        }
+    }
+}
+
+/// When the session is not capturing: its sniffers go, and so do its node labels.
+fn stop_capturing_unless(capturing: bool, session: &CaptureSession, observed: &Observed, decision: &mut Decision) {
+    if capturing {
+        return;
+    }
+    if observed.sniffers.is_some() {
+        decision.children.sniffers = Sniffers::Remove;
+    }
+    if let Some(observed_targets) = &observed.targets {
+        decision.children.node_labels = NodeLabels {
+            label: targets::node_label(session),
+            add: BTreeSet::new(),
+            remove: observed_targets.labelled.clone(),
+        };
+    }
+}
+
+/// Capture over and every batch stored: the parsers scale to zero and the session is done.
+fn completed(mut decision: Decision, observed: &Observed, previous: &crds::CaptureSessionStatus) -> Decision {
+    if let Some(parsers) = &observed.parsers
+        && parsers.replicas != 0
+    {
+        decision.scale = Some(Scale {
+            from: parsers.replicas,
+            to: 0,
+        });
+    }
+    if previous.phase != Some(Phase::Completed) {
+        decision.events.push(Note::normal(
+            "Completed",
+            "capture ended and the queue is drained".into(),
+        ));
+    }
+    decision.phase = Phase::Completed;
+    decision.conditions = conditions::kstatus_done("Completed", "capture ended and every batch is stored".into());
+    decision.report = Some(Report {
+        sniffers: None,
+        parsers_ready: 0,
+        desired_parsers: 0,
+        backlog: Some(0),
+        targets: None,
+    });
+    decision
+}
+
+/// The children of a running session (credentials, sniffers while capturing, parsers and their
+/// autoscaling) and the report of them. Returns the sniffers' counts and the parsers wanted.
+fn children(
+    session: &CaptureSession,
+    observed: &Observed,
+    now: Now,
+    tuning: &Tuning,
+    capturing: bool,
+    decision: &mut Decision,
+) -> (Option<SnifferCounts>, i32) {
+    let queue = session.queue_name().unwrap_or_default();
+    decision.children.secret = Some(build::credentials_secret(session, &tuning.settings));
+    let sniffers = match (capturing, observed.sniffer_port) {
+        (true, Some(port)) => {
+            if let (Some(_), Some(observed_targets)) = (&session.spec.target, &observed.targets) {
+                decide_targets(session, observed_targets, decision);
+            }
+            decision.children.sniffers = Sniffers::Apply(Box::new(build::sniffer_daemonset(
+                session,
+                &tuning.settings,
+                &queue,
+                port,
+            )));
+            observed.sniffers.as_ref().and_then(|s| s.counts.clone())
+        }
+        _ => None,
+    };
+    decision.children.parsers = Some(build::parser_deployment(session, &tuning.settings, &queue));
+    if session.spec.parsers.autoscaler == Autoscaler::Keda {
+        decision.children.scaled_object = Some(build::parser_scaled_object(session, &queue));
+    }
+    let current = observed.parsers.as_ref().map_or(1, |p| p.replicas);
+    let desired = autoscale(session, observed, now, tuning, current, decision);
+    decision.report = Some(Report {
+        sniffers: sniffers.clone(),
+        parsers_ready: observed.parsers.as_ref().map_or(0, |p| p.ready),
+        desired_parsers: desired,
+        backlog: observed.backlog.map(i64::from),
+        targets: (capturing && session.spec.target.is_some())
+            .then(|| observed.targets.as_ref().map(|t| t.resolved.counts()))
+            .flatten(),
+    });
+    (sniffers, desired)
+}
+
+/// Capturing: Ready once every sniffer and enough parsers are, and storage keeps up; the
+/// conditions say what is awaited.
+fn readiness(
+    session: &CaptureSession,
+    observed: &Observed,
+    sniffers: Option<&SnifferCounts>,
+    desired: i32,
+    decision: &mut Decision,
+) {
+    let parsers_ready = observed.parsers.as_ref().map_or(0, |p| p.ready);
+    let sniffers_ready = sniffers.is_some_and(|s| s.desired > 0 && s.ready == s.desired);
     let ready = sniffers_ready && parsers_ready >= session.spec.parsers.min_replicas.max(1).min(desired.max(1));
-    let waiting_for = match (&sniffers, sniffers_ready) {
+    let waiting_for = match (sniffers, sniffers_ready) {
         (None, _) => "waiting for the sniffer DaemonSet".to_owned(),
         (Some(s), false) if s.desired == 0 && session.spec.target.is_some() => {
             "waiting for a selected pod with an address on a node the nodeSelector matches".to_owned()
@@ -347,16 +431,6 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
     if let (Some(_), Some(observed_targets)) = (&session.spec.target, &observed.targets) {
         decision.conditions.push(targeted_condition(&observed_targets.resolved));
     }
-    // Wake up for the autoscaler and for the end of the capture, whichever comes first.
-    let until_deadline = deadline
-        .map(|deadline| deadline.duration_since(now.wall))
-        .and_then(|span| Duration::try_from(span).ok());
-    decision.requeue = Some(
-        until_deadline
-            .map_or(requeue, |d| d.min(requeue))
-            .max(Duration::from_millis(500)),
-    );
-    decision
 }
 
 /// A queue that holds batches while nothing is stored for this long means the parsers cannot
