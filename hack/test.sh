@@ -30,6 +30,6 @@ bash images/build.sh --prebuilt --local-bases
 step "real node: helm install, kubectl apply, packets through the API's Service"
 cargo test -p e2e --locked --test real_node -- --ignored --nocapture
 step "fuzz the dissector and the batch decoder (20 s each)"; bash hack/fuzz.sh 20
-step "web UI: lint, type check, unit tests"
-(cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run --silent lint && npm run --silent typecheck && npm test --silent)
+step "web UI: types current with the API's OpenAPI document, lint, type check, unit tests"
+(cd frontend && npm ci --no-audit --no-fund --loglevel=error && npm run --silent api-types:check && npm run --silent lint && npm run --silent typecheck && npm test --silent)
 step "local run: smoke test and the UI's end-to-end tests"; bash hack/local/smoke.sh

@@ -234,6 +234,24 @@ fn the_openapi_document_names_each_operation_once_and_every_answer() {
     assert_eq!(ids.len(), 13, "{ids:?}");
 }
 
+/// The web UI's types are generated from `frontend/openapi.json` (`npm run api-types`), so that
+/// file must be the API's document: regenerate both with
+/// `TRAWL_WRITE_OPENAPI=1 cargo test -p api --test in_process openapi && (cd frontend && npm run api-types)`.
+#[test]
+fn the_ui_is_typed_from_the_current_openapi_document() {
+    let document = serde_json::to_string_pretty(&api::router::openapi()).unwrap() + "\n";
+    let path = testkit::repo_root().join("frontend/openapi.json");
+    if std::env::var_os("TRAWL_WRITE_OPENAPI").is_some() {
+        std::fs::write(&path, &document).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == document,
+        "frontend/openapi.json is not the API's document: regenerate it and the UI's types with \
+         TRAWL_WRITE_OPENAPI=1 cargo test -p api --test in_process openapi && (cd frontend && npm run api-types)"
+    );
+}
+
 #[tokio::test]
 async fn a_statement_past_the_timeout_is_a_503_and_the_pcap_export_is_exempt() {
     let database = TestDatabase::create().await;

@@ -1,78 +1,20 @@
-// The trawl-api client: typed responses, the bearer token (kept for this browser tab only), and
+import type { components } from './schema';
+
+type Schemas = components['schemas'];
+
+// The trawl-api client: responses typed from the API's OpenAPI document (schema.d.ts, made by
+// `npm run api-types` from openapi.json, which a Rust test keeps equal to the API's), the bearer token (kept for this browser tab only), and
 // errors that carry the API's message and the parameter at fault.
 
-export interface PacketCounts {
-  captured: number;
-  dropped: number;
-  dropped_by_reason: Record<string, number>;
-  stored: number;
-  deduplicated: number;
-}
+export type PacketCounts = Schemas['PacketCounts'];
 
-export interface Condition {
-  type: string;
-  status: string;
-  reason?: string;
-  message?: string;
-  lastTransitionTime?: string;
-}
+export type Condition = Schemas['Condition'];
 
-export interface Session {
-  namespace: string;
-  name: string;
-  key: string;
-  uid: string;
-  phase: string | null;
-  ready: boolean;
-  message: string | null;
-  conditions: Condition[];
-  sniffers: { desired: number; ready: number } | null;
-  parsers: { replicas: number; desiredReplicas: number } | null;
-  backlog: number | null;
-  packets: PacketCounts;
-  spec: Record<string, unknown>;
-  start_time: string | null;
-  completion_time: string | null;
-  created_at: string;
-  updated_at: string;
-  deleted_at: string | null;
-}
+export type Session = Schemas['Session'];
 
-/** Who an address was at the packet's (or flow's) time. */
-export interface Endpoint {
-  /** `pod`, `service`, `node`, or `dns` (named by a captured DNS answer). */
-  kind: string;
-  namespace: string | null;
-  name: string;
-  workload_kind: string | null;
-  workload: string | null;
-  node: string | null;
-}
+export type Endpoint = Schemas['Endpoint'];
 
-export interface Packet {
-  id: number;
-  session: string;
-  ts: string;
-  node: string;
-  interface: string;
-  original_len: number;
-  captured_len: number;
-  src: string | null;
-  dst: string | null;
-  src_port: number | null;
-  dst_port: number | null;
-  transport: string | null;
-  l7: string | null;
-  l7_name: string | null;
-  tcp_flags: number | null;
-  vlan: number | null;
-  malformed: string | null;
-  payload_kept: boolean;
-  /** One line in Wireshark's manner, from the stored bytes. */
-  info: string;
-  src_endpoint: Endpoint | null;
-  dst_endpoint: Endpoint | null;
-}
+export type Packet = Schemas['Packet'];
 
 export interface PacketDetail extends Packet {
   layers: Record<string, unknown>[];
@@ -84,80 +26,19 @@ export interface Page<T> {
   next_cursor: string | null;
 }
 
-export interface Flow {
-  session: string;
-  flow_key: string;
-  transport: string | null;
-  l7: string | null;
-  l7_name: string | null;
-  src: string | null;
-  src_port: number | null;
-  dst: string | null;
-  dst_port: number | null;
-  first_seen: string;
-  last_seen: string;
-  packets: number;
-  bytes: number;
-  packets_sent: number;
-  bytes_sent: number;
-  packets_received: number;
-  bytes_received: number;
-  tcp_flags: number;
-  packets_filter: string;
-  src_endpoint: Endpoint | null;
-  dst_endpoint: Endpoint | null;
-}
+export type Flow = Schemas['Flow'];
 
-export interface MapNode {
-  id: string;
-  /** `workload`, `pod`, `service`, `node`, `dns` or `address`. */
-  kind: string;
-  namespace: string | null;
-  workload_kind: string | null;
-}
+export type MapNode = Schemas['MapNode'];
 
-export interface MapEdge {
-  from: string;
-  to: string;
-  flows: number;
-  packets: number;
-  bytes: number;
-  l7: string[];
-  http_errors: number;
-  dns_errors: number;
-}
+export type MapEdge = Schemas['MapEdge'];
 
-export interface ServiceMap {
-  nodes: MapNode[];
-  edges: MapEdge[];
-}
+export type ServiceMap = Schemas['ServiceMap'];
 
-export interface Count {
-  name: string;
-  packets: number;
-  bytes: number;
-}
+export type Count = Schemas['Count'];
 
-export interface Stats {
-  since: string;
-  until: string;
-  bucket_seconds: number;
-  packets: number;
-  bytes: number;
-  timeline: { start: string; packets: number; bytes: number }[];
-  protocols: Count[];
-  top_talkers: Count[];
-  top_workloads: Count[];
-  top_dns_names: Count[];
-  top_http_hosts: Count[];
-  top_tls_server_names: Count[];
-}
+export type Stats = Schemas['Stats'];
 
-/** `GET /api/v1/whoami`. */
-export interface WhoAmI {
-  name: string;
-  groups: string[];
-}
+export type WhoAmI = Schemas['WhoAmI'];
 
 export class ApiError extends Error {
   constructor(
@@ -218,16 +99,7 @@ export function withToken(path: string): string {
   return `${path}${path.includes("?") ? "&" : "?"}access_token=${encodeURIComponent(token)}`;
 }
 
-/** Both ends of an L7 event: the client asked, the server answered. */
-export interface EventEndpoints {
-  id: number;
-  session: string;
-  ts: string;
-  client: string;
-  client_port: number;
-  server: string;
-  server_port: number;
-}
+export type EventEndpoints = Schemas['EventEndpoints'];
 
 export interface DnsEvent extends EventEndpoints {
   transport: string;

@@ -37,8 +37,8 @@ const TCP_FLAGS: [number, string][] = [
   [0x80, "CWR"],
 ];
 
-export function formatTcpFlags(flags: number | null): string {
-  if (flags === null) return "";
+export function formatTcpFlags(flags?: number | null): string {
+  if (flags === null || flags === undefined) return "";
   return TCP_FLAGS.filter(([bit]) => flags & bit)
     .map(([, name]) => name)
     .join(" ");
@@ -71,9 +71,11 @@ export function hexDump(hex: string): HexLine[] {
   return lines;
 }
 
-export function endpoint(address: string | null, port: number | null): string {
+// Optional fields of the API's types are absent or null alike (the OpenAPI document types an
+// Option<T> field as `?: T | null`).
+export function endpoint(address?: string | null, port?: number | null): string {
   if (!address) return "";
-  if (port === null) return address;
+  if (port === null || port === undefined) return address;
   return address.includes(":") ? `[${address}]:${port}` : `${address}:${port}`;
 }
 
@@ -97,7 +99,7 @@ export function endpointName(e: Endpoint | null | undefined): string | null {
 }
 
 /** An end of a packet or flow: its name first (with the port) when known, else the address. */
-export function namedEndpoint(address: string | null, port: number | null, e: Endpoint | null | undefined): string {
+export function namedEndpoint(address?: string | null, port?: number | null, e?: Endpoint | null): string {
   const name = endpointName(e);
   if (!name) return endpoint(address, port);
   return port === null ? name : `${name}:${port}`;

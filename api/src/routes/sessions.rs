@@ -27,11 +27,11 @@ pub struct Session {
     /// The Ready condition's message.
     pub message: Option<String>,
     /// kstatus conditions, as on the CaptureSession.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(value_type = Vec<Condition>)]
     pub conditions: serde_json::Value,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<SnifferCounts>)]
     pub sniffers: serde_json::Value,
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<ParserCounts>)]
     pub parsers: serde_json::Value,
     /// Batches waiting in the session's queue.
     pub backlog: Option<i64>,
@@ -45,6 +45,36 @@ pub struct Session {
     pub updated_at: DateTime<Utc>,
     /// Set once the CaptureSession is deleted; its data stays until the retention passes.
     pub deleted_at: Option<DateTime<Utc>>,
+}
+
+/// A condition of the CaptureSession's status, as the operator writes it (the document's shape
+/// for the stored JSON, which is passed through).
+#[derive(Serialize, ToSchema)]
+pub struct Condition {
+    /// `Ready`, `Reconciling`, `Stalled`, `Storing`, `Targeted`.
+    #[serde(rename = "type")]
+    pub type_: String,
+    /// `True`, `False` or `Unknown`.
+    pub status: String,
+    pub reason: Option<String>,
+    pub message: Option<String>,
+    #[serde(rename = "lastTransitionTime")]
+    pub last_transition_time: Option<String>,
+}
+
+/// Sniffer pods wanted and ready.
+#[derive(Serialize, ToSchema)]
+pub struct SnifferCounts {
+    pub desired: i32,
+    pub ready: i32,
+}
+
+/// Parser replicas running and wanted by the autoscaler.
+#[derive(Serialize, ToSchema)]
+pub struct ParserCounts {
+    pub replicas: i32,
+    #[serde(rename = "desiredReplicas")]
+    pub desired_replicas: i32,
 }
 
 /// Captured = stored + deduplicated + dropped + still on the way.

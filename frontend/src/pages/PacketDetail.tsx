@@ -67,7 +67,7 @@ export function PacketDetailPane({ id, onClose }: { id: number; onClose: () => v
 }
 
 /** Who an end was at the packet's time, with what says so. */
-function EndpointRow({ label, address, endpoint: e }: { label: string; address: string | null; endpoint: Endpoint | null }) {
+function EndpointRow({ label, address, endpoint: e }: { label: string; address?: string | null; endpoint?: Endpoint | null }) {
   if (!address) return null;
   const name = endpointName(e);
   let detail = "not known to the cluster's history or a captured DNS answer";
