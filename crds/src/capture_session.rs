@@ -186,19 +186,6 @@ impl EdgeContext {
     }
 }
 
-impl std::str::FromStr for EdgeContext {
-    type Err = String;
-    fn from_str(text: &str) -> Result<Self, Self::Err> {
-        match text {
-            "workload" => Ok(Self::Workload),
-            "namespace" => Ok(Self::Namespace),
-            "pod" => Ok(Self::Pod),
-            "none" => Ok(Self::None),
-            other => Err(format!("{other:?} is not a context: workload, namespace, pod or none")),
-        }
-    }
-}
-
 /// Which pods a session captures, as a NetworkPolicy peer selects them: `podSelector` alone picks
 /// pods in the session's own namespace; with `namespaceSelector` it picks them in every matching
 /// namespace (`{}`: all namespaces); `namespaceSelector` alone picks every pod there.
