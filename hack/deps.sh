@@ -51,3 +51,10 @@ command -v go >/dev/null || { log "Go is needed to build the test control plane:
 # Vite 7 needs Node.js 20.19 or later (Debian 12's own nodejs is 18).
 node -e 'const [a, b] = process.versions.node.split(".").map(Number); process.exit(a > 20 || (a === 20 && b >= 19) ? 0 : 1)' 2>/dev/null ||
   { log "Node.js 20.19 or later is needed to build the web UI: install it first (https://nodejs.org)"; exit 1; }
+
+# krew, to install kubectl-trawl from its manifest in the tests (built once from the Go module proxy).
+krew_gopath=${TRAWL_CACHE:-$HOME/.cache/trawl}/go
+if [ ! -x "$krew_gopath/bin/krew" ]; then
+  log "building krew v0.4.3 into $krew_gopath/bin"
+  GOPATH=$krew_gopath GOFLAGS=-mod=mod go install sigs.k8s.io/krew/cmd/krew@v0.4.3
+fi
