@@ -4,8 +4,9 @@ use anyhow::anyhow;
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Config};
 
-/// A client for the kubeconfig's (or `context`'s) cluster and identity, as kubectl would use.
-pub async fn connect(context: Option<&str>) -> anyhow::Result<Client> {
+/// A client for the kubeconfig's (or `context`'s) cluster and identity, as kubectl would use, and
+/// the identity's bearer token if it has one (for trawl-api, which takes the cluster's tokens).
+pub async fn connect(context: Option<&str>) -> anyhow::Result<(Client, Option<String>)> {
     let options = KubeConfigOptions {
         context: context.map(str::to_owned),
         ..KubeConfigOptions::default()
@@ -14,7 +15,12 @@ pub async fn connect(context: Option<&str>) -> anyhow::Result<Client> {
         Ok(kubeconfig) => Config::from_custom_kubeconfig(kubeconfig, &options).await?,
         Err(_) => Config::infer().await?,
     };
-    Ok(Client::try_from(config)?)
+    let token = config
+        .auth_info
+        .token
+        .as_ref()
+        .map(|token| secrecy::ExposeSecret::expose_secret(token).to_owned());
+    Ok((Client::try_from(config)?, token))
 }
 
 /// An error of a call on CaptureSessions, said in terms of what to do next.

@@ -3,6 +3,7 @@
 //! Install: `cargo install --path kubectl-trawl` (puts `kubectl-trawl` on the PATH, where kubectl
 //! finds it as the `trawl` plugin). Run: `kubectl trawl tap deploy/web`.
 mod errors;
+mod pcap;
 mod session;
 mod sessions;
 mod tap;
@@ -32,14 +33,21 @@ enum Command {
     Sessions(sessions::List),
     /// Stop a capture session and remove it, saying what it captured.
     Stop(sessions::Stop),
+    /// A session's packets as pcapng from trawl-api, stored or live (--follow): `kubectl trawl
+    /// pcap shop/tap-web-3f440 --follow | wireshark -k -i -`.
+    Pcap(pcap::Pcap),
 }
 
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
     let outcome = async {
-        let client = errors::connect(cli.context.as_deref()).await?;
-        run(cli.command, client).await
+        let (client, token) = errors::connect(cli.context.as_deref()).await?;
+        match cli.command {
+            // The API, not the cluster: only the identity's token is needed.
+            Command::Pcap(pcap) => pcap.run(token).await,
+            command => run(command, client).await,
+        }
     }
     .await;
     if let Err(error) = outcome {
@@ -53,5 +61,6 @@ async fn run(command: Command, client: Client) -> anyhow::Result<()> {
         Command::Tap(tap) => tap.run(client).await,
         Command::Sessions(list) => list.run(client).await,
         Command::Stop(stop) => stop.run(client).await,
+        Command::Pcap(_) => unreachable!("run without the cluster"),
     }
 }

@@ -336,7 +336,9 @@ const FOLLOW_POLL: std::time::Duration = std::time::Duration::from_millis(250);
 /// Rows a live export reads per query.
 const FOLLOW_BATCH: i64 = 5_000;
 
-/// Whether the session's capture is over and its queue drained (or the session is gone).
+/// Whether the session's capture is over and its queue drained (or the session was deleted). A
+/// session the operator never recorded (a sniffer run by hand) has no end: it is followed until
+/// the client leaves.
 async fn session_over(pool: &sqlx::PgPool, session: &str) -> Result<bool, sqlx::Error> {
     let (namespace, name) = session.split_once('/').unwrap_or((session, ""));
     let over: Option<bool> = sqlx::query_scalar(
@@ -347,7 +349,7 @@ async fn session_over(pool: &sqlx::PgPool, session: &str) -> Result<bool, sqlx::
     .fetch_optional(pool)
     .await?
     .flatten();
-    Ok(over.unwrap_or(true))
+    Ok(over.unwrap_or(false))
 }
 
 /// Streams the packets stored after `floor` as they are stored, in id order, until the session

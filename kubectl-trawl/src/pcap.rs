@@ -1,0 +1,121 @@
+//! `kubectl trawl pcap NS/NAME`: a session's packets from trawl-api as pcapng, stored or live
+//! (`--follow`, for `-o - | wireshark -k -i -`).
+
+use std::io::Write;
+
+use anyhow::{Context, anyhow, bail};
+use clap::Args;
+
+#[derive(Args, Debug)]
+pub struct Pcap {
+    /// The session, as NAMESPACE/NAME.
+    session: String,
+    /// A filter in the API's `q` language (`dns.query ~ "example"`, `tcp.port == 443`).
+    #[arg(short)]
+    q: Option<String>,
+    /// Only packets from this time on (RFC 3339, or a duration ago such as 10m).
+    #[arg(long)]
+    since: Option<String>,
+    /// Where to write: a file, or - for standard output.
+    #[arg(short, long, default_value = "-")]
+    output: String,
+    /// Live: the packets stored from now on, as they are stored, until the session completes.
+    #[arg(short, long)]
+    follow: bool,
+    /// trawl-api's address, for example after `kubectl -n trawl port-forward svc/trawl-api 8080:8080`.
+    #[arg(long, env = "TRAWL_API_URL")]
+    api: String,
+    /// A bearer token for the API (default: the kubeconfig identity's token, if it has one).
+    #[arg(long, env = "TRAWL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+}
+
+impl Pcap {
+    pub async fn run(self, kubeconfig_token: Option<String>) -> anyhow::Result<()> {
+        let (namespace, name) = self
+            .session
+            .split_once('/')
+            .map(|(namespace, name)| (namespace.to_owned(), name.to_owned()))
+            .ok_or_else(|| anyhow!("{:?}: name the session as NAMESPACE/NAME", self.session))?;
+        let url = format!(
+            "{}/api/v1/sessions/{namespace}/{name}/pcap",
+            self.api.trim_end_matches('/')
+        );
+        let token = self.token.clone().or(kubeconfig_token);
+        let mut request = ureq::get(&url)
+            .query("format", "pcapng")
+            .config()
+            .http_status_as_error(false)
+            .timeout_global(None)
+            .build();
+        if self.follow {
+            request = request.query("follow", "true");
+        }
+        if let Some(q) = &self.q {
+            request = request.query("q", q);
+        }
+        if let Some(since) = &self.since {
+            request = request.query("since", since);
+        }
+        if let Some(token) = &token {
+            request = request.header("authorization", format!("Bearer {token}"));
+        }
+        let (output, follow) = (self.output.clone(), self.follow);
+        // ureq blocks: the copy runs on a thread of its own, as long as the export lasts.
+        tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
+            let mut response = request
+                .call()
+                .map_err(|error| anyhow!("cannot reach trawl-api at {url}: {error}"))?;
+            let status = response.status().as_u16();
+            if status != 200 {
+                let body = response.body_mut().read_to_string().unwrap_or_default();
+                let message = serde_json::from_str::<serde_json::Value>(&body)
+                    .ok()
+                    .and_then(|v| v["error"]["message"].as_str().map(str::to_owned))
+                    .unwrap_or(body);
+                match status {
+                    401 => bail!("trawl-api wants a token: pass --token (or TRAWL_TOKEN): {message}"),
+                    403 => bail!("you may not export packets of {namespace}/{name}: {message}"),
+                    _ => bail!("trawl-api answered {status}: {message}"),
+                }
+            }
+            if follow {
+                // The API has fixed where the live export starts: what is stored from here on.
+                eprintln!("Following {namespace}/{name}: packets as they are stored (Ctrl-C stops)");
+            }
+            let mut reader = response.into_body().into_reader();
+            let written = if output == "-" {
+                let stdout = std::io::stdout();
+                let mut out = stdout.lock();
+                copy_flushing(&mut reader, &mut out)
+            } else {
+                let mut file = std::fs::File::create(&output).with_context(|| format!("cannot write {output}"))?;
+                copy_flushing(&mut reader, &mut file)
+            };
+            written.context("the export ended midway")?;
+            Ok(())
+        })
+        .await?
+    }
+}
+
+/// Copies as it arrives, flushing each read: a live reader (Wireshark) wants packets now, not
+/// when a buffer fills.
+fn copy_flushing(reader: &mut impl std::io::Read, out: &mut impl Write) -> std::io::Result<u64> {
+    let mut buffer = vec![0u8; 64 * 1024];
+    let mut total = 0u64;
+    loop {
+        let read = match reader.read(&mut buffer) {
+            Ok(0) => return Ok(total),
+            Ok(read) => read,
+            Err(error) if error.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(error) => return Err(error),
+        };
+        match out.write_all(&buffer[..read]).and_then(|()| out.flush()) {
+            Ok(()) => total += read as u64,
+            // The reader went away (wireshark closed): done.
+            Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => return Ok(total),
+            Err(error) => return Err(error),
+        }
+    }
+}
