@@ -16,10 +16,7 @@ export type Endpoint = Schemas['Endpoint'];
 
 export type Packet = Schemas['Packet'];
 
-export interface PacketDetail extends Packet {
-  layers: Record<string, unknown>[];
-  data_hex: string;
-}
+export type PacketDetail = Schemas['PacketDetail'];
 
 export interface Page<T> {
   items: T[];
@@ -101,29 +98,8 @@ export function withToken(path: string): string {
 
 export type EventEndpoints = Schemas['EventEndpoints'];
 
-export interface DnsEvent extends EventEndpoints {
-  transport: string;
-  transaction: number;
-  query: string | null;
-  query_type: string | null;
-  rcode: string | null;
-  answers: string[] | null;
-  rtt_ms: number | null;
-}
+export type DnsEvent = Schemas['DnsEvent'];
 
-export interface HttpEvent extends EventEndpoints {
-  transport: string;
-  method: string | null;
-  host: string | null;
-  path: string | null;
-  user_agent: string | null;
-  status: number | null;
-  latency_ms: number | null;
-}
+export type HttpEvent = Schemas['HttpEvent'];
 
-export interface TlsEvent extends EventEndpoints {
-  sni: string | null;
-  alpn: string[];
-  version: string | null;
-  ja4: string | null;
-}
+export type TlsEvent = Schemas['TlsEvent'];

@@ -80,8 +80,8 @@ export function endpoint(address?: string | null, port?: number | null): string 
 }
 
 /** A duration in milliseconds as people read it: `850 µs`, `12.4 ms`, `1.20 s`; empty when unknown. */
-export function formatMillis(ms: number | null): string {
-  if (ms === null) return "";
+export function formatMillis(ms?: number | null): string {
+  if (ms === null || ms === undefined) return "";
   if (ms < 1) return `${Math.round(ms * 1000)} µs`;
   if (ms < 1000) return `${ms < 100 ? ms.toFixed(1) : Math.round(ms)} ms`;
   return `${(ms / 1000).toFixed(2)} s`;
