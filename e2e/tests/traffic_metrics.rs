@@ -329,6 +329,26 @@ async fn traffic_metrics_in_prometheus_match_what_was_stored_and_alert_on_faulty
             "200"
         );
     }
+    // Every connection closed both ways, as the pods themselves see it, before the capture stops:
+    // a FIN sent again after a drop may still be on its way when curl returns.
+    wait_until("the pods' HTTP connections to be closed", DEADLINE, || async {
+        let open: usize = [WEB, API, FILES]
+            .into_iter()
+            .map(|pod| {
+                let mut sockets = pods.command(pod, "ss");
+                sockets.args(["-Htan"]);
+                let listed = sockets.output().map(|o| o.stdout).unwrap_or_default();
+                String::from_utf8_lossy(&listed)
+                    .lines()
+                    .filter(|line| {
+                        line.contains(":8080") && !line.starts_with("LISTEN") && !line.starts_with("TIME-WAIT")
+                    })
+                    .count()
+            })
+            .sum();
+        (open == 0).then_some(())
+    })
+    .await;
     let _ = std::fs::remove_file(&script);
     drop(servers);
     pipeline.stop_sniffer();
