@@ -139,6 +139,19 @@ async fn tap_captures_a_deployment_until_ctrl_c_and_cleans_up() {
     let _operator = Service::start("trawl-operator", operator);
     deploy(&namespace, "web").await;
     deploy(&namespace, "db").await;
+    wait_until("both Deployments' pods on nodes", DEADLINE, || async {
+        let pods = Api::<k8s_openapi::api::core::v1::Pod>::namespaced(namespace.client.clone(), &namespace.name)
+            .list(&Default::default())
+            .await
+            .ok()?;
+        let placed = pods
+            .items
+            .iter()
+            .filter(|pod| pod.spec.as_ref().and_then(|spec| spec.node_name.as_ref()).is_some())
+            .count();
+        (placed == 4).then_some(())
+    })
+    .await;
 
     // Mistakes first: each says what to do.
     for (args, complaint) in [
