@@ -109,37 +109,45 @@ pub fn parse_selector(text: &str) -> anyhow::Result<Selector> {
     Ok(selector)
 }
 
+/// One namespaced object, if it exists.
+async fn fetch<K>(client: &Client, namespace: &str, name: &str) -> kube::Result<Option<K>>
+where
+    K: kube::Resource<Scope = kube::core::NamespaceResourceScope>
+        + Clone
+        + serde::de::DeserializeOwned
+        + std::fmt::Debug,
+    K::DynamicType: Default,
+{
+    Api::<K>::namespaced(client.clone(), namespace).get_opt(name).await
+}
+
 /// The pod selector of `kind/name` in `namespace`.
 async fn workload_selector(client: &Client, namespace: &str, kind: &str, name: &str) -> anyhow::Result<Selector> {
     let missing = || format!("{kind} {name} not found in namespace {namespace}");
     let labels: LabelSelector = match kind {
         "deployment" => {
-            Api::<Deployment>::namespaced(client.clone(), namespace)
-                .get_opt(name)
+            fetch::<Deployment>(client, namespace, name)
                 .await?
                 .with_context(missing)?
                 .spec
                 .selector
         }
         "statefulset" => {
-            Api::<StatefulSet>::namespaced(client.clone(), namespace)
-                .get_opt(name)
+            fetch::<StatefulSet>(client, namespace, name)
                 .await?
                 .with_context(missing)?
                 .spec
                 .selector
         }
         "daemonset" => {
-            Api::<DaemonSet>::namespaced(client.clone(), namespace)
-                .get_opt(name)
+            fetch::<DaemonSet>(client, namespace, name)
                 .await?
                 .with_context(missing)?
                 .spec
                 .selector
         }
         "replicaset" => {
-            Api::<ReplicaSet>::namespaced(client.clone(), namespace)
-                .get_opt(name)
+            fetch::<ReplicaSet>(client, namespace, name)
                 .await?
                 .with_context(missing)?
                 .spec
@@ -147,10 +155,7 @@ async fn workload_selector(client: &Client, namespace: &str, kind: &str, name: &
         }
         _ => {
             // A pod: its labels (a StatefulSet's pod carries its own name among them).
-            let pod = Api::<Pod>::namespaced(client.clone(), namespace)
-                .get_opt(name)
-                .await?
-                .with_context(missing)?;
+            let pod = fetch::<Pod>(client, namespace, name).await?.with_context(missing)?;
             let labels = pod.metadata.labels.unwrap_or_default();
             if labels.is_empty() {
                 bail!("pod {name} has no labels, so a capture session cannot select it");
