@@ -363,9 +363,9 @@ fn children(
     decision.children.secret = Some(build::credentials_secret(session, &tuning.settings));
     let sniffers = match (capturing, observed.sniffer_port) {
         (true, Some(port)) => {
-            if let (Some(_), Some(observed_targets)) = (&session.spec.target, &observed.targets) {
-                decide_targets(session, observed_targets, decision);
-            }
+            // Without the cluster's caches (tests that do not watch pods), an empty list: the
+            // sniffers then keep every copy for their deduplication to sort out.
+            decide_targets(session, &observed.targets.clone().unwrap_or_default(), decision);
             decision.children.sniffers = Sniffers::Apply(Box::new(build::sniffer_daemonset(
                 session,
                 &tuning.settings,
@@ -467,8 +467,9 @@ fn storing_condition(observed: &Observed) -> Decided {
     }
 }
 
-/// A targeted session's ConfigMap, the sniffers' access to it, and the node labels that place
-/// sniffers exactly where targeted pods run.
+/// The ConfigMap of the pods the session captures (a targeted session's targets, or every pod on
+/// a node-wide session's nodes), the sniffers' access to it, and for a targeted session the node
+/// labels that place sniffers exactly where targeted pods run.
 fn decide_targets(session: &CaptureSession, observed: &crate::observe::ObservedTargets, decision: &mut Decision) {
     let (account, role, binding) = build::sniffer_access(session);
     decision.children.targets = Some(TargetChildren {
@@ -477,7 +478,10 @@ fn decide_targets(session: &CaptureSession, observed: &crate::observe::ObservedT
         role,
         binding,
     });
-    let wanted: BTreeSet<String> = observed.resolved.addresses.keys().cloned().collect();
+    let wanted: BTreeSet<String> = match session.spec.target {
+        Some(_) => observed.resolved.addresses.keys().cloned().collect(),
+        None => BTreeSet::new(),
+    };
     decision.children.node_labels = NodeLabels {
         label: targets::node_label(session),
         add: wanted.difference(&observed.labelled).cloned().collect(),

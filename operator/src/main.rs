@@ -94,20 +94,24 @@ async fn main() -> anyhow::Result<()> {
         ),
     };
     let controller = Controller::new(sessions, watcher::Config::default());
-    let targeted = controller.store();
-    // Any pod or namespace change may change what a targeted session selects; the caches are
-    // updated before the change reaches the controller, so the reconcile sees it.
-    let targeted_sessions = move || -> Vec<ObjectRef<CaptureSession>> {
-        targeted
+    let capturing = controller.store();
+    // Any pod or namespace change may change what a session captures (a targeted session's
+    // selection, a node-wide session's pods); the caches are updated before the change reaches
+    // the controller, so the reconcile sees it. Finished sessions capture nothing.
+    let capturing_sessions = move || -> Vec<ObjectRef<CaptureSession>> {
+        capturing
             .state()
             .iter()
-            .filter(|session| session.spec.target.is_some())
+            .filter(|session| {
+                let phase = session.status.as_ref().and_then(|status| status.phase);
+                session.spec.target.is_some() || phase != Some(crds::Phase::Completed)
+            })
             .map(|session| ObjectRef::from_obj(session.as_ref()))
             .collect()
     };
-    let on_namespace = targeted_sessions.clone();
+    let on_namespace = capturing_sessions.clone();
     let controller = controller
-        .watches_stream(pod_changes.pods, move |_: Pod| targeted_sessions())
+        .watches_stream(pod_changes.pods, move |_: Pod| capturing_sessions())
         .watches_stream(pod_changes.namespaces, move |_: Namespace| on_namespace())
         .owns(daemonsets, children())
         .owns(deployments, children())

@@ -109,14 +109,16 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
         None if session.spec.suspend => None,
         None => Some(reserve_sniffer_port(session, context, &daemonsets).await?),
     };
-    // Label removal after the capture ends needs the labelled nodes, so any session that has
-    // (or had) a target is observed.
-    let targets = match (&session.spec.target, &context.cluster) {
-        (Some(target), Some(cluster)) => Some(cluster.observe(session, target).await?),
-        (None, Some(cluster)) if session.status.as_ref().is_some_and(|s| s.targets.is_some()) => {
-            Some(cluster.observe(session, &Target::default()).await?)
+    // A node-wide session captures every pod on its nodes: its sniffers need all their addresses
+    // too (see the sniffer's capture points); and a session that had a target needs its labelled
+    // nodes for their labels' removal.
+    let targets = match &context.cluster {
+        Some(cluster) => {
+            let every_pod = targets::every_pod();
+            let target = session.spec.target.as_ref().unwrap_or(&every_pod);
+            Some(cluster.observe(session, target).await?)
         }
-        _ => None,
+        None => None,
     };
     let (counts, since_stored) = storage(session, context).await;
     let window = context

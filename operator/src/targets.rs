@@ -169,6 +169,14 @@ impl Resolved {
     }
 }
 
+/// What a node-wide session captures: every pod of every namespace on its nodes.
+pub fn every_pod() -> Target {
+    Target {
+        namespace_selector: Some(Selector::default()),
+        ..Target::default()
+    }
+}
+
 /// The pods `target` selects for `session`, grouped by node. Pods without a node or an address
 /// yet, and finished pods, are not (yet) captured; the next pod event brings them in.
 pub fn resolve(

@@ -189,20 +189,87 @@ async fn labelled_nodes(namespace: &TestNamespace, label: &str) -> BTreeSet<Stri
         .collect()
 }
 
-#[tokio::test]
-async fn a_targeted_session_places_sniffers_where_its_pods_run_and_follows_them() {
-    let control_plane = ControlPlane::shared();
-    control_plane.install_crd().await;
-    let (shop, other) = (control_plane.namespace().await, control_plane.namespace().await);
+/// The real operator, watching sessions in `namespace` (and the whole cluster's pods).
+fn start_operator(control_plane: &ControlPlane, namespace: &TestNamespace) -> (Service, TestVhost) {
     let vhost = TestVhost::create();
     let metrics_port = free_port();
     let mut command = Command::new(env!("CARGO_BIN_EXE_trawl-operator"));
     command
         .env("KUBECONFIG", &control_plane.kubeconfig)
-        .args(["--amqp-url", &vhost.amqp_url, "--watch-namespace", &shop.name])
-        .args(["--lease-namespace", &shop.name])
+        .args(["--amqp-url", &vhost.amqp_url, "--watch-namespace", &namespace.name])
+        .args(["--lease-namespace", &namespace.name])
         .args(["--listen", &format!("127.0.0.1:{metrics_port}")]);
-    let _operator = Service::start("trawl-operator", command);
+    (Service::start("trawl-operator", command), vhost)
+}
+
+#[tokio::test]
+async fn a_node_wide_sessions_sniffers_learn_every_pod_on_its_nodes() {
+    // The sniffers keep a packet where it leaves a captured pod and skip its other copies, on
+    // every node: they need the addresses of all the pods the session captures.
+    let control_plane = ControlPlane::shared();
+    control_plane.install_crd().await;
+    let (shop, other) = (control_plane.namespace().await, control_plane.namespace().await);
+    let _operator = start_operator(control_plane, &shop);
+    create_pod(&shop, &pod("web", json!({"app": "web"}), Some("kwok-node-0"), false)).await;
+    create_pod(&other, &pod("db", json!({}), Some("kwok-node-0"), false)).await;
+    create_pod(&shop, &pod("elsewhere", json!({}), Some("kwok-node-1"), false)).await;
+    let (web, db) = (pod_ip(&shop, "web").await, pod_ip(&other, "db").await);
+    let elsewhere = pod_ip(&shop, "elsewhere").await;
+
+    let session = json!({
+        "apiVersion": "trawl.dev/v1alpha1", "kind": "CaptureSession",
+        "metadata": {"name": "node-wide", "namespace": shop.name},
+        "spec": {
+            "nodeSelector": {"kubernetes.io/hostname": "kwok-node-0"},
+            "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists", "effect": "NoSchedule"}],
+            "parsers": {"autoscaler": "none", "minReplicas": 0, "maxReplicas": 1, "shards": 1}
+        }
+    });
+    let applied = shop
+        .kubectl()
+        .args(["apply", "-f", "-"])
+        .stdin_text(&session.to_string());
+    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    let listed = wait_until(
+        "the pods ConfigMap to hold both pods of kwok-node-0",
+        DEADLINE,
+        || async {
+            let listed = configmap_targets(&shop, "node-wide").await?;
+            let node = listed.get("kwok-node-0")?;
+            (node.contains(&web) && node.contains(&db)).then_some(listed)
+        },
+    )
+    .await;
+    assert!(
+        listed.keys().all(|node| node == "kwok-node-0"),
+        "only the session's nodes: {listed:?}"
+    );
+    assert!(!listed["kwok-node-0"].contains(&elsewhere));
+    let daemonsets: Api<DaemonSet> = Api::namespaced(shop.client.clone(), &shop.name);
+    let daemonset = wait_until("the sniffer DaemonSet", DEADLINE, || async {
+        daemonsets.get("node-wide-sniffer").await.ok()
+    })
+    .await;
+    let pod_spec = daemonset.spec.template.spec.unwrap();
+    let variables = pod_spec.containers[0].env.clone().unwrap();
+    let pods_configmap = variables.iter().find(|v| v.name == "TRAWL_PODS_CONFIGMAP").unwrap();
+    assert_eq!(
+        pods_configmap.value.as_deref(),
+        Some(format!("{}/node-wide-targets", shop.name).as_str())
+    );
+    assert!(
+        variables.iter().all(|v| v.name != "TRAWL_TARGETS_CONFIGMAP"),
+        "no narrowing"
+    );
+    assert_eq!(pod_spec.service_account_name.as_deref(), Some("node-wide-targets"));
+}
+
+#[tokio::test]
+async fn a_targeted_session_places_sniffers_where_its_pods_run_and_follows_them() {
+    let control_plane = ControlPlane::shared();
+    control_plane.install_crd().await;
+    let (shop, other) = (control_plane.namespace().await, control_plane.namespace().await);
+    let _operator = start_operator(control_plane, &shop);
 
     // Selected: app=checkout in the session's namespace. Not: another app, and checkout in
     // another namespace. kwok-node-2 hosts only unselected pods.

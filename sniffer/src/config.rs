@@ -40,6 +40,18 @@ pub struct Config {
     #[arg(long, env = "TRAWL_TARGETS_CONFIGMAP", conflicts_with = "targets_file")]
     pub targets_configmap: Option<String>,
 
+    /// A file of the addresses of the pods the session captures on every node (one per line),
+    /// without narrowing the capture: a packet whose sender is one of them is kept where it
+    /// leaves that pod, not again where it enters another or crosses an uplink (see the README's
+    /// capture points). With `--targets-*` the targets are these pods.
+    #[arg(long, env = "TRAWL_PODS_FILE", conflicts_with_all = ["targets_file", "targets_configmap"])]
+    pub pods_file: Option<std::path::PathBuf>,
+
+    /// As `--pods-file`, from every key of a ConfigMap (`namespace/name`, one per node): how the
+    /// operator hands a node-wide session's sniffers the pods it captures.
+    #[arg(long, env = "TRAWL_PODS_CONFIGMAP", conflicts_with_all = ["targets_file", "targets_configmap", "pods_file"])]
+    pub pods_configmap: Option<String>,
+
     /// Bytes kept per packet.
     #[arg(long, env = "TRAWL_SNAPLEN", default_value_t = 1024, value_parser = clap::value_parser!(u32).range(64..=65535))]
     pub snaplen: u32,

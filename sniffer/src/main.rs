@@ -10,6 +10,7 @@ mod dedup;
 mod health;
 mod interfaces;
 mod outbox;
+mod points;
 mod publisher;
 mod shard;
 mod targets;
@@ -30,7 +31,7 @@ use crate::capture::{CaptureError, CaptureSettings, KernelFilter};
 use crate::interfaces::Selection;
 use crate::outbox::{Outbox, OutgoingBatch};
 use crate::publisher::{Publisher, PublisherSettings};
-use crate::worker::{BatchLimits, Shared};
+use crate::worker::{BatchLimits, Shared, SharedRole};
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -40,10 +41,13 @@ async fn main() -> anyhow::Result<()> {
     // no pod is targeted yet.
     let mut filter = KernelFilter::compile(&config.filter)?;
     let targets = targets::Source::from_config(&config)?;
-    if let Some(source) = &targets {
+    let first_lists = match &targets {
+        Some(source) => source.read().await,
+        None => targets::Lists::default(),
+    };
+    if targets.as_ref().is_some_and(targets::Source::narrows) {
         // The first captures open already narrowed (an unreachable source: nothing yet).
-        let text = source.read().await;
-        let addresses = capture::parse_targets(&text).unwrap_or_default();
+        let addresses = capture::parse_targets(&first_lists.this_node).unwrap_or_default();
         filter = KernelFilter::targeting(&config.filter, &addresses)?;
     }
     let origin = Origin {
@@ -60,10 +64,14 @@ async fn main() -> anyhow::Result<()> {
         filter: worker::FilterBoard::new(filter.clone()),
         accounting: accounting.clone(),
         dedup: dedup::Deduplicator::default(),
+        pods: points::CapturedPods::default(),
         next_packet_seq: AtomicU64::new(0),
         next_batch_seq: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
+    if let Ok(pods) = capture::parse_targets(&first_lists.every_node) {
+        shared.pods.publish(pods.into_iter().collect());
+    }
     let connected = Arc::new(AtomicBool::new(false));
     // Bound here, before anything else starts, so that a taken port is a clear startup error.
     let listener = tokio::net::TcpListener::bind(config.listen)
@@ -148,6 +156,8 @@ fn final_batch(shared: &Shared) -> OutgoingBatch {
     }
 }
 
+type CaptureThread = JoinHandle<Result<(), CaptureError>>;
+
 /// Starts a capture thread per selected interface, restarts captures whose interface comes back,
 /// and on stop waits for every thread to flush.
 fn supervise(
@@ -157,10 +167,11 @@ fn supervise(
     shared: Arc<Shared>,
     outbox: Outbox,
 ) {
-    let mut running: HashMap<String, JoinHandle<Result<(), CaptureError>>> = HashMap::new();
+    let mut running: HashMap<String, (Arc<SharedRole>, CaptureThread)> = HashMap::new();
     let mut retry_at: HashMap<String, Instant> = HashMap::new();
+    let mut points = Default::default();
     while !shared.stop.load(Ordering::Acquire) {
-        running.retain(|interface, thread| {
+        running.retain(|interface, (_, thread)| {
             if !thread.is_finished() {
                 return true;
             }
@@ -169,8 +180,20 @@ fn supervise(
             }
             false
         });
-        for interface in selection.current() {
-            if running.contains_key(&interface) || retry_at.get(&interface).is_some_and(|at| Instant::now() < *at) {
+        match selection.current() {
+            Ok(current) => points = current,
+            // The last list stays; the kernel answers the next time.
+            Err(error) => tracing::warn!(%error, "cannot list the interfaces"),
+        }
+        for (interface, &role) in &points {
+            if let Some((shared_role, _)) = running.get(interface) {
+                if shared_role.get() != role {
+                    tracing::info!(%interface, ?role, "capture point changed its role");
+                    shared_role.set(role);
+                }
+                continue;
+            }
+            if retry_at.get(interface).is_some_and(|at| Instant::now() < *at) {
                 continue;
             }
             // New captures start with the filter of now (the targets may have changed since start).
@@ -179,20 +202,22 @@ fn supervise(
                 filter,
                 ..settings.clone()
             };
-            match capture::open(&interface, &settings) {
+            match capture::open(interface, &settings) {
                 Ok(source) => {
-                    tracing::info!(%interface, backend = ?settings.backend, "capturing");
-                    retry_at.remove(&interface);
-                    let (shared, outbox, name) = (shared.clone(), outbox.clone(), interface.clone());
+                    tracing::info!(%interface, ?role, backend = ?settings.backend, "capturing");
+                    retry_at.remove(interface);
+                    let shared_role = Arc::new(SharedRole::new(role));
+                    let (shared, outbox, name, thread_role) =
+                        (shared.clone(), outbox.clone(), interface.clone(), shared_role.clone());
                     let thread = std::thread::Builder::new()
                         .name(format!("capture-{interface}"))
-                        .spawn(move || worker::run(name, source, generation, shared, outbox, limits))
+                        .spawn(move || worker::run(name, thread_role, source, generation, shared, outbox, limits))
                         .expect("spawn a capture thread");
-                    running.insert(interface, thread);
+                    running.insert(interface.clone(), (shared_role, thread));
                 }
                 Err(error) => {
                     tracing::warn!(%error, "cannot capture; retrying in 10 s");
-                    retry_at.insert(interface, Instant::now() + Duration::from_secs(10));
+                    retry_at.insert(interface.clone(), Instant::now() + Duration::from_secs(10));
                 }
             }
         }
@@ -204,7 +229,7 @@ fn supervise(
             std::thread::sleep(Duration::from_millis(100));
         }
     }
-    for (interface, thread) in running {
+    for (interface, (_, thread)) in running {
         if let Ok(Err(error)) = thread.join() {
             tracing::warn!(%interface, %error, "capture ended with an error");
         }

@@ -19,45 +19,75 @@ use crate::worker::Shared;
 #[derive(Clone, Debug)]
 pub enum Source {
     /// One address per line, replaced by rename (read every 250 ms).
-    File(PathBuf),
-    /// This node's key of a ConfigMap (one address per line); a missing ConfigMap or key: none.
+    File { path: PathBuf, narrow: bool },
+    /// A ConfigMap with a key per node (one address per line); a missing ConfigMap or key: none.
     ConfigMap {
         namespace: String,
         name: String,
         node: String,
+        narrow: bool,
     },
+}
+
+/// What a source says: this node's addresses (the kernel filter's, when narrowing) and every
+/// node's (the captured pods, see `crate::points`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Lists {
+    pub this_node: String,
+    pub every_node: String,
 }
 
 impl Source {
     pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Option<Self>> {
-        if let Some(path) = &config.targets_file {
-            return Ok(Some(Self::File(path.clone())));
+        let files = [(&config.targets_file, true), (&config.pods_file, false)];
+        if let Some((path, narrow)) = files
+            .into_iter()
+            .find_map(|(path, narrow)| Some((path.clone()?, narrow)))
+        {
+            return Ok(Some(Self::File { path, narrow }));
         }
-        let Some(reference) = &config.targets_configmap else {
+        let configmaps = [
+            (&config.targets_configmap, "--targets-configmap", true),
+            (&config.pods_configmap, "--pods-configmap", false),
+        ];
+        let Some((reference, flag, narrow)) = configmaps
+            .into_iter()
+            .find_map(|(reference, flag, narrow)| Some((reference.as_ref()?, flag, narrow)))
+        else {
             return Ok(None);
         };
         let (namespace, name) = reference
             .split_once('/')
             .filter(|(namespace, name)| !namespace.is_empty() && !name.is_empty())
-            .ok_or_else(|| anyhow::anyhow!("--targets-configmap {reference:?} is not namespace/name"))?;
+            .ok_or_else(|| anyhow::anyhow!("{flag} {reference:?} is not namespace/name"))?;
         Ok(Some(Self::ConfigMap {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
             node: config.node.clone(),
+            narrow,
         }))
     }
 
-    /// The targets now, for the captures' first filter. An unreachable source: none yet (the
-    /// follower brings them in), so that nothing untargeted is ever captured.
-    pub async fn read(&self) -> String {
+    /// Whether the capture is narrowed to this node's addresses.
+    pub fn narrows(&self) -> bool {
         match self {
-            Self::File(path) => std::fs::read_to_string(path).unwrap_or_default(),
-            Self::ConfigMap { namespace, name, node } => {
+            Self::File { narrow, .. } | Self::ConfigMap { narrow, .. } => *narrow,
+        }
+    }
+
+    /// The lists now, for the captures' first filter. An unreachable source: none yet (the
+    /// follower brings them in), so that nothing untargeted is ever captured.
+    pub async fn read(&self) -> Lists {
+        match self {
+            Self::File { path, .. } => file_lists(path),
+            Self::ConfigMap {
+                namespace, name, node, ..
+            } => {
                 let read = async {
                     let client = Client::try_default().await.ok()?;
                     let configmaps: Api<ConfigMap> = Api::namespaced(client, namespace);
                     let configmap = configmaps.get_opt(name).await.ok()??;
-                    Some(node_targets(&configmap, node))
+                    Some(configmap_lists(&configmap, node))
                 };
                 tokio::time::timeout(Duration::from_secs(10), read)
                     .await
@@ -70,27 +100,56 @@ impl Source {
 
     /// Applies every change until the sniffer stops.
     pub fn follow(self, user_filter: String, shared: std::sync::Arc<Shared>) {
+        let narrow = self.narrows();
         match self {
-            Self::File(path) => {
+            Self::File { path, .. } => {
                 std::thread::Builder::new()
                     .name("targets".into())
-                    .spawn(move || follow_file(&path, &user_filter, &shared))
+                    .spawn(move || follow_file(&path, narrow, &user_filter, &shared))
                     .expect("spawn the targets thread");
             }
-            Self::ConfigMap { namespace, name, node } => {
-                tokio::spawn(async move { follow_configmap(&namespace, &name, &node, &user_filter, &shared).await });
+            Self::ConfigMap {
+                namespace, name, node, ..
+            } => {
+                tokio::spawn(async move {
+                    follow_configmap(&namespace, &name, &node, narrow, &user_filter, &shared).await;
+                });
             }
         }
     }
 }
 
-fn node_targets(configmap: &ConfigMap, node: &str) -> String {
-    configmap
-        .data
-        .as_ref()
-        .and_then(|data| data.get(node))
-        .cloned()
-        .unwrap_or_default()
+fn file_lists(path: &std::path::Path) -> Lists {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    Lists {
+        this_node: text.clone(),
+        every_node: text,
+    }
+}
+
+fn configmap_lists(configmap: &ConfigMap, node: &str) -> Lists {
+    let Some(data) = configmap.data.as_ref() else {
+        return Lists::default();
+    };
+    Lists {
+        this_node: data.get(node).cloned().unwrap_or_default(),
+        every_node: data.values().map(String::as_str).collect::<Vec<_>>().join("\n"),
+    }
+}
+
+/// Hands the lists to the capture threads: the captured pods always, the narrowed kernel filter
+/// when `narrow`.
+pub fn apply(lists: &Lists, narrow: bool, user_filter: &str, shared: &Shared) {
+    match capture::parse_targets(&lists.every_node) {
+        Ok(addresses) => {
+            tracing::info!(pods = addresses.len(), "captured pods' addresses updated");
+            shared.pods.publish(addresses.into_iter().collect());
+        }
+        Err(error) => tracing::warn!(%error, "captured pods not updated; the list stays as it was"),
+    }
+    if narrow {
+        self::narrow(&lists.this_node, user_filter, shared);
+    }
 }
 
 /// Compiles `text`'s addresses into the kernel filter and hands it to the capture threads. A
@@ -117,24 +176,24 @@ pub fn narrow(text: &str, user_filter: &str, shared: &Shared) {
     }
 }
 
-fn follow_file(path: &std::path::Path, user_filter: &str, shared: &Shared) {
-    let mut last = std::fs::read_to_string(path).unwrap_or_default();
+fn follow_file(path: &std::path::Path, narrow: bool, user_filter: &str, shared: &Shared) {
+    let mut last = file_lists(path);
     while !shared.stop.load(Ordering::Acquire) {
         std::thread::sleep(Duration::from_millis(250));
-        let text = std::fs::read_to_string(path).unwrap_or_default();
-        if text != last {
-            narrow(&text, user_filter, shared);
-            last = text;
+        let lists = file_lists(path);
+        if lists != last {
+            apply(&lists, narrow, user_filter, shared);
+            last = lists;
         }
     }
 }
 
-async fn follow_configmap(namespace: &str, name: &str, node: &str, user_filter: &str, shared: &Shared) {
+async fn follow_configmap(namespace: &str, name: &str, node: &str, narrow: bool, user_filter: &str, shared: &Shared) {
     let client = loop {
         match Client::try_default().await {
             Ok(client) => break client,
             Err(error) => {
-                tracing::warn!(%error, "cannot reach the Kubernetes API for the targets; retrying");
+                tracing::warn!(%error, "cannot reach the Kubernetes API for the pods' addresses; retrying");
                 tokio::time::sleep(Duration::from_secs(2)).await;
             }
         }
@@ -144,22 +203,22 @@ async fn follow_configmap(namespace: &str, name: &str, node: &str, user_filter: 
     let config = watcher::Config::default().fields(&format!("metadata.name={name}"));
     let events = watcher::watcher(configmaps, config).default_backoff();
     futures::pin_mut!(events);
-    let mut last: Option<String> = None;
+    let mut last: Option<Lists> = None;
     while let Some(event) = events.next().await {
-        let text = match event {
+        let lists = match event {
             Ok(watcher::Event::Apply(configmap) | watcher::Event::InitApply(configmap)) => {
-                node_targets(&configmap, node)
+                configmap_lists(&configmap, node)
             }
-            Ok(watcher::Event::Delete(_)) => String::new(),
+            Ok(watcher::Event::Delete(_)) => Lists::default(),
             Ok(watcher::Event::Init | watcher::Event::InitDone) => continue,
             Err(error) => {
-                tracing::warn!(%error, "watching the targets ConfigMap");
+                tracing::warn!(%error, "watching the pods ConfigMap");
                 continue;
             }
         };
-        if last.as_ref() != Some(&text) {
-            narrow(&text, user_filter, shared);
-            last = Some(text);
+        if last.as_ref() != Some(&lists) {
+            apply(&lists, narrow, user_filter, shared);
+            last = Some(lists);
         }
     }
 }

@@ -2,7 +2,7 @@
 //! its flow's shard, and seals a batch when it holds `batch_packets` packets or its first packet is
 //! `batch_timeout` old.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -11,7 +11,9 @@ use wire::{BatchBuilder, Origin};
 use crate::accounting::Accounting;
 use crate::capture::{CaptureError, CaptureSource, KernelFilter};
 use crate::dedup::Deduplicator;
+use crate::interfaces::Role;
 use crate::outbox::{Outbox, OutgoingBatch};
+use crate::points::{self, CapturedPods};
 use crate::shard;
 
 /// The kernel filter the capture threads should run; the generation changes with it, so each
@@ -52,6 +54,7 @@ pub struct Shared {
     pub filter: FilterBoard,
     pub accounting: Arc<Accounting>,
     pub dedup: Deduplicator,
+    pub pods: CapturedPods,
     pub next_packet_seq: AtomicU64,
     pub next_batch_seq: AtomicU64,
     pub stop: AtomicBool,
@@ -65,10 +68,41 @@ pub struct BatchLimits {
     pub shards: u16,
 }
 
+/// An interface's role, which the supervisor may change while the capture runs (a CNI attaches a
+/// pod's veth to its bridge after bringing it up).
+#[derive(Default)]
+pub struct SharedRole(AtomicU8);
+
+impl SharedRole {
+    pub fn new(role: Role) -> Self {
+        let shared = Self::default();
+        shared.set(role);
+        shared
+    }
+
+    pub fn set(&self, role: Role) {
+        let code = match role {
+            Role::PodEnd => 0,
+            Role::Node => 1,
+            Role::Whole => 2,
+        };
+        self.0.store(code, Ordering::Release);
+    }
+
+    pub fn get(&self) -> Role {
+        match self.0.load(Ordering::Acquire) {
+            0 => Role::PodEnd,
+            1 => Role::Node,
+            _ => Role::Whole,
+        }
+    }
+}
+
 /// Captures until `shared.stop` is set (then flushes its partial batch) or the capture fails.
 /// `applied` is the generation of the filter the source was opened with.
 pub fn run(
     interface: String,
+    role: Arc<SharedRole>,
     mut source: Box<dyn CaptureSource>,
     mut applied: u64,
     shared: Arc<Shared>,
@@ -95,10 +129,15 @@ pub fn run(
         .collect();
     let mut kernel_drops = 0;
     let mut stats_read_at = Instant::now();
+    let (mut pods_generation, mut pods) = shared.pods.current();
     let result = loop {
         if shared.stop.load(Ordering::Acquire) {
             break Ok(());
         }
+        if shared.pods.generation() != pods_generation {
+            (pods_generation, pods) = shared.pods.current();
+        }
+        let role = role.get();
         let oldest = batches.iter().filter_map(|batch| batch.opened_at).min();
         let wait = match oldest {
             Some(opened) => limits
@@ -111,11 +150,13 @@ pub fn run(
         let polled = source.poll(wait, &mut |frame| {
             shared.accounting.captured_packets.inc();
             shared.accounting.captured_bytes.inc_by(u64::from(frame.original_len));
-            // With one interface captured nothing can be a copy: no hashing at all.
-            if shared.accounting.interfaces.get() > 1
-                && shared
-                    .dedup
-                    .is_copy(frame.data, frame.original_len, frame.ts_ns, interface_key)
+            // Another capture point keeps this packet (here or on another node); with one
+            // interface captured nothing can be a copy, and nothing is hashed.
+            if !points::keeps(role, frame.outgoing, frame.data, &pods)
+                || shared.accounting.interfaces.get() > 1
+                    && shared
+                        .dedup
+                        .is_copy(frame.data, frame.original_len, frame.ts_ns, interface_key)
             {
                 shared.accounting.deduplicated.inc();
                 return;

@@ -202,6 +202,8 @@ struct ReceivedBatch {
     is_final: bool,
     counters: wire::Counters,
     packets: Vec<(u64, u32, Vec<u8>)>,
+    /// The interface each packet was captured on.
+    interfaces: Vec<String>,
 }
 
 impl From<&wire::Batch<'_>> for ReceivedBatch {
@@ -214,6 +216,10 @@ impl From<&wire::Batch<'_>> for ReceivedBatch {
             packets: batch
                 .packets()
                 .map(|p| (p.seq, p.original_len, p.data.to_vec()))
+                .collect(),
+            interfaces: batch
+                .packets()
+                .map(|p| batch.interfaces[usize::from(p.interface)].to_owned())
                 .collect(),
         }
     }
@@ -704,20 +710,9 @@ fn tcp_packets(frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<(u16, u32, u8, 
     packets
 }
 
-#[tokio::test]
-async fn a_packet_seen_on_veth_bridge_and_veth_is_kept_once() {
-    let pods = BridgedPods::create(2);
-    let interfaces = format!("{},{},{}", pods.host_ends[0], pods.bridge, pods.host_ends[1]);
-    let vhost = TestVhost::create();
-    let amqp_url = vhost.amqp_url.clone();
-    let mut rig = Rig::start_with(
-        TestNetwork::create(),
-        vhost,
-        &amqp_url,
-        &["--interfaces", &interfaces, "--filter", "tcp port 8000"],
-        FieldTable::default(),
-    )
-    .await;
+/// Five HTTP requests from pod 0 to pod 1's server; returns the TCP packets pod 0 itself saw
+/// (tcpdump inside its namespace), once the sniffer has captured `copies` of each.
+async fn five_requests_between_pods(pods: &BridgedPods, rig: &Rig, copies: u64) -> Vec<(u16, u32, u8, usize)> {
     let mut serve = pods.command(1, "python3");
     serve
         .args(["-m", "http.server", "8000", "--bind", &pods.addresses[1]])
@@ -772,20 +767,22 @@ async fn a_packet_seen_on_veth_bridge_and_veth_is_kept_once() {
                 .map(|(_, frame)| frame),
         )
     };
-    // Both ends closed each of the five connections, and the sniffer has all three copies of it.
+    // Both ends closed each of the five connections, and the sniffer has every copy of it.
     wait_until(
         "the client pod's capture to hold the five connections' ends",
         DEADLINE,
         || async {
             let packets = seen();
             let fins = packets.iter().filter(|(_, _, flags, _)| flags & 1 != 0).count();
-            (fins >= 10 && rig.metric("trawl_sniffer_packets_captured_total") >= 3 * packets.len() as u64).then_some(())
+            (fins >= 10 && rig.metric("trawl_sniffer_packets_captured_total") >= copies * packets.len() as u64)
+                .then_some(())
         },
     )
     .await;
     let stopped = Command::new("kill").args(["-INT", &tcpdump.id().to_string()]).status();
     assert!(stopped.is_ok_and(|status| status.success()), "stop tcpdump");
     tcpdump.wait().unwrap();
+    server.signal("TERM");
     let reference = seen();
     let _ = std::fs::remove_file(&pcap);
     assert!(
@@ -793,6 +790,32 @@ async fn a_packet_seen_on_veth_bridge_and_veth_is_kept_once() {
         "five HTTP exchanges: {} packets",
         reference.len()
     );
+    reference
+}
+
+fn deduplicated(counters: &wire::Counters) -> u64 {
+    counters
+        .drops
+        .iter()
+        .find(|(reason, _)| reason == "deduplicated")
+        .map_or(0, |(_, n)| *n)
+}
+
+#[tokio::test]
+async fn a_packet_seen_on_veth_bridge_and_veth_is_kept_once() {
+    let pods = BridgedPods::create(2);
+    let interfaces = format!("{},{},{}", pods.host_ends[0], pods.bridge, pods.host_ends[1]);
+    let vhost = TestVhost::create();
+    let amqp_url = vhost.amqp_url.clone();
+    let mut rig = Rig::start_with(
+        TestNetwork::create(),
+        vhost,
+        &amqp_url,
+        &["--interfaces", &interfaces, "--filter", "tcp port 8000"],
+        FieldTable::default(),
+    )
+    .await;
+    let reference = five_requests_between_pods(&pods, &rig, 3).await;
     let wire = reference.len() as u64;
 
     rig.wait_captured(3 * wire).await;
@@ -800,7 +823,6 @@ async fn a_packet_seen_on_veth_bridge_and_veth_is_kept_once() {
         (rig.metric("trawl_sniffer_packets_deduplicated_total") == 2 * wire).then_some(())
     })
     .await;
-    server.signal("TERM");
     rig.stop();
     let batches = rig.drain().await;
     let counters = &batches.last().unwrap().counters;
@@ -810,14 +832,66 @@ async fn a_packet_seen_on_veth_bridge_and_veth_is_kept_once() {
         3 * wire,
         "each packet on the sender's veth, the bridge and the receiver's veth"
     );
-    let deduplicated = counters
-        .drops
-        .iter()
-        .find(|(reason, _)| reason == "deduplicated")
-        .map_or(0, |(_, n)| *n);
-    assert_eq!(deduplicated, 2 * wire, "two copies of each set aside");
+    assert_eq!(deduplicated(counters), 2 * wire, "two copies of each set aside");
     assert_eq!(
         tcp_packets(kept.into_iter().map(|(_, _, frame)| frame)),
+        reference,
+        "what the client pod saw, each packet once"
+    );
+}
+
+#[tokio::test]
+async fn without_interfaces_each_packet_is_kept_where_it_leaves_its_pod() {
+    // No --interfaces: the sniffer finds the pods' veths from the kernel (enslaved to a bridge,
+    // peer in another namespace), leaves the bridge alone, and with the captured pods' addresses
+    // keeps a packet only where it leaves its sender.
+    let pods = BridgedPods::create(2);
+    let pods_file = std::env::temp_dir().join(format!("trawl-pods-{}", pods.bridge));
+    replace(&pods_file, &pods.addresses.join("\n"));
+    let vhost = TestVhost::create();
+    let amqp_url = vhost.amqp_url.clone();
+    let subnet = pods.addresses[0].rsplit_once('.').unwrap().0;
+    let filter = format!("tcp port 8000 and net {subnet}.0/24");
+    let mut rig = Rig::start_with(
+        TestNetwork::create(),
+        vhost,
+        &amqp_url,
+        &["--filter", &filter, "--pods-file", pods_file.to_str().unwrap()],
+        FieldTable::default(),
+    )
+    .await;
+    let reference = five_requests_between_pods(&pods, &rig, 2).await;
+    let wire = reference.len() as u64;
+    rig.wait_captured(2 * wire).await;
+    rig.stop();
+    let _ = std::fs::remove_file(&pods_file);
+    let batches = rig.drain().await;
+    let counters = &batches.last().unwrap().counters;
+    assert_eq!(counters.captured, 2 * wire, "on the two veths, not on the bridge");
+    assert_eq!(deduplicated(counters), wire, "the copies entering the receiving pod");
+    let mut seen = BTreeSet::new();
+    let kept: Vec<(String, Vec<u8>)> = batches
+        .iter()
+        .filter(|batch| seen.insert(batch.id.clone()))
+        .flat_map(|batch| {
+            batch
+                .interfaces
+                .iter()
+                .cloned()
+                .zip(batch.packets.iter().map(|p| p.2.clone()))
+        })
+        .collect();
+    for (interface, frame) in &kept {
+        let ip = Ipv4Packet::new(&frame[14..]).unwrap();
+        let sender = pods
+            .addresses
+            .iter()
+            .position(|address| *address == ip.get_source().to_string())
+            .expect("a pod sent it");
+        assert_eq!(*interface, pods.host_ends[sender], "kept where it left pod {sender}");
+    }
+    assert_eq!(
+        tcp_packets(kept.into_iter().map(|(_, frame)| frame)),
         reference,
         "what the client pod saw, each packet once"
     );

@@ -55,14 +55,15 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
     };
     let targeted = spec.target.is_some();
     let mut node_selector = spec.node_selector.clone();
-    let mut variables = Vec::new();
-    if targeted {
+    let pods = format!("{namespace}/{}", names::targets_name(session));
+    // Every sniffer reads the addresses of the pods the session captures, on every node; a
+    // targeted session's also narrow their capture to their own node's.
+    let mut variables = if targeted {
         node_selector.insert(targets::node_label(session), "true".into());
-        variables = env(&[(
-            "TRAWL_TARGETS_CONFIGMAP",
-            format!("{namespace}/{}", names::targets_name(session)),
-        )]);
-    }
+        env(&[("TRAWL_TARGETS_CONFIGMAP", pods)])
+    } else {
+        env(&[("TRAWL_PODS_CONFIGMAP", pods)])
+    };
     variables.extend(env(&[
         ("TRAWL_SESSION", format!("{namespace}/{}", names::session_name(session))),
         ("TRAWL_LISTEN", format!("0.0.0.0:{port}")),
@@ -110,10 +111,10 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
                     dns_policy: Some("ClusterFirstWithHostNet".into()),
                     node_selector: Some(node_selector),
                     tolerations: Some(spec.tolerations.clone()),
-                    // Only a targeted session's sniffers talk to the API server (to watch their
-                    // targets); the others get no token.
-                    service_account_name: targeted.then(|| names::targets_name(session)),
-                    automount_service_account_token: Some(targeted),
+                    // The one thing sniffers ask the API server: their session's pods
+                    // ConfigMap, which this account may read and nothing else.
+                    service_account_name: Some(names::targets_name(session)),
+                    automount_service_account_token: Some(true),
                     // Time for the final flush: confirms of the batches in flight and the totals.
                     termination_grace_period_seconds: Some(30),
                     containers: vec![container],

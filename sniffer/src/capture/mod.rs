@@ -16,6 +16,8 @@ use crate::config::Backend;
 pub struct Frame<'a> {
     /// Capture time, nanoseconds since the Unix epoch.
     pub ts_ns: u64,
+    /// The kernel sent it out of the interface (rather than received it there).
+    pub outgoing: bool,
     /// Length on the wire.
     pub original_len: u32,
     /// Captured bytes, at most the snaplen.

@@ -111,6 +111,7 @@ impl CaptureSource for PnetCapture {
                     let data = tagged.as_deref().unwrap_or(packet);
                     sink(Frame {
                         ts_ns,
+                        outgoing: auxdata.outgoing,
                         original_len: data.len() as u32,
                         data: &data[..data.len().min(self.snaplen)],
                     });

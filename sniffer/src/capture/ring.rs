@@ -103,6 +103,7 @@ impl CaptureSource for RingCapture {
             }
             sink(Frame {
                 ts_ns: u64::from(timestamp.sec) * 1_000_000_000 + u64::from(timestamp.nsec),
+                outgoing: packet.direction() == netring::PacketDirection::Outgoing,
                 original_len,
                 data: &data[..data.len().min(snaplen)],
             });

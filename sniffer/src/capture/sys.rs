@@ -89,6 +89,8 @@ pub struct Auxdata {
     pub status: u32,
     pub vlan_tci: u16,
     pub vlan_tpid: u16,
+    /// The kernel sent the packet out of the interface (`sll_pkttype` is `PACKET_OUTGOING`).
+    pub outgoing: bool,
 }
 
 /// The metadata of the packet at the head of the socket's queue, read without taking the packet
@@ -96,12 +98,15 @@ pub struct Auxdata {
 pub fn peek_auxdata(fd: RawFd) -> io::Result<Option<Auxdata>> {
     // u64s, for the alignment control message headers need.
     let mut control = [0u64; 8];
-    // SAFETY: an all-zero msghdr is valid: no address, no iovec, no control buffer.
+    // SAFETY: an all-zero sockaddr_ll and msghdr are valid (no iovec, no control buffer yet).
+    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     let mut message: libc::msghdr = unsafe { std::mem::zeroed() };
+    message.msg_name = (&raw mut address).cast();
+    message.msg_namelen = std::mem::size_of_val(&address) as _;
     message.msg_control = control.as_mut_ptr().cast();
     message.msg_controllen = std::mem::size_of_val(&control) as _;
-    // SAFETY: `message` points at `control`, valid for writes of `msg_controllen` bytes; with no
-    // iovec the kernel copies none of the packet's bytes.
+    // SAFETY: `message` points at `address` and `control`, valid for writes of `msg_namelen` and
+    // `msg_controllen` bytes; with no iovec the kernel copies none of the packet's bytes.
     let rc = unsafe { libc::recvmsg(fd, &mut message, libc::MSG_PEEK | libc::MSG_DONTWAIT | libc::MSG_TRUNC) };
     if rc == -1 {
         let error = io::Error::last_os_error();
@@ -110,7 +115,10 @@ pub fn peek_auxdata(fd: RawFd) -> io::Result<Option<Auxdata>> {
             _ => Err(error),
         };
     }
-    let mut auxdata = Auxdata::default();
+    let mut auxdata = Auxdata {
+        outgoing: address.sll_pkttype == libc::PACKET_OUTGOING,
+        ..Auxdata::default()
+    };
     // SAFETY: the kernel wrote control messages into `control` and set `msg_controllen` to their
     // length; CMSG_FIRSTHDR/CMSG_NXTHDR stay within it and return null past the last one, and the
     // auxdata payload is read unaligned from inside it.
@@ -123,6 +131,7 @@ pub fn peek_auxdata(fd: RawFd) -> io::Result<Option<Auxdata>> {
                     status: data.tp_status,
                     vlan_tci: data.tp_vlan_tci,
                     vlan_tpid: data.tp_vlan_tpid,
+                    ..auxdata
                 };
             }
             header = libc::CMSG_NXTHDR(&message, header);
