@@ -27,7 +27,8 @@ step "API: schemathesis against its OpenAPI document, open and with tokens (60 s
 # (`make images`) compiles the same sources inside the builder stage and takes far longer.
 step "images"; DOCKER=$(bash hack/docker.sh); export DOCKER
 bash images/build.sh --prebuilt --local-bases
-step "real node: helm install, kubectl apply, packets through the API's Service"
+bash images/test-pod.sh >/dev/null
+step "two real nodes: helm install, kubectl apply, packets through the API's Service, each packet once"
 cargo test -p e2e --locked --test real_node -- --ignored --nocapture
 step "fuzz the dissector and the batch decoder (20 s each)"; bash hack/fuzz.sh 20
 step "web UI: types current with the API's OpenAPI document, lint, type check, unit tests"

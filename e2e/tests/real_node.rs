@@ -16,7 +16,7 @@ use std::process::{Command, Output};
 use std::time::Duration;
 
 use serde_json::Value;
-use testkit::control_plane::{ControlPlane, REAL_NODE, REAL_NODE_IP};
+use testkit::control_plane::{ControlPlane, REAL_NODE, REAL_NODE_IP, SECOND_REAL_NODE};
 use testkit::forward::Forward;
 use testkit::netns::TestNetwork;
 use testkit::postgres::TestDatabase;
@@ -29,10 +29,14 @@ const SESSION: &str = "web-and-dns";
 /// Pods start in seconds here, but the first start of each image unpacks it.
 const DEADLINE: Duration = Duration::from_secs(180);
 
+/// The test's own pods: servers, clients and the reference tcpdump (`images/test-pod.sh`).
+const TEST_POD_IMAGE: &str = "trawl.local/test-pod:bookworm";
+
 fn images() -> Vec<String> {
     ["operator", "sniffer", "parser", "api"]
         .iter()
         .map(|component| format!("{REGISTRY}/trawl-{component}:{TAG}"))
+        .chain([TEST_POD_IMAGE.to_owned()])
         .collect()
 }
 
@@ -60,6 +64,34 @@ impl Cluster {
             .args(args)
             .output()
             .expect("run kubectl");
+        check(output, &format!("kubectl {}", args.join(" ")))
+    }
+
+    fn kubectl_bytes(&self, args: &[&str]) -> Vec<u8> {
+        let output = self
+            .control_plane
+            .kubectl()
+            .args(["-n", &self.namespace])
+            .args(args)
+            .output()
+            .expect("run kubectl");
+        assert!(
+            output.status.success(),
+            "kubectl {}: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        output.stdout
+    }
+
+    fn kubectl_stdin(&self, args: &[&str], input: &str) -> String {
+        use testkit::process::StdinText;
+        let output = self
+            .control_plane
+            .kubectl()
+            .args(["-n", &self.namespace])
+            .args(args)
+            .stdin_text(input);
         check(output, &format!("kubectl {}", args.join(" ")))
     }
 
@@ -173,10 +205,10 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
             .is_ok_and(|o| o.status.success());
         assert!(
             present,
-            "{image} is not built: run `images/build.sh --prebuilt --local-bases`"
+            "{image} is not built: run `images/build.sh --prebuilt --local-bases` and `images/test-pod.sh`"
         );
     }
-    let control_plane = ControlPlane::with_real_node(&images());
+    let control_plane = ControlPlane::with_real_nodes(&images());
     let database = TestDatabase::create().await;
     let vhost = TestVhost::create();
     let node_ip = IpAddr::V4(REAL_NODE_IP);
@@ -230,7 +262,11 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
     for component in ["operator", "api"] {
         let pods = cluster.ready_pods(&format!("app.kubernetes.io/component={component}"));
         assert!(!pods.is_empty(), "no ready {component} pod");
-        assert!(pods.iter().all(|(_, node)| node == REAL_NODE), "{component}: {pods:?}");
+        assert!(
+            pods.iter()
+                .all(|(_, node)| [REAL_NODE, SECOND_REAL_NODE].contains(&node.as_str())),
+            "{component}: {pods:?}"
+        );
     }
 
     let network = TestNetwork::create();
@@ -251,8 +287,13 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
         ))
     };
     let sniffers = session_pods("sniffer");
-    assert_eq!(sniffers.len(), 1, "one sniffer, on the real node only: {sniffers:?}");
-    assert_eq!(sniffers[0].1, REAL_NODE);
+    let mut sniffer_nodes: Vec<&str> = sniffers.iter().map(|(_, node)| node.as_str()).collect();
+    sniffer_nodes.sort_unstable();
+    assert_eq!(
+        sniffer_nodes,
+        [REAL_NODE, SECOND_REAL_NODE],
+        "a sniffer on each real node, none on the kwok nodes: {sniffers:?}"
+    );
     let sniffer_spec = cluster.json(&["get", "pod", &sniffers[0].0]);
     let security = &sniffer_spec["spec"]["containers"][0]["securityContext"];
     assert_ne!(security["privileged"], true, "the sniffer runs unprivileged by default");
@@ -337,6 +378,8 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
         "flows through the API: {flows}"
     );
 
+    each_packet_once_as_the_pod_saw_it(&cluster, &base, &session_id).await;
+
     // Each pod says what it is in its first log lines.
     for (component, expected) in [("operator", "reconciling CaptureSessions"), ("api", "serving")] {
         let pod = &cluster.ready_pods(&format!("app.kubernetes.io/component={component}"))[0].0;
@@ -373,16 +416,20 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
     })
     .await;
 
-    // The operator restarted mid-session, and a sniffer pod deleted under traffic: the operator
-    // converges, the DaemonSet starts a new sniffer, and the old one's final counters arrive.
+    // The operator restarted mid-session, and the first node's sniffer pod deleted under traffic:
+    // the operator converges, the DaemonSet starts a new sniffer, and the old one's final
+    // counters arrive.
     let operator = cluster.ready_pods("app.kubernetes.io/component=operator")[0].0.clone();
     let sender = network.send_frames_in_background(web_and_dns(&network, 3, 20_000), 2_000);
     cluster.kubectl(&["delete", "pod", &operator, "--wait=false"]);
-    let sniffer = session_pods("sniffer")[0].0.clone();
+    let on_first_node = |pods: Vec<(String, String)>| pods.into_iter().find(|(_, node)| node == REAL_NODE);
+    let sniffer = on_first_node(session_pods("sniffer"))
+        .expect("a sniffer on the first node")
+        .0;
     cluster.kubectl(&["delete", "pod", &sniffer]);
-    wait_until("a new sniffer pod", DEADLINE, || async {
-        let now = session_pods("sniffer");
-        (now.len() == 1 && now[0].0 != sniffer).then_some(())
+    wait_until("a new sniffer pod on the first node", DEADLINE, || async {
+        let (now, _) = on_first_node(session_pods("sniffer"))?;
+        (now != sniffer).then_some(())
     })
     .await;
     wait_for_sender(sender);
@@ -451,4 +498,229 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
 fn wait_for_sender(mut sender: std::process::Child) {
     let status = sender.wait().expect("wait for tcpreplay");
     assert!(status.success(), "tcpreplay exited with {status}");
+}
+
+/// Pods that talk on one node, across the two nodes and through a Service: a client and a server
+/// on the first node, a server behind a Service on the second.
+fn talking_pods() -> String {
+    let pod = |name: &str, node: &str, command: &str| {
+        format!(
+            r#"apiVersion: v1
+kind: Pod
+metadata: {{name: {name}, labels: {{app: {name}}}}}
+spec:
+  nodeName: {node}
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: {TEST_POD_IMAGE}
+    imagePullPolicy: Never
+    command: {command}
+    readinessProbe: {{exec: {{command: [sh, -c, "ss -Hltn | grep -q . || [ {name} = client ]"]}}, periodSeconds: 1}}
+"#
+        )
+    };
+    let server = r#"[python3, -m, http.server, "80"]"#;
+    [
+        pod("client", REAL_NODE, "[sleep, infinity]"),
+        pod("server-1", REAL_NODE, server),
+        pod("server-2", SECOND_REAL_NODE, server),
+        "apiVersion: v1\nkind: Service\nmetadata: {name: server-2}\nspec: {selector: {app: server-2}, ports: [{port: 80}]}\n"
+            .to_owned(),
+    ]
+    .join("---\n")
+}
+
+/// (IPv4 id, TCP sequence number, TCP flags, payload length) of each TCP packet: what identifies
+/// a packet on its way, whatever NAT did to its addresses and ports.
+fn tcp_packets(frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<(u16, u32, u8, usize)> {
+    let mut packets: Vec<(u16, u32, u8, usize)> = frames
+        .into_iter()
+        .filter_map(|frame| {
+            let ip = frame.get(14..)?;
+            if ip.first()? >> 4 != 4 || *ip.get(9)? != 6 {
+                return None;
+            }
+            let header = usize::from(ip[0] & 0x0f) * 4;
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            let tcp = ip.get(header..)?;
+            let tcp_header = usize::from(tcp.get(12)? >> 4) * 4;
+            Some((
+                u16::from_be_bytes([ip[4], ip[5]]),
+                u32::from_be_bytes(tcp.get(4..8)?.try_into().ok()?),
+                *tcp.get(13)?,
+                total.checked_sub(header + tcp_header)?,
+            ))
+        })
+        .collect();
+    packets.sort_unstable();
+    packets
+}
+
+fn pcap_packets(bytes: &[u8]) -> Vec<(u16, u32, u8, usize)> {
+    let path = std::env::temp_dir().join(format!("trawl-{}.pcap", testkit::unique_suffix()));
+    std::fs::write(&path, bytes).expect("write a pcap");
+    let frames = testkit::pcap::read(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    tcp_packets(frames.into_iter().map(|(_, frame)| frame))
+}
+
+/// tshark's analysis of a pcap: frames it flags as retransmissions or duplicate ACKs, which a
+/// packet stored twice looks like.
+fn flagged_as_repeats(bytes: &[u8]) -> String {
+    let path = std::env::temp_dir().join(format!("trawl-{}.pcap", testkit::unique_suffix()));
+    std::fs::write(&path, bytes).expect("write a pcap");
+    let output = Command::new("tshark")
+        .arg("-r")
+        .arg(&path)
+        .args(["-Y", "tcp.analysis.retransmission or tcp.analysis.duplicate_ack", "-n"])
+        .output()
+        .expect("run tshark (apt: tshark)");
+    let _ = std::fs::remove_file(&path);
+    assert!(
+        output.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// Issue #30: what a pod saw (tcpdump inside it) is what the session stores, each packet once,
+/// for an exchange on one node, one across the two nodes and one through a ClusterIP Service
+/// whose server is on the other node.
+async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, session_id: &str) {
+    cluster.kubectl_stdin(&["apply", "-f", "-"], &talking_pods());
+    cluster.kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/client",
+        "pod/server-1",
+        "pod/server-2",
+        "--timeout=180s",
+    ]);
+    let ip = |pod: &str| {
+        cluster.json(&["get", "pod", pod])["status"]["podIP"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    let (client, server_1, server_2) = (ip("client"), ip("server-1"), ip("server-2"));
+    let service = cluster.json(&["get", "service", "server-2"])["spec"]["clusterIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // An analyst may export pcap.
+    cluster.kubectl(&["create", "serviceaccount", "analyst"]);
+    cluster.kubectl(&[
+        "create",
+        "rolebinding",
+        "analyst",
+        "--clusterrole",
+        "trawl-analyst",
+        &format!("--serviceaccount={}:analyst", cluster.namespace),
+    ]);
+    let token = cluster.kubectl(&["create", "token", "analyst", "--audience", "trawl"]);
+    let token = token.trim();
+
+    let mut tcpdump = cluster
+        .control_plane
+        .kubectl()
+        .args(["-n", &cluster.namespace, "exec", "client", "--"])
+        .args([
+            "tcpdump",
+            "-i",
+            "eth0",
+            "-n",
+            "-U",
+            "--immediate-mode",
+            "-w",
+            "/tmp/reference.pcap",
+        ])
+        .args(["tcp", "port", "80"])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl exec tcpdump");
+    let stderr = tcpdump.stderr.take().unwrap();
+    let (listening, heard) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = listening.send(());
+            }
+        }
+    });
+    heard
+        .recv_timeout(DEADLINE)
+        .expect("tcpdump in the client pod to listen");
+    for (target, what) in [
+        (&server_1, "same-node"),
+        (&server_2, "across-nodes"),
+        (&service, "service"),
+    ] {
+        cluster.kubectl(&[
+            "exec",
+            "client",
+            "--",
+            "curl",
+            "-sf",
+            "-o",
+            "/dev/null",
+            &format!("http://{target}/?{what}"),
+        ]);
+    }
+    let reference_bytes = || cluster.kubectl_bytes(&["exec", "client", "--", "cat", "/tmp/reference.pcap"]);
+    wait_until(
+        "the client pod's capture to hold the three connections' ends",
+        DEADLINE,
+        || async {
+            let fins = pcap_packets(&reference_bytes())
+                .iter()
+                .filter(|(_, _, flags, _)| flags & 1 != 0)
+                .count();
+            (fins >= 6).then_some(())
+        },
+    )
+    .await;
+    cluster.kubectl(&["exec", "client", "--", "pkill", "-INT", "tcpdump"]);
+    let _ = tcpdump.wait();
+    let reference_pcap = reference_bytes();
+    let reference = pcap_packets(&reference_pcap);
+    assert!(
+        reference.len() >= 3 * 6,
+        "three HTTP exchanges: {} packets",
+        reference.len()
+    );
+    assert_eq!(
+        flagged_as_repeats(&reference_pcap),
+        "",
+        "the pod's own view has no repeats"
+    );
+
+    let export = |base: &str| {
+        let url = format!("{base}/sessions/{session_id}/pcap?host={client}");
+        let mut response = ureq::get(&url)
+            .header("Authorization", &format!("Bearer {token}"))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        response.body_mut().read_to_vec().expect("the pcap")
+    };
+    let stored = wait_until("the session to store what the client pod saw", DEADLINE, || async {
+        let pcap = export(base);
+        (pcap_packets(&pcap).len() >= reference.len()).then_some(pcap)
+    })
+    .await;
+    assert_eq!(
+        pcap_packets(&stored),
+        reference,
+        "each packet once, as the client pod saw it (same node {server_1}, across nodes {server_2}, \
+         Service {service})"
+    );
+    assert_eq!(flagged_as_repeats(&stored), "", "no packet stored twice");
+    eprintln!(
+        "two nodes: the client pod saw {} packets in three exchanges, the session stored the same {}",
+        reference.len(),
+        pcap_packets(&stored).len()
+    );
+    cluster.kubectl(&["delete", "pod", "client", "server-1", "server-2", "--wait=false"]);
 }

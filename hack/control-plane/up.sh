@@ -4,7 +4,8 @@
 # admin client certificate), kube-controller-manager, kube-scheduler, and kwok with fake
 # nodes that run pods without containers. Binaries come from build.sh.
 #
-# Usage: hack/control-plane/up.sh [--dir DIR] [--owner-pid PID] [--real-node [--load-image IMAGE]...]
+# Usage: hack/control-plane/up.sh [--dir DIR] [--owner-pid PID] [--real-node | --real-nodes N]
+#          [--load-image IMAGE]...
 #   Stays in the foreground; Ctrl-C, SIGTERM, or the end of the owner process (a test run)
 #   stops every process and removes DIR. When the API is ready it writes DIR/kubeconfig and
 #   then DIR/ready, and prints `export KUBECONFIG=...`.
@@ -13,22 +14,28 @@
 #   with each --load-image copied from Docker into its containerd. The API server then listens on
 #   every address (pods reach it through the `kubernetes` Service), and the kwok nodes are
 #   tainted kwok.x-k8s.io/node=fake:NoSchedule so that only what tolerates them lands there.
+#   --real-nodes 2 adds `trawl-node-2` in a network namespace of its own (node.sh --netns: pod
+#   subnet 10.244.1.0/24, node address 10.245.1.2, uplink to the host 10.245.1.1, labelled
+#   trawl.dev/pool=capture and zone-b), with the same images.
 # Fake nodes (all labelled kubernetes.io/os=linux and type=kwok):
 #   kwok-node-0  trawl.dev/pool=capture  topology.kubernetes.io/zone=zone-a
 #   kwok-node-1  trawl.dev/pool=capture  topology.kubernetes.io/zone=zone-b
 #   kwok-node-2  trawl.dev/pool=general  topology.kubernetes.io/zone=zone-a
 set -euo pipefail
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
-dir="" owner="" real_node=0 node_args=()
+dir="" owner="" real_node=0 real_nodes=0 node_args=()
 while [ $# -gt 0 ]; do
   case $1 in
     --dir) dir=$2; shift 2 ;;
     --owner-pid) owner=$2; shift 2 ;;
-    --real-node) real_node=1; shift ;;
+    --real-node) real_nodes=1; shift ;;
+    --real-nodes) real_nodes=$2; shift 2 ;;
     --load-image) node_args+=(--load-image "$2"); shift 2 ;;
-    *) echo "usage: $0 [--dir DIR] [--owner-pid PID] [--real-node [--load-image IMAGE]...]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--dir DIR] [--owner-pid PID] [--real-node | --real-nodes N] [--load-image IMAGE]..." >&2; exit 2 ;;
   esac
 done
+case $real_nodes in 0|1|2) ;; *) echo "$0: --real-nodes is 1 or 2" >&2; exit 2 ;; esac
+[ "$real_nodes" = 0 ] || real_node=1
 node_ip=10.244.0.1
 assets=${TRAWL_CONTROL_PLANE_ASSETS:-$("$here/build.sh")}
 [ -n "$dir" ] || dir=$(mktemp -d "${TMPDIR:-/tmp}/trawl-control-plane.XXXXXX")
@@ -168,6 +175,14 @@ if [ $real_node = 1 ]; then
     >"$dir/logs/node.log" 2>&1 &
   pids+=($!)
   wait_for 300 "the real node (node.sh)" test -e "$dir/node/ready"
+fi
+if [ "$real_nodes" = 2 ]; then
+  "$here/node.sh" --dir "$dir/second-node" --kubeconfig "$kubeconfig" --ca-dir "$pki" --owner-pid $$ \
+    --name trawl-node-2 --subnet 10.244.1 --netns trawl-node-2 --api-address "$node_ip" \
+    --label trawl.dev/pool=capture --label topology.kubernetes.io/zone=zone-b "${node_args[@]}" \
+    >"$dir/logs/second-node.log" 2>&1 &
+  pids+=($!)
+  wait_for 300 "the second real node (node.sh --netns)" test -e "$dir/second-node/ready"
 fi
 
 echo "$kubeconfig" >"$dir/ready"

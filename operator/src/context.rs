@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crds::CaptureSession;
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
@@ -32,6 +32,7 @@ pub struct ClusterCache {
     pub pods: Store<Pod>,
     pub namespaces: Store<Namespace>,
     pub nodes: Store<Node>,
+    pub services: Store<Service>,
 }
 
 pub struct Context {

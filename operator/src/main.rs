@@ -12,7 +12,7 @@ use clap::Parser;
 use crds::CaptureSession;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -110,9 +110,11 @@ async fn main() -> anyhow::Result<()> {
             .collect()
     };
     let on_namespace = capturing_sessions.clone();
+    let on_service = capturing_sessions.clone();
     let controller = controller
         .watches_stream(pod_changes.pods, move |_: Pod| capturing_sessions())
         .watches_stream(pod_changes.namespaces, move |_: Namespace| on_namespace())
+        .watches_stream(pod_changes.services, move |_: Service| on_service())
         .owns(daemonsets, children())
         .owns(deployments, children())
         .shutdown_on_signal()
@@ -142,6 +144,7 @@ type Changes<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>
 struct ClusterChanges {
     pods: Changes<Pod>,
     namespaces: Changes<Namespace>,
+    services: Changes<Service>,
 }
 
 /// Caches of pods, namespaces and nodes for targeted sessions. The pod and namespace streams are
@@ -150,6 +153,7 @@ fn watch_cluster(client: &Client) -> (context::ClusterCache, ClusterChanges) {
     let (pods, pods_writer) = reflector::store();
     let (namespaces, namespaces_writer) = reflector::store();
     let (nodes, nodes_writer) = reflector::store();
+    let (services, services_writer) = reflector::store();
     let lean = |mut object: kube::core::ObjectMeta| {
         object.managed_fields = None;
         object.annotations = None;
@@ -163,6 +167,11 @@ fn watch_cluster(client: &Client) -> (context::ClusterCache, ClusterChanges) {
     let namespace_stream = watcher(Api::<Namespace>::all(client.clone()), watcher::Config::default())
         .default_backoff()
         .reflect(namespaces_writer)
+        .touched_objects();
+    let service_stream = watcher(Api::<Service>::all(client.clone()), watcher::Config::default())
+        .default_backoff()
+        .modify(move |service: &mut Service| service.metadata = lean(std::mem::take(&mut service.metadata)))
+        .reflect(services_writer)
         .touched_objects();
     let node_stream = watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
         .default_backoff()
@@ -185,10 +194,12 @@ fn watch_cluster(client: &Client) -> (context::ClusterCache, ClusterChanges) {
             pods,
             namespaces,
             nodes,
+            services,
         },
         ClusterChanges {
             pods: pod_stream.boxed(),
             namespaces: namespace_stream.boxed(),
+            services: service_stream.boxed(),
         },
     )
 }

@@ -54,6 +54,7 @@ impl ClusterCache {
         let wait = async {
             self.pods.wait_until_ready().await?;
             self.namespaces.wait_until_ready().await?;
+            self.services.wait_until_ready().await?;
             self.nodes.wait_until_ready().await
         };
         match tokio::time::timeout(std::time::Duration::from_secs(30), wait).await {
@@ -67,7 +68,9 @@ impl ClusterCache {
             .filter(|node| node.labels().contains_key(&label))
             .map(|node| node.name_any())
             .collect();
-        let resolved = targets::resolve(session, target, &self.pods.state(), &self.namespaces.state(), &nodes);
+        let pods = self.pods.state();
+        let mut resolved = targets::resolve(session, target, &pods, &self.namespaces.state(), &nodes);
+        resolved.add_services(&self.services.state(), &pods);
         Ok(ObservedTargets { resolved, labelled })
     }
 }

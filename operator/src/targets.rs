@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use crds::{CaptureSession, Requirement, Selector, SelectorOperator, Target, TargetCounts};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
 use kube::ResourceExt;
 
 /// The label a node carries while it hosts a pod a session targets; the sniffer DaemonSet selects
@@ -137,7 +137,13 @@ pub struct Resolved {
     pub pods: usize,
     /// Selected host-network pods, `namespace/name`, not captured.
     pub host_network: Vec<String>,
+    /// ClusterIPs of Services whose every backend is a captured pod: a reply reaches its client
+    /// from the Service's address, but left a captured pod (and was kept there) before that.
+    pub services: BTreeSet<IpAddr>,
 }
+
+/// The ConfigMap key of [`Resolved::services`]; node names cannot start with a dot.
+pub const SERVICES_KEY: &str = ".services";
 
 impl Resolved {
     pub fn counts(&self) -> TargetCounts {
@@ -157,15 +163,46 @@ impl Resolved {
             .collect()
     }
 
-    /// The ConfigMap data the sniffers read: per node, one address per line.
+    /// The ConfigMap data the sniffers read: per node, one address per line (and the Services'
+    /// addresses under [`SERVICES_KEY`]).
     pub fn by_node(&self) -> BTreeMap<String, String> {
+        let lines = |addresses: &BTreeSet<IpAddr>| addresses.iter().map(|a| format!("{a}\n")).collect::<String>();
+        let services = (!self.services.is_empty()).then(|| (SERVICES_KEY.to_owned(), lines(&self.services)));
         self.addresses
             .iter()
-            .map(|(node, addresses)| {
-                let lines: Vec<String> = addresses.iter().map(|a| format!("{a}\n")).collect();
-                (node.clone(), lines.concat())
-            })
+            .map(|(node, addresses)| (node.clone(), lines(addresses)))
+            .chain(services)
             .collect()
+    }
+
+    /// Fills [`Resolved::services`]: the Services (with a selector) all of whose running backends
+    /// are captured pods.
+    pub fn add_services(&mut self, services: &[impl AsRef<Service>], pods: &[impl AsRef<Pod>]) {
+        let captured: BTreeSet<IpAddr> = self.addresses.values().flatten().copied().collect();
+        for service in services.iter().map(AsRef::as_ref) {
+            let Some(spec) = &service.spec else { continue };
+            let Some(selector) = spec.selector.as_ref().filter(|selector| !selector.is_empty()) else {
+                continue;
+            };
+            let namespace = service.namespace().unwrap_or_default();
+            let backends: Vec<BTreeSet<IpAddr>> = pods
+                .iter()
+                .map(AsRef::as_ref)
+                .filter(|pod| pod.namespace().as_deref() == Some(namespace.as_str()) && running(pod))
+                .filter(|pod| selector.iter().all(|(key, value)| pod.labels().get(key) == Some(value)))
+                .map(addresses)
+                .collect();
+            if backends.is_empty()
+                || !backends
+                    .iter()
+                    .all(|backend| !backend.is_empty() && backend.is_subset(&captured))
+            {
+                continue;
+            }
+            let cluster_ips = spec.cluster_ips.iter().flatten().chain(&spec.cluster_ip);
+            self.services
+                .extend(cluster_ips.filter_map(|ip| ip.parse::<IpAddr>().ok()));
+        }
     }
 }
 
@@ -216,11 +253,8 @@ pub fn resolve(
         if !selected_namespaces.contains(&namespace) || !matches(pod_selector, pod.labels()) {
             continue;
         }
-        let (Some(spec), Some(status)) = (&pod.spec, &pod.status) else {
-            continue;
-        };
-        if matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")) || pod.metadata.deletion_timestamp.is_some()
-        {
+        let Some(spec) = &pod.spec else { continue };
+        if !running(pod) {
             continue;
         }
         if spec.host_network == Some(true) {
@@ -230,13 +264,7 @@ pub fn resolve(
         let Some(node) = spec.node_name.as_ref().filter(|node| capturable_nodes.contains(*node)) else {
             continue;
         };
-        let addresses: BTreeSet<IpAddr> = status
-            .pod_ips
-            .iter()
-            .flatten()
-            .filter_map(|ip| ip.ip.parse().ok())
-            .chain(status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()))
-            .collect();
+        let addresses = addresses(pod);
         if addresses.is_empty() {
             continue;
         }
@@ -245,6 +273,29 @@ pub fn resolve(
     }
     resolved.host_network.sort();
     resolved
+}
+
+/// A pod that has (or will have) traffic: not finished, not being deleted.
+fn running(pod: &Pod) -> bool {
+    let finished = pod
+        .status
+        .as_ref()
+        .is_some_and(|status| matches!(status.phase.as_deref(), Some("Succeeded" | "Failed")));
+    pod.status.is_some() && !finished && pod.metadata.deletion_timestamp.is_none()
+}
+
+/// A pod's addresses (none before the kubelet reports them).
+fn addresses(pod: &Pod) -> BTreeSet<IpAddr> {
+    let Some(status) = &pod.status else {
+        return BTreeSet::new();
+    };
+    status
+        .pod_ips
+        .iter()
+        .flatten()
+        .filter_map(|ip| ip.ip.parse().ok())
+        .chain(status.pod_ip.as_deref().and_then(|ip| ip.parse().ok()))
+        .collect()
 }
 
 #[cfg(test)]
@@ -332,5 +383,46 @@ mod tests {
             serde_json::from_value(json!({"podSelector": {"matchLabels": {"app.kubernetes.io/name": "x", "k": ""}}}))
                 .unwrap();
         assert_eq!(invalid_labels(&target), None);
+    }
+
+    fn running_pod(namespace: &str, name: &str, labels: serde_json::Value, ip: &str) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace, "labels": labels},
+            "spec": {"containers": [], "nodeName": "node-a"},
+            "status": {"phase": "Running", "podIP": ip}
+        }))
+        .unwrap()
+    }
+
+    fn service(namespace: &str, name: &str, selector: serde_json::Value, ip: &str) -> Service {
+        serde_json::from_value(json!({
+            "metadata": {"name": name, "namespace": namespace},
+            "spec": {"selector": selector, "clusterIP": ip, "clusterIPs": [ip]}
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn services_count_as_captured_only_when_every_backend_is() {
+        let pods = [
+            running_pod("shop", "web-1", json!({"app": "web"}), "10.244.0.5"),
+            running_pod("shop", "web-2", json!({"app": "web"}), "10.244.1.5"),
+            running_pod("shop", "db", json!({"app": "db"}), "10.244.0.6"),
+            running_pod("other", "web", json!({"app": "web"}), "10.244.2.9"),
+        ];
+        let mut resolved = Resolved::default();
+        resolved.addresses.insert(
+            "node-a".into(),
+            BTreeSet::from(["10.244.0.5".parse().unwrap(), "10.244.1.5".parse().unwrap()]),
+        );
+        let services = [
+            service("shop", "web", json!({"app": "web"}), "10.96.0.10"),
+            service("shop", "db", json!({"app": "db"}), "10.96.0.11"),
+            service("shop", "nothing", json!({"app": "none"}), "10.96.0.12"),
+            service("shop", "headless", json!({"app": "web"}), "None"),
+        ];
+        resolved.add_services(&services.map(std::sync::Arc::new), &pods.map(std::sync::Arc::new));
+        assert_eq!(resolved.services, BTreeSet::from(["10.96.0.10".parse().unwrap()]));
+        assert_eq!(resolved.by_node()[SERVICES_KEY], "10.96.0.10\n");
     }
 }

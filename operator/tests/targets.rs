@@ -18,7 +18,7 @@ use kube::api::{DeleteParams, ListParams, PostParams};
 use operator::targets;
 use serde_json::{Value, json};
 use testkit::control_plane::{ControlPlane, TestNamespace};
-use testkit::process::{Service, free_port};
+use testkit::process::{Service, StdinText, free_port};
 use testkit::rabbitmq::TestVhost;
 use testkit::wait_until;
 
@@ -132,25 +132,6 @@ async fn contradictory_targets_are_rejected_with_a_message() {
         assert!(!output.status.success(), "{target} was accepted");
         let stderr = String::from_utf8_lossy(&output.stderr);
         assert!(stderr.contains(message), "{target}: {stderr}");
-    }
-}
-
-/// Runs a command with `text` on its stdin.
-trait StdinText {
-    fn stdin_text(&mut self, text: &str) -> std::process::Output;
-}
-
-impl StdinText for Command {
-    fn stdin_text(&mut self, text: &str) -> std::process::Output {
-        use std::io::Write;
-        let mut child = self
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
-        child.wait_with_output().unwrap()
     }
 }
 

@@ -24,10 +24,14 @@ pub struct ControlPlane {
 static SHARED: OnceLock<ControlPlane> = OnceLock::new();
 static WITH_REAL_NODE: OnceLock<ControlPlane> = OnceLock::new();
 
-/// The name of the real node that [`ControlPlane::with_real_node`] joins.
+/// The name of the first real node that [`ControlPlane::with_real_nodes`] joins (this machine's
+/// own network namespace).
 pub const REAL_NODE: &str = "trawl-node";
-/// The real node's address: the gateway of its pods' bridge, where pods reach the host.
+/// The first real node's address: the gateway of its pods' bridge, where pods reach the host.
 pub const REAL_NODE_IP: std::net::Ipv4Addr = std::net::Ipv4Addr::new(10, 244, 0, 1);
+/// The second real node: a network namespace of its own, routed to the first (pod subnet
+/// 10.244.1.0/24, node address 10.245.1.2).
+pub const SECOND_REAL_NODE: &str = "trawl-node-2";
 
 impl ControlPlane {
     /// The control plane of this test binary, started on first use.
@@ -35,13 +39,14 @@ impl ControlPlane {
         SHARED.get_or_init(|| Self::start(&[]))
     }
 
-    /// A control plane with this machine joined as a real node ([`REAL_NODE`]: containerd,
-    /// kubelet, kube-proxy; `hack/control-plane/node.sh`) beside the kwok nodes, which are
-    /// tainted so that only what tolerates them lands there. `images` are copied from Docker
-    /// into the node's containerd. One per test binary; there can be one per machine.
-    pub fn with_real_node(images: &[String]) -> &'static ControlPlane {
+    /// A control plane with this machine joined as two real nodes ([`REAL_NODE`] and
+    /// [`SECOND_REAL_NODE`], each with its containerd, kubelet and kube-proxy;
+    /// `hack/control-plane/node.sh`) beside the kwok nodes, which are tainted so that only what
+    /// tolerates them lands there. `images` are copied from Docker into both nodes' containerd.
+    /// One per test binary; there can be one per machine.
+    pub fn with_real_nodes(images: &[String]) -> &'static ControlPlane {
         WITH_REAL_NODE.get_or_init(|| {
-            let mut args = vec!["--real-node".to_owned()];
+            let mut args = vec!["--real-nodes".to_owned(), "2".to_owned()];
             for image in images {
                 args.extend(["--load-image".to_owned(), image.clone()]);
             }

@@ -87,3 +87,22 @@ pub fn workspace_binary(package: &str, binary: &str) -> std::path::PathBuf {
     assert!(status.success(), "cargo build -p {package} --bin {binary} failed");
     profile_dir.join(binary)
 }
+
+/// Runs a command with `text` on its stdin.
+pub trait StdinText {
+    fn stdin_text(&mut self, text: &str) -> std::process::Output;
+}
+
+impl StdinText for Command {
+    fn stdin_text(&mut self, text: &str) -> std::process::Output {
+        use std::io::Write;
+        let mut child = self
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        child.stdin.take().unwrap().write_all(text.as_bytes()).unwrap();
+        child.wait_with_output().unwrap()
+    }
+}
