@@ -10,7 +10,7 @@ use wire::{BatchBuilder, Origin};
 
 use crate::accounting::Accounting;
 use crate::capture::{CaptureError, CaptureSource, KernelFilter};
-use crate::dedup::Deduplicator;
+use crate::dedup::{Capture, Deduplicator};
 use crate::interfaces::Role;
 use crate::outbox::{Outbox, OutgoingBatch};
 use crate::points::{self, CapturedPods};
@@ -119,14 +119,19 @@ pub fn run(
     let shards = limits.shards.max(1);
     // The whole batch size up front for one shard; with several, each grows as it fills.
     let capacity = if shards == 1 { 1 << 20 } else { 1 << 16 };
-    let mut batches: Vec<OpenBatch> = (0..shards)
-        .map(|shard| OpenBatch {
-            builder: BatchBuilder::with_capacity(capacity),
-            interface: interface.clone(),
-            shard,
-            opened_at: None,
-        })
-        .collect();
+    let mut batches = Batches {
+        open: (0..shards)
+            .map(|shard| OpenBatch {
+                builder: BatchBuilder::with_capacity(capacity),
+                interface: interface.clone(),
+                shard,
+                opened_at: None,
+            })
+            .collect(),
+        interface_key,
+        limits,
+    };
+    let mut held = Held::default();
     let mut kernel_drops = 0;
     let mut stats_read_at = Instant::now();
     let (mut pods_generation, mut pods) = shared.pods.current();
@@ -138,7 +143,13 @@ pub fn run(
             (pods_generation, pods) = shared.pods.current();
         }
         let role = role.get();
-        let oldest = batches.iter().filter_map(|batch| batch.opened_at).min();
+        // Translated copies are looked for only where the pods' ends are known.
+        let capture = match role {
+            Role::PodEnd if !pods.is_empty() => Capture::PodEnd,
+            Role::Node if !pods.is_empty() => Capture::Node,
+            _ => Capture::Plain,
+        };
+        let oldest = batches.open.iter().filter_map(|batch| batch.opened_at).min();
         let wait = match oldest {
             Some(opened) => limits
                 .timeout
@@ -146,33 +157,29 @@ pub fn run(
                 .max(Duration::from_millis(1)),
             None => Duration::from_millis(100),
         }
+        .min(held.wait())
         .min(Duration::from_millis(100));
         let polled = source.poll(wait, &mut |frame| {
             shared.accounting.captured_packets.inc();
             shared.accounting.captured_bytes.inc_by(u64::from(frame.original_len));
-            // Another capture point keeps this packet (here or on another node); with one
-            // interface captured nothing can be a copy, and nothing is hashed.
-            if !points::keeps(role, frame.outgoing, frame.data, &pods)
-                || shared.accounting.interfaces.get() > 1
-                    && shared
-                        .dedup
-                        .is_copy(frame.data, frame.original_len, frame.ts_ns, interface_key)
-            {
+            // Another capture point keeps this packet (here or on another node).
+            if !points::keeps(role, frame.outgoing, frame.data, &pods) {
                 shared.accounting.deduplicated.inc();
                 return;
             }
-            // Numbered after deduplication: the stored packets' sequence has no gaps of copies.
-            let seq = shared.next_packet_seq.fetch_add(1, Ordering::Relaxed);
-            let batch = &mut batches[usize::from(shard::of(frame.data, shards))];
-            batch.push(seq, frame.ts_ns, frame.original_len, frame.data);
-            if batch.builder.len() >= limits.packets {
-                batch.seal(&shared, &outbox);
+            if capture == Capture::Node {
+                held.push(frame.ts_ns, frame.original_len, frame.data);
+                return;
             }
+            batches.keep(&shared, &outbox, capture, frame.ts_ns, frame.original_len, frame.data);
         });
+        for (ts_ns, original_len, data) in held.release(false) {
+            batches.keep(&shared, &outbox, Capture::Node, ts_ns, original_len, &data);
+        }
         if let Err(error) = polled {
             break Err(error);
         }
-        for batch in &mut batches {
+        for batch in &mut batches.open {
             if batch.opened_at.is_some_and(|opened| opened.elapsed() >= limits.timeout) {
                 batch.seal(&shared, &outbox);
             }
@@ -198,10 +205,94 @@ pub fn run(
         }
     };
     add_kernel_drops(&mut *source, &shared, kernel_drops);
-    for batch in &mut batches {
+    for (ts_ns, original_len, data) in held.release(true) {
+        batches.keep(&shared, &outbox, Capture::Node, ts_ns, original_len, &data);
+    }
+    for batch in &mut batches.open {
         batch.seal(&shared, &outbox);
     }
     result
+}
+
+/// How long a packet of the node's own interfaces waits before it is deduplicated: long enough
+/// for the pod ends' threads to have handed over the untranslated copy (a ring block is handed
+/// over at the latest 50 ms after its first packet), so that the pod's copy is the one kept.
+pub const HOLD: Duration = Duration::from_millis(200);
+/// Bytes held at most; past it the oldest go on early (at worst a translated copy is kept too).
+const HOLD_BYTES: usize = 32 << 20;
+
+/// The node's own interfaces' packets waiting for [`HOLD`].
+#[derive(Default)]
+struct Held {
+    frames: std::collections::VecDeque<(u64, u32, Vec<u8>)>,
+    bytes: usize,
+}
+
+impl Held {
+    fn push(&mut self, ts_ns: u64, original_len: u32, data: &[u8]) {
+        self.bytes += data.len();
+        self.frames.push_back((ts_ns, original_len, data.to_vec()));
+    }
+
+    /// How long until the oldest may go.
+    fn wait(&self) -> Duration {
+        match self.frames.front() {
+            Some(&(ts_ns, _, _)) => Duration::from_nanos((ts_ns + HOLD.as_nanos() as u64).saturating_sub(now_ns()))
+                .max(Duration::from_millis(1)),
+            None => Duration::MAX,
+        }
+    }
+
+    /// The frames whose time has come (all of them when `everything`), oldest first.
+    fn release(&mut self, everything: bool) -> Vec<(u64, u32, Vec<u8>)> {
+        let due = now_ns().saturating_sub(HOLD.as_nanos() as u64);
+        let mut released = Vec::new();
+        while let Some(&(ts_ns, _, ref data)) = self.frames.front() {
+            if !everything && ts_ns > due && self.bytes <= HOLD_BYTES {
+                break;
+            }
+            self.bytes -= data.len();
+            released.extend(self.frames.pop_front());
+        }
+        released
+    }
+}
+
+/// Wall-clock time, the clock of the kernel's packet timestamps.
+fn now_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64)
+}
+
+/// The open batches of one capture thread, one per shard.
+struct Batches {
+    open: Vec<OpenBatch>,
+    interface_key: u64,
+    limits: BatchLimits,
+}
+
+impl Batches {
+    /// Deduplicates a packet the capture point keeps, and appends it to its shard's batch.
+    fn keep(&mut self, shared: &Shared, outbox: &Outbox, capture: Capture, ts_ns: u64, original_len: u32, data: &[u8]) {
+        // With one interface captured nothing can be a copy, and nothing is hashed.
+        if shared.accounting.interfaces.get() > 1
+            && shared
+                .dedup
+                .is_copy(data, original_len, ts_ns, self.interface_key, capture)
+        {
+            shared.accounting.deduplicated.inc();
+            return;
+        }
+        // Numbered after deduplication: the stored packets' sequence has no gaps of copies.
+        let seq = shared.next_packet_seq.fetch_add(1, Ordering::Relaxed);
+        let shards = self.limits.shards.max(1);
+        let batch = &mut self.open[usize::from(shard::of(data, shards))];
+        batch.push(seq, ts_ns, original_len, data);
+        if batch.builder.len() >= self.limits.packets {
+            batch.seal(shared, outbox);
+        }
+    }
 }
 
 fn add_kernel_drops(source: &mut dyn CaptureSource, shared: &Shared, counted: u64) -> u64 {

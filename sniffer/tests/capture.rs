@@ -17,7 +17,7 @@ use pnet::packet::ipv4::Ipv4Packet;
 use pnet::packet::udp::UdpPacket;
 use testkit::frames;
 use testkit::netns::TestNetwork;
-use testkit::pods::BridgedPods;
+use testkit::pods::{BridgedPods, Outside};
 use testkit::process::{Service, free_port};
 use testkit::rabbitmq::{PrivateBroker, TestVhost};
 use testkit::wait_until;
@@ -713,14 +713,32 @@ fn tcp_packets(frames: impl IntoIterator<Item = Vec<u8>>) -> Vec<(u16, u32, u8, 
 /// Five HTTP requests from pod 0 to pod 1's server; returns the TCP packets pod 0 itself saw
 /// (tcpdump inside its namespace), once the sniffer has captured `copies` of each.
 async fn five_requests_between_pods(pods: &BridgedPods, rig: &Rig, copies: u64) -> Vec<(u16, u32, u8, usize)> {
-    let mut serve = pods.command(1, "python3");
+    five_requests(
+        pods,
+        rig,
+        copies,
+        |program| pods.command(1, program),
+        &pods.addresses[1],
+    )
+    .await
+}
+
+/// Five HTTP requests from pod 0 to a server run with `server_side` at `address`.
+async fn five_requests(
+    pods: &BridgedPods,
+    rig: &Rig,
+    copies: u64,
+    server_side: impl Fn(&str) -> Command,
+    address: &str,
+) -> Vec<(u16, u32, u8, usize)> {
+    let mut serve = server_side("python3");
     serve
-        .args(["-m", "http.server", "8000", "--bind", &pods.addresses[1]])
+        .args(["-m", "http.server", "8000", "--bind", address])
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::null());
     let server = Service::start("http.server", serve);
-    wait_until("the pod's HTTP server to listen", DEADLINE, || async {
-        let output = pods.command(1, "ss").args(["-Hltn", "sport = :8000"]).output().ok()?;
+    wait_until("the HTTP server to listen", DEADLINE, || async {
+        let output = server_side("ss").args(["-Hltn", "sport = :8000"]).output().ok()?;
         (!output.stdout.is_empty()).then_some(())
     })
     .await;
@@ -749,15 +767,10 @@ async fn five_requests_between_pods(pods: &BridgedPods, rig: &Rig, copies: u64) 
     for request in 0..5 {
         let status = pods
             .command(0, "curl")
-            .args([
-                "-sf",
-                "-o",
-                "/dev/null",
-                &format!("http://{}:8000/?r={request}", pods.addresses[1]),
-            ])
+            .args(["-sf", "-o", "/dev/null", &format!("http://{address}:8000/?r={request}")])
             .status()
             .unwrap();
-        assert!(status.success(), "curl from pod a to pod b");
+        assert!(status.success(), "curl from pod a to {address}");
     }
     let seen = || {
         tcp_packets(
@@ -894,5 +907,55 @@ async fn without_interfaces_each_packet_is_kept_where_it_leaves_its_pod() {
         tcp_packets(kept.into_iter().map(|(_, frame)| frame)),
         reference,
         "what the client pod saw, each packet once"
+    );
+}
+
+#[tokio::test]
+async fn a_pods_traffic_through_the_nodes_snat_is_kept_as_the_pod_sent_it() {
+    // A pod talks to an address outside the "cluster" through the host's masquerade: its packets
+    // are seen on its veth with its own address and on the uplink with the host's. The pod's
+    // copy is kept; the uplink's, held until the veth's thread has handed its copy over, is
+    // deduplicated as a translated copy.
+    let pods = BridgedPods::create(1);
+    let outside = Outside::create(&pods);
+    let pods_file = std::env::temp_dir().join(format!("trawl-pods-{}", pods.bridge));
+    replace(&pods_file, &pods.addresses[0]);
+    let vhost = TestVhost::create();
+    let amqp_url = vhost.amqp_url.clone();
+    let filter = format!(
+        "tcp port 8000 and (net {}.0/24 or host {})",
+        pods.subnet, outside.address
+    );
+    let mut rig = Rig::start_with(
+        TestNetwork::create(),
+        vhost,
+        &amqp_url,
+        &["--filter", &filter, "--pods-file", pods_file.to_str().unwrap()],
+        FieldTable::default(),
+    )
+    .await;
+    let reference = five_requests(&pods, &rig, 2, |program| outside.command(program), &outside.address).await;
+    let wire = reference.len() as u64;
+    rig.wait_captured(2 * wire).await;
+    rig.stop();
+    let _ = std::fs::remove_file(&pods_file);
+    let batches = rig.drain().await;
+    let counters = &batches.last().unwrap().counters;
+    assert_eq!(counters.captured, 2 * wire, "on the pod's veth and on the uplink");
+    assert_eq!(deduplicated(counters), wire, "the uplink's translated copies");
+    let kept = unique_packets(&batches);
+    for (_, _, frame) in &kept {
+        let ip = Ipv4Packet::new(&frame[14..]).unwrap();
+        assert!(
+            [ip.get_source(), ip.get_destination()].contains(&pods.addresses[0].parse().unwrap()),
+            "kept with the pod's address, not the host's: {} -> {}",
+            ip.get_source(),
+            ip.get_destination()
+        );
+    }
+    assert_eq!(
+        tcp_packets(kept.into_iter().map(|(_, _, frame)| frame)),
+        reference,
+        "what the pod saw, each packet once"
     );
 }

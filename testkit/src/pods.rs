@@ -7,6 +7,8 @@ use std::process::Command;
 
 pub struct BridgedPods {
     pub bridge: String,
+    /// The subnet's first three octets (`10.251.X`).
+    pub subnet: String,
     pub host_ends: Vec<String>,
     pub namespaces: Vec<String>,
     pub addresses: Vec<String>,
@@ -31,6 +33,7 @@ impl BridgedPods {
         let letters = "abcdefghi";
         let pods = Self {
             bridge: format!("tb{id}"),
+            subnet: format!("10.251.{octet}"),
             host_ends: (0..count).map(|i| format!("tb{id}{}", &letters[i..=i])).collect(),
             namespaces: (0..count)
                 .map(|i| format!("trawl-pod-{}-{id}", &letters[i..=i]))
@@ -90,5 +93,115 @@ impl Drop for BridgedPods {
         }
         let _ = Command::new("ip").args(["link", "del", &self.bridge]).status();
         let _ = Command::new("iptables").arg("-D").args(&self.forward_rule).status();
+    }
+}
+
+/// "The internet" for [`BridgedPods`], as a node gives its pods a way out: the bridge becomes
+/// their gateway (`10.251.X.1`), and a namespace of its own (`10.252.X.2`, reached through a
+/// veth from the host, `10.252.X.1`) stands for an address outside the cluster, behind the host's
+/// masquerade (the node's SNAT). Removed on drop.
+pub struct Outside {
+    pub namespace: String,
+    pub host_end: String,
+    pub address: String,
+    pods_subnet: String,
+    bridge: String,
+}
+
+impl Outside {
+    pub fn create(pods: &BridgedPods) -> Self {
+        let suffix = &pods.bridge[2..];
+        let subnet = pods.subnet.replace("10.251.", "10.252.");
+        let outside = Self {
+            namespace: format!("trawl-outside-{suffix}"),
+            host_end: format!("tb{suffix}o"),
+            address: format!("{subnet}.2"),
+            pods_subnet: format!("{}.0/24", pods.subnet),
+            bridge: pods.bridge.clone(),
+        };
+        sh(&[
+            "ip",
+            "addr",
+            "add",
+            &format!("{}.1/24", pods.subnet),
+            "dev",
+            &pods.bridge,
+        ]);
+        for namespace in &pods.namespaces {
+            sh(&[
+                "ip",
+                "-n",
+                namespace,
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("{}.1", pods.subnet),
+            ]);
+        }
+        let (namespace, host_end) = (outside.namespace.as_str(), outside.host_end.as_str());
+        sh(&["ip", "netns", "add", namespace]);
+        sh(&[
+            "ip", "link", "add", host_end, "type", "veth", "peer", "name", "eth0", "netns", namespace,
+        ]);
+        sh(&["sysctl", "-qw", &format!("net.ipv6.conf.{host_end}.disable_ipv6=1")]);
+        sh(&["ip", "addr", "add", &format!("{subnet}.1/24"), "dev", host_end]);
+        sh(&["ip", "link", "set", host_end, "up"]);
+        sh(&[
+            "ip",
+            "-n",
+            namespace,
+            "addr",
+            "add",
+            &format!("{}/24", outside.address),
+            "dev",
+            "eth0",
+        ]);
+        sh(&["ip", "-n", namespace, "link", "set", "eth0", "up"]);
+        sh(&["ip", "-n", namespace, "link", "set", "lo", "up"]);
+        sh(&["sysctl", "-qw", "net.ipv4.ip_forward=1"]);
+        for rule in outside.rules() {
+            sh(&[
+                ["iptables"].as_slice(),
+                &rule.iter().map(String::as_str).collect::<Vec<_>>(),
+            ]
+            .concat());
+        }
+        outside
+    }
+
+    /// The masquerade and, past Docker's FORWARD policy of DROP, the way out and back; each as
+    /// iptables arguments after the table and `-I`/`-D`.
+    fn rules(&self) -> Vec<Vec<String>> {
+        let args = |text: String| text.split(' ').map(str::to_owned).collect::<Vec<_>>();
+        vec![
+            args(format!(
+                "-t nat -I POSTROUTING -s {} -o {} -j MASQUERADE",
+                self.pods_subnet, self.host_end
+            )),
+            args(format!("-I FORWARD -i {} -o {} -j ACCEPT", self.bridge, self.host_end)),
+            args(format!("-I FORWARD -i {} -o {} -j ACCEPT", self.host_end, self.bridge)),
+        ]
+    }
+
+    /// `program` run inside the outside namespace.
+    pub fn command(&self, program: &str) -> Command {
+        let mut command = Command::new("ip");
+        command.args(["netns", "exec", &self.namespace, program]);
+        command
+    }
+}
+
+impl Drop for Outside {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.namespace]).status();
+        for mut rule in self.rules() {
+            for arg in &mut rule {
+                if arg == "-I" {
+                    *arg = "-D".into();
+                }
+            }
+            let _ = Command::new("iptables").args(&rule).status();
+        }
     }
 }
