@@ -440,6 +440,10 @@ pub mod condition {
     /// The parsers store what the queue holds (False, reason `StorageStuck`: batches wait and
     /// nothing was stored for two minutes).
     pub const STORING: &str = "Storing";
+    /// Every node that captured for the session still does (False, reason `NodesLost`: a node
+    /// whose sniffer reported before is not ready, or its sniffer is not; the message names each
+    /// with the last counters its sniffer reported).
+    pub const NODES_CAPTURING: &str = "NodesCapturing";
 }
 
 fn default_snaplen() -> i32 {

@@ -87,6 +87,56 @@ pub async fn packet_counts(pool: &PgPool, session: &str, created: Option<&str>) 
     })
 }
 
+/// What one node's sniffers last reported for a session (summed over their processes).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct NodeCounters {
+    pub node: String,
+    pub captured: i64,
+    /// Kernel drops and drops by reason (copies skipped are not among them).
+    pub dropped: i64,
+    /// When the newest counters arrived, RFC 3339.
+    pub reported_at: String,
+    /// The node's newest sniffer process said it stopped (its final batch).
+    pub stopped: bool,
+}
+
+/// Per node, the sniffers' last counters for `session` (`created`: see [`packet_counts`]).
+pub async fn node_counters(
+    pool: &PgPool,
+    session: &str,
+    created: Option<&str>,
+) -> Result<Vec<NodeCounters>, sqlx::Error> {
+    let rows: Vec<(String, i64, i64, String, bool)> = sqlx::query_as(
+        "WITH sniffers AS ( \
+             SELECT * FROM sniffer_counters \
+             WHERE session = $1 AND ($2::timestamptz IS NULL OR first_seen >= $2::timestamptz)), \
+         dropped AS ( \
+             SELECT boot_id, coalesce(sum(value::bigint) FILTER (WHERE key <> $3), 0)::bigint AS n \
+             FROM sniffers LEFT JOIN LATERAL jsonb_each_text(drops) ON true GROUP BY boot_id), \
+         latest AS (SELECT node, max(updated_at) AS newest FROM sniffers GROUP BY node) \
+         SELECT node, sum(captured)::bigint, sum(kernel_drops + dropped.n)::bigint, \
+                to_char(max(updated_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                bool_or(final AND updated_at = newest) \
+         FROM sniffers JOIN dropped USING (boot_id) JOIN latest USING (node) \
+         GROUP BY node ORDER BY node",
+    )
+    .bind(session)
+    .bind(created)
+    .bind(DEDUPLICATED)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|(node, captured, dropped, reported_at, stopped)| NodeCounters {
+            node,
+            captured,
+            dropped,
+            reported_at,
+            stopped,
+        })
+        .collect())
+}
+
 /// Seconds since the session last stored a batch (or since `created`, RFC 3339, when it never
 /// did), by the database's clock.
 pub async fn seconds_since_stored(pool: &PgPool, session: &str, created: Option<&str>) -> Result<f64, sqlx::Error> {

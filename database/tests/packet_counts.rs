@@ -94,3 +94,28 @@ async fn copies_a_sniffer_skipped_are_deduplicated_not_dropped() {
     );
     assert!(!counts.dropped_by_reason.contains_key("deduplicated"));
 }
+
+#[tokio::test]
+async fn each_nodes_last_counters_sum_its_sniffer_processes_and_say_whether_the_newest_stopped() {
+    let database = TestDatabase::create().await;
+    let pool = database.pool().await;
+    database::MIGRATOR.run(&pool).await.unwrap();
+    // node-a: a process that stopped (final), then its successor, still running. node-b: one
+    // process whose last batch was final.
+    sqlx::query(
+        "INSERT INTO sniffer_counters (boot_id, session, node, batch_seq, captured, kernel_drops, drops, final, updated_at) VALUES \
+         ('a-1', 'team-c/web', 'node-a', 9, 100, 1, '{\"deduplicated\": 40, \"queue_full\": 2}', true, now() - interval '1 minute'), \
+         ('a-2', 'team-c/web', 'node-a', 3, 50, 0, '{\"shutdown\": 1}', false, now()), \
+         ('b-1', 'team-c/web', 'node-b', 4, 70, 0, '{}', true, now())",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let nodes = database::node_counters(&pool, "team-c/web", None).await.unwrap();
+    let summary: Vec<(&str, i64, i64, bool)> = nodes
+        .iter()
+        .map(|n| (n.node.as_str(), n.captured, n.dropped, n.stopped))
+        .collect();
+    assert_eq!(summary, [("node-a", 150, 4, false), ("node-b", 70, 0, true)]);
+    assert!(nodes[0].reported_at.ends_with('Z'), "{}", nodes[0].reported_at);
+}

@@ -379,6 +379,7 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
     );
 
     each_packet_once_as_the_pod_saw_it(&cluster, &base, &session_id).await;
+    a_node_lost_under_traffic_is_named_and_picked_up_again(&cluster, &network).await;
 
     // Each pod says what it is in its first log lines.
     for (component, expected) in [("operator", "reconciling CaptureSessions"), ("api", "serving")] {
@@ -723,4 +724,86 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
         pcap_packets(&stored).len()
     );
     cluster.kubectl(&["delete", "pod", "client", "server-1", "server-2", "--wait=false"]);
+}
+
+/// Cuts the second node off from the host (its kubelet from the API server, its sniffer from the
+/// broker) as a network partition would, until dropped.
+struct Partition {
+    rules: Vec<[&'static str; 5]>,
+}
+
+impl Partition {
+    /// `trawl-up1` is the host's end of the second node's uplink (`node.sh --netns`).
+    fn cut_second_node() -> Self {
+        let partition = Self {
+            rules: vec![
+                ["INPUT", "-i", "trawl-up1", "-j", "DROP"],
+                ["FORWARD", "-i", "trawl-up1", "-j", "DROP"],
+            ],
+        };
+        for rule in &partition.rules {
+            let status = Command::new("iptables").arg("-I").args(rule).status().unwrap();
+            assert!(status.success(), "iptables -I {rule:?}");
+        }
+        partition
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        for rule in &self.rules {
+            let _ = Command::new("iptables").arg("-D").args(rule).status();
+        }
+    }
+}
+
+/// The `NodesCapturing` condition: (status, message).
+fn nodes_capturing(status: &Value) -> Option<(String, String)> {
+    let condition = status["conditions"]
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "NodesCapturing")?;
+    Some((
+        condition["status"].as_str()?.to_owned(),
+        condition["message"].as_str()?.to_owned(),
+    ))
+}
+
+/// Issue #30 item 6: the second node cut off while the first captures: the session names the lost
+/// node with its sniffer's last counters, the first node stores everything meanwhile, and the
+/// node's return is picked up by the same session.
+async fn a_node_lost_under_traffic_is_named_and_picked_up_again(cluster: &Cluster, network: &TestNetwork) {
+    let (_, stored_before, _) = counts(&cluster.session_status());
+    let partition = Partition::cut_second_node();
+    let sender = network.send_frames_in_background(web_and_dns(network, 4, 3_000), 300);
+    let message = wait_until("the session to name the lost node", DEADLINE, || async {
+        let (status, message) = nodes_capturing(&cluster.session_status())?;
+        (status == "False").then_some(message)
+    })
+    .await;
+    assert!(
+        message.starts_with(&format!("{SECOND_REAL_NODE} (node not ready): last reported at ")),
+        "{message}"
+    );
+    assert!(
+        !message.contains(&format!("{REAL_NODE} (")),
+        "only the cut node: {message}"
+    );
+    wait_for_sender(sender);
+    wait_until(
+        "the first node's packets stored while the second is away",
+        DEADLINE,
+        || async {
+            let (_, stored, _) = counts(&cluster.session_status());
+            (stored >= stored_before + 3_000).then_some(())
+        },
+    )
+    .await;
+    drop(partition);
+    wait_until("the returned node picked up by the same session", DEADLINE, || async {
+        let (status, _) = nodes_capturing(&cluster.session_status())?;
+        (status == "True").then_some(())
+    })
+    .await;
+    eprintln!("two nodes: {message}; back after the partition");
 }

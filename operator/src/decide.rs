@@ -428,8 +428,41 @@ fn readiness(
         };
     }
     decision.conditions.push(storing);
+    decision
+        .conditions
+        .push(nodes_capturing_condition(&observed.lost_nodes));
     if let (Some(_), Some(observed_targets)) = (&session.spec.target, &observed.targets) {
         decision.conditions.push(targeted_condition(&observed_targets.resolved));
+    }
+}
+
+/// Whether every node that captured for the session still does (issue #30 item 6): a lost node
+/// is named with the last counters its sniffer reported, which are what the session has of it
+/// until it returns (its sniffer then flushes what it buffered, or counts it as dropped).
+fn nodes_capturing_condition(lost: &[crate::observe::LostNode]) -> Decided {
+    if lost.is_empty() {
+        return Decided {
+            type_: condition::NODES_CAPTURING,
+            status: true,
+            reason: "AllNodesCapturing",
+            message: "every node that captured for the session still does".into(),
+        };
+    }
+    let nodes: Vec<String> = lost
+        .iter()
+        .map(|lost| {
+            let last = &lost.last;
+            format!(
+                "{} ({}): last reported at {}: {} captured, {} dropped",
+                last.node, lost.why, last.reported_at, last.captured, last.dropped
+            )
+        })
+        .collect();
+    Decided {
+        type_: condition::NODES_CAPTURING,
+        status: false,
+        reason: "NodesLost",
+        message: nodes.join("; "),
     }
 }
 

@@ -12,7 +12,7 @@ use clap::Parser;
 use crds::CaptureSession;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, NodeStatus, Pod, Service};
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
 use kube::runtime::reflector::{self, ObjectRef};
 use kube::runtime::{Controller, WatchStreamExt, watcher};
@@ -177,7 +177,11 @@ fn watch_cluster(client: &Client) -> (context::ClusterCache, ClusterChanges) {
         .default_backoff()
         .modify(|node: &mut Node| {
             node.metadata.managed_fields = None;
-            node.status = None;
+            // Only whether it is Ready (for sessions' lost nodes); images and the rest are large.
+            node.status = node.status.take().map(|status| NodeStatus {
+                conditions: status.conditions,
+                ..NodeStatus::default()
+            });
         })
         .reflect(nodes_writer)
         .touched_objects();

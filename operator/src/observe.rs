@@ -39,6 +39,17 @@ pub struct Observed {
     pub window: scaling::Window,
     /// For a session with `spec.target`: what it selects now, and which nodes carry its label.
     pub targets: Option<ObservedTargets>,
+    /// Nodes whose sniffer reported for the session and does no longer, though it did not stop.
+    pub lost_nodes: Vec<LostNode>,
+}
+
+/// A node that captured for the session and does not now (issue #30 item 6).
+#[derive(Clone, Debug, PartialEq)]
+pub struct LostNode {
+    /// What is wrong: the node is gone or not ready, or its sniffer is missing or not ready.
+    pub why: &'static str,
+    /// The last counters its sniffer reported.
+    pub last: database::NodeCounters,
 }
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -124,6 +135,7 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
         None => None,
     };
     let (counts, since_stored) = storage(session, context).await;
+    let lost_nodes = lost_nodes(session, context).await;
     let window = context
         .windows
         .lock()
@@ -153,7 +165,69 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
         sniffer_port,
         window,
         targets,
+        lost_nodes,
     })
+}
+
+/// Nodes whose sniffer reported for the session, did not say it stopped, and is not capturing
+/// now: the node is gone or not ready (the node lifecycle controller's view), or the session's
+/// sniffer pod there is missing or not ready. Empty without the cluster's caches or a database.
+async fn lost_nodes(session: &CaptureSession, context: &Context) -> Vec<LostNode> {
+    let (Some(pool), Some(cluster), Some(namespace)) = (&context.database, &context.cluster, session.namespace())
+    else {
+        return Vec::new();
+    };
+    let key = database::session_key(&namespace, &session.name_any());
+    let created = session
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|time| time.0.to_string());
+    let Ok(reported) = database::node_counters(pool, &key, created.as_deref())
+        .await
+        .inspect_err(|error| tracing::warn!(session = %key, %error, "cannot read the nodes' counters"))
+    else {
+        return Vec::new();
+    };
+    let ready = |conditions: Option<&Vec<k8s_openapi::api::core::v1::NodeCondition>>| {
+        conditions.is_some_and(|all| all.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+    };
+    let sniffers: Vec<_> = cluster
+        .pods
+        .state()
+        .into_iter()
+        .filter(|pod| {
+            let labels = pod.labels();
+            pod.namespace().as_deref() == Some(namespace.as_str())
+                && pod.metadata.deletion_timestamp.is_none()
+                && labels.get("trawl.dev/session") == Some(&session.name_any())
+                && labels.get("app.kubernetes.io/component").map(String::as_str) == Some("sniffer")
+        })
+        .collect();
+    reported
+        .into_iter()
+        .filter(|last| !last.stopped)
+        .filter_map(|last| {
+            let node = cluster.nodes.get(&kube::runtime::reflector::ObjectRef::new(&last.node));
+            let sniffer = sniffers
+                .iter()
+                .find(|pod| pod.spec.as_ref().and_then(|spec| spec.node_name.as_deref()) == Some(last.node.as_str()));
+            let sniffer_ready = sniffer.is_some_and(|pod| {
+                let conditions = pod.status.as_ref().and_then(|status| status.conditions.as_ref());
+                conditions.is_some_and(|all| all.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+            });
+            let why = match node {
+                None => "node gone",
+                Some(node) if !ready(node.status.as_ref().and_then(|status| status.conditions.as_ref())) => {
+                    "node not ready"
+                }
+                Some(_) if sniffer.is_none() => "no sniffer",
+                Some(_) if !sniffer_ready => "sniffer not ready",
+                Some(_) => return None,
+            };
+            Some(LostNode { why, last })
+        })
+        .collect()
 }
 
 /// When the observation was made: wall-clock time for the status, a monotonic instant for the

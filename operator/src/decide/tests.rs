@@ -126,6 +126,36 @@ fn ready_when_every_sniffer_and_parser_is() {
 }
 
 #[test]
+fn a_lost_node_is_named_with_the_last_counters_its_sniffer_reported() {
+    let decision = decide(&with_status(session(), running()), &healthy(), now(), &tuning());
+    assert_eq!(condition(&decision, "NodesCapturing"), (true, "AllNodesCapturing"));
+
+    let mut lost = healthy();
+    lost.lost_nodes = vec![crate::observe::LostNode {
+        why: "node not ready",
+        last: database::NodeCounters {
+            node: "node-b".into(),
+            captured: 1200,
+            dropped: 3,
+            reported_at: "2026-12-07T12:00:00Z".into(),
+            stopped: false,
+        },
+    }];
+    let decision = decide(&with_status(session(), running()), &lost, now(), &tuning());
+    assert_eq!(condition(&decision, "NodesCapturing"), (false, "NodesLost"));
+    let message = &decision
+        .conditions
+        .iter()
+        .find(|c| c.type_ == "NodesCapturing")
+        .unwrap()
+        .message;
+    assert_eq!(
+        message,
+        "node-b (node not ready): last reported at 2026-12-07T12:00:00Z: 1200 captured, 3 dropped"
+    );
+}
+
+#[test]
 fn an_invalid_filter_creates_nothing_and_stalls_with_the_reason() {
     let mut session = session();
     session.spec.filter = Some("tcp port".into());
