@@ -19,6 +19,7 @@ use serde_json::Value;
 use testkit::control_plane::{ControlPlane, REAL_NODE, REAL_NODE_IP, SECOND_REAL_NODE};
 use testkit::forward::Forward;
 use testkit::netns::TestNetwork;
+use testkit::pods::Outside;
 use testkit::postgres::TestDatabase;
 use testkit::rabbitmq::TestVhost;
 use testkit::{frames, wait_until};
@@ -517,15 +518,20 @@ spec:
     image: {TEST_POD_IMAGE}
     imagePullPolicy: Never
     command: {command}
-    readinessProbe: {{exec: {{command: [sh, -c, "ss -Hltn | grep -q . || [ {name} = client ]"]}}, periodSeconds: 1}}
+    readinessProbe: {{exec: {{command: [sh, -c, "ss -Hltn 'sport = :80' | grep -q . || [ {name} = client ]"]}}, periodSeconds: 1}}
 "#
         )
     };
     let server = r#"[python3, -m, http.server, "80"]"#;
+    let host_network = pod("host-server", SECOND_REAL_NODE, server).replace(
+        "  nodeName: trawl-node-2\n",
+        "  nodeName: trawl-node-2\n  hostNetwork: true\n",
+    );
     [
         pod("client", REAL_NODE, "[sleep, infinity]"),
         pod("server-1", REAL_NODE, server),
         pod("server-2", SECOND_REAL_NODE, server),
+        host_network,
         "apiVersion: v1\nkind: Service\nmetadata: {name: server-2}\nspec: {selector: {app: server-2}, ports: [{port: 80}]}\n"
             .to_owned(),
     ]
@@ -587,16 +593,25 @@ fn flagged_as_repeats(bytes: &[u8]) -> String {
 }
 
 /// Issue #30: what a pod saw (tcpdump inside it) is what the session stores, each packet once,
-/// for an exchange on one node, one across the two nodes and one through a ClusterIP Service
-/// whose server is on the other node.
+/// for an exchange on one node, one across the two nodes, one through a ClusterIP Service whose
+/// server is on the other node, one with a host-network pod there, and one with an address
+/// outside the cluster reached through the first node's masquerade.
 async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, session_id: &str) {
     cluster.kubectl_stdin(&["apply", "-f", "-"], &talking_pods());
+    let outside = Outside::behind("trawl-cni0", "10.244.0.0/16", "10.253.0", "trawl-inet");
+    let mut serve = outside.command("python3");
+    serve
+        .args(["-m", "http.server", "80", "--bind", &outside.address])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    let _outside_server = testkit::process::Service::start("http.server outside", serve);
     cluster.kubectl(&[
         "wait",
         "--for=condition=Ready",
         "pod/client",
         "pod/server-1",
         "pod/server-2",
+        "pod/host-server",
         "--timeout=180s",
     ]);
     let ip = |pod: &str| {
@@ -606,6 +621,7 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
             .to_owned()
     };
     let (client, server_1, server_2) = (ip("client"), ip("server-1"), ip("server-2"));
+    let host_server = ip("host-server");
     let service = cluster.json(&["get", "service", "server-2"])["spec"]["clusterIP"]
         .as_str()
         .unwrap()
@@ -654,11 +670,14 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
     heard
         .recv_timeout(DEADLINE)
         .expect("tcpdump in the client pod to listen");
-    for (target, what) in [
+    let exchanges = [
         (&server_1, "same-node"),
         (&server_2, "across-nodes"),
         (&service, "service"),
-    ] {
+        (&host_server, "host-network"),
+        (&outside.address, "outside"),
+    ];
+    for (target, what) in exchanges {
         cluster.kubectl(&[
             "exec",
             "client",
@@ -672,14 +691,14 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
     }
     let reference_bytes = || cluster.kubectl_bytes(&["exec", "client", "--", "cat", "/tmp/reference.pcap"]);
     wait_until(
-        "the client pod's capture to hold the three connections' ends",
+        "the client pod's capture to hold the connections' ends",
         DEADLINE,
         || async {
             let fins = pcap_packets(&reference_bytes())
                 .iter()
                 .filter(|(_, _, flags, _)| flags & 1 != 0)
                 .count();
-            (fins >= 6).then_some(())
+            (fins >= 2 * exchanges.len()).then_some(())
         },
     )
     .await;
@@ -688,8 +707,9 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
     let reference_pcap = reference_bytes();
     let reference = pcap_packets(&reference_pcap);
     assert!(
-        reference.len() >= 3 * 6,
-        "three HTTP exchanges: {} packets",
+        reference.len() >= exchanges.len() * 6,
+        "{} HTTP exchanges: {} packets",
+        exchanges.len(),
         reference.len()
     );
     assert_eq!(
@@ -715,15 +735,25 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
         pcap_packets(&stored),
         reference,
         "each packet once, as the client pod saw it (same node {server_1}, across nodes {server_2}, \
-         Service {service})"
+         Service {service}, host network {host_server}, outside {})",
+        outside.address
     );
     assert_eq!(flagged_as_repeats(&stored), "", "no packet stored twice");
     eprintln!(
-        "two nodes: the client pod saw {} packets in three exchanges, the session stored the same {}",
+        "two nodes: the client pod saw {} packets in {} exchanges, the session stored the same {}",
         reference.len(),
+        exchanges.len(),
         pcap_packets(&stored).len()
     );
-    cluster.kubectl(&["delete", "pod", "client", "server-1", "server-2", "--wait=false"]);
+    cluster.kubectl(&[
+        "delete",
+        "pod",
+        "client",
+        "server-1",
+        "server-2",
+        "host-server",
+        "--wait=false",
+    ]);
 }
 
 /// Cuts the second node off from the host (its kubelet from the API server, its sniffer from the

@@ -110,15 +110,6 @@ pub struct Outside {
 
 impl Outside {
     pub fn create(pods: &BridgedPods) -> Self {
-        let suffix = &pods.bridge[2..];
-        let subnet = pods.subnet.replace("10.251.", "10.252.");
-        let outside = Self {
-            namespace: format!("trawl-outside-{suffix}"),
-            host_end: format!("tb{suffix}o"),
-            address: format!("{subnet}.2"),
-            pods_subnet: format!("{}.0/24", pods.subnet),
-            bridge: pods.bridge.clone(),
-        };
         sh(&[
             "ip",
             "addr",
@@ -139,6 +130,25 @@ impl Outside {
                 &format!("{}.1", pods.subnet),
             ]);
         }
+        let suffix = &pods.bridge[2..];
+        Self::behind(
+            &pods.bridge,
+            &format!("{}.0/24", pods.subnet),
+            &pods.subnet.replace("10.251.", "10.252."),
+            &format!("tb{suffix}o"),
+        )
+    }
+
+    /// An outside namespace at `subnet.2` (the host's end `host_end`, at `subnet.1`) that the
+    /// pods of `pods_cidr` behind `bridge` reach through the host's masquerade.
+    pub fn behind(bridge: &str, pods_cidr: &str, subnet: &str, host_end: &str) -> Self {
+        let outside = Self {
+            namespace: format!("trawl-outside-{host_end}"),
+            host_end: host_end.to_owned(),
+            address: format!("{subnet}.2"),
+            pods_subnet: pods_cidr.to_owned(),
+            bridge: bridge.to_owned(),
+        };
         let (namespace, host_end) = (outside.namespace.as_str(), outside.host_end.as_str());
         sh(&["ip", "netns", "add", namespace]);
         sh(&[
