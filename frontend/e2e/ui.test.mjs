@@ -199,6 +199,14 @@ test("a token is asked for when the API requires one", async () => {
     // The top bar says whom the API takes this tab for: the token's name.
     await tab.getByRole("button", { name: "e2e", exact: true }).waitFor();
     await tab.close();
+    // `kubectl trawl open` signs a new tab in through the address's fragment, which the page
+    // takes out of the address bar.
+    const opened = await context.newPage();
+    await opened.goto(`${url}/sessions#token=e2e-token-0123456789abcdef`);
+    await opened.getByRole("link", { name: session }).waitFor();
+    await opened.getByRole("button", { name: "e2e", exact: true }).waitFor();
+    assert.equal(new URL(opened.url()).hash, "", "the token left the address bar");
+    await opened.close();
   } finally {
     api.kill();
   }

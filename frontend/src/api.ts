@@ -60,6 +60,17 @@ export function setToken(token: string | null): void {
   tokenListeners.forEach((listener) => listener());
 }
 
+/**
+ * `kubectl trawl open` hands the user's token over in the address's fragment (`#token=...`),
+ * which browsers never send to a server: keep it for this tab and take it out of the address bar.
+ */
+export function adoptTokenFromAddress(location: Location, history: History): void {
+  const token = /(?:^#|&)token=([^&]+)/.exec(location.hash)?.[1];
+  if (!token) return;
+  setToken(decodeURIComponent(token));
+  history.replaceState(null, "", location.pathname + location.search);
+}
+
 export function onTokenChange(listener: () => void): () => void {
   tokenListeners.push(listener);
   return () => {

@@ -3,9 +3,11 @@ import { createRoot } from "react-dom/client";
 import { BrowserRouter } from "react-router-dom";
 import { QueryCache, QueryClient, QueryClientProvider } from "@tanstack/react-query";
 import { App } from "./App";
-import { ApiError } from "./api";
+import { ApiError, adoptTokenFromAddress } from "./api";
 import { requestToken } from "./components/TokenPrompt";
 import "./styles.css";
+
+adoptTokenFromAddress(window.location, window.history);
 
 const client = new QueryClient({
   queryCache: new QueryCache({

@@ -3,14 +3,15 @@
 //! Install: `cargo install --path kubectl-trawl` (puts `kubectl-trawl` on the PATH, where kubectl
 //! finds it as the `trawl` plugin). Run: `kubectl trawl tap deploy/web`.
 mod errors;
+mod open;
 mod pcap;
+mod reach;
 mod session;
 mod sessions;
 mod tap;
 mod target;
 
 use clap::{Parser, Subcommand};
-use kube::Client;
 
 /// Capture a workload's traffic with Trawl: `kubectl trawl tap deploy/web`, Ctrl-C to stop.
 #[derive(Parser, Debug)]
@@ -36,6 +37,9 @@ enum Command {
     /// A session's packets as pcapng from trawl-api, stored or live (--follow): `kubectl trawl
     /// pcap shop/tap-web-3f440 --follow | wireshark -k -i -`.
     Pcap(pcap::Pcap),
+    /// The web UI in your browser, signed in as your kubeconfig identity (or --token), through a
+    /// port-forward to trawl-api until Ctrl-C.
+    Open(open::Open),
 }
 
 #[tokio::main]
@@ -44,23 +48,16 @@ async fn main() {
     let outcome = async {
         let (client, token) = errors::connect(cli.context.as_deref()).await?;
         match cli.command {
-            // The API, not the cluster: only the identity's token is needed.
-            Command::Pcap(pcap) => pcap.run(token).await,
-            command => run(command, client).await,
+            Command::Tap(tap) => tap.run(client, token).await,
+            Command::Sessions(list) => list.run(client).await,
+            Command::Stop(stop) => stop.run(client).await,
+            Command::Pcap(pcap) => pcap.run(client, token).await,
+            Command::Open(open) => open.run(client, token).await,
         }
     }
     .await;
     if let Err(error) = outcome {
         eprintln!("error: {error:#}");
         std::process::exit(1);
-    }
-}
-
-async fn run(command: Command, client: Client) -> anyhow::Result<()> {
-    match command {
-        Command::Tap(tap) => tap.run(client).await,
-        Command::Sessions(list) => list.run(client).await,
-        Command::Stop(stop) => stop.run(client).await,
-        Command::Pcap(_) => unreachable!("run without the cluster"),
     }
 }

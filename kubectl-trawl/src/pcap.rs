@@ -22,45 +22,87 @@ pub struct Pcap {
     /// Live: the packets stored from now on, as they are stored, until the session completes.
     #[arg(short, long)]
     follow: bool,
-    /// trawl-api's address, for example after `kubectl -n trawl port-forward svc/trawl-api 8080:8080`.
+    /// trawl-api's address (default: a port-forward to the chart's trawl-api, through the
+    /// Kubernetes API server, as `kubectl port-forward` does).
     #[arg(long, env = "TRAWL_API_URL")]
-    api: String,
+    api: Option<String>,
     /// A bearer token for the API (default: the kubeconfig identity's token, if it has one).
     #[arg(long, env = "TRAWL_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
 
+/// What to export, and where to.
+pub struct Export {
+    pub namespace: String,
+    pub name: String,
+    pub q: Option<String>,
+    pub since: Option<String>,
+    /// Live from here on; with `from_start`, everything the session stored, then live.
+    pub follow: bool,
+    pub from_start: bool,
+    /// A file, or - for standard output.
+    pub output: String,
+}
+
 impl Pcap {
-    pub async fn run(self, kubeconfig_token: Option<String>) -> anyhow::Result<()> {
+    pub async fn run(self, client: kube::Client, kubeconfig_token: Option<String>) -> anyhow::Result<()> {
         let (namespace, name) = self
             .session
             .split_once('/')
             .map(|(namespace, name)| (namespace.to_owned(), name.to_owned()))
             .ok_or_else(|| anyhow!("{:?}: name the session as NAMESPACE/NAME", self.session))?;
-        let url = format!(
-            "{}/api/v1/sessions/{namespace}/{name}/pcap",
-            self.api.trim_end_matches('/')
-        );
-        let token = self.token.clone().or(kubeconfig_token);
+        let api = crate::reach::api(&client, self.api).await?;
+        if let Some(through) = &api.through {
+            eprintln!("trawl-api through a port-forward to {through}");
+        }
+        let export = Export {
+            namespace,
+            name,
+            q: self.q,
+            since: self.since,
+            follow: self.follow,
+            from_start: false,
+            output: self.output,
+        };
+        export.run(&api.url, self.token.or(kubeconfig_token)).await
+    }
+}
+
+impl Export {
+    /// Streams the session's pcapng from trawl-api at `api` to the output until the export ends
+    /// (a live one: when the session completes, or the reader goes away).
+    pub async fn run(self, api: &str, token: Option<String>) -> anyhow::Result<()> {
+        let Self {
+            namespace,
+            name,
+            q,
+            since,
+            follow,
+            from_start,
+            output,
+        } = self;
+        let url = format!("{api}/api/v1/sessions/{namespace}/{name}/pcap");
         let mut request = ureq::get(&url)
             .query("format", "pcapng")
             .config()
             .http_status_as_error(false)
             .timeout_global(None)
             .build();
-        if self.follow {
+        if follow {
             request = request.query("follow", "true");
+            if from_start {
+                request = request.query("after", "0");
+            }
         }
-        if let Some(q) = &self.q {
+        if let Some(q) = &q {
             request = request.query("q", q);
         }
-        if let Some(since) = &self.since {
+        if let Some(since) = &since {
             request = request.query("since", since);
         }
         if let Some(token) = &token {
             request = request.header("authorization", format!("Bearer {token}"));
         }
-        let (output, follow) = (self.output.clone(), self.follow);
         // ureq blocks: the copy runs on a thread of its own, as long as the export lasts.
         tokio::task::spawn_blocking(move || -> anyhow::Result<()> {
             let mut response = request
@@ -79,7 +121,7 @@ impl Pcap {
                     _ => bail!("trawl-api answered {status}: {message}"),
                 }
             }
-            if follow {
+            if follow && !from_start {
                 // The API has fixed where the live export starts: what is stored from here on.
                 eprintln!("Following {namespace}/{name}: packets as they are stored (Ctrl-C stops)");
             }

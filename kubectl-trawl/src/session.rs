@@ -14,9 +14,11 @@ use crate::errors;
 pub const TAPPED_BY: &str = "trawl.dev/tapped-by";
 
 /// `12 captured, 12 stored, 0 dropped` (a session whose sniffers reported nothing has none).
+/// Copies of a packet seen at another capture point are not counted as captured twice.
 pub fn describe(counts: Option<&PacketCounts>) -> String {
     let c = counts.cloned().unwrap_or_default();
-    format!("{} captured, {} stored, {} dropped", c.captured, c.stored, c.dropped)
+    let captured = c.captured.saturating_sub(c.deduplicated);
+    format!("{captured} captured, {} stored, {} dropped", c.stored, c.dropped)
 }
 
 /// Deletes a session and waits until it is gone (its finalizer removes its queue and data);

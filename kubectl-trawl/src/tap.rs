@@ -44,6 +44,19 @@ pub struct Tap {
     /// How long to wait for the capture to be Ready.
     #[arg(long, default_value = "2m", value_parser = humantime_duration)]
     timeout: Duration,
+    /// Write the capture live as pcapng, from its first packet, to a file or - (standard
+    /// output): `kubectl trawl tap deploy/web -w - | wireshark -k -i -`.
+    #[arg(short = 'w', long = "write")]
+    write: Option<String>,
+    /// Same as `-w -`.
+    #[arg(long, conflicts_with = "write")]
+    wireshark: bool,
+    /// trawl-api's address, for -w (default: a port-forward to the chart's trawl-api).
+    #[arg(long, env = "TRAWL_API_URL")]
+    api: Option<String>,
+    /// A bearer token for the API, for -w (default: the kubeconfig identity's token).
+    #[arg(long, env = "TRAWL_TOKEN", hide_env_values = true)]
+    token: Option<String>,
 }
 
 fn humantime_duration(text: &str) -> Result<Duration, String> {
@@ -78,7 +91,16 @@ fn session_name(short: &str) -> String {
 }
 
 impl Tap {
-    pub async fn run(self, client: Client) -> anyhow::Result<()> {
+    pub async fn run(mut self, client: Client, kubeconfig_token: Option<String>) -> anyhow::Result<()> {
+        if self.wireshark {
+            self.write = Some("-".into());
+        }
+        // Found before anything is created: a missing API is said before a session exists.
+        let api = match &self.write {
+            Some(_) => Some(crate::reach::api(&client, self.api.take()).await?),
+            None => None,
+        };
+        let token = self.token.take().or(kubeconfig_token);
         errors::ensure_installed(&client).await?;
         let namespace = self
             .namespace
@@ -111,8 +133,9 @@ impl Tap {
             spec,
             status: None,
         };
-        let api: Api<CaptureSession> = Api::namespaced(client.clone(), &namespace);
-        api.create(&PostParams::default(), &session)
+        let sessions: Api<CaptureSession> = Api::namespaced(client.clone(), &namespace);
+        sessions
+            .create(&PostParams::default(), &session)
             .await
             .map_err(|error| errors::sessions(error, &namespace))?;
         let nodes = target::nodes(&resolved.pods);
@@ -124,18 +147,38 @@ impl Tap {
             nodes.len(),
             plural(nodes.len()),
         );
-        let outcome = self.watch(&api, &name).await;
+        // Started once the session is Ready: the API knows a session only once the operator has
+        // recorded it, and from its first packet on (`after=0`) nothing before is missed.
+        let mut live = api.as_ref().zip(self.write.clone()).map(|(reached, output)| {
+            if let Some(through) = &reached.through {
+                eprintln!("trawl-api through a port-forward to {through}");
+            }
+            let export = crate::pcap::Export {
+                namespace: namespace.clone(),
+                name: name.clone(),
+                q: None,
+                since: None,
+                follow: true,
+                from_start: true,
+                output,
+            };
+            Live::Waiting(export, reached.url.clone(), token.clone())
+        });
+        let outcome = self.watch(&sessions, &name, &mut live).await;
         if self.keep {
             eprintln!("Kept: kubectl trawl stop -n {namespace} {name} removes it and its data.");
         } else {
-            let counts = session::remove(&api, &name).await?;
+            let counts = session::remove(&sessions, &name).await?;
             eprintln!("Removed {namespace}/{name}: {}", session::describe(counts.as_ref()));
+        }
+        if let Some(Live::Streaming(stream)) = live {
+            stream.abort();
         }
         outcome
     }
 
     /// Progress until Ready, then live counts until Ctrl-C or the capture completes.
-    async fn watch(&self, api: &Api<CaptureSession>, name: &str) -> anyhow::Result<()> {
+    async fn watch(&self, api: &Api<CaptureSession>, name: &str, live: &mut Option<Live>) -> anyhow::Result<()> {
         let started = Instant::now();
         let mut said = String::new();
         let mut ready = false;
@@ -156,7 +199,7 @@ impl Tap {
                 .map(|p| format!("{p:?}"))
                 .unwrap_or_else(|| "Pending".into());
             if phase == "Completed" {
-                println!("Capture completed: {}", session::describe(status.packets.as_ref()));
+                eprintln!("Capture completed: {}", session::describe(status.packets.as_ref()));
                 return Ok(());
             }
             let now_ready = condition("Ready").is_some_and(|c| c.status == "True");
@@ -167,11 +210,15 @@ impl Tap {
                 format!("{phase}: {why}")
             };
             if now_ready && !ready {
-                println!(
+                if let Some(waiting) = live.take() {
+                    *live = Some(waiting.start());
+                }
+                // Standard error: standard output may be carrying the pcapng (-w -).
+                eprintln!(
                     "Capturing (Ctrl-C stops{}).",
                     if self.keep { "" } else { " and removes the session" }
                 );
-                println!("  kubectl get cap -n {} {name} -w", api_namespace(api));
+                eprintln!("  kubectl get cap -n {} {name} -w", api_namespace(api));
                 ready = true;
             } else if line != said {
                 eprintln!("{line}");
@@ -187,6 +234,26 @@ impl Tap {
                 _ = &mut interrupted => return Ok(()),
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
             }
+        }
+    }
+}
+
+/// The live pcapng of `-w`: waiting for the session to be Ready, then streaming.
+enum Live {
+    Waiting(crate::pcap::Export, String, Option<String>),
+    Streaming(tokio::task::JoinHandle<()>),
+}
+
+impl Live {
+    fn start(self) -> Self {
+        match self {
+            Self::Waiting(export, url, token) => Self::Streaming(tokio::spawn(async move {
+                // Until the session completes or is removed (the API then ends the stream).
+                if let Err(error) = export.run(&url, token).await {
+                    eprintln!("error: the live pcapng stopped: {error:#}");
+                }
+            })),
+            streaming => streaming,
         }
     }
 }
