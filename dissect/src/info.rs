@@ -3,13 +3,13 @@
 //! `Client Hello (SNI=example.org)`, `40000 → 443 [SYN, ACK] Seq=... Win=64240 Len=0`).
 //! `dissect/tests/info.rs` compares it with tshark's `_ws.col.info` and lists where it differs.
 
-use crate::{Dissection, L7, Layer};
+use crate::{Dissection, Layer};
 
 /// The summary of a packet dissected with [`crate::dissect`] (its layers are needed).
 pub fn info(d: &Dissection) -> String {
     for layer in d.layers.iter().rev() {
         let line = match layer {
-            Layer::Application(l7) => application(l7),
+            Layer::Application(l7) => crate::protocols::info(l7),
             Layer::Tcp {
                 src_port,
                 dst_port,
@@ -55,72 +55,6 @@ pub fn info(d: &Dissection) -> String {
         }
     }
     String::new()
-}
-
-fn application(l7: &L7) -> Option<String> {
-    match l7 {
-        L7::Dns {
-            id,
-            response,
-            rcode,
-            queries,
-            query_types,
-            answers,
-        } => {
-            let question: Vec<String> = queries
-                .iter()
-                .zip(query_types)
-                .map(|(name, kind)| format!("{kind} {name}"))
-                .collect();
-            let mut line = if *response {
-                let outcome = match rcode.as_str() {
-                    "NOERROR" => String::new(),
-                    "NXDOMAIN" => "No such name ".into(),
-                    "SERVFAIL" => "Server failure ".into(),
-                    "REFUSED" => "Refused ".into(),
-                    "FORMERR" => "Format error ".into(),
-                    "NOTIMP" => "Not implemented ".into(),
-                    other => format!("{other} "),
-                };
-                format!("Standard query response 0x{id:04x} {outcome}{}", question.join(" "))
-            } else {
-                format!("Standard query 0x{id:04x} {}", question.join(" "))
-            };
-            for answer in answers {
-                line.push(' ');
-                line.push_str(answer);
-            }
-            Some(line)
-        }
-        L7::Http {
-            method: Some(method),
-            path,
-            version,
-            ..
-        } => Some(format!(
-            "{method} {} {}",
-            path.as_deref().unwrap_or(""),
-            version.as_deref().unwrap_or("HTTP/1.1")
-        )),
-        L7::Http {
-            status: Some(status),
-            version,
-            reason,
-            ..
-        } => Some(format!(
-            "{} {status} {}",
-            version.as_deref().unwrap_or("HTTP/1.1"),
-            reason.as_deref().unwrap_or("")
-        )),
-        L7::Http { .. } => None,
-        L7::Tls { handshake, sni, .. } => Some(match (handshake.as_str(), sni) {
-            ("client_hello", Some(sni)) => format!("Client Hello (SNI={sni})"),
-            ("client_hello", None) => "Client Hello".into(),
-            ("server_hello", _) => "Server Hello".into(),
-            (other, _) => other.to_owned(),
-        }),
-        L7::Guess { .. } => None,
-    }
 }
 
 fn tcp(src_port: u16, dst_port: u16, seq: u32, ack: u32, flags: u8, window: u16, len: usize) -> String {

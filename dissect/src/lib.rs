@@ -1,32 +1,27 @@
-//! Dissection of one captured frame, L2 to L7, with pnet's packet types.
+//! Dissection of one captured frame, L2 to L7, with pnet's packet types: the link layer
+//! (`link`: Ethernet, VLAN tags, ARP), the network layer (`network`: IPv4, IPv6 and its
+//! extension headers), the transport layer (`transport`: TCP, UDP, ICMP), and the application
+//! protocols, one module each (`protocols/`), which TCP stream reassembly (`stream`) calls back
+//! into for recognition and framing.
 //!
 //! A malformed or truncated packet keeps every layer that did parse and records what went wrong
 //! (`Malformed`); nothing here panics on input, which the fuzz target checks.
 
 mod info;
-mod ja4;
-mod l7;
+mod link;
 mod names;
+mod network;
+pub mod protocols;
 pub mod stream;
 pub mod text;
+mod transport;
 
 use std::net::IpAddr;
 
-use pnet::packet::Packet;
-use pnet::packet::arp::ArpPacket;
-use pnet::packet::ethernet::{EtherType, EtherTypes, EthernetPacket};
-use pnet::packet::icmp::IcmpPacket;
-use pnet::packet::icmpv6::Icmpv6Packet;
-use pnet::packet::ip::{IpNextHeaderProtocol, IpNextHeaderProtocols};
-use pnet::packet::ipv4::Ipv4Packet;
-use pnet::packet::ipv6::{ExtensionPacket, FragmentPacket, Ipv6Packet};
-use pnet::packet::tcp::TcpPacket;
-use pnet::packet::udp::UdpPacket;
-use pnet::packet::vlan::VlanPacket;
 use serde::Serialize;
 
 pub use info::info;
-pub use l7::L7;
+pub use protocols::L7;
 
 /// What a frame turned out to be.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
@@ -70,7 +65,7 @@ pub struct Dissection {
 }
 
 impl Dissection {
-    fn layer(&mut self, build: impl FnOnce() -> Layer) {
+    pub(crate) fn layer(&mut self, build: impl FnOnce() -> Layer) {
         if self.with_layers {
             self.layers.push(build());
         }
@@ -189,7 +184,7 @@ pub enum Layer {
 
 /// Every layer with its fields, for a person to read (the API's detail view).
 pub fn dissect(frame: &[u8]) -> Dissection {
-    walk(
+    link::walk(
         frame,
         Dissection {
             with_layers: true,
@@ -201,331 +196,7 @@ pub fn dissect(frame: &[u8]) -> Dissection {
 /// What the index needs (addresses, ports, protocols, names, lengths) without building the layer
 /// tree: the parser's path at ingest, where the layers are not stored.
 pub fn summarize(frame: &[u8]) -> Dissection {
-    walk(frame, Dissection::default())
-}
-
-fn walk(frame: &[u8], mut d: Dissection) -> Dissection {
-    let Some(ethernet) = EthernetPacket::new(frame) else {
-        d.malformed = Some(Malformed::TruncatedEthernet);
-        return d;
-    };
-    d.layer(|| Layer::Ethernet {
-        src: ethernet.get_source().to_string(),
-        dst: ethernet.get_destination().to_string(),
-        ethertype: ethernet.get_ethertype().0,
-    });
-    let mut offset = 14;
-    let mut ethertype = ethernet.get_ethertype();
-    let mut payload = ethernet.payload();
-    // 802.1Q, and QinQ (0x88a8) outer tags.
-    while ethertype == EtherTypes::Vlan || ethertype == EtherType(0x88a8) {
-        let Some(vlan) = VlanPacket::new(payload) else {
-            d.malformed = Some(Malformed::TruncatedVlan);
-            return d;
-        };
-        d.vlan.get_or_insert(vlan.get_vlan_identifier());
-        d.layer(|| Layer::Vlan {
-            id: vlan.get_vlan_identifier(),
-            priority: vlan.get_priority_code_point().0,
-            ethertype: vlan.get_ethertype().0,
-        });
-        ethertype = vlan.get_ethertype();
-        payload = &payload[4..];
-        offset += 4;
-    }
-    d.headers_len = offset;
-    match ethertype {
-        EtherTypes::Ipv4 => ipv4(&mut d, payload, offset),
-        EtherTypes::Ipv6 => ipv6(&mut d, payload, offset),
-        EtherTypes::Arp => match ArpPacket::new(payload) {
-            Some(arp) => {
-                d.transport = Some("arp".into());
-                d.src = Some(IpAddr::V4(arp.get_sender_proto_addr()));
-                d.dst = Some(IpAddr::V4(arp.get_target_proto_addr()));
-                d.headers_len = offset + 28.min(payload.len());
-                d.layer(|| Layer::Arp {
-                    operation: arp.get_operation().0,
-                    sender_ip: arp.get_sender_proto_addr().to_string(),
-                    target_ip: arp.get_target_proto_addr().to_string(),
-                    sender_mac: arp.get_sender_hw_addr().to_string(),
-                });
-            }
-            None => d.malformed = Some(Malformed::TruncatedArp),
-        },
-        _ => {}
-    }
-    d
-}
-
-fn ipv4(d: &mut Dissection, bytes: &[u8], offset: usize) {
-    let Some(ip) = Ipv4Packet::new(bytes) else {
-        d.malformed = Some(Malformed::TruncatedIpv4);
-        return;
-    };
-    let header_len = usize::from(ip.get_header_length()) * 4;
-    if header_len < 20 || ip.get_version() != 4 {
-        d.malformed = Some(Malformed::BadIpv4Header);
-        return;
-    }
-    if bytes.len() < header_len {
-        d.malformed = Some(Malformed::TruncatedIpv4);
-        return;
-    }
-    let more_fragments = ip.get_flags() & 0x1 != 0;
-    let fragment_offset = ip.get_fragment_offset();
-    d.src = Some(IpAddr::V4(ip.get_source()));
-    d.dst = Some(IpAddr::V4(ip.get_destination()));
-    d.fragment = more_fragments || fragment_offset != 0;
-    d.layer(|| Layer::Ipv4 {
-        src: ip.get_source().to_string(),
-        dst: ip.get_destination().to_string(),
-        ttl: ip.get_ttl(),
-        protocol: ip.get_next_level_protocol().0,
-        id: ip.get_identification(),
-        more_fragments,
-        fragment_offset,
-    });
-    d.headers_len = offset + header_len;
-    // The IP total length bounds the transport: Ethernet padding must not be read as payload.
-    let total = usize::from(ip.get_total_length()).clamp(header_len, bytes.len().max(header_len));
-    let transport_bytes = &bytes[header_len..total.min(bytes.len())];
-    let first_fragment = fragment_offset == 0;
-    let sent_len = usize::from(ip.get_total_length()).saturating_sub(header_len);
-    transport(
-        d,
-        ip.get_next_level_protocol(),
-        (transport_bytes, sent_len),
-        offset + header_len,
-        first_fragment,
-    );
-}
-
-fn ipv6(d: &mut Dissection, bytes: &[u8], offset: usize) {
-    let Some(ip) = Ipv6Packet::new(bytes) else {
-        d.malformed = Some(Malformed::TruncatedIpv6);
-        return;
-    };
-    d.src = Some(IpAddr::V6(ip.get_source()));
-    d.dst = Some(IpAddr::V6(ip.get_destination()));
-    let mut next = ip.get_next_header();
-    let mut rest = &bytes[40..];
-    let mut at = offset + 40;
-    let mut extensions = Vec::new();
-    let mut first_fragment = true;
-    let mut fragment = false;
-    // Walk extension headers: hop-by-hop, routing, fragment, destination options.
-    loop {
-        match next {
-            IpNextHeaderProtocols::Hopopt | IpNextHeaderProtocols::Ipv6Route | IpNextHeaderProtocols::Ipv6Opts => {
-                let Some(extension) = ExtensionPacket::new(rest) else {
-                    d.malformed = Some(Malformed::TruncatedIpv6Extension);
-                    break;
-                };
-                let len = (usize::from(extension.get_hdr_ext_len()) + 1) * 8;
-                if rest.len() < len {
-                    d.malformed = Some(Malformed::TruncatedIpv6Extension);
-                    break;
-                }
-                extensions.push(next.0);
-                next = extension.get_next_header();
-                rest = &rest[len..];
-                at += len;
-            }
-            IpNextHeaderProtocols::Ipv6Frag => {
-                let Some(header) = FragmentPacket::new(rest) else {
-                    d.malformed = Some(Malformed::TruncatedIpv6Extension);
-                    break;
-                };
-                extensions.push(next.0);
-                fragment = true;
-                first_fragment = header.get_fragment_offset() == 0;
-                next = header.get_next_header();
-                rest = &rest[8.min(rest.len())..];
-                at += 8;
-            }
-            _ => break,
-        }
-    }
-    d.fragment = fragment;
-    d.layer(|| Layer::Ipv6 {
-        src: ip.get_source().to_string(),
-        dst: ip.get_destination().to_string(),
-        hop_limit: ip.get_hop_limit(),
-        next_header: next.0,
-        extensions,
-        fragment,
-    });
-    d.headers_len = at;
-    if d.malformed.is_none() {
-        let payload_end = usize::from(ip.get_payload_length()).saturating_sub(at - offset - 40);
-        transport(
-            d,
-            next,
-            (&rest[..payload_end.min(rest.len())], payload_end),
-            at,
-            first_fragment,
-        );
-    }
-}
-
-/// `bytes` is the transport as captured, with the length it had as sent (from the IP header).
-fn transport(
-    d: &mut Dissection,
-    protocol: IpNextHeaderProtocol,
-    (bytes, sent_len): (&[u8], usize),
-    offset: usize,
-    first_fragment: bool,
-) {
-    d.ip_protocol = Some(protocol.0);
-    if !first_fragment {
-        // Only the first fragment carries the transport header.
-        d.transport = Some(name_of(protocol));
-        return;
-    }
-    match protocol {
-        IpNextHeaderProtocols::Tcp => {
-            let Some(tcp) = TcpPacket::new(bytes) else {
-                d.transport = Some("tcp".into());
-                d.malformed = Some(Malformed::TruncatedTcp);
-                return;
-            };
-            let header_len = usize::from(tcp.get_data_offset()) * 4;
-            d.transport = Some("tcp".into());
-            d.src_port = Some(tcp.get_source());
-            d.dst_port = Some(tcp.get_destination());
-            let flags = tcp.get_flags();
-            d.tcp_flags = Some(flags);
-            d.layer(|| Layer::Tcp {
-                src_port: tcp.get_source(),
-                dst_port: tcp.get_destination(),
-                seq: tcp.get_sequence(),
-                ack: tcp.get_acknowledgement(),
-                flags: tcp_flag_names(flags),
-                window: tcp.get_window(),
-                len: bytes.len().saturating_sub(header_len),
-            });
-            if header_len < 20 {
-                d.malformed = Some(Malformed::BadTcpHeader);
-                return;
-            }
-            if bytes.len() < header_len {
-                d.malformed = Some(Malformed::TruncatedTcp);
-                d.headers_len = offset + bytes.len();
-                return;
-            }
-            d.headers_len = offset + header_len;
-            d.tcp_seq = Some(tcp.get_sequence());
-            d.tcp_len = u32::try_from(sent_len.saturating_sub(header_len)).ok();
-            d.tcp_window = Some(tcp.get_window());
-            d.payload = offset + header_len..offset + bytes.len();
-            application(
-                d,
-                l7::Transport::Tcp,
-                tcp.get_source(),
-                tcp.get_destination(),
-                &bytes[header_len..],
-            );
-        }
-        IpNextHeaderProtocols::Udp => {
-            d.transport = Some("udp".into());
-            let Some(udp) = UdpPacket::new(bytes) else {
-                d.malformed = Some(Malformed::TruncatedUdp);
-                return;
-            };
-            d.src_port = Some(udp.get_source());
-            d.dst_port = Some(udp.get_destination());
-            d.layer(|| Layer::Udp {
-                src_port: udp.get_source(),
-                dst_port: udp.get_destination(),
-                length: udp.get_length(),
-            });
-            d.headers_len = offset + 8;
-            application(
-                d,
-                l7::Transport::Udp,
-                udp.get_source(),
-                udp.get_destination(),
-                udp.payload(),
-            );
-        }
-        IpNextHeaderProtocols::Icmp => {
-            d.transport = Some("icmp".into());
-            match IcmpPacket::new(bytes) {
-                Some(icmp) => {
-                    d.layer(|| Layer::Icmp {
-                        icmp_type: icmp.get_icmp_type().0,
-                        code: icmp.get_icmp_code().0,
-                    });
-                    d.headers_len = offset + 8.min(bytes.len());
-                }
-                None => d.malformed = Some(Malformed::TruncatedIcmp),
-            }
-        }
-        IpNextHeaderProtocols::Icmpv6 => {
-            d.transport = Some("icmpv6".into());
-            match Icmpv6Packet::new(bytes) {
-                Some(icmp) => {
-                    d.layer(|| Layer::Icmpv6 {
-                        icmp_type: icmp.get_icmpv6_type().0,
-                        code: icmp.get_icmpv6_code().0,
-                    });
-                    d.headers_len = offset + 8.min(bytes.len());
-                }
-                None => d.malformed = Some(Malformed::TruncatedIcmp),
-            }
-        }
-        other => d.transport = Some(name_of(other)),
-    }
-}
-
-fn application(d: &mut Dissection, transport: l7::Transport, src_port: u16, dst_port: u16, payload: &[u8]) {
-    match l7::dissect(transport, src_port, dst_port, payload) {
-        l7::Found::Dissected(found) => {
-            d.layer(|| Layer::Application(found.clone()));
-            d.l7 = Some(found);
-        }
-        l7::Found::Nothing => {}
-        l7::Found::Partial(found) => {
-            // What parsed is kept and shown; the rest is counted as malformed.
-            d.layer(|| Layer::Application(found.clone()));
-            d.l7 = Some(found);
-            d.malformed = Some(Malformed::PartialL7);
-        }
-        l7::Found::NotAsPromised(guess) => {
-            // A well-known port whose payload did not parse as its protocol: keep the guess, flag it.
-            d.malformed = Some(Malformed::BadL7);
-            d.l7 = Some(guess);
-        }
-    }
-}
-
-fn name_of(protocol: IpNextHeaderProtocol) -> String {
-    match protocol {
-        IpNextHeaderProtocols::Tcp => "tcp".into(),
-        IpNextHeaderProtocols::Udp => "udp".into(),
-        IpNextHeaderProtocols::Icmp => "icmp".into(),
-        IpNextHeaderProtocols::Icmpv6 => "icmpv6".into(),
-        other => format!("ip-{}", other.0),
-    }
-}
-
-fn tcp_flag_names(flags: u8) -> String {
-    const NAMES: [(u8, &str); 8] = [
-        (0x02, "SYN"),
-        (0x10, "ACK"),
-        (0x01, "FIN"),
-        (0x04, "RST"),
-        (0x08, "PSH"),
-        (0x20, "URG"),
-        (0x40, "ECE"),
-        (0x80, "CWR"),
-    ];
-    NAMES
-        .iter()
-        .filter(|(bit, _)| flags & bit != 0)
-        .map(|(_, name)| *name)
-        .collect::<Vec<_>>()
-        .join(",")
+    link::walk(frame, Dissection::default())
 }
 
 #[cfg(test)]

@@ -11,19 +11,10 @@
 use std::collections::BTreeMap;
 
 use crate::L7;
-use crate::l7::{self, Transport};
+use crate::protocols::{self, Framing, PROTOCOLS, Protocol, Transport};
 
 /// Bytes of each direction followed from the start of the stream.
 pub const STREAM_LIMIT: usize = 16 * 1024;
-
-/// What a stream carries, known from its first bytes (and ports for DNS).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
-    Unknown,
-    Tls,
-    Http,
-    Dns,
-}
 
 /// One direction of a TCP connection.
 #[derive(Debug)]
@@ -32,7 +23,8 @@ pub struct Stream {
     dst_port: u16,
     /// Sequence number of stream offset 0 (the first payload byte).
     start: u32,
-    kind: Kind,
+    /// What the stream carries, once its first bytes (and ports) told.
+    protocol: Option<&'static dyn Protocol>,
     /// In-order bytes from stream offset `consumed` not yet cut into messages.
     bytes: Vec<u8>,
     consumed: usize,
@@ -87,7 +79,7 @@ impl Stream {
             src_port,
             dst_port,
             start,
-            kind: Kind::Unknown,
+            protocol: None,
             bytes: Vec::new(),
             consumed: 0,
             ahead: BTreeMap::new(),
@@ -185,22 +177,19 @@ impl Stream {
     /// Cuts complete messages off the front of the in-order bytes.
     fn cut(&mut self, pushed: &mut Pushed) {
         while !self.done && !self.bytes.is_empty() {
-            if self.kind == Kind::Unknown {
-                if self.bytes.len() < 2 {
-                    return;
+            let protocol = match self.protocol {
+                Some(protocol) => protocol,
+                None if self.bytes.len() < 2 => return,
+                None => {
+                    let Some(protocol) = self.recognise() else {
+                        self.give_up(pushed);
+                        return;
+                    };
+                    self.protocol = Some(protocol);
+                    protocol
                 }
-                self.kind = self.recognise();
-                if self.kind == Kind::Unknown {
-                    self.give_up(pushed);
-                    return;
-                }
-            }
-            let framed = match self.kind {
-                Kind::Tls => tls_record_len(&self.bytes),
-                Kind::Dns => dns_message_len(&self.bytes),
-                Kind::Http => http_message_len(&self.bytes, STREAM_LIMIT.saturating_sub(self.consumed)),
-                Kind::Unknown => unreachable!("recognised above"),
             };
+            let framed = protocol.frame(&self.bytes, STREAM_LIMIT.saturating_sub(self.consumed));
             match framed {
                 Framing::NeedMore => return,
                 Framing::Unframed => {
@@ -223,19 +212,12 @@ impl Stream {
         }
     }
 
-    /// What the stream carries; `Unknown` once its first bytes match nothing (two bytes tell TLS,
-    /// a word and a space tell HTTP).
-    fn recognise(&self) -> Kind {
-        let dns_port = |port| l7::DNS_PORTS.contains(&port);
-        if dns_port(self.src_port) || dns_port(self.dst_port) {
-            Kind::Dns
-        } else if self.bytes.len() >= 2 && self.bytes[0] == 22 && self.bytes[1] == 3 {
-            Kind::Tls
-        } else if looks_like_http(&self.bytes) {
-            Kind::Http
-        } else {
-            Kind::Unknown
-        }
+    /// What the stream carries; none once its first bytes match no protocol.
+    fn recognise(&self) -> Option<&'static dyn Protocol> {
+        PROTOCOLS
+            .iter()
+            .copied()
+            .find(|protocol| protocol.recognises_stream(&self.bytes, self.src_port, self.dst_port))
     }
 
     /// Dissects the first `len` held bytes as one message and drops them.
@@ -254,10 +236,10 @@ impl Stream {
                 .parts
                 .get(first)
                 .is_some_and(|p| p.ahead && p.start == self.consumed);
-        let found = l7::dissect(Transport::Tcp, self.src_port, self.dst_port, &self.bytes[..len]);
+        let found = protocols::dissect(Transport::Tcp, self.src_port, self.dst_port, &self.bytes[..len]);
         // A port's guess (an encrypted TLS record on 443) says nothing per-packet dissection does not.
         let l7 = match found {
-            l7::Found::Dissected(l7) | l7::Found::Partial(l7) if !l7.is_guess() => Some(l7),
+            protocols::Found::Dissected(l7) | protocols::Found::Partial(l7) if !l7.is_guess() => Some(l7),
             _ => None,
         };
         if let Some(l7) = l7.filter(|_| !read_before) {
@@ -286,7 +268,7 @@ impl Stream {
     /// Ends the stream (FIN, RST, idle, evicted): an unfinished message is dissected as far as
     /// its bytes go, as per-packet dissection would have.
     pub fn flush(&mut self, pushed: &mut Pushed) {
-        if !self.done && !self.bytes.is_empty() && self.kind != Kind::Unknown {
+        if !self.done && !self.bytes.is_empty() && self.protocol.is_some() {
             let len = self.bytes.len();
             self.emit(len, pushed);
         }
@@ -299,97 +281,6 @@ impl Stream {
         self.ahead = BTreeMap::new();
         self.ahead_bytes = 0;
         self.parts = Vec::new();
-    }
-}
-
-enum Framing {
-    NeedMore,
-    /// Not a message of the stream's protocol (or one this crate cannot frame).
-    Unframed,
-    /// The first `len` bytes are one message; `then_stop` when what follows cannot be framed (a
-    /// chunked or unbounded HTTP body).
-    Complete {
-        len: usize,
-        then_stop: bool,
-    },
-}
-
-fn tls_record_len(bytes: &[u8]) -> Framing {
-    if bytes.len() < 5 {
-        return Framing::NeedMore;
-    }
-    // Content types 20-23 (change_cipher_spec, alert, handshake, application_data), version 3.x.
-    if !(20..=23).contains(&bytes[0]) || bytes[1] != 3 {
-        return Framing::Unframed;
-    }
-    let len = 5 + usize::from(u16::from_be_bytes([bytes[3], bytes[4]]));
-    if bytes.len() < len {
-        Framing::NeedMore
-    } else {
-        Framing::Complete { len, then_stop: false }
-    }
-}
-
-fn dns_message_len(bytes: &[u8]) -> Framing {
-    if bytes.len() < 2 {
-        return Framing::NeedMore;
-    }
-    let len = 2 + usize::from(u16::from_be_bytes([bytes[0], bytes[1]]));
-    if bytes.len() < len {
-        Framing::NeedMore
-    } else {
-        Framing::Complete { len, then_stop: false }
-    }
-}
-
-fn looks_like_http(bytes: &[u8]) -> bool {
-    if bytes.starts_with(b"HTTP/1.") {
-        return true;
-    }
-    let word = bytes.iter().take(16).take_while(|b| b.is_ascii_uppercase()).count();
-    word > 0 && bytes.get(word) == Some(&b' ')
-}
-
-/// One HTTP/1.x request or response: its head, and a body of `Content-Length` bytes when it
-/// fits in `room` (the rest of the followed bytes).
-fn http_message_len(bytes: &[u8], room: usize) -> Framing {
-    if !looks_like_http(bytes) {
-        return Framing::Unframed;
-    }
-    let Some(head_end) = bytes.windows(4).position(|w| w == b"\r\n\r\n").map(|at| at + 4) else {
-        return Framing::NeedMore;
-    };
-    let head = String::from_utf8_lossy(&bytes[..head_end]);
-    let mut content_length = None;
-    let mut chunked = false;
-    for line in head.split("\r\n").skip(1) {
-        let Some((name, value)) = line.split_once(':') else {
-            continue;
-        };
-        let value = value.trim();
-        if name.eq_ignore_ascii_case("content-length") {
-            content_length = value.parse::<usize>().ok();
-        } else if name.eq_ignore_ascii_case("transfer-encoding") && value.to_ascii_lowercase().contains("chunked") {
-            chunked = true;
-        }
-    }
-    let is_response = bytes.starts_with(b"HTTP/1.");
-    // Content-Length is the sender's word: a length that does not fit counts as too long to follow.
-    let message_len = content_length.map(|body| head_end.checked_add(body));
-    match (message_len, chunked) {
-        (Some(Some(len)), false) if bytes.len() >= len => Framing::Complete { len, then_stop: false },
-        // The body is waited for only to find the next message behind it; one too long to follow
-        // ends the stream after the head (which is what L7 dissection reads).
-        (Some(Some(len)), false) if len <= room => Framing::NeedMore,
-        // A request without a length has no body; a response without one runs to the connection's end.
-        (None, false) if !is_response => Framing::Complete {
-            len: head_end,
-            then_stop: false,
-        },
-        _ => Framing::Complete {
-            len: head_end,
-            then_stop: true,
-        },
     }
 }
 
