@@ -735,13 +735,19 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
         outside.address
     );
     assert_eq!(flagged_as_repeats(&stored), "", "no packet stored twice");
+    both_ends_named_and_the_map_weighs_what_the_pod_saw(
+        base,
+        token,
+        session_id,
+        &reference_pcap,
+        (&client, &[("server-1", &server_1), ("server-2", &server_2)]),
+    );
     eprintln!(
         "two nodes: the client pod saw {} packets in {} exchanges, the session stored the same {}",
         reference.len(),
         exchanges.len(),
         pcap_packets(&stored).len()
     );
-    kubectl_trawl_taps_a_pod_live(cluster, token);
     cluster.kubectl(&[
         "delete",
         "pod",
@@ -835,123 +841,79 @@ async fn a_node_lost_under_traffic_is_named_and_picked_up_again(cluster: &Cluste
     eprintln!("two nodes: {message}; back after the partition");
 }
 
-/// Issue #34: `kubectl trawl tap pod/server-1 -w -` piped into tshark while the pod is called:
-/// the pod's requests arrive live through a port-forward the plugin opened to trawl-api itself,
-/// and Ctrl-C removes the session and says what it captured.
-fn kubectl_trawl_taps_a_pod_live(cluster: &Cluster, token: &str) {
-    use std::io::BufRead;
-    use std::process::Stdio;
-    let plugin = testkit::process::workspace_binary("kubectl-trawl", "kubectl-trawl");
-    let path = format!(
-        "{}:{}",
-        plugin.parent().unwrap().display(),
-        std::env::var("PATH").unwrap_or_default()
-    );
-    let mut tap = Command::new(testkit::control_plane::assets_dir().join("kubectl"))
-        .env("PATH", path)
-        .env("KUBECONFIG", &cluster.control_plane.kubeconfig)
-        .args([
-            "trawl",
-            "tap",
-            "pod/server-1",
-            "-n",
-            &cluster.namespace,
-            "--filter",
-            "tcp port 80",
-        ])
-        .args(["--token", token, "-w", "-"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("kubectl trawl tap");
-    let mut tshark = Command::new("tshark")
-        .args([
-            "-r",
-            "-",
-            "-l",
-            "-n",
-            "-Y",
-            "http.request",
-            "-T",
-            "fields",
-            "-e",
-            "http.request.uri",
-        ])
-        .stdin(tap.stdout.take().unwrap())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tshark (apt: tshark)");
-    let (said, heard) = std::sync::mpsc::channel::<String>();
-    let stderr = std::io::BufReader::new(tap.stderr.take().unwrap());
-    let said_too = said.clone();
-    std::thread::spawn(move || {
-        stderr
-            .lines()
-            .map_while(Result::ok)
-            .for_each(|line| drop(said_too.send(format!("tap: {line}"))))
-    });
-    let uris = std::io::BufReader::new(tshark.stdout.take().unwrap());
-    std::thread::spawn(move || {
-        uris.lines()
-            .map_while(Result::ok)
-            .for_each(|line| drop(said.send(format!("tshark: {line}"))))
-    });
-    let mut lines = Vec::new();
-    let wait_for = |what: &str, found: &dyn Fn(&str) -> bool, lines: &mut Vec<String>, poke: &dyn Fn()| {
-        let deadline = std::time::Instant::now() + DEADLINE;
-        while !lines.iter().any(|line| found(line)) {
-            assert!(
-                std::time::Instant::now() < deadline,
-                "timed out waiting for {what}: {lines:#?}"
-            );
-            poke();
-            if let Ok(line) = heard.recv_timeout(Duration::from_secs(1)) {
-                lines.push(line);
-            }
-        }
-    };
-    wait_for(
-        "the tap to capture",
-        &|line| line.starts_with("tap: Capturing (Ctrl-C"),
-        &mut lines,
-        &|| {},
-    );
-    let server_1 = cluster.json(&["get", "pod", "server-1"])["status"]["podIP"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let call_server = || curl_from_client(cluster, &format!("http://{server_1}/?tapped"));
-    wait_for(
-        "the pod's request live in tshark",
-        &|line| line == "tshark: /?tapped",
-        &mut lines,
-        &call_server,
-    );
-    let stopped = Command::new("kill")
-        .args(["-INT", &tap.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(stopped.success());
-    let status = tap.wait().unwrap();
-    assert!(status.success(), "kubectl trawl tap exited with {status}: {lines:#?}");
-    wait_for(
-        "the tap to say it removed its session",
-        &|line| {
-            line.starts_with(&format!("tap: Removed {}/tap-server-1-", cluster.namespace)) && line.contains("captured")
-        },
-        &mut lines,
-        &|| {},
-    );
-    let _ = tshark.kill();
-    let _ = tshark.wait();
-    let left = cluster.kubectl(&["get", "cap", "-o", "name"]);
-    assert!(!left.contains("tap-server-1-"), "the tap's session was removed: {left}");
-    eprintln!("kubectl trawl tap -w -: the pod's request read live by tshark, the session removed on Ctrl-C");
-}
-
 /// One HTTP request from the `client` pod (curl inside it), which must succeed.
 fn curl_from_client(cluster: &Cluster, url: &str) {
     cluster.kubectl(&["exec", "client", "--", "curl", "-sf", "-o", "/dev/null", url]);
+}
+
+/// Bytes of the frames in `pcap` between two addresses, both ways (tcpdump keeps whole frames).
+fn bytes_between(pcap: &[u8], a: &str, b: &str) -> i64 {
+    let path = std::env::temp_dir().join(format!("trawl-{}.pcap", testkit::unique_suffix()));
+    std::fs::write(&path, pcap).expect("write a pcap");
+    let frames = testkit::pcap::read(&path).unwrap_or_default();
+    let _ = std::fs::remove_file(&path);
+    let address = |frame: &[u8], at: usize| {
+        frame
+            .get(at..at + 4)
+            .map(|o| format!("{}.{}.{}.{}", o[0], o[1], o[2], o[3]))
+    };
+    frames
+        .iter()
+        .filter(|(_, frame)| {
+            let (src, dst) = (address(frame, 26), address(frame, 30));
+            (src.as_deref(), dst.as_deref()) == (Some(a), Some(b))
+                || (src.as_deref(), dst.as_deref()) == (Some(b), Some(a))
+        })
+        .map(|(_, frame)| frame.len() as i64)
+        .sum()
+}
+
+/// Issue #30 item 5: the flows between the client pod and the servers it called directly carry
+/// both pods' names, and the service map's edge between them weighs the bytes the client saw.
+fn both_ends_named_and_the_map_weighs_what_the_pod_saw(
+    base: &str,
+    token: &str,
+    session_id: &str,
+    reference: &[u8],
+    (client, servers): (&str, &[(&str, &String)]),
+) {
+    let flows = api_get(
+        base,
+        token,
+        &format!("/flows?session={session_id}&host={client}&limit=100"),
+    );
+    let map = api_get(base, token, &format!("/service-map?session={session_id}&host={client}"));
+    for (server, address) in servers {
+        let named: Vec<&Value> = flows["items"]
+            .as_array()
+            .expect("flows")
+            .iter()
+            .filter(|flow| [&flow["src"], &flow["dst"]].contains(&&Value::from(address.as_str())))
+            .collect();
+        assert!(!named.is_empty(), "a flow with {server}: {flows}");
+        for flow in named {
+            let mut ends = [
+                flow["src_endpoint"]["name"].as_str(),
+                flow["dst_endpoint"]["name"].as_str(),
+            ];
+            ends.sort_unstable();
+            assert_eq!(ends, [Some("client"), Some(*server)], "both ends named: {flow}");
+        }
+        let edge = map["edges"]
+            .as_array()
+            .expect("edges")
+            .iter()
+            .find(|edge| {
+                edge["from"].as_str().is_some_and(|id| id.ends_with("/client"))
+                    && edge["to"]
+                        .as_str()
+                        .is_some_and(|id| id.ends_with(&format!("/{server}")))
+            })
+            .unwrap_or_else(|| panic!("an edge client -> {server}: {map}"));
+        assert_eq!(
+            edge["bytes"].as_i64(),
+            Some(bytes_between(reference, client, address)),
+            "the edge weighs the bytes the client pod saw: {edge}"
+        );
+    }
 }
