@@ -348,35 +348,32 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
     assert!(matches!(anonymous, Err(ureq::Error::StatusCode(401))), "{anonymous:?}");
     let me = api_get(&base, token, "/whoami");
     assert_eq!(me["name"], format!("system:serviceaccount:{namespace}:reader"));
-    let dns = api_get(
-        &base,
-        token,
-        &format!("/packets?session={session_id}&protocol=dns&limit=1000"),
-    );
-    let names: Vec<&str> = dns["items"]
-        .as_array()
-        .expect("items")
-        .iter()
-        .filter_map(|p| p["l7_name"].as_str())
-        .collect();
-    assert!(
-        names.contains(&"r1-0.shop.example"),
-        "DNS names through the API: {names:?}"
-    );
     // The node's own traffic on port 443 (pods talking to the API server through the
-    // `kubernetes` Service) is captured too, so look for our names among all of a protocol's.
-    for (protocol, name) in [("http", "web1.example"), ("tls", "tls1.example")] {
-        let page = api_get(
-            &base,
-            token,
-            &format!("/packets?session={session_id}&protocol={protocol}&limit=1000"),
-        );
-        let found = page["items"]
-            .as_array()
-            .expect("items")
-            .iter()
-            .any(|p| p["l7_name"] == name);
-        assert!(found, "no {protocol} packet named {name} through the API");
+    // `kubernetes` Service) is captured too, so look for our names among all of a protocol's. The
+    // veth's frames may still be on their way (a node interface's packets wait 200 ms for their
+    // deduplication, and the counters of the batches they go into travel with them).
+    for (protocol, name) in [
+        ("dns", "r1-0.shop.example"),
+        ("http", "web1.example"),
+        ("tls", "tls1.example"),
+    ] {
+        wait_until(
+            &format!("a {protocol} packet named {name} through the API"),
+            DEADLINE,
+            || async {
+                let page = api_get(
+                    &base,
+                    token,
+                    &format!("/packets?session={session_id}&protocol={protocol}&limit=1000"),
+                );
+                page["items"]
+                    .as_array()?
+                    .iter()
+                    .any(|p| p["l7_name"] == name)
+                    .then_some(())
+            },
+        )
+        .await;
     }
     let flows = api_get(&base, token, &format!("/flows?session={session_id}&limit=100"));
     assert!(
@@ -748,6 +745,7 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
         exchanges.len(),
         pcap_packets(&stored).len()
     );
+    kubectl_trawl_taps_a_pod_live(cluster, token);
     cluster.kubectl(&[
         "delete",
         "pod",
@@ -838,7 +836,136 @@ async fn a_node_lost_under_traffic_is_named_and_picked_up_again(cluster: &Cluste
         (status == "True").then_some(())
     })
     .await;
+    // What ran on the cut-off node (the operator or the API may have) is Ready again.
+    wait_until("the chart's and the session's pods ready again", DEADLINE, || async {
+        let ready = |selector: &str| cluster.ready_pods(selector).len();
+        let sniffers = ready(&format!(
+            "trawl.dev/session={SESSION},app.kubernetes.io/component=sniffer"
+        ));
+        (ready("app.kubernetes.io/component=operator") >= 1
+            && ready("app.kubernetes.io/component=api") >= 1
+            && sniffers == 2)
+            .then_some(())
+    })
+    .await;
     eprintln!("two nodes: {message}; back after the partition");
+}
+
+/// Issue #34: `kubectl trawl tap pod/server-1 --payload -w -` piped into `tshark -i -` (a pipe read
+/// as a live capture, as `wireshark -k -i -` reads it) while the pod is called:
+/// the pod's requests arrive live through a port-forward the plugin opened to trawl-api itself,
+/// and Ctrl-C removes the session and says what it captured.
+fn kubectl_trawl_taps_a_pod_live(cluster: &Cluster, token: &str) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let plugin = testkit::process::workspace_binary("kubectl-trawl", "kubectl-trawl");
+    let path = format!(
+        "{}:{}",
+        plugin.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut tap = Command::new(testkit::control_plane::assets_dir().join("kubectl"))
+        .env("PATH", path)
+        .env("KUBECONFIG", &cluster.control_plane.kubeconfig)
+        .args([
+            "trawl",
+            "tap",
+            "pod/server-1",
+            "-n",
+            &cluster.namespace,
+            "--filter",
+            "tcp port 80",
+        ])
+        .args(["--token", token, "--payload", "-w", "-"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("kubectl trawl tap");
+    let mut tshark = Command::new("tshark")
+        .args([
+            "-i",
+            "-",
+            "-l",
+            "-n",
+            "-Y",
+            "http.request",
+            "-T",
+            "fields",
+            "-e",
+            "http.request.uri",
+        ])
+        .stdin(tap.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tshark (apt: tshark)");
+    let (said, heard) = std::sync::mpsc::channel::<String>();
+    let stderr = std::io::BufReader::new(tap.stderr.take().unwrap());
+    let said_too = said.clone();
+    std::thread::spawn(move || {
+        stderr
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|line| drop(said_too.send(format!("tap: {line}"))))
+    });
+    let uris = std::io::BufReader::new(tshark.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        uris.lines()
+            .map_while(Result::ok)
+            .for_each(|line| drop(said.send(format!("tshark: {line}"))))
+    });
+    let mut lines = Vec::new();
+    let wait_for = |what: &str, found: &dyn Fn(&str) -> bool, lines: &mut Vec<String>, poke: &dyn Fn()| {
+        let deadline = std::time::Instant::now() + DEADLINE;
+        while !lines.iter().any(|line| found(line)) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {lines:#?}"
+            );
+            poke();
+            if let Ok(line) = heard.recv_timeout(Duration::from_secs(1)) {
+                lines.push(line);
+            }
+        }
+    };
+    wait_for(
+        "the tap to capture",
+        &|line| line.starts_with("tap: Capturing (Ctrl-C"),
+        &mut lines,
+        &|| {},
+    );
+    let server_1 = cluster.json(&["get", "pod", "server-1"])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let call_server = || curl_from_client(cluster, &format!("http://{server_1}/?tapped"));
+    wait_for(
+        "the pod's request live in tshark",
+        &|line| line == "tshark: /?tapped",
+        &mut lines,
+        &call_server,
+    );
+    let stopped = Command::new("kill")
+        .args(["-INT", &tap.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(stopped.success());
+    let status = tap.wait().unwrap();
+    assert!(status.success(), "kubectl trawl tap exited with {status}: {lines:#?}");
+    wait_for(
+        "the tap to say it removed its session",
+        &|line| {
+            line.starts_with(&format!("tap: Removed {}/tap-server-1-", cluster.namespace)) && line.contains("captured")
+        },
+        &mut lines,
+        &|| {},
+    );
+    let _ = tshark.kill();
+    let _ = tshark.wait();
+    let left = cluster.kubectl(&["get", "cap", "-o", "name"]);
+    assert!(!left.contains("tap-server-1-"), "the tap's session was removed: {left}");
+    eprintln!("kubectl trawl tap -w -: the pod's request read live by tshark, the session removed on Ctrl-C");
 }
 
 /// One HTTP request from the `client` pod (curl inside it), which must succeed.
