@@ -95,6 +95,11 @@ impl Tap {
         if self.wireshark {
             self.write = Some("-".into());
         }
+        if self.write.is_some() && !self.payload {
+            eprintln!(
+                "Note: without --payload the capture keeps headers only (no HTTP requests or TLS hellos to show)."
+            );
+        }
         // Found before anything is created: a missing API is said before a session exists.
         let api = match &self.write {
             Some(_) => Some(crate::reach::api(&client, self.api.take()).await?),
