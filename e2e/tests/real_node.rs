@@ -58,14 +58,7 @@ struct Cluster {
 
 impl Cluster {
     fn kubectl(&self, args: &[&str]) -> String {
-        let output = self
-            .control_plane
-            .kubectl()
-            .args(["-n", &self.namespace])
-            .args(args)
-            .output()
-            .expect("run kubectl");
-        check(output, &format!("kubectl {}", args.join(" ")))
+        String::from_utf8(self.kubectl_bytes(args)).expect("UTF-8 output")
     }
 
     fn kubectl_bytes(&self, args: &[&str]) -> Vec<u8> {

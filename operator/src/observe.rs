@@ -178,11 +178,7 @@ async fn lost_nodes(session: &CaptureSession, context: &Context) -> Vec<LostNode
         return Vec::new();
     };
     let key = database::session_key(&namespace, &session.name_any());
-    let created = session
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|time| time.0.to_string());
+    let created = created(session);
     let Ok(reported) = database::node_counters(pool, &key, created.as_deref())
         .await
         .inspect_err(|error| tracing::warn!(session = %key, %error, "cannot read the nodes' counters"))
@@ -312,6 +308,15 @@ async fn keda_installed(context: &Context) -> Result<bool, Error> {
     Ok(crd.is_some())
 }
 
+/// The session's creation time (RFC 3339): the database counts only sniffers first seen since.
+fn created(session: &CaptureSession) -> Option<String> {
+    session
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .map(|time| time.0.to_string())
+}
+
 /// What the database says of the session's storage: its packet counts and how long ago it last
 /// stored a batch; `None` for either (the status keeps the last known counts) when there is no
 /// database or it cannot be read right now.
@@ -320,11 +325,7 @@ async fn storage(session: &CaptureSession, context: &Context) -> (Option<PacketC
         return (None, None);
     };
     let key = database::session_key(&namespace, &session.name_any());
-    let created = session
-        .metadata
-        .creation_timestamp
-        .as_ref()
-        .map(|time| time.0.to_string());
+    let created = created(session);
     let counts = database::packet_counts(pool, &key, created.as_deref())
         .await
         .inspect_err(|error| tracing::warn!(session = %key, %error, "cannot read packet counts; keeping the last ones"))

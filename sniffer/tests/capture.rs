@@ -853,26 +853,32 @@ async fn a_packet_seen_on_veth_bridge_and_veth_is_kept_once() {
     );
 }
 
+/// A sniffer without `--interfaces` (the node's capture points) that knows `pods` as the captured
+/// pods (`--pods-file`, returned for removal).
+async fn capturing_points_of(pods: &BridgedPods, filter: &str) -> (Rig, std::path::PathBuf) {
+    let pods_file = std::env::temp_dir().join(format!("trawl-pods-{}", pods.bridge));
+    replace(&pods_file, &pods.addresses.join("\n"));
+    let vhost = TestVhost::create();
+    let amqp_url = vhost.amqp_url.clone();
+    let rig = Rig::start_with(
+        TestNetwork::create(),
+        vhost,
+        &amqp_url,
+        &["--filter", filter, "--pods-file", pods_file.to_str().unwrap()],
+        FieldTable::default(),
+    )
+    .await;
+    (rig, pods_file)
+}
+
 #[tokio::test]
 async fn without_interfaces_each_packet_is_kept_where_it_leaves_its_pod() {
     // No --interfaces: the sniffer finds the pods' veths from the kernel (enslaved to a bridge,
     // peer in another namespace), leaves the bridge alone, and with the captured pods' addresses
     // keeps a packet only where it leaves its sender.
     let pods = BridgedPods::create(2);
-    let pods_file = std::env::temp_dir().join(format!("trawl-pods-{}", pods.bridge));
-    replace(&pods_file, &pods.addresses.join("\n"));
-    let vhost = TestVhost::create();
-    let amqp_url = vhost.amqp_url.clone();
-    let subnet = pods.addresses[0].rsplit_once('.').unwrap().0;
-    let filter = format!("tcp port 8000 and net {subnet}.0/24");
-    let mut rig = Rig::start_with(
-        TestNetwork::create(),
-        vhost,
-        &amqp_url,
-        &["--filter", &filter, "--pods-file", pods_file.to_str().unwrap()],
-        FieldTable::default(),
-    )
-    .await;
+    let filter = format!("tcp port 8000 and net {}.0/24", pods.subnet);
+    let (mut rig, pods_file) = capturing_points_of(&pods, &filter).await;
     let reference = five_requests_between_pods(&pods, &rig, 2).await;
     let wire = reference.len() as u64;
     rig.wait_captured(2 * wire).await;
@@ -918,22 +924,11 @@ async fn a_pods_traffic_through_the_nodes_snat_is_kept_as_the_pod_sent_it() {
     // deduplicated as a translated copy.
     let pods = BridgedPods::create(1);
     let outside = Outside::create(&pods);
-    let pods_file = std::env::temp_dir().join(format!("trawl-pods-{}", pods.bridge));
-    replace(&pods_file, &pods.addresses[0]);
-    let vhost = TestVhost::create();
-    let amqp_url = vhost.amqp_url.clone();
     let filter = format!(
         "tcp port 8000 and (net {}.0/24 or host {})",
         pods.subnet, outside.address
     );
-    let mut rig = Rig::start_with(
-        TestNetwork::create(),
-        vhost,
-        &amqp_url,
-        &["--filter", &filter, "--pods-file", pods_file.to_str().unwrap()],
-        FieldTable::default(),
-    )
-    .await;
+    let (mut rig, pods_file) = capturing_points_of(&pods, &filter).await;
     let reference = five_requests(&pods, &rig, 2, |program| outside.command(program), &outside.address).await;
     let wire = reference.len() as u64;
     rig.wait_captured(2 * wire).await;
