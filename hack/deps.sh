@@ -32,12 +32,15 @@ declare -A packages=(
   [debootstrap]=debootstrap
   [iptables]=iptables
   [conntrack]=conntrack
+  # Real HTTP/2 and gRPC servers and clients for the dissector's agreement with tshark.
+  [nghttpd]=nghttp2-server
 )
 missing=()
 for command in "${!packages[@]}"; do
   command -v "$command" >/dev/null 2>&1 || missing+=("${packages[$command]}")
 done
 [ -x /usr/lib/cni/bridge ] || missing+=(containernetworking-plugins)
+python3 -c 'import grpc' 2>/dev/null || missing+=(python3-grpcio)
 if [ ${#missing[@]} -gt 0 ]; then
   log "installing ${missing[*]}"
   apt-get update -qq

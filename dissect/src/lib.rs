@@ -21,7 +21,7 @@ use std::net::IpAddr;
 use serde::Serialize;
 
 pub use info::info;
-pub use protocols::L7;
+pub use protocols::{Http2Message, L7};
 
 /// What a frame turned out to be.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]

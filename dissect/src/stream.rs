@@ -5,16 +5,22 @@
 //!
 //! Bounded: only the first [`STREAM_LIMIT`] bytes of a direction are followed; past that, or once
 //! the bytes stop looking like a protocol this crate frames, the stream is [`Stream::is_done`] and
-//! its packets are dissected one by one again. Retransmitted bytes are taken once (the first copy
+//! its packets are dissected one by one again. A protocol whose messages depend on the
+//! connection's past (HTTP/2's header tables) is read by its follower for the connection's whole
+//! life instead, holding at most [`STREAM_LIMIT`] bytes past a gap and what its follower keeps.
+//! Bytes that stop being one protocol at a message's end may start another (`Upgrade: h2c`). Retransmitted bytes are taken once (the first copy
 //! wins); segments ahead of a gap wait until it is filled.
 
 use std::collections::BTreeMap;
 
 use crate::L7;
-use crate::protocols::{self, Framing, PROTOCOLS, Protocol, Transport};
+use crate::protocols::{self, Follower, Framing, PROTOCOLS, Protocol, Recognition, Transport};
 
 /// Bytes of each direction followed from the start of the stream.
 pub const STREAM_LIMIT: usize = 16 * 1024;
+/// The most one direction holds: [`STREAM_LIMIT`] of bytes, and what a follower keeps (HTTP/2:
+/// a header table, a header block and a frame of at most 64 KiB each, and per-stream counts).
+pub const MAX_HELD: usize = STREAM_LIMIT + 256 * 1024;
 
 /// One direction of a TCP connection.
 #[derive(Debug)]
@@ -25,6 +31,8 @@ pub struct Stream {
     start: u32,
     /// What the stream carries, once its first bytes (and ports) told.
     protocol: Option<&'static dyn Protocol>,
+    /// The protocol's reader, for one that follows the whole connection.
+    follower: Option<Box<dyn Follower>>,
     /// In-order bytes from stream offset `consumed` not yet cut into messages.
     bytes: Vec<u8>,
     consumed: usize,
@@ -80,6 +88,7 @@ impl Stream {
             dst_port,
             start,
             protocol: None,
+            follower: None,
             bytes: Vec::new(),
             consumed: 0,
             ahead: BTreeMap::new(),
@@ -93,9 +102,24 @@ impl Stream {
         self.done
     }
 
+    /// Whether a follower reads it for the connection's whole life (HTTP/2).
+    pub fn follows_connection(&self) -> bool {
+        self.follower.is_some()
+    }
+
     /// Bytes held (in order and ahead of a gap), for the memory bound.
     pub fn held(&self) -> usize {
-        self.bytes.len() + self.ahead_bytes
+        self.bytes.len() + self.ahead_bytes + self.follower.as_ref().map_or(0, |f| f.held())
+    }
+
+    /// Where following stops, in stream offsets: the first [`STREAM_LIMIT`] bytes, or for a
+    /// followed connection [`STREAM_LIMIT`] past what its follower took.
+    fn limit(&self) -> usize {
+        if self.follower.is_some() {
+            self.consumed.saturating_add(STREAM_LIMIT)
+        } else {
+            STREAM_LIMIT
+        }
     }
 
     /// Whether an unfinished message is waiting for more segments.
@@ -134,7 +158,7 @@ impl Stream {
             self.append(at, &bytes, ts_ns, true);
         }
         self.cut(&mut pushed);
-        if self.consumed + self.bytes.len() >= STREAM_LIMIT && !self.done {
+        if self.consumed + self.bytes.len() >= self.limit() && !self.done {
             self.give_up(&mut pushed);
         }
         pushed
@@ -143,8 +167,9 @@ impl Stream {
     /// Keeps a segment that came past a gap until the gap is filled, as far as it lies within the
     /// followed bytes and the stream's bound has room; otherwise it is only read on its own.
     fn hold_ahead(&mut self, offset: usize, payload: &[u8], ts_ns: u64) {
-        let within = STREAM_LIMIT.saturating_sub(offset).min(payload.len());
-        if within == 0 || self.ahead.contains_key(&offset) || self.held() + within > STREAM_LIMIT {
+        let within = self.limit().saturating_sub(offset).min(payload.len());
+        let held = self.bytes.len() + self.ahead_bytes;
+        if within == 0 || self.ahead.contains_key(&offset) || held + within > STREAM_LIMIT {
             return;
         }
         self.ahead_bytes += within;
@@ -159,7 +184,7 @@ impl Stream {
         if skip >= payload.len() {
             return false;
         }
-        let room = STREAM_LIMIT.saturating_sub(end);
+        let room = self.limit().saturating_sub(end);
         let new = &payload[skip..][..(payload.len() - skip).min(room)];
         if new.is_empty() {
             return false;
@@ -180,18 +205,27 @@ impl Stream {
             let protocol = match self.protocol {
                 Some(protocol) => protocol,
                 None if self.bytes.len() < 2 => return,
-                None => {
-                    let Some(protocol) = self.recognise() else {
+                None => match self.recognise() {
+                    Recognition::NeedMore => return,
+                    Recognition::No => {
                         self.give_up(pushed);
                         return;
-                    };
-                    self.protocol = Some(protocol);
-                    protocol
-                }
+                    }
+                    Recognition::Yes => match self.protocol {
+                        Some(protocol) => protocol,
+                        None => return,
+                    },
+                },
             };
+            if self.follower.is_some() {
+                self.follow(pushed);
+                return;
+            }
             let framed = protocol.frame(&self.bytes, STREAM_LIMIT.saturating_sub(self.consumed));
             match framed {
                 Framing::NeedMore => return,
+                // At a message's end the bytes may go on as another protocol (h2c's upgrade).
+                Framing::Unframed if self.switches_from(protocol) => {}
                 Framing::Unframed => {
                     self.give_up(pushed);
                     return;
@@ -212,12 +246,66 @@ impl Stream {
         }
     }
 
-    /// What the stream carries; none once its first bytes match no protocol.
-    fn recognise(&self) -> Option<&'static dyn Protocol> {
-        PROTOCOLS
-            .iter()
-            .copied()
-            .find(|protocol| protocol.recognises_stream(&self.bytes, self.src_port, self.dst_port))
+    /// What the stream carries from here, as its bytes tell: sets `protocol` (and its follower)
+    /// on `Yes`.
+    fn recognise(&mut self) -> Recognition {
+        let mut unsure = false;
+        for protocol in PROTOCOLS.iter().copied() {
+            match protocol.recognises_stream(&self.bytes, self.src_port, self.dst_port) {
+                Recognition::Yes => {
+                    self.protocol = Some(protocol);
+                    self.follower = protocol.follower();
+                    return Recognition::Yes;
+                }
+                Recognition::NeedMore => unsure = true,
+                Recognition::No => {}
+            }
+        }
+        if unsure { Recognition::NeedMore } else { Recognition::No }
+    }
+
+    /// Whether the bytes after a message of `protocol` are another protocol's, which then
+    /// carries the stream.
+    fn switches_from(&mut self, protocol: &'static dyn Protocol) -> bool {
+        let before = self.protocol;
+        let switched =
+            self.recognise() == Recognition::Yes && self.protocol.is_some_and(|p| p.name() != protocol.name());
+        if !switched {
+            self.protocol = before;
+            self.follower = None;
+        }
+        switched
+    }
+
+    /// Lets the follower take what it can of the in-order bytes.
+    fn follow(&mut self, pushed: &mut Pushed) {
+        let Some(follower) = self.follower.as_mut() else {
+            return;
+        };
+        let mut found = Vec::new();
+        let Ok(took) = follower.read(&self.bytes, &mut found) else {
+            self.give_up(pushed);
+            return;
+        };
+        for (at, l7) in found {
+            let offset = self.consumed + at;
+            let ts_ns = self
+                .parts
+                .iter()
+                .find(|p| p.end > offset)
+                .or(self.parts.last())
+                .map_or(0, |p| p.ts_ns);
+            pushed.messages.push(Message { l7, ts_ns, segments: 1 });
+        }
+        let took = took.min(self.bytes.len());
+        self.bytes.drain(..took);
+        self.consumed += took;
+        let consumed = self.consumed;
+        self.parts.retain(|p| p.end > consumed);
+        if self.bytes.is_empty() {
+            self.bytes = Vec::new();
+            self.parts = Vec::new();
+        }
     }
 
     /// Dissects the first `len` held bytes as one message and drops them.
@@ -268,7 +356,7 @@ impl Stream {
     /// Ends the stream (FIN, RST, idle, evicted): an unfinished message is dissected as far as
     /// its bytes go, as per-packet dissection would have.
     pub fn flush(&mut self, pushed: &mut Pushed) {
-        if !self.done && !self.bytes.is_empty() && self.protocol.is_some() {
+        if !self.done && !self.bytes.is_empty() && self.protocol.is_some() && self.follower.is_none() {
             let len = self.bytes.len();
             self.emit(len, pushed);
         }
@@ -277,6 +365,7 @@ impl Stream {
     }
 
     fn release(&mut self) {
+        self.follower = None;
         self.bytes = Vec::new();
         self.ahead = BTreeMap::new();
         self.ahead_bytes = 0;

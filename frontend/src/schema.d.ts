@@ -28,7 +28,10 @@ export interface paths {
             path?: never;
             cookie?: never;
         };
-        /** HTTP exchanges: each request with its response status and latency. */
+        /**
+         * HTTP exchanges: each HTTP/1.x request or HTTP/2 stream (gRPC calls among them) with its
+         *     response status and latency; `protocol http2` or `protocol grpc` narrows to one.
+         */
         get: operations["listHttpEvents"];
         put?: never;
         post?: never;
@@ -349,18 +352,61 @@ export interface components {
         /** @description A page of events, newest first. */
         EventPage_HttpEvent: {
             items: (components["schemas"]["EventEndpoints"] & {
+                content_type?: string | null;
+                grpc_message?: string | null;
+                grpc_method?: string | null;
+                /** @description gRPC: the service and method, from the path (`helloworld.Greeter`, `SayHello`). */
+                grpc_service?: string | null;
+                /**
+                 * Format: int32
+                 * @description gRPC's status code from the trailers (0 is OK) and its message.
+                 */
+                grpc_status?: number | null;
+                /** @description The Host header, or HTTP/2's `:authority`. */
                 host?: string | null;
-                /** Format: double */
+                /**
+                 * Format: double
+                 * @description From the request to the response's status line or headers.
+                 */
                 latency_ms?: number | null;
                 method?: string | null;
                 path?: string | null;
+                /** @description `http` (HTTP/1.x), `http2` or `grpc`. */
+                protocol: string;
+                /**
+                 * Format: int64
+                 * @description HTTP/2: DATA payload bytes each way, once that side ended its stream.
+                 */
+                request_bytes?: number | null;
+                /**
+                 * Format: int32
+                 * @description gRPC: messages each way.
+                 */
+                request_messages?: number | null;
+                /** @description RST_STREAM's error code, when the stream was reset (`CANCEL`, ...). */
+                reset?: string | null;
+                /** Format: int64 */
+                response_bytes?: number | null;
+                /** Format: int32 */
+                response_messages?: number | null;
                 /**
                  * Format: int32
                  * @description Absent until a response was seen.
                  */
                 status?: number | null;
+                /**
+                 * Format: int64
+                 * @description The HTTP/2 stream.
+                 */
+                stream_id?: number | null;
                 /** @description `tcp`, or `udp` for SSDP. */
                 transport: string;
+                /**
+                 * Format: int32
+                 * @description Header fields that pointed at header-table entries the capture never saw (it joined the
+                 *     connection later): their values are unknown.
+                 */
+                unresolved_fields: number;
                 user_agent?: string | null;
             })[];
             /** @description Pass as `cursor` for the next (older) page; null on the last page. */
@@ -423,20 +469,66 @@ export interface components {
             items: components["schemas"]["Flow"][];
             next_cursor?: string | null;
         };
-        /** @description One HTTP request and its response. */
+        /**
+         * @description One HTTP request and its response: an HTTP/1.x request, or an HTTP/2 stream (gRPC's calls
+         *     among them).
+         */
         HttpEvent: components["schemas"]["EventEndpoints"] & {
+            content_type?: string | null;
+            grpc_message?: string | null;
+            grpc_method?: string | null;
+            /** @description gRPC: the service and method, from the path (`helloworld.Greeter`, `SayHello`). */
+            grpc_service?: string | null;
+            /**
+             * Format: int32
+             * @description gRPC's status code from the trailers (0 is OK) and its message.
+             */
+            grpc_status?: number | null;
+            /** @description The Host header, or HTTP/2's `:authority`. */
             host?: string | null;
-            /** Format: double */
+            /**
+             * Format: double
+             * @description From the request to the response's status line or headers.
+             */
             latency_ms?: number | null;
             method?: string | null;
             path?: string | null;
+            /** @description `http` (HTTP/1.x), `http2` or `grpc`. */
+            protocol: string;
+            /**
+             * Format: int64
+             * @description HTTP/2: DATA payload bytes each way, once that side ended its stream.
+             */
+            request_bytes?: number | null;
+            /**
+             * Format: int32
+             * @description gRPC: messages each way.
+             */
+            request_messages?: number | null;
+            /** @description RST_STREAM's error code, when the stream was reset (`CANCEL`, ...). */
+            reset?: string | null;
+            /** Format: int64 */
+            response_bytes?: number | null;
+            /** Format: int32 */
+            response_messages?: number | null;
             /**
              * Format: int32
              * @description Absent until a response was seen.
              */
             status?: number | null;
+            /**
+             * Format: int64
+             * @description The HTTP/2 stream.
+             */
+            stream_id?: number | null;
             /** @description `tcp`, or `udp` for SSDP. */
             transport: string;
+            /**
+             * Format: int32
+             * @description Header fields that pointed at header-table entries the capture never saw (it joined the
+             *     connection later): their values are unknown.
+             */
+            unresolved_fields: number;
             user_agent?: string | null;
         };
         MapEdge: {

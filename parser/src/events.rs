@@ -1,5 +1,5 @@
-//! L7 events from dissected packets: one per DNS transaction, HTTP request (with its response) and
-//! TLS ClientHello, as Zeek's dns.log, http.log and ssl.log.
+//! L7 events from dissected packets: one per DNS transaction, HTTP request (with its response; an
+//! HTTP/2 or gRPC stream is one, see [`http2`]) and TLS ClientHello, as Zeek's dns.log, http.log and ssl.log.
 //!
 //! Responses are paired with requests in packet order: within the batches stored together
 //! directly, and with requests stored by earlier transactions through [`Pending`], which keeps
@@ -13,6 +13,9 @@ use dissect::{Dissection, L7};
 
 /// How long an unanswered request waits for its response across transactions.
 pub const PENDING_FOR_NS: u64 = 30_000_000_000;
+
+mod http2;
+pub use http2::{Http2Event, Http2Parts};
 /// The most unanswered requests remembered per protocol; the oldest go first.
 const PENDING_MAX: usize = 65_536;
 
@@ -92,6 +95,7 @@ pub struct Pending {
     /// Row id, time and method of each unanswered request, oldest first.
     http: HashMap<Endpoints, VecDeque<(i64, u64, Option<String>)>>,
     http_count: usize,
+    http2: http2::PendingHttp2,
 }
 
 /// The events of a group of batches, ready to be written.
@@ -102,6 +106,7 @@ pub struct Events {
     pub tls: Vec<TlsEvent>,
     pub late_dns: Vec<Late<DnsAnswer>>,
     pub late_http: Vec<Late<HttpAnswer>>,
+    pub http2: http2::GroupHttp2,
     /// Requests of this group still open, by index into `dns` / `http`.
     open_dns: HashMap<DnsKey, usize>,
     open_http: HashMap<Endpoints, VecDeque<usize>>,
@@ -270,6 +275,7 @@ impl Events {
                     });
                 }
             }
+            L7::Http2(message) => self.add_http2(forward, message, ts_ns, pending),
             L7::Tls {
                 handshake,
                 version,
@@ -293,7 +299,7 @@ impl Pending {
     /// After the group's transaction committed: forgets the requests it answered, remembers its
     /// unanswered ones under the row ids they got (`dns_ids`, `http_ids`: the ids of `events.dns`
     /// and `events.http` in order), and drops what waited longer than [`PENDING_FOR_NS`].
-    pub fn apply(&mut self, events: &Events, dns_ids: &[i64], http_ids: &[i64]) {
+    pub fn apply(&mut self, events: &Events, dns_ids: &[i64], http_ids: &[i64], http2_ids: &[i64]) {
         for key in &events.used_dns {
             self.dns.remove(key);
         }
@@ -304,7 +310,7 @@ impl Pending {
                 self.http_count -= answered;
             }
         }
-        let mut newest = 0;
+        let mut newest = self.http2.apply(&events.http2, http2_ids);
         for (key, &index) in &events.open_dns {
             let event = &events.dns[index];
             newest = newest.max(event.ts_ns);
@@ -327,6 +333,7 @@ impl Pending {
         }
         let oldest = newest.saturating_sub(PENDING_FOR_NS);
         self.dns.retain(|_, (_, at)| *at >= oldest);
+        self.http2.expire(oldest);
         if self.dns.len() > PENDING_MAX {
             let mut times: Vec<u64> = self.dns.values().map(|(_, at)| *at).collect();
             times.sort_unstable();

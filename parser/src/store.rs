@@ -385,7 +385,7 @@ impl Store {
         self.pending
             .lock()
             .expect("not poisoned")
-            .apply(&events, &event_ids.dns, &event_ids.http);
+            .apply(&events, &event_ids.dns, &event_ids.http, &event_ids.http2);
         if let Some(traffic) = &self.traffic {
             traffic.observe(written.iter().map(|rows| &**rows), &events);
         }

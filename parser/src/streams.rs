@@ -3,8 +3,10 @@
 //! segments (a ClientHello with a post-quantum key share, a request with large headers, DNS over
 //! TCP) yields one event with everything in it.
 //!
-//! What is followed is bounded: the first 16 KiB of each direction, [`MAX_STREAMS`] directions,
-//! and [`IDLE_NS`] without a segment. A stream that ends unfinished (FIN or RST, idle, evicted, a
+//! What is followed is bounded: the first 16 KiB of each direction (HTTP/2: the whole connection,
+//! its header tables and blocks bounded), [`MAX_STREAMS`] directions, and [`IDLE_NS`] without a
+//! segment ([`CONNECTION_IDLE_NS`] for a whole connection followed: gRPC channels idle between calls,
+//! and a table lost is fields unresolved until the peers replace them). A stream that ends unfinished (FIN or RST, idle, evicted, a
 //! segment cut by the snaplen) has its pending message dissected as far as its bytes go, as
 //! per-packet dissection would have. The state lives in this process: a parser that stops
 //! loses its unfinished messages (counted by the stream outcome `pending_at_stop` in the log), and
@@ -22,11 +24,13 @@ use crate::events::Sent;
 
 /// Directions followed at once at most; past it the least recently active are ended.
 pub const MAX_STREAMS: usize = 65_536;
-/// Bytes all followed directions may hold together (each holds at most 16 KiB, in order or past a
+/// Bytes all followed directions may hold together (each holds at most `MAX_HELD`, in order or past a
 /// gap); past it the least recently active are ended, as past [`MAX_STREAMS`].
 pub const MAX_HELD_BYTES: usize = 64 << 20;
 /// A direction without a segment for this long (capture time) is ended.
 pub const IDLE_NS: u64 = 5_000_000_000;
+/// The same for a direction whose whole connection is followed.
+pub const CONNECTION_IDLE_NS: u64 = 300_000_000_000;
 
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
@@ -216,10 +220,18 @@ impl Streams {
     /// Ends the streams idle since before `now_ns` - [`IDLE_NS`].
     pub fn end_idle(&mut self, now_ns: u64, ended: &mut Vec<(Sent, Message)>) {
         let oldest = now_ns.saturating_sub(IDLE_NS);
+        let oldest_connection = now_ns.saturating_sub(CONNECTION_IDLE_NS);
         let idle: Vec<Sent> = self
             .open
             .iter()
-            .filter(|(_, o)| o.last_ns < oldest)
+            .filter(|(_, o)| {
+                o.last_ns
+                    < if o.stream.follows_connection() {
+                        oldest_connection
+                    } else {
+                        oldest
+                    }
+            })
             .map(|(s, _)| *s)
             .collect();
         for direction in idle {

@@ -32,7 +32,7 @@ const fn columns(transport: &'static str, l7: &'static str) -> Columns {
     }
 }
 const DNS: Columns = columns("transport", "'dns'");
-const HTTP: Columns = columns("transport", "'http'");
+const HTTP: Columns = columns("transport", "protocol");
 const TLS: Columns = columns("'tcp'", "'tls'");
 
 const ENDPOINTS: &str = "id, session, ts, host(client) AS client, client_port, host(server) AS server, server_port";
@@ -70,24 +70,62 @@ pub struct DnsEvent {
     pub rtt_ms: Option<f64>,
 }
 
-/// One HTTP request and its response.
+/// One HTTP request and its response: an HTTP/1.x request, or an HTTP/2 stream (gRPC's calls
+/// among them).
 #[derive(Serialize, ToSchema, FromRow)]
 pub struct HttpEvent {
     #[serde(flatten)]
     #[sqlx(flatten)]
     pub ends: EventEndpoints,
+    /// `http` (HTTP/1.x), `http2` or `grpc`.
+    pub protocol: String,
     /// `tcp`, or `udp` for SSDP.
     pub transport: String,
     pub method: Option<String>,
+    /// The Host header, or HTTP/2's `:authority`.
     pub host: Option<String>,
     pub path: Option<String>,
     pub user_agent: Option<String>,
     /// Absent until a response was seen.
     pub status: Option<i32>,
+    /// From the request to the response's status line or headers.
     pub latency_ms: Option<f64>,
+    /// The HTTP/2 stream.
+    pub stream_id: Option<i64>,
+    pub content_type: Option<String>,
+    /// HTTP/2: DATA payload bytes each way, once that side ended its stream.
+    pub request_bytes: Option<i64>,
+    pub response_bytes: Option<i64>,
+    /// gRPC: the service and method, from the path (`helloworld.Greeter`, `SayHello`).
+    #[sqlx(skip)]
+    pub grpc_service: Option<String>,
+    #[sqlx(skip)]
+    pub grpc_method: Option<String>,
+    /// gRPC: messages each way.
+    pub request_messages: Option<i32>,
+    pub response_messages: Option<i32>,
+    /// gRPC's status code from the trailers (0 is OK) and its message.
+    pub grpc_status: Option<i32>,
+    pub grpc_message: Option<String>,
+    /// RST_STREAM's error code, when the stream was reset (`CANCEL`, ...).
+    pub reset: Option<String>,
+    /// Header fields that pointed at header-table entries the capture never saw (it joined the
+    /// connection later): their values are unknown.
+    pub unresolved_fields: i32,
 }
 
 impl HttpEvent {
+    /// gRPC's path is `/package.Service/Method`.
+    fn name_grpc_call(&mut self) {
+        if self.protocol != "grpc" {
+            return;
+        }
+        if let Some((service, method)) = self.path.as_deref().and_then(|p| p.strip_prefix('/')?.split_once('/')) {
+            self.grpc_service = Some(service.to_owned());
+            self.grpc_method = Some(method.to_owned());
+        }
+    }
+
     /// What a caller without `payload` sees: the path without its query, no header values.
     fn without_payload(&mut self) {
         if let Some(path) = &mut self.path
@@ -96,6 +134,7 @@ impl HttpEvent {
             path.truncate(query);
         }
         self.user_agent = None;
+        self.grpc_message = None;
     }
 }
 
@@ -178,7 +217,8 @@ pub async fn dns(
     Ok(Json(page(&state, &filter, &paging, &select, &DNS).await?))
 }
 
-/// HTTP exchanges: each request with its response status and latency.
+/// HTTP exchanges: each HTTP/1.x request or HTTP/2 stream (gRPC calls among them) with its
+/// response status and latency; `protocol http2` or `protocol grpc` narrows to one.
 #[utoipa::path(get, path = "/api/v1/events/http", operation_id = "listHttpEvents", tag = "events",
     params(FilterParams, PageParams),
     responses((status = 200, body = EventPage<HttpEvent>), (status = 400, body = ErrorBody), (status = 404, body = ErrorBody)))]
@@ -187,8 +227,11 @@ pub async fn http(
     filter: Narrowed,
     Query(paging): Query<PageParams>,
 ) -> Result<Json<EventPage<HttpEvent>>, ApiError> {
-    let select =
-        format!("SELECT {ENDPOINTS}, transport, method, host, path, user_agent, status, latency_ms FROM http_events");
+    let select = format!(
+        "SELECT {ENDPOINTS}, protocol, transport, method, host, path, user_agent, status, latency_ms, stream_id, \
+         content_type, request_bytes, response_bytes, request_messages, response_messages, grpc_status, grpc_message, \
+         reset, unresolved_fields FROM http_events"
+    );
     let mut events: EventPage<HttpEvent> = page(&state, &filter, &paging, &select, &HTTP).await?;
     // The payload rule (see `Caller::payload_namespaces`): query strings and header values need `payload`.
     let payload = filter
@@ -196,6 +239,7 @@ pub async fn http(
         .payload_namespaces(events.items.iter().map(|event| event.ends.session.as_str()))
         .await?;
     for event in &mut events.items {
+        event.name_grpc_call();
         let namespace = event
             .ends
             .session

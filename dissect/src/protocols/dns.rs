@@ -2,7 +2,7 @@
 //! the two-byte length over TCP, dissected with simple-dns (and by hand as far as the question
 //! when a later section does not parse), summarised as Wireshark does.
 
-use super::{Cursor, Found, Framing, L7, Protocol, Transport};
+use super::{Cursor, Found, Framing, L7, Protocol, Recognition, Transport};
 use crate::text;
 
 /// DNS, mDNS and LLMNR share the message format.
@@ -15,8 +15,8 @@ impl Protocol for Dns {
         "dns"
     }
 
-    fn recognises_stream(&self, _first: &[u8], src_port: u16, dst_port: u16) -> bool {
-        on_its_ports(src_port, dst_port)
+    fn recognises_stream(&self, _first: &[u8], src_port: u16, dst_port: u16) -> Recognition {
+        on_its_ports(src_port, dst_port).into()
     }
 
     fn frame(&self, bytes: &[u8], _room: usize) -> Framing {

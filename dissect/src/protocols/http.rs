@@ -1,7 +1,7 @@
 //! HTTP/1.x (and SSDP/GENA over UDP): one recogniser for packets and streams, framed by its head
 //! and `Content-Length`, dissected with httparse, summarised as Wireshark does.
 
-use super::{Found, Framing, L7, Protocol, Transport};
+use super::{Found, Framing, L7, Protocol, Recognition, Transport};
 use crate::text;
 
 pub(crate) struct Http;
@@ -11,8 +11,8 @@ impl Protocol for Http {
         "http"
     }
 
-    fn recognises_stream(&self, first: &[u8], _src_port: u16, _dst_port: u16) -> bool {
-        recognises(first)
+    fn recognises_stream(&self, first: &[u8], _src_port: u16, _dst_port: u16) -> Recognition {
+        recognises(first).into()
     }
 
     fn frame(&self, bytes: &[u8], room: usize) -> Framing {
@@ -137,6 +137,15 @@ fn message_len(bytes: &[u8], room: usize) -> Framing {
         }
     }
     let is_response = bytes.starts_with(b"HTTP/1.");
+    // Informational (101 Switching Protocols among them), 204 and 304 responses have no body
+    // whatever their headers say; after a 101 the bytes are another protocol's.
+    let status = bytes.get(9..12).filter(|_| is_response);
+    if status.is_some_and(|s| s[0] == b'1' || s == b"204" || s == b"304") {
+        return Framing::Complete {
+            len: head_end,
+            then_stop: false,
+        };
+    }
     // Content-Length is the sender's word: a length that does not fit counts as too long to follow.
     let message_len = content_length.map(|body| head_end.checked_add(body));
     match (message_len, chunked) {

@@ -7,7 +7,10 @@
 
 mod dns;
 mod http;
+mod http2;
 mod tls;
+
+pub use http2::Http2Message;
 
 use serde::Serialize;
 
@@ -48,6 +51,8 @@ pub enum L7 {
         /// JA4 fingerprint of a ClientHello whose extensions were all captured.
         ja4: Option<String>,
     },
+    /// One HTTP/2 header block, stream end, reset or GOAWAY (gRPC is HTTP/2 with its content type).
+    Http2(Box<Http2Message>),
     /// Recognised only by its well-known port; the payload was not dissected.
     Guess { name: String },
 }
@@ -59,6 +64,8 @@ impl L7 {
             Self::Dns { .. } => "dns",
             Self::Http { .. } => "http",
             Self::Tls { .. } => "tls",
+            Self::Http2(message) if message.content_type.as_deref().is_some_and(http2::is_grpc) => "grpc",
+            Self::Http2(_) => "http2",
             Self::Guess { name } => name,
         }
     }
@@ -69,6 +76,7 @@ impl L7 {
             Self::Dns { queries, .. } => queries.first().map(String::as_str),
             Self::Http { host, .. } => host.as_deref(),
             Self::Tls { sni, .. } => sni.as_deref(),
+            Self::Http2(message) => message.authority.as_deref(),
             Self::Guess { .. } => None,
         }
     }
@@ -96,13 +104,49 @@ pub(crate) trait Protocol: Sync {
     /// Its short name, as [`L7::name`] says it.
     fn name(&self) -> &'static str;
     /// Whether a TCP stream carries this protocol, from its first bytes (two at least) and ports.
-    fn recognises_stream(&self, first: &[u8], src_port: u16, dst_port: u16) -> bool;
+    fn recognises_stream(&self, first: &[u8], src_port: u16, dst_port: u16) -> Recognition;
     /// Where the next message ends on a reassembled stream; `room`: the bytes the stream may still
     /// follow.
     fn frame(&self, bytes: &[u8], room: usize) -> Framing;
     /// What one payload (a packet's, or a message cut from a stream) says; `Found::Nothing` when
     /// it is not this protocol.
     fn dissect(&self, transport: Transport, src_port: u16, dst_port: u16, payload: &[u8]) -> Found;
+    /// A protocol whose messages depend on what came before on the connection reads a stream
+    /// through a follower of its own instead of [`Protocol::frame`].
+    fn follower(&self) -> Option<Box<dyn Follower>> {
+        None
+    }
+}
+
+/// Whether a stream's first bytes are a protocol's.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Recognition {
+    Yes,
+    No,
+    /// Not enough bytes yet to tell.
+    NeedMore,
+}
+
+impl From<bool> for Recognition {
+    fn from(yes: bool) -> Self {
+        if yes { Self::Yes } else { Self::No }
+    }
+}
+
+/// A follower met bytes that are not its protocol (an HTTP/2 frame shorter than its padding).
+#[derive(Debug)]
+pub(crate) struct NotThisProtocol;
+
+/// Reads one direction of a connection for its whole life, keeping what the protocol carries
+/// from message to message (HTTP/2's header tables), with bounded memory: it takes the stream's
+/// bytes as they come and keeps only what it must.
+pub(crate) trait Follower: Send + std::fmt::Debug {
+    /// Reads from the start of `bytes` (the stream's in-order bytes it has not taken yet);
+    /// returns how many it took, adding the messages completed in them with the offset (in
+    /// `bytes`) of each one's last byte. An error when the bytes are not this protocol.
+    fn read(&mut self, bytes: &[u8], messages: &mut Vec<(usize, L7)>) -> Result<usize, NotThisProtocol>;
+    /// Bytes of state it holds, for the memory bound.
+    fn held(&self) -> usize;
 }
 
 impl std::fmt::Debug for dyn Protocol {
@@ -112,7 +156,7 @@ impl std::fmt::Debug for dyn Protocol {
 }
 
 /// The protocols in the order their recognition by content is tried.
-pub(crate) static PROTOCOLS: &[&dyn Protocol] = &[&dns::Dns, &http::Http, &tls::Tls];
+pub(crate) static PROTOCOLS: &[&dyn Protocol] = &[&dns::Dns, &http::Http, &tls::Tls, &http2::Http2];
 
 /// How a protocol cuts a reassembled stream into messages.
 pub(crate) enum Framing {
@@ -159,6 +203,7 @@ pub(crate) fn info(l7: &L7) -> Option<String> {
         L7::Dns { .. } => dns::info(l7),
         L7::Http { .. } => http::info(l7),
         L7::Tls { .. } => tls::info(l7),
+        L7::Http2(message) => http2::info(message),
         L7::Guess { .. } => None,
     }
 }

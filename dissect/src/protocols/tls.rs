@@ -7,7 +7,7 @@
 
 mod ja4;
 
-use super::{Cursor, Found, Framing, L7, Protocol, Transport};
+use super::{Cursor, Found, Framing, L7, Protocol, Recognition, Transport};
 use crate::text;
 
 pub(crate) struct Tls;
@@ -17,8 +17,8 @@ impl Protocol for Tls {
         "tls"
     }
 
-    fn recognises_stream(&self, first: &[u8], _src_port: u16, _dst_port: u16) -> bool {
-        first.len() >= 2 && first[0] == 22 && first[1] == 3
+    fn recognises_stream(&self, first: &[u8], _src_port: u16, _dst_port: u16) -> Recognition {
+        (first.len() >= 2 && first[0] == 22 && first[1] == 3).into()
     }
 
     fn frame(&self, bytes: &[u8], _room: usize) -> Framing {

@@ -8,23 +8,26 @@ import { apiQuery } from "../filters";
 import { endpoint, formatMillis, formatTime } from "../format";
 import { useFilters } from "../useFilters";
 
-// One tab per protocol, as Zeek's dns.log, http.log and ssl.log: each row one exchange.
+// One tab per protocol, as Zeek's dns.log, http.log and ssl.log: each row one exchange. HTTP
+// holds HTTP/1.x requests and HTTP/2 streams; gRPC is the same route narrowed to gRPC's calls.
 const TABS = [
-  { key: "dns", label: "DNS" },
-  { key: "http", label: "HTTP" },
-  { key: "tls", label: "TLS" },
+  { key: "dns", label: "DNS", route: "dns", protocol: undefined },
+  { key: "http", label: "HTTP", route: "http", protocol: undefined },
+  { key: "grpc", label: "gRPC", route: "http", protocol: "grpc" },
+  { key: "tls", label: "TLS", route: "tls", protocol: undefined },
 ] as const;
 type Tab = (typeof TABS)[number]["key"];
 
 export function Events() {
   const [filters, setFilters] = useFilters();
   const [search, setSearch] = useSearchParams();
-  const tab: Tab = TABS.find((t) => t.key === search.get("tab"))?.key ?? "dns";
+  const chosen = TABS.find((t) => t.key === search.get("tab")) ?? TABS[0];
+  const tab: Tab = chosen.key;
   const events = useInfiniteQuery({
     queryKey: ["events", tab, filters],
     queryFn: ({ pageParam, signal }) =>
       getJson<Page<DnsEvent | HttpEvent | TlsEvent>>(
-        `/api/v1/events/${tab}?${apiQuery(filters, { limit: 200, cursor: pageParam })}`,
+        `/api/v1/events/${chosen.route}?${apiQuery(filters, { limit: 200, cursor: pageParam, protocol: chosen.protocol })}`,
         signal,
       ),
     initialPageParam: undefined as string | undefined,
@@ -63,12 +66,13 @@ export function Events() {
         {events.isError && <ErrorState error={events.error} />}
         {events.isSuccess && rows.length === 0 && (
           <Empty>
-            <p>No {tab.toUpperCase()} events match these filters.</p>
+            <p>No {chosen.label} events match these filters.</p>
             <p>Widen the time range, clear a filter, or pick another protocol.</p>
           </Empty>
         )}
         {rows.length > 0 && tab === "dns" && <EventTable rows={rows as DnsEvent[]} columns={DNS_COLUMNS} />}
         {rows.length > 0 && tab === "http" && <EventTable rows={rows as HttpEvent[]} columns={HTTP_COLUMNS} />}
+        {rows.length > 0 && tab === "grpc" && <EventTable rows={rows as HttpEvent[]} columns={GRPC_COLUMNS} />}
         {rows.length > 0 && tab === "tls" && <EventTable rows={rows as TlsEvent[]} columns={TLS_COLUMNS} />}
       </div>
       {events.hasNextPage && (
@@ -131,7 +135,10 @@ const DNS_COLUMNS: Column<DnsEvent>[] = [
   { header: "Time to answer", cell: (e) => formatMillis(e.rtt_ms) },
 ];
 
+const PROTOCOL_NAMES: Record<string, string> = { http: "HTTP/1", http2: "HTTP/2", grpc: "gRPC" };
+
 const HTTP_COLUMNS: Column<HttpEvent>[] = [
+  { header: "Protocol", cell: (e) => PROTOCOL_NAMES[e.protocol] ?? e.protocol },
   { header: "Transport", cell: (e) => e.transport },
   { header: "Method", cell: (e) => e.method },
   { header: "Host", cell: (e) => e.host },
@@ -139,6 +146,17 @@ const HTTP_COLUMNS: Column<HttpEvent>[] = [
   { header: "Status", cell: (e) => e.status ?? noResponse },
   { header: "Latency", cell: (e) => formatMillis(e.latency_ms) },
   { header: "User agent", cell: (e) => e.user_agent, className: "wrap" },
+];
+
+// A gRPC call: its status is gRPC's own (0 is OK), from the trailers.
+const GRPC_COLUMNS: Column<HttpEvent>[] = [
+  { header: "Service", cell: (e) => e.grpc_service },
+  { header: "Method", cell: (e) => e.grpc_method },
+  { header: "Authority", cell: (e) => e.host },
+  { header: "gRPC status", cell: (e) => e.grpc_status ?? e.reset ?? noResponse },
+  { header: "Message", cell: (e) => e.grpc_message, className: "wrap" },
+  { header: "Messages", cell: (e) => `${e.request_messages ?? "?"} → ${e.response_messages ?? "?"}` },
+  { header: "Latency", cell: (e) => formatMillis(e.latency_ms) },
 ];
 
 const TLS_COLUMNS: Column<TlsEvent>[] = [

@@ -86,7 +86,7 @@ fn a_response_in_a_later_transaction_answers_the_stored_request() {
         "pipelined: the first request is answered first"
     );
     assert!(first.http[1].answer.is_none());
-    pending.apply(&first, &[101], &[201, 202]);
+    pending.apply(&first, &[101], &[201, 202], &[]);
 
     let mut second = Events::default();
     second.add(
@@ -108,7 +108,7 @@ fn a_response_in_a_later_transaction_answers_the_stored_request() {
     assert_eq!(second.http[0].answer.as_ref().unwrap().status, 500);
     assert!(second.http[0].method.is_none());
 
-    pending.apply(&second, &[], &[301]);
+    pending.apply(&second, &[], &[301], &[]);
     let mut third = Events::default();
     third.add(
         &response(9, "late.example.org", Some([1, 2, 3, 4])),
@@ -124,10 +124,10 @@ fn unanswered_requests_are_forgotten_after_a_while() {
     let mut pending = Pending::default();
     let mut first = Events::default();
     first.add(&query(1, "old.example.org"), 1_000 * MS, &pending);
-    pending.apply(&first, &[11], &[]);
+    pending.apply(&first, &[11], &[], &[]);
     let mut later = Events::default();
     later.add(&query(2, "new.example.org"), 1_000 * MS + PENDING_FOR_NS + MS, &pending);
-    pending.apply(&later, &[12], &[]);
+    pending.apply(&later, &[12], &[], &[]);
     let mut events = Events::default();
     events.add(
         &response(1, "old.example.org", None),
@@ -158,4 +158,79 @@ fn client_hellos_are_tls_events() {
     assert_eq!(events.tls[0].sni.as_deref(), Some("secure.example.org"));
     assert_eq!(events.tls[0].alpn, ["h2"]);
     assert!(events.tls[0].ja4.as_deref().is_some_and(|ja4| ja4.starts_with("t13d")));
+}
+
+fn h2(stream: u32, fill: impl FnOnce(&mut dissect::Http2Message)) -> L7 {
+    let mut message = dissect::Http2Message {
+        stream,
+        frame: "headers".into(),
+        ..Default::default()
+    };
+    fill(&mut message);
+    L7::Http2(Box::new(message))
+}
+
+const TO_SERVER: Sent = Sent {
+    from: (IpAddr::V4(CLIENT), 40002),
+    to: (IpAddr::V4(SERVER), 50051),
+    tcp: true,
+};
+const TO_CLIENT: Sent = Sent {
+    from: TO_SERVER.to,
+    to: TO_SERVER.from,
+    tcp: true,
+};
+
+#[test]
+fn a_grpc_call_is_one_exchange_across_transactions() {
+    let mut pending = Pending::default();
+    let mut first = Events::default();
+    let request = h2(1, |m| {
+        m.method = Some("POST".into());
+        m.path = Some("/helloworld.Greeter/SayHello".into());
+        m.content_type = Some("application/grpc".into());
+    });
+    first.add_message(TO_SERVER, &request, 1_000 * MS, &pending);
+    // Stream 3 answered in the same group: complete at once.
+    first.add_message(TO_SERVER, &h2(3, |m| m.method = Some("GET".into())), 1_001 * MS, &pending);
+    first.add_message(TO_CLIENT, &h2(3, |m| {
+        m.status = Some(404);
+        m.end_stream = true;
+    }), 1_003 * MS, &pending);
+    let [call, get] = &first.http2.events[..] else {
+        panic!("{:?}", first.http2.events);
+    };
+    assert_eq!(call.parts.protocol(), "grpc");
+    assert_eq!((get.parts.status, get.parts.latency_ms, get.parts.done), (Some(404), Some(2.0), true));
+    pending.apply(&first, &[], &[], &[501, 502]);
+
+    let mut second = Events::default();
+    second.add_message(TO_SERVER, &h2(1, |m| {
+        m.frame = "end".into();
+        m.end_stream = true;
+        m.body_bytes = 17;
+        m.messages = 1;
+    }), 1_004 * MS, &pending);
+    second.add_message(TO_CLIENT, &h2(1, |m| m.status = Some(200)), 1_010 * MS, &pending);
+    second.add_message(TO_CLIENT, &h2(1, |m| {
+        m.grpc_status = Some(5);
+        m.grpc_message = Some("not found".into());
+        m.end_stream = true;
+        m.body_bytes = 0;
+    }), 1_011 * MS, &pending);
+    assert!(second.http2.events.is_empty(), "{:?}", second.http2.events);
+    let [late] = &second.http2.late[..] else {
+        panic!("one update: {:?}", second.http2.late);
+    };
+    assert_eq!(late.id, 501);
+    let parts = &late.answer;
+    assert_eq!((parts.request_bytes, parts.request_messages), (Some(17), Some(1)));
+    assert_eq!((parts.status, parts.latency_ms), (Some(200), Some(10.0)));
+    assert_eq!((parts.grpc_status, parts.grpc_message.as_deref()), (Some(5), Some("not found")));
+    assert!(parts.done);
+    pending.apply(&second, &[], &[], &[]);
+    // Finished: a stray frame on stream 1 later is not paired again.
+    let mut third = Events::default();
+    third.add_message(TO_CLIENT, &h2(1, |m| m.status = Some(200)), 1_020 * MS, &pending);
+    assert!(third.http2.late.is_empty());
 }

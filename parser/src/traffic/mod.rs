@@ -230,7 +230,22 @@ impl Names<'_, '_> {
         for event in &events.http {
             if let Some(answer) = &event.answer {
                 let edge = self.edge(event.endpoints.client, event.endpoints.server);
-                Self::request(&f, edge, event.method.as_deref(), answer.status, answer.latency_ms);
+                Self::request(&f, edge, "http", event.method.as_deref(), answer.status, answer.latency_ms);
+            }
+        }
+        // An HTTP/2 exchange counts once, when its response's status is seen.
+        for event in &events.http2.events {
+            if let Some(status) = event.parts.status {
+                let edge = self.edge(event.endpoints.client, event.endpoints.server);
+                let protocol = event.parts.protocol();
+                Self::request(&f, edge, protocol, event.method.as_deref(), status, event.parts.latency_ms);
+            }
+        }
+        for late in &events.http2.late {
+            if let Some(status) = late.answer.status {
+                let edge = self.edge(late.endpoints.client, late.endpoints.server);
+                let protocol = late.answer.protocol();
+                Self::request(&f, edge, protocol, late.asked.as_deref(), status, late.answer.latency_ms);
             }
         }
         for late in &events.late_http {
@@ -238,6 +253,7 @@ impl Names<'_, '_> {
             Self::request(
                 &f,
                 edge,
+                "http",
                 late.asked.as_deref(),
                 late.answer.status,
                 late.answer.latency_ms,
@@ -257,8 +273,14 @@ impl Names<'_, '_> {
         f.add(&f.dns_responses, response, 1);
     }
 
-    fn request(f: &Families, edge: Edge, method: Option<&str>, status: u16, latency_ms: Option<f64>) {
-        let protocol = "http";
+    fn request(
+        f: &Families,
+        edge: Edge,
+        protocol: &'static str,
+        method: Option<&str>,
+        status: u16,
+        latency_ms: Option<f64>,
+    ) {
         if let Some(latency_ms) = latency_ms {
             let labels = EdgeProtocol {
                 edge: edge.clone(),
