@@ -101,11 +101,11 @@ impl Events {
             server: forward.client,
             server_port: forward.client_port,
         };
-        let group = &mut self.http2;
         let stream = message.stream;
         if message.frame == "goaway" || stream == 0 {
             return;
         }
+        let group = &mut self.http2;
         if message.method.is_some() {
             group.open.insert((forward, stream), group.events.len());
             group.events.push(Http2Event {
@@ -128,8 +128,8 @@ impl Events {
             return;
         }
         // Which side sent it: the request's sender (its end, or a reset), or the server.
-        let from_client = group.open.contains_key(&(forward, stream))
-            || pending.http2.open.contains_key(&(forward, stream));
+        let from_client =
+            self.http2.open.contains_key(&(forward, stream)) || pending.http2.open.contains_key(&(forward, stream));
         let (endpoints, key) = if from_client {
             (forward, (forward, stream))
         } else {
@@ -159,6 +159,7 @@ impl Events {
                 parts.done = true;
             }
         }
+        let group = &mut self.http2;
         if let Some(&index) = group.open.get(&key) {
             let event = &mut group.events[index];
             if parts.status.is_some() {
@@ -185,6 +186,18 @@ impl Events {
                     });
                 }
             }
+        } else if let (false, Some(status), Some(index)) = (
+            from_client,
+            parts.status.filter(|_| stream == 1),
+            self.open_http.get_mut(&endpoints).and_then(|open| open.pop_front()),
+        ) {
+            // After `Upgrade: h2c` the HTTP/1.1 request is stream 1 and its response comes as
+            // HTTP/2 (RFC 7540 3.2): the request's row gets it.
+            let request = &mut self.http[index];
+            request.answer = Some(super::HttpAnswer {
+                status,
+                latency_ms: milliseconds(request.ts_ns, ts_ns),
+            });
         } else if !from_client && (parts.status.is_some() || parts.done) {
             // A response whose request was not seen: a row of its own with what it says.
             let done = parts.done;

@@ -208,9 +208,21 @@ async fn insert_http2(tx: &mut PgConnection, session: &str, e: &[Http2Event], id
     .bind(e.iter().map(|h| h.parts.content_type.clone()).collect::<Vec<_>>())
     .bind(e.iter().map(|h| int8(h.parts.request_bytes)).collect::<Vec<_>>())
     .bind(e.iter().map(|h| int8(h.parts.response_bytes)).collect::<Vec<_>>())
-    .bind(e.iter().map(|h| h.parts.request_messages.map(saturating_i32)).collect::<Vec<_>>())
-    .bind(e.iter().map(|h| h.parts.response_messages.map(saturating_i32)).collect::<Vec<_>>())
-    .bind(e.iter().map(|h| h.parts.grpc_status.map(saturating_i32)).collect::<Vec<_>>())
+    .bind(
+        e.iter()
+            .map(|h| h.parts.request_messages.map(saturating_i32))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        e.iter()
+            .map(|h| h.parts.response_messages.map(saturating_i32))
+            .collect::<Vec<_>>(),
+    )
+    .bind(
+        e.iter()
+            .map(|h| h.parts.grpc_status.map(saturating_i32))
+            .collect::<Vec<_>>(),
+    )
     .bind(e.iter().map(|h| h.parts.grpc_message.clone()).collect::<Vec<_>>())
     .bind(e.iter().map(|h| h.parts.reset.clone()).collect::<Vec<_>>())
     .bind(e.iter().map(|h| saturating_i32(h.parts.unresolved)).collect::<Vec<_>>())

@@ -192,32 +192,55 @@ fn a_grpc_call_is_one_exchange_across_transactions() {
     });
     first.add_message(TO_SERVER, &request, 1_000 * MS, &pending);
     // Stream 3 answered in the same group: complete at once.
-    first.add_message(TO_SERVER, &h2(3, |m| m.method = Some("GET".into())), 1_001 * MS, &pending);
-    first.add_message(TO_CLIENT, &h2(3, |m| {
-        m.status = Some(404);
-        m.end_stream = true;
-    }), 1_003 * MS, &pending);
+    first.add_message(
+        TO_SERVER,
+        &h2(3, |m| m.method = Some("GET".into())),
+        1_001 * MS,
+        &pending,
+    );
+    first.add_message(
+        TO_CLIENT,
+        &h2(3, |m| {
+            m.status = Some(404);
+            m.end_stream = true;
+        }),
+        1_003 * MS,
+        &pending,
+    );
     let [call, get] = &first.http2.events[..] else {
         panic!("{:?}", first.http2.events);
     };
     assert_eq!(call.parts.protocol(), "grpc");
-    assert_eq!((get.parts.status, get.parts.latency_ms, get.parts.done), (Some(404), Some(2.0), true));
+    assert_eq!(
+        (get.parts.status, get.parts.latency_ms, get.parts.done),
+        (Some(404), Some(2.0), true)
+    );
     pending.apply(&first, &[], &[], &[501, 502]);
 
     let mut second = Events::default();
-    second.add_message(TO_SERVER, &h2(1, |m| {
-        m.frame = "end".into();
-        m.end_stream = true;
-        m.body_bytes = 17;
-        m.messages = 1;
-    }), 1_004 * MS, &pending);
+    second.add_message(
+        TO_SERVER,
+        &h2(1, |m| {
+            m.frame = "end".into();
+            m.end_stream = true;
+            m.body_bytes = 17;
+            m.messages = 1;
+        }),
+        1_004 * MS,
+        &pending,
+    );
     second.add_message(TO_CLIENT, &h2(1, |m| m.status = Some(200)), 1_010 * MS, &pending);
-    second.add_message(TO_CLIENT, &h2(1, |m| {
-        m.grpc_status = Some(5);
-        m.grpc_message = Some("not found".into());
-        m.end_stream = true;
-        m.body_bytes = 0;
-    }), 1_011 * MS, &pending);
+    second.add_message(
+        TO_CLIENT,
+        &h2(1, |m| {
+            m.grpc_status = Some(5);
+            m.grpc_message = Some("not found".into());
+            m.end_stream = true;
+            m.body_bytes = 0;
+        }),
+        1_011 * MS,
+        &pending,
+    );
     assert!(second.http2.events.is_empty(), "{:?}", second.http2.events);
     let [late] = &second.http2.late[..] else {
         panic!("one update: {:?}", second.http2.late);
@@ -226,7 +249,10 @@ fn a_grpc_call_is_one_exchange_across_transactions() {
     let parts = &late.answer;
     assert_eq!((parts.request_bytes, parts.request_messages), (Some(17), Some(1)));
     assert_eq!((parts.status, parts.latency_ms), (Some(200), Some(10.0)));
-    assert_eq!((parts.grpc_status, parts.grpc_message.as_deref()), (Some(5), Some("not found")));
+    assert_eq!(
+        (parts.grpc_status, parts.grpc_message.as_deref()),
+        (Some(5), Some("not found"))
+    );
     assert!(parts.done);
     pending.apply(&second, &[], &[], &[]);
     // Finished: a stray frame on stream 1 later is not paired again.

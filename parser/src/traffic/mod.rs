@@ -230,7 +230,14 @@ impl Names<'_, '_> {
         for event in &events.http {
             if let Some(answer) = &event.answer {
                 let edge = self.edge(event.endpoints.client, event.endpoints.server);
-                Self::request(&f, edge, "http", event.method.as_deref(), answer.status, answer.latency_ms);
+                Self::request(
+                    &f,
+                    edge,
+                    "http",
+                    event.method.as_deref(),
+                    answer.status,
+                    answer.latency_ms,
+                );
             }
         }
         // An HTTP/2 exchange counts once, when its response's status is seen.
@@ -238,14 +245,28 @@ impl Names<'_, '_> {
             if let Some(status) = event.parts.status {
                 let edge = self.edge(event.endpoints.client, event.endpoints.server);
                 let protocol = event.parts.protocol();
-                Self::request(&f, edge, protocol, event.method.as_deref(), status, event.parts.latency_ms);
+                Self::request(
+                    &f,
+                    edge,
+                    protocol,
+                    event.method.as_deref(),
+                    status,
+                    event.parts.latency_ms,
+                );
             }
         }
         for late in &events.http2.late {
             if let Some(status) = late.answer.status {
                 let edge = self.edge(late.endpoints.client, late.endpoints.server);
                 let protocol = late.answer.protocol();
-                Self::request(&f, edge, protocol, late.asked.as_deref(), status, late.answer.latency_ms);
+                Self::request(
+                    &f,
+                    edge,
+                    protocol,
+                    late.asked.as_deref(),
+                    status,
+                    late.answer.latency_ms,
+                );
             }
         }
         for late in &events.late_http {

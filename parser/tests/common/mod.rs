@@ -21,6 +21,7 @@ use wire::{BatchBuilder, Counters, FLAG_FINAL, Origin};
 pub type Row = [String; 6];
 
 /// tshark's rows for `pcap`; `decode_as` are tshark `-d` rules (`tcp.port==8081,http`).
+#[allow(dead_code)]
 pub fn tshark(pcap: &Path, decode_as: &[&str]) -> Vec<Row> {
     let fields = [
         "ip.src",
@@ -123,6 +124,35 @@ pub async fn through_the_parser_with_events(
     stamped: &[(u64, Vec<u8>)],
     session: &str,
 ) -> (Vec<Row>, std::collections::BTreeSet<String>) {
+    let database = through_the_parser_database(stamped, session).await;
+    let pool = database.pool().await;
+    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
+        "SELECT coalesce(host(src), ''), coalesce(host(dst), ''), coalesce(src_port::text, ''), \
+           coalesce(dst_port::text, ''), coalesce(vlan::text, ''), \
+           coalesce(CASE WHEN l7_guessed THEN NULL ELSE l7_name END, '') \
+         FROM packets ORDER BY seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT query FROM dns_events WHERE query IS NOT NULL UNION SELECT host FROM http_events WHERE host IS NOT NULL \
+         UNION SELECT sni FROM tls_events WHERE sni IS NOT NULL",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    pool.close().await;
+    (
+        rows.into_iter().map(|(a, b, c, d, e, f)| [a, b, c, d, e, f]).collect(),
+        names.into_iter().collect(),
+    )
+}
+
+/// The frames pushed as one batch through the real parser into a database of their own, which is
+/// returned once the batch is stored.
+#[allow(dead_code)]
+pub async fn through_the_parser_database(stamped: &[(u64, Vec<u8>)], session: &str) -> TestDatabase {
     const QUEUE: &str = "tshark-agreement";
     let database = TestDatabase::create().await;
     let vhost = TestVhost::create();
@@ -184,25 +214,6 @@ pub async fn through_the_parser_with_events(
         (stored == 1).then_some(())
     })
     .await;
-    let rows: Vec<(String, String, String, String, String, String)> = sqlx::query_as(
-        "SELECT coalesce(host(src), ''), coalesce(host(dst), ''), coalesce(src_port::text, ''), \
-           coalesce(dst_port::text, ''), coalesce(vlan::text, ''), \
-           coalesce(CASE WHEN l7_guessed THEN NULL ELSE l7_name END, '') \
-         FROM packets ORDER BY seq",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
-    let names: Vec<String> = sqlx::query_scalar(
-        "SELECT query FROM dns_events WHERE query IS NOT NULL UNION SELECT host FROM http_events WHERE host IS NOT NULL \
-         UNION SELECT sni FROM tls_events WHERE sni IS NOT NULL",
-    )
-    .fetch_all(&pool)
-    .await
-    .unwrap();
     pool.close().await;
-    (
-        rows.into_iter().map(|(a, b, c, d, e, f)| [a, b, c, d, e, f]).collect(),
-        names.into_iter().collect(),
-    )
+    database
 }
