@@ -869,3 +869,58 @@ async fn the_payload_rule_hides_query_strings_and_header_values_from_readers() {
         (&full["method"], &full["host"], &Value::from("/cart"), &Value::Null)
     );
 }
+
+#[tokio::test]
+async fn grpc_calls_are_http_events_with_their_service_method_and_status() {
+    let mut rig = Rig::start().await;
+    let (client, server) = frames::grpc_call("/helloworld.Greeter/SayHello", 9);
+    let (client_end, server_end) = ((frames::SOURCE, 40001), (frames::DESTINATION, 50051));
+    rig.store(vec![
+        frames::tcp_ports(batches::CLIENT, batches::SERVER, client_end, server_end, 0x18, &client),
+        frames::tcp_ports(batches::SERVER, batches::CLIENT, server_end, client_end, 0x18, &server),
+    ])
+    .await;
+    for query in ["protocol=grpc", "q=grpc", "q=grpc%20and%20port%2050051"] {
+        let page = rig.ok(&format!("/api/v1/events/http?session={SESSION}&{query}"));
+        let [call] = &page["items"].as_array().unwrap()[..] else {
+            panic!("one call for {query}: {page}");
+        };
+        assert_eq!(call["protocol"], "grpc");
+        assert_eq!(
+            (&call["grpc_service"], &call["grpc_method"]),
+            (&"helloworld.Greeter".into(), &"SayHello".into())
+        );
+        assert_eq!(
+            (&call["method"], &call["host"], &call["status"]),
+            (&"POST".into(), &"greeter.test:50051".into(), &200.into())
+        );
+        assert_eq!(
+            (&call["grpc_status"], &call["grpc_message"]),
+            (&9.into(), &"card declined".into())
+        );
+        assert_eq!(
+            (&call["request_messages"], &call["response_messages"]),
+            (&1.into(), &1.into())
+        );
+        assert_eq!(
+            (&call["request_bytes"], &call["response_bytes"]),
+            (&10.into(), &16.into())
+        );
+        assert_eq!(call["stream_id"], 1);
+    }
+    let http1 = rig.ok(&format!("/api/v1/events/http?session={SESSION}&protocol=http"));
+    assert_eq!(http1["items"].as_array().unwrap().len(), 0, "{http1}");
+    // The packets name the protocol too.
+    let packets = rig.ok(&format!("/api/v1/packets?session={SESSION}&q=grpc"));
+    let names: Vec<&Value> = packets["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| &p["l7_name"])
+        .collect();
+    assert_eq!(
+        names,
+        [&Value::Null, &"greeter.test:50051".into()],
+        "the response's and the request's: {packets}"
+    );
+}

@@ -169,6 +169,58 @@ pub fn http_get(host: &str, path: &str) -> Vec<u8> {
     format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: trawl-test\r\nAccept: */*\r\n\r\n").into_bytes()
 }
 
+/// An HTTP/2 frame (RFC 9113 4.1).
+pub fn http2_frame(frame_type: u8, flags: u8, stream: u32, payload: &[u8]) -> Vec<u8> {
+    let mut bytes = (payload.len() as u32).to_be_bytes()[1..].to_vec();
+    bytes.extend([frame_type, flags]);
+    bytes.extend(stream.to_be_bytes());
+    bytes.extend(payload);
+    bytes
+}
+
+/// An HPACK header block of literals without indexing and without Huffman coding: what any
+/// decoder reads with no table at all. Names and values under 127 bytes.
+pub fn hpack_literals(fields: &[(&str, &str)]) -> Vec<u8> {
+    let mut block = Vec::new();
+    for (name, value) in fields {
+        block.push(0);
+        for text in [name, value] {
+            block.push(text.len() as u8);
+            block.extend(text.as_bytes());
+        }
+    }
+    block
+}
+
+/// The two sides of a unary gRPC call on stream 1: the client's preface, SETTINGS, request headers
+/// and one message; the server's SETTINGS, response headers, one message and trailers with
+/// `grpc_status`.
+pub fn grpc_call(path: &str, grpc_status: u32) -> (Vec<u8>, Vec<u8>) {
+    const HEADERS: u8 = 1;
+    const END_STREAM: u8 = 0x1;
+    const END_HEADERS: u8 = 0x4;
+    let message = |text: &[u8]| [&[0][..], &(text.len() as u32).to_be_bytes(), text].concat();
+    let mut client = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n".to_vec();
+    client.extend(http2_frame(4, 0, 0, &[]));
+    let request = hpack_literals(&[
+        (":method", "POST"),
+        (":scheme", "http"),
+        (":path", path),
+        (":authority", "greeter.test:50051"),
+        ("content-type", "application/grpc"),
+    ]);
+    client.extend(http2_frame(HEADERS, END_HEADERS, 1, &request));
+    client.extend(http2_frame(0, END_STREAM, 1, &message(b"world")));
+    let mut server = http2_frame(4, 0, 0, &[]);
+    let response = hpack_literals(&[(":status", "200"), ("content-type", "application/grpc")]);
+    server.extend(http2_frame(HEADERS, END_HEADERS, 1, &response));
+    server.extend(http2_frame(0, 0, 1, &message(b"hello world")));
+    let status = grpc_status.to_string();
+    let trailers = hpack_literals(&[("grpc-status", &status), ("grpc-message", "card%20declined")]);
+    server.extend(http2_frame(HEADERS, END_HEADERS | END_STREAM, 1, &trailers));
+    (client, server)
+}
+
 /// A TLS 1.3 ClientHello with server name `sni` and ALPN `h2`, as a TCP payload.
 pub fn tls_client_hello(sni: &str) -> Vec<u8> {
     let name = sni.as_bytes();
