@@ -6,7 +6,8 @@
 # prints its rate in packets/s, timed from the first committed batch to the last. The parser's last
 # /metrics are left in $work/metrics.txt and its peak memory (KiB) in $work/peak_kib. With
 # $ingest_sources set, the packets come from that many source addresses (see fill_queue); with
-# $ingest_keep_db set, DATABASE is kept as the last run left it.
+# $ingest_keep_db set, DATABASE is kept as the last run left it; with $ingest_mix=grpc, the packets
+# are unary gRPC calls over 200 long-lived HTTP/2 connections (see fill_queue).
 # Needs: $root, $batches, $per_batch, $work (a scratch folder); defines psql_ and mgmt.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export PGPASSWORD=trawl
@@ -30,7 +31,7 @@ ingest() {
   mgmt DELETE /queues/%2f/$ingest_queue 2>/dev/null || true
   mgmt PUT /queues/%2f/$ingest_queue '{"durable":true}'
   log "filling the queue with $batches batches of $per_batch packets"
-  "$ingest_bin/examples/fill_queue" amqp://guest:guest@127.0.0.1:5672/%2f $ingest_queue "$batches" "$per_batch" \
+  FILL_MIX=${ingest_mix:-} "$ingest_bin/examples/fill_queue" amqp://guest:guest@127.0.0.1:5672/%2f $ingest_queue "$batches" "$per_batch" \
     ${ingest_sources:-1} >/dev/null
   "$ingest_bin/trawl-parser" --session bench/parser --queue $ingest_queue \
     --database-url "postgres://trawl:trawl@127.0.0.1:5432/$db" --listen 127.0.0.1:$ingest_port \

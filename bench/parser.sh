@@ -13,7 +13,7 @@ work=$(mktemp -d)
 chmod 755 "$work"
 cleanup() {
   rm -rf "$work"
-  for db in trawl_bench_parser trawl_bench_parser_payload trawl_bench_parser_metrics trawl_bench_parser_edges; do
+  for db in trawl_bench_parser trawl_bench_parser_grpc trawl_bench_parser_payload trawl_bench_parser_metrics trawl_bench_parser_edges; do
     psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true
   done
 }
@@ -31,6 +31,12 @@ parser_rate=$(ingest trawl_bench_parser)
 log "trawl-parser, headers only: $parser_rate packets/s"
 read -r headers_disk headers_pcap <<<"$(disk trawl_bench_parser)"
 headers_peak=$(cat "$work/peak_kib")
+grpc_rate=$(ingest_mix=grpc ingest trawl_bench_parser_grpc)
+grpc_events=$(psql_ -d trawl_bench_parser_grpc -c "SELECT count(*) FILTER (WHERE protocol = 'grpc' AND grpc_status IS NOT NULL) || ' of ' || count(*) FROM http_events")
+log "trawl-parser, headers only, gRPC over HTTP/2: $grpc_rate packets/s ($grpc_events calls complete)"
+cargo build --release -q -p dissect --example http2_memory
+http2_memory=$("$CARGO_TARGET_DIR/release/examples/http2_memory" 10000)
+log "HTTP/2 connections: $http2_memory"
 payload_rate=$(ingest trawl_bench_parser_payload --store-payload)
 log "trawl-parser, keeping payload: $payload_rate packets/s"
 read -r payload_disk payload_pcap <<<"$(disk trawl_bench_parser_payload)"
@@ -88,9 +94,18 @@ tables without any index: the rate PostgreSQL itself sustains for those bytes on
 | loader | packets/s | ratio to psql \\copy |
 |---|---|---|
 | trawl-parser, headers only (queue -> dissect -> PostgreSQL) | $parser_rate | $ratio |
+| trawl-parser, headers only, gRPC over HTTP/2 (the mix below) | $grpc_rate | $(awk -v a="$grpc_rate" -v b="$copy_rate" 'BEGIN { printf "%.2f", a / b }') |
 | trawl-parser, keeping payload | $payload_rate | $payload_ratio |
 | trawl-parser, headers only, traffic metrics on (\`--traffic-metrics\`) | $metrics_rate | $(awk -v a="$metrics_rate" -v b="$copy_rate" 'BEGIN { printf "%.2f", a / b }') |
 | psql \\copy of the headers-only rows and segments, no indexes | $copy_rate | 1.00 |
+
+The gRPC mix (issue #32): unary calls spread over 200 long-lived HTTP/2 connections, four packets a call (the request's
+headers and message, an ACK, the response's headers, message and trailers, an ACK), every connection followed for its
+whole life: frames read, header blocks HPACK-decoded, DATA skipped by length with gRPC messages counted, and each call
+stored as one \`http_events\` row put together from both directions ($grpc_events rows complete with their grpc-status).
+Against the mix above (one event per 4/3 packets), this one writes one event per four packets but decodes more per
+event. Open HTTP/2 connections, measured apart (\`cargo run --release -p dissect --example http2_memory 10000\`: 10 000
+connections, both directions, each after one gRPC call whose headers a client's encoder indexed): $http2_memory.
 
 Bytes on disk per packet (every table, index and TOAST after VACUUM), next to the same packets as a pcap file
 (24-byte file header, 16 bytes per record, the captured bytes):

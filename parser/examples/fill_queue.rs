@@ -1,5 +1,5 @@
 //! Fills a queue with sniffer-format batches of mixed DNS, HTTP and TLS packets, for the ingest
-//! benchmark (`bench/parser.sh`).
+//! benchmark (`bench/parser.sh`); with `FILL_MIX=grpc`, of gRPC calls over HTTP/2 instead.
 //!
 //! Run: `cargo run --release -p parser --example fill_queue -- AMQP_URL QUEUE BATCHES PACKETS_PER_BATCH [SOURCES]`
 
@@ -38,6 +38,7 @@ async fn main() -> anyhow::Result<()> {
         wire::SCHEMA_HEADER.into(),
         AMQPValue::LongLongInt(i64::from(wire::VERSION)),
     )]));
+    let mut grpc = (std::env::var("FILL_MIX").as_deref() == Ok("grpc")).then(GrpcMix::default);
     let mut confirms = Vec::new();
     for seq in 0..batches {
         let now = std::time::SystemTime::now()
@@ -47,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
         let interface = builder.interface_index("eth0");
         for i in 0..per_batch {
             let number = seq * per_batch + i;
-            let frame = packet(i, source(number % sources, sources));
+            let frame = match &mut grpc {
+                Some(mix) => mix.packet(number),
+                None => packet(i, source(number % sources, sources)),
+            };
             builder.push(number, now + i, interface, frame.len() as u32, &frame);
         }
         let counters = Counters {
@@ -117,5 +121,72 @@ fn packet(i: u64, source: Ipv4Addr) -> Vec<u8> {
             &frames::tls_client_hello("tls.bench.example"),
         ),
         _ => frames::tcp_ports(client, server, (source, 40001), to(443), 0x10, &[]),
+    }
+}
+
+/// Connections the gRPC mix spreads its calls over, each followed for its whole life.
+const GRPC_CONNECTIONS: u64 = 200;
+
+/// Unary gRPC calls over long-lived HTTP/2 connections, four packets a call: the request (headers
+/// and one message), the server's ACK, the response (headers, one message, trailers), the
+/// client's ACK. Sequence numbers advance per connection and direction, as on the wire, so the
+/// parser follows each connection; the first call on one carries the preface and SETTINGS.
+#[derive(Default)]
+struct GrpcMix {
+    /// Per connection: the client's and the server's next sequence number, the next stream id.
+    connections: std::collections::HashMap<u64, (u32, u32, u32)>,
+}
+
+impl GrpcMix {
+    fn packet(&mut self, number: u64) -> Vec<u8> {
+        const HEADERS: u8 = 1;
+        let call = number / 4;
+        let connection = call % GRPC_CONNECTIONS;
+        let (client_mac, server_mac) = ([2, 0, 0, 0, 0, 2], [2, 0, 0, 0, 0, 1]);
+        let client = (frames::SOURCE, 20_000 + connection as u16);
+        let server = (frames::DESTINATION, 50051);
+        let fresh = !self.connections.contains_key(&connection);
+        let (client_seq, server_seq, stream) = self.connections.entry(connection).or_insert((1, 1, 1));
+        let (request, response) = frames::grpc_call(&format!("/bench.Orders/Get{}", call % 20), (call % 3) as u32);
+        let (request, response) = if fresh {
+            (request, response)
+        } else {
+            // Later calls: the request's and response's frames only, on the next stream.
+            let preface_and_settings = 24 + 9;
+            let settings = 9;
+            (request[preface_and_settings..].to_vec(), response[settings..].to_vec())
+        };
+        let renumber = |mut bytes: Vec<u8>, stream: u32| {
+            // Every frame of the call is on stream 1 in `grpc_call`: put it on `stream`.
+            let mut at = 0;
+            while at + 9 <= bytes.len() {
+                let len = usize::from(bytes[at]) << 16 | usize::from(bytes[at + 1]) << 8 | usize::from(bytes[at + 2]);
+                if bytes[at + 3] == HEADERS || bytes[at + 3] == 0 {
+                    bytes[at + 5..at + 9].copy_from_slice(&stream.to_be_bytes());
+                }
+                at += 9 + len;
+            }
+            bytes
+        };
+        let skip_preface = |bytes: &[u8]| if bytes.starts_with(b"PRI") { 24 } else { 0 };
+        match number % 4 {
+            0 => {
+                let at = skip_preface(&request);
+                let mut bytes = request[..at].to_vec();
+                bytes.extend(renumber(request[at..].to_vec(), *stream));
+                let frame = frames::tcp_segment(client_mac, server_mac, client, server, 0x18, *client_seq, &bytes);
+                *client_seq = client_seq.wrapping_add(bytes.len() as u32);
+                frame
+            }
+            2 => {
+                let bytes = renumber(response, *stream);
+                let frame = frames::tcp_segment(server_mac, client_mac, server, client, 0x18, *server_seq, &bytes);
+                *server_seq = server_seq.wrapping_add(bytes.len() as u32);
+                *stream += 2;
+                frame
+            }
+            1 => frames::tcp_segment(server_mac, client_mac, server, client, 0x10, *server_seq, &[]),
+            _ => frames::tcp_segment(client_mac, server_mac, client, server, 0x10, *client_seq, &[]),
+        }
     }
 }
