@@ -46,7 +46,9 @@ pub struct MapEdge {
     pub bytes: i64,
     /// L7 protocols seen on the edge's flows.
     pub l7: Vec<String>,
-    /// HTTP responses with status 500 or above, and DNS answers other than NOERROR.
+    /// HTTP responses with status 500 or above (and gRPC calls that failed on the server's side:
+    /// UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS), and DNS answers
+    /// other than NOERROR.
     pub http_errors: i64,
     pub dns_errors: i64,
 }
@@ -101,7 +103,8 @@ pub async fn get(State(state): State<AppState>, filter: Narrowed) -> Result<Json
         "SELECT session, host(client) AS src, host(server) AS dst, max(ts) AS at, NULL::text AS l7, \
              0::bigint AS flows, 0::bigint AS packets, 0::bigint AS bytes, \
              count(*) FILTER (WHERE http) AS http_errors, count(*) FILTER (WHERE NOT http) AS dns_errors \
-         FROM (SELECT session, client, server, ts, true AS http FROM http_events WHERE status >= 500 \
+         FROM (SELECT session, client, server, ts, true AS http FROM http_events \
+               WHERE status >= 500 OR grpc_status IN (2, 4, 12, 13, 14, 15) \
                UNION ALL SELECT session, client, server, ts, false FROM dns_events \
                    WHERE rcode IS NOT NULL AND rcode <> 'NOERROR') AS errors WHERE true",
     );
