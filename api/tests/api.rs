@@ -185,6 +185,12 @@ impl Rig {
 
     fn ok(&self, path: &str) -> Value {
         let (status, body) = self.get(path);
+        if status == 500 {
+            // The reason is in the API's log, not in what it answers.
+            let log = std::fs::read_to_string(self.work.join("api.log")).unwrap_or_default();
+            let tail: Vec<&str> = log.lines().rev().take(5).collect();
+            panic!("GET {path}: {body}; the API's log ends with {tail:#?}");
+        }
         assert_eq!(status, 200, "GET {path}: {body}");
         body
     }
@@ -923,4 +929,42 @@ async fn grpc_calls_are_http_events_with_their_service_method_and_status() {
         [&Value::Null, &"greeter.test:50051".into()],
         "the response's and the request's: {packets}"
     );
+}
+
+#[tokio::test]
+async fn tunnelled_packets_are_found_by_their_tunnel_and_its_addresses() {
+    let mut rig = Rig::start().await;
+    let pod_request = frames::tcp(
+        batches::CLIENT,
+        batches::SERVER,
+        80,
+        0x18,
+        &frames::http_get("web.example", "/"),
+    );
+    let vxlan = [&[0x08, 0, 0, 0, 0, 0, 42, 0][..], &pod_request].concat();
+    let (node_a, node_b) = ("172.18.0.2".parse().unwrap(), "172.18.0.3".parse().unwrap());
+    rig.store(vec![
+        frames::udp_between(batches::CLIENT, batches::SERVER, node_a, node_b, 4789, &vxlan),
+        pod_request.clone(),
+    ])
+    .await;
+    for q in ["vxlan", "host%20172.18.0.2", "src%20172.18.0.2%20and%20http"] {
+        let page = rig.ok(&format!("/api/v1/packets?session={SESSION}&q={q}"));
+        let [packet] = &page["items"].as_array().unwrap()[..] else {
+            panic!("the tunnelled packet alone for {q}: {page}");
+        };
+        assert_eq!((&packet["tunnel"], &packet["tunnel_id"]), (&"vxlan".into(), &42.into()));
+        assert_eq!(
+            (&packet["outer_src"], &packet["outer_dst"]),
+            (&"172.18.0.2".into(), &"172.18.0.3".into())
+        );
+        assert_eq!(
+            (&packet["l7"], &packet["l7_name"]),
+            (&"http".into(), &"web.example".into())
+        );
+        assert_eq!(packet["dst_port"], 80);
+    }
+    // Both packets carry the same request, as the pod sent it.
+    let page = rig.ok(&format!("/api/v1/packets?session={SESSION}&q=http"));
+    assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
 }

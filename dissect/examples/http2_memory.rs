@@ -19,7 +19,9 @@ fn resident_kib() -> u64 {
 }
 
 fn main() {
-    let connections: usize = std::env::args().nth(1).map_or(10_000, |n| n.parse().expect("CONNECTIONS"));
+    let connections: usize = std::env::args()
+        .nth(1)
+        .map_or(10_000, |n| n.parse().expect("CONNECTIONS"));
     let frame = testkit::frames::http2_frame;
     let client_block = Encoder::new().encode(vec![
         (&b":method"[..], &b"POST"[..]),

@@ -10,6 +10,8 @@ pub fn info(d: &Dissection) -> String {
     for layer in d.layers.iter().rev() {
         let line = match layer {
             Layer::Application(l7) => crate::protocols::info(l7),
+            // What a tunnel carried speaks for the packet; its own header says nothing more.
+            Layer::Tunnel { .. } => None,
             Layer::Tcp {
                 src_port,
                 dst_port,

@@ -15,6 +15,7 @@ pub mod protocols;
 pub mod stream;
 pub mod text;
 mod transport;
+mod tunnel;
 
 use std::net::IpAddr;
 
@@ -22,6 +23,7 @@ use serde::Serialize;
 
 pub use info::info;
 pub use protocols::{Http2Message, L7};
+pub use tunnel::Tunnel;
 
 /// What a frame turned out to be.
 #[derive(Debug, Default, Clone, PartialEq, Serialize)]
@@ -59,6 +61,11 @@ pub struct Dissection {
     pub headers_len: usize,
     /// What could not be parsed, if anything.
     pub malformed: Option<Malformed>,
+    /// The outermost tunnel the packet came through; everything above describes what it carried.
+    pub tunnel: Option<Tunnel>,
+    /// Tunnels opened so far, to bound nesting.
+    #[serde(skip)]
+    depth: u8,
     /// Whether `layers` is filled ([`dissect`]) or left empty ([`summarize`]).
     #[serde(skip)]
     with_layers: bool,
@@ -178,6 +185,11 @@ pub enum Layer {
         #[serde(serialize_with = "names::icmpv6_type")]
         icmp_type: u8,
         code: u8,
+    },
+    /// A tunnel's header: what follows is what it carried.
+    Tunnel {
+        kind: &'static str,
+        id: Option<u32>,
     },
     Application(L7),
 }

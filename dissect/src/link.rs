@@ -10,23 +10,30 @@ use pnet::packet::vlan::VlanPacket;
 use crate::{Dissection, Layer, Malformed, network};
 
 pub(crate) fn walk(frame: &[u8], mut d: Dissection) -> Dissection {
+    ethernet(&mut d, frame, 0);
+    d
+}
+
+/// An Ethernet frame starting at `offset` in the captured frame (a tunnel's inner one, or the
+/// frame itself).
+pub(crate) fn ethernet(d: &mut Dissection, frame: &[u8], offset: usize) {
     let Some(ethernet) = EthernetPacket::new(frame) else {
         d.malformed = Some(Malformed::TruncatedEthernet);
-        return d;
+        return;
     };
     d.layer(|| Layer::Ethernet {
         src: ethernet.get_source().to_string(),
         dst: ethernet.get_destination().to_string(),
         ethertype: ethernet.get_ethertype().0,
     });
-    let mut offset = 14;
+    let mut offset = offset + 14;
     let mut ethertype = ethernet.get_ethertype();
     let mut payload = ethernet.payload();
     // 802.1Q, and QinQ (0x88a8) outer tags.
     while ethertype == EtherTypes::Vlan || ethertype == EtherType(0x88a8) {
         let Some(vlan) = VlanPacket::new(payload) else {
             d.malformed = Some(Malformed::TruncatedVlan);
-            return d;
+            return;
         };
         d.vlan.get_or_insert(vlan.get_vlan_identifier());
         d.layer(|| Layer::Vlan {
@@ -40,8 +47,8 @@ pub(crate) fn walk(frame: &[u8], mut d: Dissection) -> Dissection {
     }
     d.headers_len = offset;
     match ethertype {
-        EtherTypes::Ipv4 => network::ipv4(&mut d, payload, offset),
-        EtherTypes::Ipv6 => network::ipv6(&mut d, payload, offset),
+        EtherTypes::Ipv4 => network::ipv4(d, payload, offset),
+        EtherTypes::Ipv6 => network::ipv6(d, payload, offset),
         EtherTypes::Arp => match ArpPacket::new(payload) {
             Some(arp) => {
                 d.transport = Some("arp".into());
@@ -59,5 +66,4 @@ pub(crate) fn walk(frame: &[u8], mut d: Dissection) -> Dissection {
         },
         _ => {}
     }
-    d
 }

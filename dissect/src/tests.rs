@@ -369,3 +369,97 @@ fn names_from_the_wire_are_storable_text() {
         other => panic!("not HTTP: {other:?}"),
     }
 }
+
+mod tunnels {
+    use std::net::Ipv4Addr;
+
+    use testkit::frames;
+
+    use crate::{L7, Layer, dissect, info, summarize};
+
+    const NODE_A: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 2);
+    const NODE_B: Ipv4Addr = Ipv4Addr::new(172, 18, 0, 3);
+
+    /// A pod's HTTP request, as the pod sent it.
+    fn inner() -> Vec<u8> {
+        frames::tcp([2; 6], [4; 6], 80, 0x18, &frames::http_get("web.example", "/"))
+    }
+
+    fn over_ip(protocol: u8, transport: &[u8]) -> Vec<u8> {
+        frames::ip_protocol_between([6; 6], [8; 6], NODE_A, NODE_B, protocol, transport)
+    }
+
+    fn check(frame: &[u8], kind: &str, id: Option<u32>) {
+        for d in [dissect(frame), summarize(frame)] {
+            let tunnel = d.tunnel.expect("a tunnel");
+            assert_eq!((tunnel.kind, tunnel.id), (kind, id));
+            assert_eq!((tunnel.outer_src, tunnel.outer_dst), (NODE_A.into(), NODE_B.into()));
+            assert_eq!(
+                (d.src, d.dst),
+                (Some(frames::SOURCE.into()), Some(frames::DESTINATION.into()))
+            );
+            assert_eq!(
+                (d.src_port, d.dst_port, d.transport.as_deref()),
+                (Some(40001), Some(80), Some("tcp"))
+            );
+            assert!(matches!(&d.l7, Some(L7::Http { host: Some(host), .. }) if host == "web.example"));
+            assert_eq!(&frame[d.payload.clone()][..4], b"GET ", "the payload is the inner one");
+            assert!(d.malformed.is_none());
+        }
+        let d = dissect(frame);
+        assert!(d.layers.iter().any(|l| matches!(l, Layer::Tunnel { .. })));
+        assert_eq!(info(&d), "GET / HTTP/1.1");
+    }
+
+    #[test]
+    fn vxlan_geneve_gre_and_ip_in_ip_are_opened_to_what_they_carry() {
+        let vxlan = [&[0x08, 0, 0, 0, 0, 0, 42, 0][..], &inner()].concat();
+        check(
+            &frames::udp_between([6; 6], [8; 6], NODE_A, NODE_B, 4789, &vxlan),
+            "vxlan",
+            Some(42),
+        );
+        check(
+            &frames::udp_between([6; 6], [8; 6], NODE_A, NODE_B, 8472, &vxlan),
+            "vxlan",
+            Some(42),
+        );
+        // Geneve with one 8-byte option (length 2 words), carrying Ethernet.
+        let geneve = [&[0x02, 0, 0x65, 0x58, 0, 0x01, 0x00, 0][..], &[0; 8], &inner()].concat();
+        check(
+            &frames::udp_between([6; 6], [8; 6], NODE_A, NODE_B, 6081, &geneve),
+            "geneve",
+            Some(256),
+        );
+        // GRE with a key, carrying IPv4 (the inner frame without its Ethernet header).
+        let gre = [&[0x20, 0, 0x08, 0x00, 0, 0, 0, 7][..], &inner()[14..]].concat();
+        check(&over_ip(47, &gre), "gre", Some(7));
+        // GRE carrying Ethernet (gretap).
+        let gretap = [&[0, 0, 0x65, 0x58][..], &inner()].concat();
+        check(&over_ip(47, &gretap), "gre", None);
+        check(&over_ip(4, &inner()[14..]), "ipip", None);
+    }
+
+    #[test]
+    fn what_is_not_a_tunnel_stays_what_it_was() {
+        // VXLAN's port with other flags, GRE version 1 (PPTP), a bare GRE header.
+        let frame = frames::udp_between([6; 6], [8; 6], NODE_A, NODE_B, 4789, &[0x0c, 0, 0, 0, 0, 0, 1, 0, 1]);
+        let d = summarize(&frame);
+        assert_eq!((d.tunnel, d.dst_port), (None, Some(4789)));
+        for gre in [&[0x30, 0x01, 0x88, 0x0b][..], &[0, 0][..]] {
+            let d = summarize(&over_ip(47, gre));
+            assert_eq!(
+                (d.tunnel, d.transport.as_deref(), d.src),
+                (None, Some("ip-47"), Some(NODE_A.into()))
+            );
+        }
+        // Tunnels nested past the bound end there, without a panic.
+        let mut frame = inner()[14..].to_vec();
+        for _ in 0..50 {
+            frame = over_ip(4, &frame)[14..].to_vec();
+        }
+        let d = dissect(&[&inner()[..14], &frame].concat());
+        assert_eq!(d.tunnel.map(|t| t.kind), Some("ipip"));
+        assert_eq!(d.layers.iter().filter(|l| matches!(l, Layer::Tunnel { .. })).count(), 3);
+    }
+}

@@ -9,7 +9,7 @@ use pnet::packet::tcp::TcpPacket;
 use pnet::packet::udp::UdpPacket;
 
 use crate::protocols::{self, Transport};
-use crate::{Dissection, Layer, Malformed};
+use crate::{Dissection, Layer, Malformed, tunnel};
 
 /// `bytes` is the transport as captured, with the length it had as sent (from the IP header).
 pub(crate) fn transport(
@@ -83,6 +83,9 @@ pub(crate) fn transport(
                 length: udp.get_length(),
             });
             d.headers_len = offset + 8;
+            if tunnel::udp(d, udp.get_destination(), udp.payload(), offset + 8) {
+                return;
+            }
             application(
                 d,
                 Transport::Udp,
@@ -116,6 +119,13 @@ pub(crate) fn transport(
                 }
                 None => d.malformed = Some(Malformed::TruncatedIcmp),
             }
+        }
+        IpNextHeaderProtocols::Ipv4 | IpNextHeaderProtocols::Ipv6 | IpNextHeaderProtocols::Gre => {
+            d.transport = Some(name_of(protocol));
+            match protocol {
+                IpNextHeaderProtocols::Gre => tunnel::gre(d, bytes, offset),
+                _ => tunnel::ip_in_ip(d, protocol == IpNextHeaderProtocols::Ipv6, bytes, offset),
+            };
         }
         other => d.transport = Some(name_of(other)),
     }

@@ -542,7 +542,9 @@ export interface components {
             from: string;
             /**
              * Format: int64
-             * @description HTTP responses with status 500 or above, and DNS answers other than NOERROR.
+             * @description HTTP responses with status 500 or above (and gRPC calls that failed on the server's side:
+             *     UNKNOWN, DEADLINE_EXCEEDED, UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS), and DNS answers
+             *     other than NOERROR.
              */
             http_errors: number;
             /** @description L7 protocols seen on the edge's flows. */
@@ -594,6 +596,9 @@ export interface components {
              * @description Length on the wire.
              */
             original_len: number;
+            outer_dst?: string | null;
+            /** @description The tunnel's own addresses (the nodes'). */
+            outer_src?: string | null;
             /** @description The stored bytes include the payload (the session's `storePayload`). */
             payload_kept: boolean;
             session: string;
@@ -607,6 +612,16 @@ export interface components {
             transport?: string | null;
             /** Format: date-time */
             ts: string;
+            /**
+             * @description The tunnel the packet came through (`vxlan`, `geneve`, `gre`, `ipip`): the addresses,
+             *     ports and protocols above are what it carried.
+             */
+            tunnel?: string | null;
+            /**
+             * Format: int64
+             * @description The VXLAN or Geneve network identifier, or the GRE key.
+             */
+            tunnel_id?: number | null;
             /** Format: int32 */
             vlan?: number | null;
         };

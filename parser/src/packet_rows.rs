@@ -16,8 +16,8 @@ pub const POSITION_BITS: u32 = 20;
 
 pub const COPY: &str = "COPY packets (id, session, ts, seq, node, interface, original_len, captured_len, src, dst, \
     src_port, dst_port, ip_protocol, transport, l7, l7_guessed, l7_name, tcp_flags, vlan, fragment, malformed, \
-    payload_kept) FROM STDIN (FORMAT binary)";
-pub const FIELDS: i16 = 22;
+    payload_kept, tunnel, tunnel_id, outer_src, outer_dst) FROM STDIN (FORMAT binary)";
+pub const FIELDS: i16 = 26;
 
 /// The packets of one batch, dissected, waiting for their segment id.
 pub struct PacketRows<'b, 'a> {
@@ -129,6 +129,13 @@ impl<'b, 'a> PacketRows<'b, 'a> {
             copy.bool(d.fragment);
             copy.opt_text(d.malformed.map(|m| m.as_str()));
             copy.bool(self.store_payload);
+            copy.opt_text(d.tunnel.map(|t| t.kind));
+            match d.tunnel.and_then(|t| t.id) {
+                Some(id) => copy.int8(i64::from(id)),
+                None => copy.null(),
+            }
+            copy.inet(d.tunnel.map(|t| t.outer_src));
+            copy.inet(d.tunnel.map(|t| t.outer_dst));
         }
         Kept {
             records: std::mem::take(&mut self.segment).finish(),

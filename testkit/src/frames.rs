@@ -45,6 +45,18 @@ pub fn frame_between(
     bytes
 }
 
+/// An IPv4 frame carrying IP protocol number `protocol` (a tunnel: 4, 41, 47).
+pub fn ip_protocol_between(
+    from: [u8; 6],
+    to: [u8; 6],
+    source: Ipv4Addr,
+    destination: Ipv4Addr,
+    protocol: u8,
+    transport: &[u8],
+) -> Vec<u8> {
+    frame_between(from, to, source, destination, IpNextHeaderProtocol(protocol), transport)
+}
+
 /// A UDP datagram from port 40000 to `port` carrying `payload`.
 pub fn udp(from: [u8; 6], to: [u8; 6], port: u16, payload: &[u8]) -> Vec<u8> {
     udp_between(from, to, SOURCE, DESTINATION, port, payload)

@@ -14,6 +14,8 @@ pub struct Columns {
     pub dst_port: &'static str,
     pub transport: &'static str,
     pub l7: &'static str,
+    /// Packets only: the tunnel's kind and outer addresses, which `protocol` and `host` also match.
+    pub tunnel: Option<(&'static str, &'static str, &'static str)>,
     /// The time range applies as `first <= until` and `last >= since`.
     pub first_time: &'static str,
     pub last_time: &'static str,
@@ -27,6 +29,7 @@ pub const PACKETS: Columns = Columns {
     dst_port: "dst_port",
     transport: "transport",
     l7: "l7",
+    tunnel: Some(("tunnel", "outer_src", "outer_dst")),
     first_time: "ts",
     last_time: "ts",
 };
@@ -39,6 +42,7 @@ pub const FLOWS: Columns = Columns {
     dst_port: "(CASE WHEN initiator = 'a' THEN b_port ELSE a_port END)",
     transport: "transport",
     l7: "l7",
+    tunnel: None,
     first_time: "first_seen",
     last_time: "last_seen",
 };
@@ -90,12 +94,25 @@ fn push_expr(query: &mut QueryBuilder<Postgres>, expr: &Expr, columns: &Columns)
             push_expr(query, inner, columns);
             query.push(", false))");
         }
-        Expr::Host(side, network) => on_side(query, *side, columns.src, columns.dst, |query, column| {
-            query
-                .push(format_args!("{column} <<= "))
-                .push_bind(network.0.clone())
-                .push("::inet");
-        }),
+        Expr::Host(side, network) => {
+            let inside = |query: &mut QueryBuilder<Postgres>, column: &str| {
+                query
+                    .push(format_args!("{column} <<= "))
+                    .push_bind(network.0.clone())
+                    .push("::inet");
+            };
+            match columns.tunnel {
+                // A tunnelled packet's own address or its tunnel's, on that side.
+                Some((_, outer_src, outer_dst)) => {
+                    query.push("(");
+                    on_side(query, *side, columns.src, columns.dst, inside);
+                    query.push(" OR ");
+                    on_side(query, *side, outer_src, outer_dst, inside);
+                    query.push(")");
+                }
+                None => on_side(query, *side, columns.src, columns.dst, inside),
+            }
+        }
         Expr::Port(side, port) => on_side(query, *side, columns.src_port, columns.dst_port, |query, column| {
             query.push(format_args!("{column} = ")).push_bind(i32::from(*port));
         }),
@@ -107,8 +124,11 @@ fn push_expr(query: &mut QueryBuilder<Postgres>, expr: &Expr, columns: &Columns)
                 .push(format_args!("({} = ", columns.transport))
                 .push_bind(name.clone())
                 .push(format_args!(" OR {} = ", columns.l7))
-                .push_bind(name.clone())
-                .push(")");
+                .push_bind(name.clone());
+            if let Some((tunnel, _, _)) = columns.tunnel {
+                query.push(format_args!(" OR {tunnel} = ")).push_bind(name.clone());
+            }
+            query.push(")");
         }
     }
 }

@@ -27,6 +27,7 @@ const fn columns(transport: &'static str, l7: &'static str) -> Columns {
         dst_port: "server_port",
         transport,
         l7,
+        tunnel: None,
         first_time: "ts",
         last_time: "ts",
     }

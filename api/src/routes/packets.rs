@@ -49,6 +49,14 @@ pub struct Packet {
     pub malformed: Option<String>,
     /// The stored bytes include the payload (the session's `storePayload`).
     pub payload_kept: bool,
+    /// The tunnel the packet came through (`vxlan`, `geneve`, `gre`, `ipip`): the addresses,
+    /// ports and protocols above are what it carried.
+    pub tunnel: Option<String>,
+    /// The VXLAN or Geneve network identifier, or the GRE key.
+    pub tunnel_id: Option<i64>,
+    /// The tunnel's own addresses (the nodes').
+    pub outer_src: Option<String>,
+    pub outer_dst: Option<String>,
     /// A one-line summary in the manner of Wireshark's Info column, dissected from the stored
     /// bytes (without payload, it describes the transport header).
     pub info: String,
@@ -92,6 +100,10 @@ impl<'r> sqlx::FromRow<'r, PgRow> for Packet {
             vlan: row.try_get(15)?,
             malformed: row.try_get(16)?,
             payload_kept: row.try_get(17)?,
+            tunnel: row.try_get(18)?,
+            tunnel_id: row.try_get(19)?,
+            outer_src: row.try_get(20)?,
+            outer_dst: row.try_get(21)?,
             info: String::new(),
             src_endpoint: None,
             dst_endpoint: None,
@@ -148,11 +160,11 @@ struct PageRow {
 impl<'r> sqlx::FromRow<'r, PgRow> for PageRow {
     fn from_row(row: &'r PgRow) -> Result<Self, sqlx::Error> {
         let mut packet = Packet::from_row(row)?;
-        packet.src_endpoint = endpoints::from_columns(row, 19)?;
-        packet.dst_endpoint = endpoints::from_columns(row, 19 + endpoints::COLUMNS)?;
+        packet.src_endpoint = endpoints::from_columns(row, PACKET_COLUMN_COUNT + 1)?;
+        packet.dst_endpoint = endpoints::from_columns(row, PACKET_COLUMN_COUNT + 1 + endpoints::COLUMNS)?;
         Ok(Self {
             packet,
-            segment: row.try_get(18)?,
+            segment: row.try_get(PACKET_COLUMN_COUNT)?,
         })
     }
 }
@@ -184,8 +196,11 @@ fn describe_page(rows: Vec<PageRow>, payload: &BTreeSet<String>) -> Vec<Packet> 
         .collect()
 }
 
+/// How many columns [`PACKET_COLUMNS`] names: what a page's query selects after them starts here.
+const PACKET_COLUMN_COUNT: usize = 22;
 pub const PACKET_COLUMNS: &str = "id, session, ts, node, interface, original_len, captured_len, host(src) AS src, \
-     host(dst) AS dst, src_port, dst_port, transport, l7, l7_name, tcp_flags, vlan, malformed, payload_kept";
+     host(dst) AS dst, src_port, dst_port, transport, l7, l7_name, tcp_flags, vlan, malformed, payload_kept, tunnel, \
+     tunnel_id, host(outer_src) AS outer_src, host(outer_dst) AS outer_dst";
 
 #[derive(Serialize, ToSchema)]
 pub struct PacketPage {
@@ -321,4 +336,12 @@ pub async fn get(
         data_hex: frame.iter().map(|b| format!("{b:02x}")).collect(),
         packet,
     }))
+}
+
+#[cfg(test)]
+mod column_count {
+    #[test]
+    fn the_count_is_the_columns_named() {
+        assert_eq!(super::PACKET_COLUMNS.split(',').count(), super::PACKET_COLUMN_COUNT);
+    }
 }

@@ -48,6 +48,13 @@ export function PacketDetailPane({ id, onClose }: { id: number; onClose: () => v
             {endpoint(detail.data.dst, detail.data.dst_port)} · {detail.data.original_len} bytes on the wire, {detail.data.captured_len}{" "}
             captured on {detail.data.node}/{detail.data.interface}
           </p>
+          {detail.data.tunnel && (
+            <p>
+              Through a {detail.data.tunnel.toUpperCase()} tunnel
+              {detail.data.tunnel_id != null ? ` (id ${detail.data.tunnel_id})` : ""} from {detail.data.outer_src} to{" "}
+              {detail.data.outer_dst}: the addresses and layers shown are what it carried.
+            </p>
+          )}
           <dl className="endpoints">
             <EndpointRow label="Source" address={detail.data.src} endpoint={detail.data.src_endpoint} />
             <EndpointRow label="Destination" address={detail.data.dst} endpoint={detail.data.dst_endpoint} />
