@@ -968,3 +968,26 @@ async fn tunnelled_packets_are_found_by_their_tunnel_and_its_addresses() {
     let page = rig.ok(&format!("/api/v1/packets?session={SESSION}&q=http"));
     assert_eq!(page["items"].as_array().unwrap().len(), 2, "{page}");
 }
+
+#[tokio::test]
+async fn a_quic_initial_is_a_tls_event_over_quic() {
+    let mut rig = Rig::start().await;
+    let fixture = testkit::repo_root().join("dissect/tests/fixtures/quic-initial.pcap");
+    let frames: Vec<Vec<u8>> = testkit::pcap::read(&fixture)
+        .unwrap()
+        .into_iter()
+        .map(|(_, f)| f)
+        .collect();
+    rig.store(frames[..1].to_vec()).await;
+    let page = rig.ok(&format!("/api/v1/events/tls?session={SESSION}&q=quic"));
+    let [hello] = &page["items"].as_array().unwrap()[..] else {
+        panic!("one hello: {page}");
+    };
+    assert_eq!(
+        (&hello["transport"], &hello["sni"]),
+        (&"quic".into(), &"quic.example".into())
+    );
+    assert!(hello["ja4"].as_str().unwrap().starts_with("q13d"), "{hello}");
+    let tcp_only = rig.ok(&format!("/api/v1/events/tls?session={SESSION}&q=tcp"));
+    assert_eq!(tcp_only["items"].as_array().unwrap().len(), 0, "{tcp_only}");
+}

@@ -130,6 +130,7 @@ fn tls_client_hello_sni_alpn_and_version() {
             sni: Some("api.example.com".into()),
             alpn: vec!["h2".into()],
             ja4: Some(ja4.clone()),
+            quic: false,
         })
     );
     // TLS 1.3 over TCP, SNI present, then the test hello's cipher and extension counts, ALPN h2.

@@ -420,6 +420,8 @@ export interface components {
                 ja4?: string | null;
                 /** @description Server name indication. */
                 sni?: string | null;
+                /** @description `tcp`, or `quic` for a ClientHello read from a QUIC Initial packet. */
+                transport: string;
                 /** @description The highest version offered. */
                 version?: string | null;
             })[];
@@ -752,6 +754,8 @@ export interface components {
             ja4?: string | null;
             /** @description Server name indication. */
             sni?: string | null;
+            /** @description `tcp`, or `quic` for a ClientHello read from a QUIC Initial packet. */
+            transport: string;
             /** @description The highest version offered. */
             version?: string | null;
         };

@@ -67,6 +67,8 @@ pub struct HttpAnswer {
 #[derive(Debug, Clone, PartialEq)]
 pub struct TlsEvent {
     pub ts_ns: u64,
+    /// `tcp`, or `quic` for a ClientHello read from a QUIC Initial.
+    pub transport: &'static str,
     pub endpoints: Endpoints,
     pub sni: Option<String>,
     pub alpn: Vec<String>,
@@ -282,8 +284,10 @@ impl Events {
                 sni,
                 alpn,
                 ja4,
+                quic,
             } if handshake == "client_hello" => self.tls.push(TlsEvent {
                 ts_ns,
+                transport: if *quic { "quic" } else { "tcp" },
                 endpoints: forward,
                 sni: sni.clone(),
                 alpn: alpn.clone(),

@@ -34,7 +34,7 @@ const fn columns(transport: &'static str, l7: &'static str) -> Columns {
 }
 const DNS: Columns = columns("transport", "'dns'");
 const HTTP: Columns = columns("transport", "protocol");
-const TLS: Columns = columns("'tcp'", "'tls'");
+const TLS: Columns = columns("transport", "'tls'");
 
 const ENDPOINTS: &str = "id, session, ts, host(client) AS client, client_port, host(server) AS server, server_port";
 
@@ -145,6 +145,8 @@ pub struct TlsEvent {
     #[serde(flatten)]
     #[sqlx(flatten)]
     pub ends: EventEndpoints,
+    /// `tcp`, or `quic` for a ClientHello read from a QUIC Initial packet.
+    pub transport: String,
     /// Server name indication.
     pub sni: Option<String>,
     pub alpn: Vec<String>,
@@ -262,6 +264,6 @@ pub async fn tls(
     filter: Narrowed,
     Query(paging): Query<PageParams>,
 ) -> Result<Json<EventPage<TlsEvent>>, ApiError> {
-    let select = format!("SELECT {ENDPOINTS}, sni, alpn, version, ja4 FROM tls_events");
+    let select = format!("SELECT {ENDPOINTS}, transport, sni, alpn, version, ja4 FROM tls_events");
     Ok(Json(page(&state, &filter, &paging, &select, &TLS).await?))
 }

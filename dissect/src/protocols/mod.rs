@@ -8,6 +8,7 @@
 mod dns;
 mod http;
 mod http2;
+mod quic;
 mod tls;
 
 pub use http2::Http2Message;
@@ -50,6 +51,9 @@ pub enum L7 {
         alpn: Vec<String>,
         /// JA4 fingerprint of a ClientHello whose extensions were all captured.
         ja4: Option<String>,
+        /// Carried in a QUIC Initial packet rather than over TCP.
+        #[serde(skip_serializing_if = "std::ops::Not::not")]
+        quic: bool,
     },
     /// One HTTP/2 header block, stream end, reset or GOAWAY (gRPC is HTTP/2 with its content type).
     Http2(Box<Http2Message>),
@@ -63,6 +67,7 @@ impl L7 {
         match self {
             Self::Dns { .. } => "dns",
             Self::Http { .. } => "http",
+            Self::Tls { quic: true, .. } => "quic",
             Self::Tls { .. } => "tls",
             Self::Http2(message) if message.content_type.as_deref().is_some_and(http2::is_grpc) => "grpc",
             Self::Http2(_) => "http2",
@@ -156,7 +161,7 @@ impl std::fmt::Debug for dyn Protocol {
 }
 
 /// The protocols in the order their recognition by content is tried.
-pub(crate) static PROTOCOLS: &[&dyn Protocol] = &[&dns::Dns, &http::Http, &tls::Tls, &http2::Http2];
+pub(crate) static PROTOCOLS: &[&dyn Protocol] = &[&dns::Dns, &http::Http, &tls::Tls, &http2::Http2, &quic::Quic];
 
 /// How a protocol cuts a reassembled stream into messages.
 pub(crate) enum Framing {

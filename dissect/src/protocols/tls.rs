@@ -49,18 +49,30 @@ fn record_len(bytes: &[u8]) -> Framing {
     }
 }
 
-/// ClientHello / ServerHello, as far as the bytes go.
+/// ClientHello / ServerHello in a TLS record, as far as the bytes go.
 fn tls(payload: &[u8]) -> Option<L7> {
     // Record header: type 22 (handshake), version 3.x, length.
     if payload.len() < 9 || payload[0] != 22 || payload[1] != 3 {
         return None;
     }
-    let handshake = match payload[5] {
+    hello(&payload[5..], false)
+}
+
+/// A ClientHello carried in QUIC's CRYPTO frames (`crate::protocols::quic`).
+pub(super) fn client_hello(handshake: &[u8], quic: bool) -> Option<L7> {
+    (handshake.first() == Some(&1))
+        .then(|| hello(handshake, quic))
+        .flatten()
+}
+
+/// A hello handshake message (type, 3-byte length, body), as far as the bytes go.
+fn hello(message: &[u8], quic: bool) -> Option<L7> {
+    let handshake = match message.first()? {
         1 => "client_hello",
         2 => "server_hello",
         _ => return None,
     };
-    let mut r = Cursor(&payload[9..]);
+    let mut r = Cursor(message.get(4..)?);
     let legacy_version = r.u16()?;
     let mut found = L7::Tls {
         handshake: handshake.into(),
@@ -68,9 +80,11 @@ fn tls(payload: &[u8]) -> Option<L7> {
         sni: None,
         alpn: vec![],
         ja4: None,
+        quic,
     };
     let mut hello = ja4::Hello {
         legacy_version,
+        quic,
         ..ja4::Hello::default()
     };
     let walked = (|| {
@@ -177,9 +191,18 @@ fn version_name(version: u16) -> String {
     }
 }
 
-/// `Client Hello (SNI=example.org)`, `Server Hello`.
+/// `Client Hello (SNI=example.org)`, `Server Hello`; `Initial, Client Hello (SNI=...)` in QUIC.
 pub(crate) fn info(l7: &L7) -> Option<String> {
     match l7 {
+        L7::Tls {
+            handshake,
+            sni,
+            quic: true,
+            ..
+        } if handshake == "client_hello" => Some(match sni {
+            Some(sni) => format!("Initial, Client Hello (SNI={sni})"),
+            None => "Initial, Client Hello".into(),
+        }),
         L7::Tls { handshake, sni, .. } => Some(match (handshake.as_str(), sni) {
             ("client_hello", Some(sni)) => format!("Client Hello (SNI={sni})"),
             ("client_hello", None) => "Client Hello".into(),

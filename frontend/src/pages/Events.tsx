@@ -160,6 +160,7 @@ const GRPC_COLUMNS: Column<HttpEvent>[] = [
 ];
 
 const TLS_COLUMNS: Column<TlsEvent>[] = [
+  { header: "Transport", cell: (e) => (e.transport === "quic" ? "QUIC" : "TCP") },
   { header: "Server name", cell: (e) => e.sni },
   { header: "ALPN", cell: (e) => e.alpn.join(", ") },
   { header: "Version", cell: (e) => e.version },

@@ -95,11 +95,11 @@ pub async fn write(tx: &mut PgConnection, session: &str, events: &Events) -> Res
     if !events.tls.is_empty() {
         let e = &events.tls;
         sqlx::query(
-            "INSERT INTO tls_events (session, ts, client, client_port, server, server_port, sni, alpn, version, ja4) \
+            "INSERT INTO tls_events (session, ts, client, client_port, server, server_port, sni, alpn, version, ja4, transport) \
              SELECT $1, 'epoch'::timestamptz + interval '1 microsecond' * ts, client::inet, client_port, server::inet, server_port, sni, \
-               CASE WHEN alpn = '' THEN '{}'::text[] ELSE string_to_array(alpn, E'\\n') END, version, ja4 \
+               CASE WHEN alpn = '' THEN '{}'::text[] ELSE string_to_array(alpn, E'\\n') END, version, ja4, transport \
              FROM unnest($2::bigint[], $3::text[], $4::integer[], $5::text[], $6::integer[], $7::text[], $8::text[], \
-               $9::text[], $10::text[]) AS u(ts, client, client_port, server, server_port, sni, alpn, version, ja4)",
+               $9::text[], $10::text[], $11::text[]) AS u(ts, client, client_port, server, server_port, sni, alpn, version, ja4, transport)",
         )
         .bind(session)
         .bind(e.iter().map(|t| micros(t.ts_ns)).collect::<Vec<_>>())
@@ -111,6 +111,7 @@ pub async fn write(tx: &mut PgConnection, session: &str, events: &Events) -> Res
         .bind(e.iter().map(|t| joined(&t.alpn)).collect::<Vec<_>>())
         .bind(e.iter().map(|t| t.version.clone()).collect::<Vec<_>>())
         .bind(e.iter().map(|t| t.ja4.clone()).collect::<Vec<_>>())
+        .bind(e.iter().map(|t| t.transport).collect::<Vec<_>>())
         .execute(&mut *tx)
         .await?;
     }

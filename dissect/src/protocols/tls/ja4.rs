@@ -15,6 +15,8 @@ pub struct Hello {
     pub signature_algorithms: Vec<u16>,
     pub sni: bool,
     pub first_alpn: Option<Vec<u8>>,
+    /// Carried by QUIC (`q`) rather than TCP (`t`).
+    pub quic: bool,
 }
 
 /// GREASE values (RFC 8701) are ignored everywhere: clients add random ones.
@@ -45,7 +47,8 @@ pub fn fingerprint(hello: &Hello) -> String {
         _ => "00",
     };
     let a = format!(
-        "t{version}{}{:02}{:02}{}",
+        "{}{version}{}{:02}{:02}{}",
+        if hello.quic { 'q' } else { 't' },
         if hello.sni { 'd' } else { 'i' },
         ciphers.len().min(99),
         extensions.len().min(99),
@@ -123,6 +126,7 @@ mod tests {
             signature_algorithms: vec![0x0403, 0x0804, 0x0401, 0x0503, 0x0805, 0x0501, 0x0806, 0x0601],
             sni: true,
             first_alpn: Some(b"h2".to_vec()),
+            quic: false,
         };
         assert_eq!(fingerprint(&hello), "t13d1516h2_8daaf6152771_e5627efa2ab1");
     }
