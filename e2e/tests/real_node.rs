@@ -739,6 +739,7 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
         pcap_packets(&stored).len()
     );
     kubectl_trawl_taps_a_pod_live(cluster, token);
+    wireshark_captures_a_session_through_the_extcap(cluster, token, session_id);
     cluster.kubectl(&[
         "delete",
         "pod",
@@ -959,6 +960,95 @@ fn kubectl_trawl_taps_a_pod_live(cluster: &Cluster, token: &str) {
     let left = cluster.kubectl(&["get", "cap", "-o", "name"]);
     assert!(!left.contains("tap-server-1-"), "the tap's session was removed: {left}");
     eprintln!("kubectl trawl tap -w -: the pod's request read live by tshark, the session removed on Ctrl-C");
+}
+
+/// The plugin installed in Wireshark's extcap folder for the test, removed with it.
+struct ExtcapInstalled(std::path::PathBuf);
+
+impl Drop for ExtcapInstalled {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
+/// Issue #34 item 4: tshark (which runs extcap programs as Wireshark does) lists the session as an
+/// interface and captures from it live: the pod's request is read from the extcap's FIFO.
+fn wireshark_captures_a_session_through_the_extcap(cluster: &Cluster, token: &str, session_id: &str) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let folders = String::from_utf8(Command::new("tshark").args(["-G", "folders"]).output().unwrap().stdout).unwrap();
+    let extcap_dir = folders
+        .lines()
+        .find_map(|line| line.strip_prefix("Extcap path:"))
+        .map(|path| std::path::PathBuf::from(path.trim()))
+        .expect("tshark names its extcap folder");
+    // Debian's tshark 4.0 reads its global extcap folder only (no personal one, no variable).
+    let installed = ExtcapInstalled(extcap_dir.join(format!("kubectl-trawl-test-{}", testkit::unique_suffix())));
+    std::os::unix::fs::symlink(
+        testkit::process::workspace_binary("kubectl-trawl", "kubectl-trawl"),
+        &installed.0,
+    )
+    .expect("link the plugin into the extcap folder");
+    let tshark = |args: &[&str]| {
+        let mut command = Command::new("tshark");
+        command
+            .env("KUBECONFIG", &cluster.control_plane.kubeconfig)
+            .env("TRAWL_TOKEN", token)
+            .args(args);
+        command
+    };
+    let (namespace, name) = session_id.split_once('/').unwrap();
+    let interface = format!("trawl.{namespace}.{name}");
+    let listed = String::from_utf8(tshark(&["-D"]).output().unwrap().stdout).unwrap();
+    assert!(
+        listed.contains(&format!("{interface} (Trawl: {session_id} (")),
+        "tshark -D: {listed}"
+    );
+    let mut capture = tshark(&[
+        "-i",
+        &interface,
+        "-l",
+        "-n",
+        "-Y",
+        "http.request",
+        "-T",
+        "fields",
+        "-e",
+        "http.request.uri",
+    ])
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .expect("tshark -i through the extcap");
+    let (said, heard) = std::sync::mpsc::channel::<String>();
+    let uris = std::io::BufReader::new(capture.stdout.take().unwrap());
+    std::thread::spawn(move || {
+        uris.lines()
+            .map_while(Result::ok)
+            .for_each(|line| drop(said.send(line)))
+    });
+    let server_1 = cluster.json(&["get", "pod", "server-1"])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let deadline = std::time::Instant::now() + DEADLINE;
+    let mut lines = Vec::new();
+    while !lines.iter().any(|line: &String| line == "/?through-the-extcap") {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "tshark -i {interface} read: {lines:?}"
+        );
+        curl_from_client(cluster, &format!("http://{server_1}/?through-the-extcap"));
+        if let Ok(line) = heard.recv_timeout(Duration::from_secs(1)) {
+            lines.push(line);
+        }
+    }
+    let _ = Command::new("kill").args(["-INT", &capture.id().to_string()]).status();
+    let status = capture.wait().unwrap();
+    assert!(status.success(), "tshark -i {interface} ended with {status}");
+    drop(installed);
+    eprintln!("Wireshark's extcap: tshark -D listed {interface}; tshark -i read the pod's request live");
 }
 
 /// One HTTP request from the `client` pod (curl inside it), which must succeed.

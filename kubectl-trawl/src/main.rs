@@ -3,6 +3,7 @@
 //! Install: `cargo install --path kubectl-trawl` (puts `kubectl-trawl` on the PATH, where kubectl
 //! finds it as the `trawl` plugin). Run: `kubectl trawl tap deploy/web`.
 mod errors;
+mod extcap;
 mod open;
 mod pcap;
 mod reach;
@@ -44,6 +45,18 @@ enum Command {
 
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if extcap::called_by_wireshark(&args) {
+        let outcome = match extcap::Extcap::try_parse_from(&args) {
+            Ok(extcap) => extcap.run(None).await,
+            Err(error) => Err(error.into()),
+        };
+        if let Err(error) = outcome {
+            eprintln!("kubectl-trawl: {error:#}");
+            std::process::exit(1);
+        }
+        return;
+    }
     let cli = Cli::parse();
     let outcome = async {
         let (client, token) = errors::connect(cli.context.as_deref()).await?;
