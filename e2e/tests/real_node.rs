@@ -972,7 +972,8 @@ impl Drop for ExtcapInstalled {
 }
 
 /// Issue #34 item 4: tshark (which runs extcap programs as Wireshark does) lists the session as an
-/// interface and captures from it live: the pod's request is read from the extcap's FIFO.
+/// interface and captures from it live: the pod's requests to server-1 are read from the extcap's
+/// FIFO (by their headers: the example session keeps no payload).
 fn wireshark_captures_a_session_through_the_extcap(cluster: &Cluster, token: &str, session_id: &str) {
     use std::io::BufRead;
     use std::process::Stdio;
@@ -1004,37 +1005,46 @@ fn wireshark_captures_a_session_through_the_extcap(cluster: &Cluster, token: &st
         listed.contains(&format!("{interface} (Trawl: {session_id} (")),
         "tshark -D: {listed}"
     );
+    let server_1 = cluster.json(&["get", "pod", "server-1"])["status"]["podIP"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let to_server_1 = format!("ip.dst == {server_1} && tcp.dstport == 80");
     let mut capture = tshark(&[
         "-i",
         &interface,
         "-l",
         "-n",
         "-Y",
-        "http.request",
+        &to_server_1,
         "-T",
         "fields",
         "-e",
-        "http.request.uri",
+        "ip.dst",
     ])
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
-    .stderr(Stdio::null())
+    .stderr(Stdio::piped())
     .spawn()
     .expect("tshark -i through the extcap");
     let (said, heard) = std::sync::mpsc::channel::<String>();
-    let uris = std::io::BufReader::new(capture.stdout.take().unwrap());
+    let told = said.clone();
+    let read = std::io::BufReader::new(capture.stdout.take().unwrap());
     std::thread::spawn(move || {
-        uris.lines()
+        read.lines()
             .map_while(Result::ok)
             .for_each(|line| drop(said.send(line)))
     });
-    let server_1 = cluster.json(&["get", "pod", "server-1"])["status"]["podIP"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let errors = std::io::BufReader::new(capture.stderr.take().unwrap());
+    std::thread::spawn(move || {
+        errors
+            .lines()
+            .map_while(Result::ok)
+            .for_each(|line| drop(told.send(format!("stderr: {line}"))))
+    });
     let deadline = std::time::Instant::now() + DEADLINE;
     let mut lines = Vec::new();
-    while !lines.iter().any(|line: &String| line == "/?through-the-extcap") {
+    while !lines.contains(&server_1) {
         assert!(
             std::time::Instant::now() < deadline,
             "tshark -i {interface} read: {lines:?}"

@@ -35,8 +35,10 @@ impl FlowKey {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct FlowDelta {
     pub transport: Option<String>,
-    /// `a` or `b`: which endpoint sent the first packet of this batch.
+    /// `a` or `b`: which endpoint sent the flow's SYN, or else the earliest packet of this group.
     pub initiator: char,
+    /// The initiator is the SYN's sender (a SYN without ACK was among the packets).
+    pub initiator_by_syn: bool,
     pub first_ns: u64,
     pub last_ns: u64,
     pub packets_ab: i64,
@@ -89,6 +91,12 @@ impl FlowTable {
             last_ns: ts_ns,
             ..FlowDelta::default()
         });
+        let flags = dissection.tcp_flags.unwrap_or(0);
+        let opens = flags & 0x12 == 0x02;
+        if opens || (!flow.initiator_by_syn && ts_ns < flow.first_ns) {
+            flow.initiator = if forward { 'a' } else { 'b' };
+        }
+        flow.initiator_by_syn |= opens;
         flow.first_ns = flow.first_ns.min(ts_ns);
         flow.last_ns = flow.last_ns.max(ts_ns);
         if forward {
@@ -127,7 +135,7 @@ impl FlowTable {
         let (mut initiators, mut firsts, mut lasts) = (Vec::new(), Vec::new(), Vec::new());
         let (mut packets_ab, mut bytes_ab, mut packets_ba, mut bytes_ba) =
             (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        let (mut flags, mut l7s, mut names) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut flags, mut l7s, mut names, mut by_syn) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         // In key order, so that parsers upserting the same flows at once lock them in the same order
         // (one waits for the other instead of both deadlocking).
         let mut sorted: Vec<(String, &FlowKey, &FlowDelta)> =
@@ -151,22 +159,26 @@ impl FlowTable {
             flags.push(i16::from(flow.tcp_flags));
             l7s.push(flow.l7.clone());
             names.push(flow.l7_name.clone());
+            by_syn.push(flow.initiator_by_syn);
         }
         sqlx::query(
         "INSERT INTO flows (session, flow_key, ip_protocol, transport, a_addr, a_port, b_addr, b_port, initiator, \
-           first_seen, last_seen, packets_ab, bytes_ab, packets_ba, bytes_ba, tcp_flags, l7, l7_name) \
-         SELECT $1, k, p, t, aa::inet, ap, ba::inet, bp, i, to_timestamp(f / 1e6), to_timestamp(l / 1e6), pab, bab, pba, bba, fl, l7, n \
+           first_seen, last_seen, packets_ab, bytes_ab, packets_ba, bytes_ba, tcp_flags, l7, l7_name, initiator_by_syn) \
+         SELECT $1, k, p, t, aa::inet, ap, ba::inet, bp, i, to_timestamp(f / 1e6), to_timestamp(l / 1e6), pab, bab, pba, bba, fl, l7, n, s \
          FROM unnest($2::text[], $3::smallint[], $4::text[], $5::text[], $6::integer[], $7::text[], $8::integer[], \
            $9::text[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], $14::bigint[], $15::bigint[], \
-           $16::smallint[], $17::text[], $18::text[]) \
-           AS u(k, p, t, aa, ap, ba, bp, i, f, l, pab, bab, pba, bba, fl, l7, n) \
+           $16::smallint[], $17::text[], $18::text[], $19::bool[]) \
+           AS u(k, p, t, aa, ap, ba, bp, i, f, l, pab, bab, pba, bba, fl, l7, n, s) \
          ON CONFLICT (session, flow_key) DO UPDATE SET \
            first_seen = least(flows.first_seen, EXCLUDED.first_seen), \
            last_seen = greatest(flows.last_seen, EXCLUDED.last_seen), \
            packets_ab = flows.packets_ab + EXCLUDED.packets_ab, bytes_ab = flows.bytes_ab + EXCLUDED.bytes_ab, \
            packets_ba = flows.packets_ba + EXCLUDED.packets_ba, bytes_ba = flows.bytes_ba + EXCLUDED.bytes_ba, \
            tcp_flags = flows.tcp_flags | EXCLUDED.tcp_flags, \
-           initiator = CASE WHEN EXCLUDED.first_seen < flows.first_seen THEN EXCLUDED.initiator ELSE flows.initiator END, \
+           initiator = CASE WHEN flows.initiator_by_syn AND NOT EXCLUDED.initiator_by_syn THEN flows.initiator \
+             WHEN EXCLUDED.initiator_by_syn AND NOT flows.initiator_by_syn THEN EXCLUDED.initiator \
+             WHEN EXCLUDED.first_seen < flows.first_seen THEN EXCLUDED.initiator ELSE flows.initiator END, \
+           initiator_by_syn = flows.initiator_by_syn OR EXCLUDED.initiator_by_syn, \
            l7 = CASE WHEN flows.l7 IS NULL THEN EXCLUDED.l7 ELSE flows.l7 END, \
            l7_name = coalesce(flows.l7_name, EXCLUDED.l7_name)",
     )
@@ -188,6 +200,7 @@ impl FlowTable {
     .bind(flags)
     .bind(l7s)
     .bind(names)
+    .bind(by_syn)
     .execute(tx)
     .await?;
         Ok(())
@@ -203,5 +216,51 @@ impl FlowDelta {
         if self.l7_name.is_none() {
             self.l7_name = l7.main_name().map(str::to_owned);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use testkit::frames;
+
+    use super::*;
+
+    fn segment(to_server: bool, flags: u8) -> Dissection {
+        let (client, server) = ((frames::SOURCE, 40001), (frames::DESTINATION, 80));
+        let (from, to) = if to_server { (client, server) } else { (server, client) };
+        dissect::summarize(&frames::tcp_ports([2; 6], [4; 6], from, to, flags, &[]))
+    }
+
+    fn initiator(table: &FlowTable) -> (char, bool) {
+        let flow = table.flows.values().next().unwrap();
+        (flow.initiator, flow.initiator_by_syn)
+    }
+
+    #[test]
+    fn the_syn_names_the_initiator_whatever_came_first() {
+        // The server's address sorts first, so the client is `b`.
+        let mut table = FlowTable::default();
+        table.add(&segment(false, 0x12), 10, 60);
+        assert_eq!(initiator(&table), ('a', false), "the SYN-ACK alone");
+        table.add(&segment(true, 0x02), 20, 60);
+        assert_eq!(
+            initiator(&table),
+            ('b', true),
+            "its SYN, stamped later, still names the client"
+        );
+        table.add(&segment(false, 0x10), 5, 60);
+        assert_eq!(
+            initiator(&table),
+            ('b', true),
+            "an earlier stamp does not overrule the SYN"
+        );
+    }
+
+    #[test]
+    fn without_a_syn_the_earliest_packet_names_it() {
+        let mut table = FlowTable::default();
+        table.add(&segment(true, 0x10), 20, 60);
+        table.add(&segment(false, 0x10), 10, 60);
+        assert_eq!(initiator(&table), ('a', false), "the earlier packet, added second");
     }
 }
