@@ -247,6 +247,14 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
             "--set",
             "operator.replicas=1,operator.scaleInterval=2s,operator.scaleDownStabilization=10s",
         ])
+        // The operator and the API on the first node: the test cuts the second one off and wants
+        // the operator to say so (on the cut node it could not until Kubernetes evicted it).
+        .args([
+            "--set",
+            &format!(
+                "operator.nodeSelector.kubernetes\\.io/hostname={REAL_NODE},api.nodeSelector.kubernetes\\.io/hostname={REAL_NODE}"
+            ),
+        ])
         .output()
         .expect("run helm");
     check(install, "helm install");
