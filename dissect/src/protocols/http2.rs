@@ -198,6 +198,8 @@ pub struct Http2Message {
     pub unresolved: u32,
     /// RST_STREAM's or GOAWAY's error code (`CANCEL`, `NO_ERROR`, ...).
     pub error: Option<String>,
+    /// GOAWAY: the last stream its sender processed; streams above it were not.
+    pub last_stream: Option<u32>,
 }
 
 /// One direction of an HTTP/2 connection, read frame by frame.
@@ -436,12 +438,17 @@ impl Direction {
                 } else {
                     Counted::default()
                 };
+                let last_stream = (frame.frame_type == GOAWAY)
+                    .then(|| frame.payload.get(..4))
+                    .flatten()
+                    .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]) & 0x7fff_ffff);
                 messages.push((
                     at,
                     L7::Http2(Box::new(Http2Message {
                         stream: frame.stream,
                         frame: frame_name(frame.frame_type).into(),
                         error: code.map(error_name),
+                        last_stream,
                         body_bytes: counted.body_bytes,
                         messages: counted.messages,
                         ..Default::default()

@@ -75,11 +75,13 @@ impl Http2Parts {
 }
 
 type Key = (Endpoints, u32);
+/// A request stored by an earlier transaction: row id, request time, method.
+type Stored = (i64, u64, Option<String>);
 
 /// HTTP/2 requests stored by earlier transactions and not finished: row id, request time, method.
 #[derive(Debug, Default)]
 pub struct PendingHttp2 {
-    open: HashMap<Key, (i64, u64, Option<String>)>,
+    open: HashMap<Key, Stored>,
 }
 
 /// The group's HTTP/2 exchanges.
@@ -102,7 +104,11 @@ impl Events {
             server_port: forward.client_port,
         };
         let stream = message.stream;
-        if message.frame == "goaway" || stream == 0 {
+        if let (Some(last), Some(error)) = (message.last_stream, &message.error) {
+            self.goaway(forward, last, error, pending);
+            return;
+        }
+        if stream == 0 {
             return;
         }
         let group = &mut self.http2;
@@ -214,6 +220,61 @@ impl Events {
                 user_agent: None,
                 parts,
             });
+        }
+    }
+}
+
+impl Events {
+    /// GOAWAY from either end: the connection's streams above `last` were not processed; those
+    /// still open end with it as their reset.
+    fn goaway(&mut self, sent: Endpoints, last: u32, error: &str, pending: &Pending) {
+        let reversed = Endpoints {
+            client: sent.server,
+            client_port: sent.server_port,
+            server: sent.client,
+            server_port: sent.client_port,
+        };
+        let on_connection = |key: &Key| (key.0 == sent || key.0 == reversed) && key.1 > last;
+        let reason = format!("GOAWAY {error}");
+        let group = &mut self.http2;
+        let open: Vec<(Key, usize)> = group
+            .open
+            .iter()
+            .filter(|(key, _)| on_connection(key))
+            .map(|(key, index)| (*key, *index))
+            .collect();
+        for (key, index) in open {
+            let parts = &mut group.events[index].parts;
+            parts.reset.get_or_insert_with(|| reason.clone());
+            parts.done = true;
+            group.open.remove(&key);
+        }
+        let stored: Vec<(Key, Stored)> = pending
+            .http2
+            .open
+            .iter()
+            .filter(|(key, _)| on_connection(key))
+            .map(|(key, value)| (*key, value.clone()))
+            .collect();
+        for (key, (id, request_ns, method)) in stored {
+            let parts = Http2Parts {
+                reset: Some(reason.clone()),
+                done: true,
+                ..Default::default()
+            };
+            match group.late_index.get(&key) {
+                Some(&index) => group.late[index].answer.merge(parts),
+                None => {
+                    group.late_index.insert(key, group.late.len());
+                    group.late.push(Late {
+                        id,
+                        request_ns,
+                        answer: parts,
+                        endpoints: key.0,
+                        asked: method,
+                    });
+                }
+            }
         }
     }
 }

@@ -255,6 +255,26 @@ fn a_grpc_call_is_one_exchange_across_transactions() {
     );
     assert!(parts.done);
     pending.apply(&second, &[], &[], &[]);
+    // GOAWAY with last stream 5: stream 7, still open, was not processed.
+    let mut goaway = Events::default();
+    goaway.add_message(
+        TO_SERVER,
+        &h2(7, |m| m.method = Some("GET".into())),
+        1_015 * MS,
+        &pending,
+    );
+    goaway.add_message(
+        TO_CLIENT,
+        &h2(0, |m| {
+            m.frame = "goaway".into();
+            m.error = Some("NO_ERROR".into());
+            m.last_stream = Some(5);
+        }),
+        1_016 * MS,
+        &pending,
+    );
+    assert_eq!(goaway.http2.events[0].parts.reset.as_deref(), Some("GOAWAY NO_ERROR"));
+    assert!(goaway.http2.events[0].parts.done);
     // Finished: a stray frame on stream 1 later is not paired again.
     let mut third = Events::default();
     third.add_message(TO_CLIENT, &h2(1, |m| m.status = Some(200)), 1_020 * MS, &pending);

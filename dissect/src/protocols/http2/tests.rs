@@ -132,6 +132,7 @@ fn a_servers_side_has_status_trailers_and_goaway() {
         (goaway.frame.as_str(), goaway.error.as_deref()),
         ("goaway", Some("NO_ERROR"))
     );
+    assert_eq!(goaway.last_stream, Some(3));
     assert_eq!(info(response).as_deref(), Some("HEADERS[1]: 200"));
 }
 
