@@ -34,9 +34,32 @@ impl Follower {
     pub fn push_undelivered(&self, query: &mut QueryBuilder<Postgres>) {
         query.push(" AND id > ").push_bind(self.floor);
         if !self.recent.is_empty() {
-            let delivered: Vec<i64> = self.recent.iter().copied().collect();
-            query.push(" AND NOT (id = ANY(").push_bind(delivered).push("))");
+            // As runs of consecutive ids (a batch's packets are one run): a list of every id
+            // delivered in the look-back, tens of thousands at 10 000 packets/s, made PostgreSQL
+            // compare each candidate row with each of them, and the live export fell behind.
+            let (first, last) = self.delivered_runs();
+            query
+                .push(" AND NOT EXISTS (SELECT FROM unnest(")
+                .push_bind(first)
+                .push("::bigint[], ")
+                .push_bind(last)
+                .push("::bigint[]) AS delivered(first, last) WHERE id BETWEEN delivered.first AND delivered.last)");
         }
+    }
+
+    /// The ids delivered above the floor as runs of consecutive ids: first and last of each.
+    fn delivered_runs(&self) -> (Vec<i64>, Vec<i64>) {
+        let (mut first, mut last): (Vec<i64>, Vec<i64>) = (Vec::new(), Vec::new());
+        for &id in &self.recent {
+            match last.last_mut() {
+                Some(end) if *end + 1 == id => *end = id,
+                _ => {
+                    first.push(id);
+                    last.push(id);
+                }
+            }
+        }
+        (first, last)
     }
 
     /// Records `ids` as delivered now, and forgets ids delivered long enough ago.
@@ -54,5 +77,20 @@ impl Follower {
             self.floor = self.floor.max(highest);
             self.recent = self.recent.split_off(&(self.floor + 1));
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivered_ids_are_runs() {
+        let mut follower = Follower::new(0);
+        follower.delivered([3, 4, 5, 9, 1 << 20, (1 << 20) + 1, 7]);
+        assert_eq!(
+            follower.delivered_runs(),
+            (vec![3, 7, 9, 1 << 20], vec![5, 7, 9, (1 << 20) + 1])
+        );
     }
 }
