@@ -63,9 +63,9 @@ pub struct Dissection {
     pub malformed: Option<Malformed>,
     /// The outermost tunnel the packet came through; everything above describes what it carried.
     pub tunnel: Option<Tunnel>,
-    /// Tunnels opened so far, to bound nesting.
+    /// A tunnel the transport layer found, waiting to be opened by [`walk`].
     #[serde(skip)]
-    depth: u8,
+    carried: Option<tunnel::Carried>,
     /// Whether `layers` is filled ([`dissect`]) or left empty ([`summarize`]).
     #[serde(skip)]
     with_layers: bool,
@@ -196,7 +196,7 @@ pub enum Layer {
 
 /// Every layer with its fields, for a person to read (the API's detail view).
 pub fn dissect(frame: &[u8]) -> Dissection {
-    link::walk(
+    walk(
         frame,
         Dissection {
             with_layers: true,
@@ -208,7 +208,52 @@ pub fn dissect(frame: &[u8]) -> Dissection {
 /// What the index needs (addresses, ports, protocols, names, lengths) without building the layer
 /// tree: the parser's path at ingest, where the layers are not stored.
 pub fn summarize(frame: &[u8]) -> Dissection {
-    link::walk(frame, Dissection::default())
+    walk(frame, Dissection::default())
+}
+
+/// The layers from Ethernet down, then what each tunnel carried ([`tunnel`]), to
+/// [`tunnel::MAX_DEPTH`] deep: the innermost packet is the packet's, the outermost tunnel kept.
+fn walk(frame: &[u8], mut d: Dissection) -> Dissection {
+    link::ethernet(&mut d, frame, 0);
+    let mut depth = 0;
+    while let Some(carried) = d.carried.take() {
+        let (Some(outer_src), Some(outer_dst)) = (d.src, d.dst) else {
+            break;
+        };
+        let Some(bytes) = frame.get(carried.bytes.clone()).filter(|b| !b.is_empty()) else {
+            break;
+        };
+        if depth == tunnel::MAX_DEPTH {
+            break;
+        }
+        depth += 1;
+        d.tunnel.get_or_insert(Tunnel {
+            kind: carried.kind,
+            id: carried.id,
+            outer_src,
+            outer_dst,
+        });
+        d.layer(|| Layer::Tunnel {
+            kind: carried.kind,
+            id: carried.id,
+        });
+        // What the outer packet said about its transport is not the packet's: the inner one's is.
+        d.ip_protocol = None;
+        d.src_port = None;
+        d.dst_port = None;
+        d.tcp_flags = None;
+        d.transport = None;
+        d.l7 = None;
+        d.fragment = false;
+        d.headers_len = carried.bytes.start;
+        let offset = carried.bytes.start;
+        match carried.inner {
+            tunnel::Inner::Ethernet => link::ethernet(&mut d, bytes, offset),
+            tunnel::Inner::Ipv4 => network::ipv4(&mut d, bytes, offset),
+            tunnel::Inner::Ipv6 => network::ipv6(&mut d, bytes, offset),
+        }
+    }
+    d
 }
 
 #[cfg(test)]

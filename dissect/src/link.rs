@@ -9,11 +9,6 @@ use pnet::packet::vlan::VlanPacket;
 
 use crate::{Dissection, Layer, Malformed, network};
 
-pub(crate) fn walk(frame: &[u8], mut d: Dissection) -> Dissection {
-    ethernet(&mut d, frame, 0);
-    d
-}
-
 /// An Ethernet frame starting at `offset` in the captured frame (a tunnel's inner one, or the
 /// frame itself).
 pub(crate) fn ethernet(d: &mut Dissection, frame: &[u8], offset: usize) {

@@ -83,7 +83,8 @@ pub(crate) fn transport(
                 length: udp.get_length(),
             });
             d.headers_len = offset + 8;
-            if tunnel::udp(d, udp.get_destination(), udp.payload(), offset + 8) {
+            if let Some(carried) = tunnel::udp(udp.get_destination(), udp.payload(), offset + 8) {
+                d.carried = Some(carried);
                 return;
             }
             application(
@@ -122,9 +123,9 @@ pub(crate) fn transport(
         }
         IpNextHeaderProtocols::Ipv4 | IpNextHeaderProtocols::Ipv6 | IpNextHeaderProtocols::Gre => {
             d.transport = Some(name_of(protocol));
-            match protocol {
-                IpNextHeaderProtocols::Gre => tunnel::gre(d, bytes, offset),
-                _ => tunnel::ip_in_ip(d, protocol == IpNextHeaderProtocols::Ipv6, bytes, offset),
+            d.carried = match protocol {
+                IpNextHeaderProtocols::Gre => tunnel::gre(bytes, offset),
+                _ => tunnel::ip_in_ip(protocol == IpNextHeaderProtocols::Ipv6, bytes, offset),
             };
         }
         other => d.transport = Some(name_of(other)),

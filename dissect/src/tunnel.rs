@@ -11,10 +11,8 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::{Dissection, Layer, link, network};
-
 /// Tunnels opened inside one another at most.
-const MAX_DEPTH: u8 = 3;
+pub(crate) const MAX_DEPTH: u8 = 3;
 
 /// The outermost tunnel a packet came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -28,50 +26,68 @@ pub struct Tunnel {
 }
 
 /// What a tunnel carries.
-enum Inner {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Inner {
     Ethernet,
     Ipv4,
     Ipv6,
 }
 
-/// Whether a UDP datagram to `dst_port` is a tunnel this module opens; opens it if so.
-pub(crate) fn udp(d: &mut Dissection, dst_port: u16, payload: &[u8], offset: usize) -> bool {
+/// A tunnel found in a packet: what it carries and where, in the frame's offsets. The layers
+/// below read it (`crate::walk`), so that this module needs none of them.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Carried {
+    pub kind: &'static str,
+    pub id: Option<u32>,
+    pub inner: Inner,
+    pub bytes: std::ops::Range<usize>,
+}
+
+/// A UDP datagram to `dst_port` (its payload at `offset` in the frame), when it is a tunnel.
+pub(crate) fn udp(dst_port: u16, payload: &[u8], offset: usize) -> Option<Carried> {
+    let end = offset + payload.len();
     match dst_port {
         4789 | 8472 => {
             // Flags with the I bit (a VNI is present) and nothing else; reserved bytes zero.
-            let [0x08, 0, 0, 0, v0, v1, v2, 0, ..] = *payload else {
-                return false;
+            let [0x08, 0, 0, 0, v0, v1, v2, 0, _, ..] = *payload else {
+                return None;
             };
             let vni = u32::from_be_bytes([0, v0, v1, v2]);
-            enter(d, "vxlan", Some(vni), Inner::Ethernet, &payload[8..], offset + 8)
+            Some(Carried {
+                kind: "vxlan",
+                id: Some(vni),
+                inner: Inner::Ethernet,
+                bytes: offset + 8..end,
+            })
         }
         6081 => {
             // Version 0; options of 4-byte words; protocol type Ethernet (or IP).
             let [first, _, p0, p1, v0, v1, v2, _, ..] = *payload else {
-                return false;
+                return None;
             };
             let header = 8 + usize::from(first & 0x3f) * 4;
-            let (Some(inner), Some(rest)) = (ethertype(u16::from_be_bytes([p0, p1])), payload.get(header..)) else {
-                return false;
-            };
-            if first >> 6 != 0 {
-                return false;
+            if first >> 6 != 0 || header >= payload.len() {
+                return None;
             }
-            let vni = u32::from_be_bytes([0, v0, v1, v2]);
-            enter(d, "geneve", Some(vni), inner, rest, offset + header)
+            Some(Carried {
+                kind: "geneve",
+                id: Some(u32::from_be_bytes([0, v0, v1, v2])),
+                inner: ethertype(u16::from_be_bytes([p0, p1]))?,
+                bytes: offset + header..end,
+            })
         }
-        _ => false,
+        _ => None,
     }
 }
 
-/// GRE (RFC 2784, with RFC 2890's key and sequence number).
-pub(crate) fn gre(d: &mut Dissection, bytes: &[u8], offset: usize) -> bool {
+/// GRE (RFC 2784, with RFC 2890's key and sequence number), at `offset` in the frame.
+pub(crate) fn gre(bytes: &[u8], offset: usize) -> Option<Carried> {
     let [flags, version, p0, p1, ..] = *bytes else {
-        return false;
+        return None;
     };
     // Version 0 only (1 is PPTP's enhanced GRE, which carries PPP).
     if version & 0x07 != 0 {
-        return false;
+        return None;
     }
     let (checksum, key, sequence) = (flags & 0x80 != 0, flags & 0x20 != 0, flags & 0x10 != 0);
     let mut header = 4;
@@ -79,25 +95,34 @@ pub(crate) fn gre(d: &mut Dissection, bytes: &[u8], offset: usize) -> bool {
         header += 4;
     }
     let id = if key {
-        let k = bytes.get(header..header + 4);
+        let k = bytes.get(header..header + 4)?;
         header += 4;
-        k.map(|k| u32::from_be_bytes([k[0], k[1], k[2], k[3]]))
+        Some(u32::from_be_bytes([k[0], k[1], k[2], k[3]]))
     } else {
         None
     };
     if sequence {
         header += 4;
     }
-    let (Some(inner), Some(rest)) = (ethertype(u16::from_be_bytes([p0, p1])), bytes.get(header..)) else {
-        return false;
-    };
-    enter(d, "gre", id, inner, rest, offset + header)
+    if header >= bytes.len() {
+        return None;
+    }
+    Some(Carried {
+        kind: "gre",
+        id,
+        inner: ethertype(u16::from_be_bytes([p0, p1]))?,
+        bytes: offset + header..offset + bytes.len(),
+    })
 }
 
-/// IPv4 (protocol 4) or IPv6 (41) directly inside IP.
-pub(crate) fn ip_in_ip(d: &mut Dissection, version6: bool, bytes: &[u8], offset: usize) -> bool {
-    let inner = if version6 { Inner::Ipv6 } else { Inner::Ipv4 };
-    enter(d, "ipip", None, inner, bytes, offset)
+/// IPv4 (protocol 4) or IPv6 (41) directly inside IP, at `offset` in the frame.
+pub(crate) fn ip_in_ip(version6: bool, bytes: &[u8], offset: usize) -> Option<Carried> {
+    (!bytes.is_empty()).then(|| Carried {
+        kind: "ipip",
+        id: None,
+        inner: if version6 { Inner::Ipv6 } else { Inner::Ipv4 },
+        bytes: offset..offset + bytes.len(),
+    })
 }
 
 fn ethertype(value: u16) -> Option<Inner> {
@@ -107,36 +132,4 @@ fn ethertype(value: u16) -> Option<Inner> {
         0x86dd => Some(Inner::Ipv6),
         _ => None,
     }
-}
-
-/// Dissects the inner packet as the packet's own, keeping the outer addresses.
-fn enter(d: &mut Dissection, kind: &'static str, id: Option<u32>, inner: Inner, bytes: &[u8], offset: usize) -> bool {
-    let (Some(outer_src), Some(outer_dst)) = (d.src, d.dst) else {
-        return false;
-    };
-    if d.depth >= MAX_DEPTH || bytes.is_empty() {
-        return false;
-    }
-    d.depth += 1;
-    d.tunnel.get_or_insert(Tunnel {
-        kind,
-        id,
-        outer_src,
-        outer_dst,
-    });
-    d.layer(|| Layer::Tunnel { kind, id });
-    // What the outer packet said about its transport is not the packet's: the inner one's is.
-    d.ip_protocol = None;
-    d.src_port = None;
-    d.dst_port = None;
-    d.transport = None;
-    d.l7 = None;
-    d.fragment = false;
-    d.headers_len = offset;
-    match inner {
-        Inner::Ethernet => link::ethernet(d, bytes, offset),
-        Inner::Ipv4 => network::ipv4(d, bytes, offset),
-        Inner::Ipv6 => network::ipv6(d, bytes, offset),
-    }
-    true
 }
