@@ -36,23 +36,6 @@ type Exchange = [String; 5];
 /// than this compares: sizes, message counts and latency, checked on their own below.)
 const DIFFERENCES: [&str; 0] = [];
 
-fn run(command: &mut Command) -> String {
-    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn in_namespace(network: &TestNetwork, program: &str) -> Command {
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", &network.namespace, program]);
-    command
-}
-
 /// A JSON value that tshark writes as an object when there is one and an array when more.
 fn each(value: Option<&Value>) -> Vec<&Value> {
     match value {
@@ -124,8 +107,14 @@ fn tshark_exchanges(pcap: &std::path::Path) -> BTreeMap<(u16, u32), Exchange> {
 #[tokio::test]
 async fn http2_and_grpc_from_real_clients_agree_with_tshark() {
     let network = TestNetwork::create();
-    run(Command::new("ip").args(["addr", "add", &format!("{SERVER}/24"), "dev", &network.host_interface]));
-    run(in_namespace(&network, "ip").args(["addr", "add", &format!("{CLIENT}/24"), "dev", &network.inner_interface]));
+    common::run(Command::new("ip").args(["addr", "add", &format!("{SERVER}/24"), "dev", &network.host_interface]));
+    common::run(common::in_namespace(&network, "ip").args([
+        "addr",
+        "add",
+        &format!("{CLIENT}/24"),
+        "dev",
+        &network.inner_interface,
+    ]));
     let dir = std::env::temp_dir().join(format!("trawl-http2-clients-{}", testkit::unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("index.html"), "<p>hello over h2c</p>\n").unwrap();
@@ -168,7 +157,7 @@ async fn http2_and_grpc_from_real_clients_agree_with_tshark() {
     assert!(listening.contains("listening on"), "tcpdump: {listening}");
 
     let curl = |args: &[&str]| {
-        let mut command = in_namespace(&network, "curl");
+        let mut command = common::in_namespace(&network, "curl");
         command
             .args([
                 "-sS",
@@ -180,7 +169,7 @@ async fn http2_and_grpc_from_real_clients_agree_with_tshark() {
                 "%{http_version} %{http_code}",
             ])
             .args(args);
-        run(&mut command)
+        common::run(&mut command)
     };
     let base = format!("http://{SERVER}:{H2C_PORT}");
     assert_eq!(
@@ -188,10 +177,11 @@ async fn http2_and_grpc_from_real_clients_agree_with_tshark() {
         "2 200"
     );
     assert_eq!(curl(&["--http2-prior-knowledge", &format!("{base}/missing")]), "2 404");
-    let replies =
-        run(in_namespace(&network, "/usr/bin/python3")
-            .arg(&peers)
-            .args(["call", SERVER, &GRPC_PORT.to_string()]));
+    let replies = common::run(common::in_namespace(&network, "/usr/bin/python3").arg(&peers).args([
+        "call",
+        SERVER,
+        &GRPC_PORT.to_string(),
+    ]));
     assert!(replies.contains("NOT_FOUND no greeting for nobody"), "{replies}");
     assert!(replies.ends_with("re: three\n"), "{replies}");
 
@@ -205,7 +195,7 @@ async fn http2_and_grpc_from_real_clients_agree_with_tshark() {
         },
     )
     .await;
-    run(Command::new("kill").args(["-INT", &tcpdump.id().to_string()]));
+    common::run(Command::new("kill").args(["-INT", &tcpdump.id().to_string()]));
     tcpdump.wait().unwrap();
     drop((nghttpd, grpc_server));
 

@@ -39,46 +39,37 @@ const ONLY_TRAWL: [(&str, &str); 1] = [(
 /// but is an HTTP event of its own, from the reassembled stream.
 const ONLY_TSHARK: [(&str, &str); 0] = [];
 
-fn run(command: &mut Command) -> String {
-    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
-fn in_namespace(network: &TestNetwork, program: &str) -> Command {
-    let mut command = Command::new("ip");
-    command.args(["netns", "exec", &network.namespace, program]);
-    command
-}
-
 #[tokio::test]
 async fn names_from_real_clients_agree_with_tshark() {
     let network = TestNetwork::create();
-    run(Command::new("ip").args(["addr", "add", &format!("{SERVER}/24"), "dev", &network.host_interface]));
-    run(in_namespace(&network, "ip").args(["addr", "add", &format!("{CLIENT}/24"), "dev", &network.inner_interface]));
+    common::run(Command::new("ip").args(["addr", "add", &format!("{SERVER}/24"), "dev", &network.host_interface]));
+    common::run(common::in_namespace(&network, "ip").args([
+        "addr",
+        "add",
+        &format!("{CLIENT}/24"),
+        "dev",
+        &network.inner_interface,
+    ]));
     let dir = std::env::temp_dir().join(format!("trawl-real-clients-{}", testkit::unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=trawl-test",
-        ])
-        .arg("-keyout")
-        .arg(dir.join("key.pem"))
-        .arg("-out")
-        .arg(dir.join("cert.pem")));
+    common::run(
+        Command::new("openssl")
+            .args([
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-days",
+                "1",
+                "-subj",
+                "/CN=trawl-test",
+            ])
+            .arg("-keyout")
+            .arg(dir.join("key.pem"))
+            .arg("-out")
+            .arg(dir.join("cert.pem")),
+    );
 
     let peers = testkit::repo_root().join("parser/tests/fixtures/real_peers.py");
     let mut servers = Command::new("python3")
@@ -119,33 +110,44 @@ async fn names_from_real_clients_agree_with_tshark() {
     assert!(listening.contains("listening on"), "tcpdump: {listening}");
 
     let dig = |args: &[&str]| {
-        run(in_namespace(&network, "dig")
-            .args(["+tries=1", "+time=3", "+short"])
-            .args(args))
+        common::run(
+            common::in_namespace(&network, "dig")
+                .args(["+tries=1", "+time=3", "+short"])
+                .args(args),
+        )
     };
     assert!(dig(&[&format!("@{SERVER}"), "udp.example.test"]).contains("10.213.0.9"));
     assert!(dig(&["+tcp", &format!("@{SERVER}"), "tcp.example.test"]).contains("10.213.0.9"));
     assert!(dig(&["-p", "5353", &format!("@{SERVER}"), "printer.local"]).contains("10.213.0.9"));
-    let page = run(in_namespace(&network, "curl")
-        .args(["-sS", "-m", "5", "-H", "Host: odd.example"])
-        .arg(format!("http://{SERVER}:8081/")));
+    let page = common::run(
+        common::in_namespace(&network, "curl")
+            .args(["-sS", "-m", "5", "-H", "Host: odd.example"])
+            .arg(format!("http://{SERVER}:8081/")),
+    );
     assert_eq!(page, "hello\n");
-    run(in_namespace(&network, "python3")
-        .arg(&peers)
-        .args(["pipelined", SERVER, "pipe1.example", "pipe2.example"]));
-    run(in_namespace(&network, "openssl")
-        .args([
-            "s_client",
-            "-brief",
-            "-connect",
-            &format!("{SERVER}:8443"),
-            "-servername",
-            "small.example",
-        ])
-        .stdin(Stdio::null()));
-    run(in_namespace(&network, "python3")
-        .arg(&peers)
-        .args(["big-hello", SERVER, "big.example"]));
+    common::run(common::in_namespace(&network, "python3").arg(&peers).args([
+        "pipelined",
+        SERVER,
+        "pipe1.example",
+        "pipe2.example",
+    ]));
+    common::run(
+        common::in_namespace(&network, "openssl")
+            .args([
+                "s_client",
+                "-brief",
+                "-connect",
+                &format!("{SERVER}:8443"),
+                "-servername",
+                "small.example",
+            ])
+            .stdin(Stdio::null()),
+    );
+    common::run(
+        common::in_namespace(&network, "python3")
+            .arg(&peers)
+            .args(["big-hello", SERVER, "big.example"]),
+    );
     let (from, to) = (network.inner_mac, network.host_mac);
     let vlan_query = frames::udp_between(
         from,
@@ -172,7 +174,7 @@ async fn names_from_real_clients_agree_with_tshark() {
         async move { (tagged >= 2).then_some(()) }
     })
     .await;
-    run(Command::new("kill").args(["-INT", &tcpdump.id().to_string()]));
+    common::run(Command::new("kill").args(["-INT", &tcpdump.id().to_string()]));
     tcpdump.wait().unwrap();
     servers.kill().unwrap();
     servers.wait().unwrap();

@@ -29,17 +29,6 @@ const POD_OVERLAY: &str = "10.216.0.2";
 /// Inner source, destination, ports, HTTP host; the tunnel's id and outer addresses.
 type Row = [String; 8];
 
-fn run(command: &mut Command) -> String {
-    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
-    assert!(
-        output.status.success(),
-        "{command:?}: {}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
-
 /// The host's end of the tunnel, removed with the test.
 struct HostDevice(String);
 
@@ -168,14 +157,14 @@ async fn tunnelled_packets_agree_with_tshark() {
         command.args(["netns", "exec", &network.namespace, program]);
         command
     };
-    run(Command::new("ip").args([
+    common::run(Command::new("ip").args([
         "addr",
         "add",
         &format!("{HOST_UNDERLAY}/24"),
         "dev",
         &network.host_interface,
     ]));
-    run(in_namespace("ip").args([
+    common::run(in_namespace("ip").args([
         "addr",
         "add",
         &format!("{POD_UNDERLAY}/24"),
@@ -189,20 +178,20 @@ async fn tunnelled_packets_agree_with_tshark() {
         ]
         .map(str::to_owned)
     };
-    run(Command::new("ip").args(["link", "add", &device.0, "type"]).args(vxlan(
+    common::run(Command::new("ip").args(["link", "add", &device.0, "type"]).args(vxlan(
         HOST_UNDERLAY,
         POD_UNDERLAY,
         &network.host_interface,
     )));
-    run(in_namespace("ip").args(["link", "add", "vx0", "type"]).args(vxlan(
+    common::run(in_namespace("ip").args(["link", "add", "vx0", "type"]).args(vxlan(
         POD_UNDERLAY,
         HOST_UNDERLAY,
         &network.inner_interface,
     )));
-    run(Command::new("ip").args(["addr", "add", &format!("{HOST_OVERLAY}/24"), "dev", &device.0]));
-    run(in_namespace("ip").args(["addr", "add", &format!("{POD_OVERLAY}/24"), "dev", "vx0"]));
-    run(Command::new("ip").args(["link", "set", &device.0, "up"]));
-    run(in_namespace("ip").args(["link", "set", "vx0", "up"]));
+    common::run(Command::new("ip").args(["addr", "add", &format!("{HOST_OVERLAY}/24"), "dev", &device.0]));
+    common::run(in_namespace("ip").args(["addr", "add", &format!("{POD_OVERLAY}/24"), "dev", "vx0"]));
+    common::run(Command::new("ip").args(["link", "set", &device.0, "up"]));
+    common::run(in_namespace("ip").args(["link", "set", "vx0", "up"]));
 
     let dir = std::env::temp_dir().join(format!("trawl-tunnels-{}", testkit::unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -232,16 +221,18 @@ async fn tunnelled_packets_agree_with_tshark() {
         .read_line(&mut listening)
         .unwrap();
     assert!(listening.contains("listening on"), "tcpdump: {listening}");
-    let page = run(in_namespace("curl")
-        .args(["-sS", "-m", "10", "-H", "Host: overlay.example"])
-        .arg(format!("http://{HOST_OVERLAY}:8083/index.html")));
+    let page = common::run(
+        in_namespace("curl")
+            .args(["-sS", "-m", "10", "-H", "Host: overlay.example"])
+            .arg(format!("http://{HOST_OVERLAY}:8083/index.html")),
+    );
     assert_eq!(page, "through the tunnel\n");
     wait_until("tcpdump to have written the page", Duration::from_secs(20), || {
         let written = std::fs::read(&pcap).unwrap_or_default();
         async move { written.windows(18).any(|w| w == b"through the tunnel").then_some(()) }
     })
     .await;
-    run(Command::new("kill").args(["-INT", &tcpdump.id().to_string()]));
+    common::run(Command::new("kill").args(["-INT", &tcpdump.id().to_string()]));
     tcpdump.wait().unwrap();
     drop(server);
 

@@ -17,6 +17,27 @@ use testkit::rabbitmq::TestVhost;
 use testkit::wait_until;
 use wire::{BatchBuilder, Counters, FLAG_FINAL, Origin};
 
+/// Runs a command that must succeed; its standard output.
+#[allow(dead_code)]
+pub fn run(command: &mut Command) -> String {
+    let output = command.output().unwrap_or_else(|e| panic!("{command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?}: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
+/// `program` run inside the test network's namespace.
+#[allow(dead_code)]
+pub fn in_namespace(network: &testkit::netns::TestNetwork, program: &str) -> Command {
+    let mut command = Command::new("ip");
+    command.args(["netns", "exec", &network.namespace, program]);
+    command
+}
+
 /// One packet as both sides describe it (for ARP, the sender and target protocol addresses).
 pub type Row = [String; 6];
 
