@@ -107,11 +107,7 @@ pub async fn apply(
         tracing::info!(session = %session.name_any(), from = scale.from, to = scale.to, "scaled the parsers");
     }
     if let Some(uid) = session.uid() {
-        context
-            .windows
-            .lock()
-            .expect("not poisoned")
-            .insert(uid, decision.window.clone());
+        context.windows.put(uid, decision.window.clone());
     }
     for note in &decision.events {
         let type_ = if note.warning {

@@ -7,7 +7,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 
 /// One condition as the reconciler decided it.
 #[derive(Clone, Debug, PartialEq)]
-pub struct Decided {
+pub struct DesiredCondition {
     pub type_: &'static str,
     pub status: bool,
     pub reason: &'static str,
@@ -15,7 +15,7 @@ pub struct Decided {
 }
 
 /// `previous` conditions updated with `decided`, keeping lastTransitionTime when the status holds.
-pub fn merge(previous: &[Condition], decided: Vec<Decided>, generation: i64, now: &Time) -> Vec<Condition> {
+pub fn merge(previous: &[Condition], decided: Vec<DesiredCondition>, generation: i64, now: &Time) -> Vec<Condition> {
     decided
         .into_iter()
         .map(|d| {
@@ -38,22 +38,22 @@ pub fn merge(previous: &[Condition], decided: Vec<Decided>, generation: i64, now
 }
 
 /// The kstatus triple for a session that is working, still converging, or stuck.
-pub fn kstatus(ready: bool, stalled: Option<(&'static str, String)>, waiting_for: &str) -> Vec<Decided> {
+pub fn kstatus(ready: bool, stalled: Option<(&'static str, String)>, waiting_for: &str) -> Vec<DesiredCondition> {
     match stalled {
         Some((reason, message)) => vec![
-            Decided {
+            DesiredCondition {
                 type_: condition::READY,
                 status: false,
                 reason,
                 message: message.clone(),
             },
-            Decided {
+            DesiredCondition {
                 type_: condition::RECONCILING,
                 status: false,
                 reason,
                 message: message.clone(),
             },
-            Decided {
+            DesiredCondition {
                 type_: condition::STALLED,
                 status: true,
                 reason,
@@ -61,19 +61,19 @@ pub fn kstatus(ready: bool, stalled: Option<(&'static str, String)>, waiting_for
             },
         ],
         None if ready => vec![
-            Decided {
+            DesiredCondition {
                 type_: condition::READY,
                 status: true,
                 reason: "Capturing",
                 message: "every sniffer and parser is ready".into(),
             },
-            Decided {
+            DesiredCondition {
                 type_: condition::RECONCILING,
                 status: false,
                 reason: "Capturing",
                 message: String::new(),
             },
-            Decided {
+            DesiredCondition {
                 type_: condition::STALLED,
                 status: false,
                 reason: "Capturing",
@@ -81,19 +81,19 @@ pub fn kstatus(ready: bool, stalled: Option<(&'static str, String)>, waiting_for
             },
         ],
         None => vec![
-            Decided {
+            DesiredCondition {
                 type_: condition::READY,
                 status: false,
                 reason: "Progressing",
                 message: waiting_for.to_owned(),
             },
-            Decided {
+            DesiredCondition {
                 type_: condition::RECONCILING,
                 status: true,
                 reason: "Progressing",
                 message: waiting_for.to_owned(),
             },
-            Decided {
+            DesiredCondition {
                 type_: condition::STALLED,
                 status: false,
                 reason: "Progressing",
@@ -104,21 +104,21 @@ pub fn kstatus(ready: bool, stalled: Option<(&'static str, String)>, waiting_for
 }
 
 /// Ready because the session reached a resting state the user asked for (suspended, completed).
-pub fn kstatus_done(reason: &'static str, message: String) -> Vec<Decided> {
+pub fn kstatus_done(reason: &'static str, message: String) -> Vec<DesiredCondition> {
     vec![
-        Decided {
+        DesiredCondition {
             type_: condition::READY,
             status: true,
             reason,
             message,
         },
-        Decided {
+        DesiredCondition {
             type_: condition::RECONCILING,
             status: false,
             reason,
             message: String::new(),
         },
-        Decided {
+        DesiredCondition {
             type_: condition::STALLED,
             status: false,
             reason,

@@ -3,8 +3,7 @@
 //! cluster caches). A leaf: observe, decide, apply and reconcile depend on it, not on each other
 //! through it.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use crds::CaptureSession;
@@ -13,13 +12,13 @@ use kube::runtime::events::{Event, EventType, Recorder};
 use kube::runtime::reflector::Store;
 use kube::{Client, Resource};
 
-use crate::build::Settings;
-use crate::{queue, scaling};
+use crate::build::PodConfig;
+use crate::{ports, queue, scaling};
 
 /// The operator's tunables that decisions depend on.
 #[derive(Clone, Debug)]
-pub struct Tuning {
-    pub settings: Settings,
+pub struct DecideConfig {
+    pub pods: PodConfig,
     /// How often the builtin autoscaler looks at the backlog.
     pub scale_interval: Duration,
     pub scale_down_stabilization: Duration,
@@ -37,15 +36,14 @@ pub struct ClusterCache {
 
 pub struct Context {
     pub client: Client,
-    pub tuning: Tuning,
+    pub config: DecideConfig,
     /// The RabbitMQ the operator itself declares queues with.
     pub broker: queue::Broker,
     pub recorder: Recorder,
-    /// Recent autoscaler recommendations, by session uid.
-    pub windows: Mutex<HashMap<String, scaling::Window>>,
+    pub windows: scaling::Windows,
     pub metrics: Arc<crate::metrics::Metrics>,
-    /// Sniffer ports handed out by this process, which a list of DaemonSets may not show yet.
-    pub assigned_ports: tokio::sync::Mutex<std::collections::BTreeSet<i32>>,
+    /// Sniffer ports reserved by reconciles in flight, which a list of DaemonSets does not show yet.
+    pub ports: ports::SnifferPorts,
     /// Where the parsers store packets: read for the packet counts, written with the session mirror.
     pub database: Option<sqlx::PgPool>,
     /// Pods, namespaces and nodes, for sessions with `spec.target`. `None` in tests that do not

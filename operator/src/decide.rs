@@ -12,8 +12,8 @@ use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 
 use crate::build;
-use crate::conditions::{self, Decided};
-use crate::context::Tuning;
+use crate::conditions::{self, DesiredCondition};
+use crate::context::DecideConfig;
 use crate::observe::{Now, Observed};
 use crate::{scaling, targets};
 
@@ -21,14 +21,14 @@ use crate::{scaling, targets};
 #[derive(Debug)]
 pub struct Decision {
     pub phase: Phase,
-    pub conditions: Vec<Decided>,
+    pub conditions: Vec<DesiredCondition>,
     pub children: Children,
     /// A new replica count for the parser Deployment (the builtin autoscaler's), with the
     /// event that explains it.
     pub scale: Option<Scale>,
     /// The autoscaler's window after this reconcile's recommendation.
     pub window: scaling::Window,
-    pub events: Vec<Note>,
+    pub events: Vec<DesiredEvent>,
     /// What the status reports of the children; `None` leaves those fields out.
     pub report: Option<Report>,
     /// When to look again without a change; `None`: only on a change.
@@ -85,13 +85,13 @@ pub struct Scale {
 
 /// An Event about the session.
 #[derive(Debug, PartialEq)]
-pub struct Note {
+pub struct DesiredEvent {
     pub warning: bool,
     pub reason: &'static str,
     pub message: String,
 }
 
-impl Note {
+impl DesiredEvent {
     fn normal(reason: &'static str, message: String) -> Self {
         Self {
             warning: false,
@@ -122,7 +122,7 @@ pub struct Report {
 /// The decision for one reconcile: a spec that cannot run stops here with a condition saying why;
 /// otherwise the lifecycle (capturing, suspended, draining, completed) picks the children and the
 /// status.
-pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &Tuning) -> Decision {
+pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, config: &DecideConfig) -> Decision {
     let previous = session.status.clone().unwrap_or_default();
     let mut decision = Decision {
         phase: Phase::Pending,
@@ -135,7 +135,7 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
         requeue: None,
     };
     if let Some((reason, problem)) = invalid_spec(session) {
-        return refused(decision, observed, tuning, &previous, reason, problem);
+        return refused(decision, observed, config, &previous, reason, problem);
     }
     let keda = session.spec.parsers.autoscaler == Autoscaler::Keda;
     if keda && observed.keda_installed != Some(true) {
@@ -143,9 +143,10 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
     }
     if previous.queue.is_none() {
         let queue = session.queue_name().unwrap_or_default();
-        decision
-            .events
-            .push(Note::normal("Created", format!("queue {queue}, sniffers and parsers")));
+        decision.events.push(DesiredEvent::normal(
+            "Created",
+            format!("queue {queue}, sniffers and parsers"),
+        ));
     }
     decision.children.queue = true;
     let ending = Ending::of(session, observed, now, &previous, &mut decision);
@@ -154,9 +155,9 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, tuning: &
     if ending.finished && observed.backlog == Some(0) {
         return completed(decision, observed, &previous);
     }
-    let (sniffers, desired) = children(session, observed, now, tuning, capturing, &mut decision);
+    let (sniffers, desired) = children(session, observed, now, config, capturing, &mut decision);
     let requeue = if session.spec.parsers.autoscaler == Autoscaler::Builtin {
-        tuning.scale_interval
+        config.scale_interval
     } else {
         Duration::from_secs(30)
     };
@@ -209,7 +210,7 @@ fn invalid_spec(session: &CaptureSession) -> Option<(&'static str, String)> {
 fn refused(
     mut decision: Decision,
     observed: &Observed,
-    tuning: &Tuning,
+    config: &DecideConfig,
     previous: &crds::CaptureSessionStatus,
     reason: &'static str,
     problem: String,
@@ -226,7 +227,7 @@ fn refused(
         format!("{problem}; fix it to start capturing")
     };
     if !reported_before && !failed_before {
-        decision.events.push(Note::warning(reason, message.clone()));
+        decision.events.push(DesiredEvent::warning(reason, message.clone()));
     }
     decision.conditions = conditions::kstatus(false, Some((reason, message)), "");
     if running {
@@ -239,7 +240,7 @@ fn refused(
             targets: previous.targets.clone(),
         });
         // Keep the counts fresh while the sniffers run.
-        decision.requeue = Some(tuning.scale_interval);
+        decision.requeue = Some(config.scale_interval);
     } else {
         decision.phase = Phase::Failed;
     }
@@ -252,7 +253,9 @@ fn without_keda(mut decision: Decision, previous: &crds::CaptureSessionStatus) -
                    install KEDA or set autoscaler to builtin"
         .to_owned();
     if previous.phase != Some(Phase::Failed) {
-        decision.events.push(Note::warning("KedaNotInstalled", message.clone()));
+        decision
+            .events
+            .push(DesiredEvent::warning("KedaNotInstalled", message.clone()));
     }
     decision.phase = Phase::Failed;
     decision.conditions = conditions::kstatus(false, Some(("KedaNotInstalled", message)), "");
@@ -295,7 +298,7 @@ impl Ending {
             };
             decision
                 .events
-                .push(Note::normal("CaptureEnded", format!("{why}; sniffers removed")));
+                .push(DesiredEvent::normal("CaptureEnded", format!("{why}; sniffers removed")));
         }
         Self {
             deadline,
@@ -332,7 +335,7 @@ fn completed(mut decision: Decision, observed: &Observed, previous: &crds::Captu
         });
     }
     if previous.phase != Some(Phase::Completed) {
-        decision.events.push(Note::normal(
+        decision.events.push(DesiredEvent::normal(
             "Completed",
             "capture ended and the queue is drained".into(),
         ));
@@ -355,33 +358,29 @@ fn children(
     session: &CaptureSession,
     observed: &Observed,
     now: Now,
-    tuning: &Tuning,
+    config: &DecideConfig,
     capturing: bool,
     decision: &mut Decision,
 ) -> (Option<SnifferCounts>, i32) {
     let queue = session.queue_name().unwrap_or_default();
-    decision.children.secret = Some(build::credentials_secret(session, &tuning.settings));
+    decision.children.secret = Some(build::credentials_secret(session, &config.pods));
     let sniffers = match (capturing, observed.sniffer_port) {
         (true, Some(port)) => {
             // Without the cluster's caches (tests that do not watch pods), an empty list: the
             // sniffers then keep every copy for their deduplication to sort out.
             decide_targets(session, &observed.targets.clone().unwrap_or_default(), decision);
-            decision.children.sniffers = Sniffers::Apply(Box::new(build::sniffer_daemonset(
-                session,
-                &tuning.settings,
-                &queue,
-                port,
-            )));
+            decision.children.sniffers =
+                Sniffers::Apply(Box::new(build::sniffer_daemonset(session, &config.pods, &queue, port)));
             observed.sniffers.as_ref().and_then(|s| s.counts.clone())
         }
         _ => None,
     };
-    decision.children.parsers = Some(build::parser_deployment(session, &tuning.settings, &queue));
+    decision.children.parsers = Some(build::parser_deployment(session, &config.pods, &queue));
     if session.spec.parsers.autoscaler == Autoscaler::Keda {
         decision.children.scaled_object = Some(build::parser_scaled_object(session, &queue));
     }
     let current = observed.parsers.as_ref().map_or(1, |p| p.replicas);
-    let desired = autoscale(session, observed, now, tuning, current, decision);
+    let desired = autoscale(session, observed, now, config, current, decision);
     decision.report = Some(Report {
         sniffers: sniffers.clone(),
         parsers_ready: observed.parsers.as_ref().map_or(0, |p| p.ready),
@@ -420,7 +419,7 @@ fn readiness(
     let storing = storing_condition(observed);
     if !storing.status {
         // Capturing but storing nothing: the session is not doing what the user asked.
-        decision.conditions[0] = Decided {
+        decision.conditions[0] = DesiredCondition {
             type_: condition::READY,
             status: false,
             reason: storing.reason,
@@ -439,9 +438,9 @@ fn readiness(
 /// Whether every node that captured for the session still does (issue #30 item 6): a lost node
 /// is named with the last counters its sniffer reported, which are what the session has of it
 /// until it returns (its sniffer then flushes what it buffered, or counts it as dropped).
-fn nodes_capturing_condition(lost: &[crate::observe::LostNode]) -> Decided {
+fn nodes_capturing_condition(lost: &[crate::observe::LostNode]) -> DesiredCondition {
     if lost.is_empty() {
-        return Decided {
+        return DesiredCondition {
             type_: condition::NODES_CAPTURING,
             status: true,
             reason: "AllNodesCapturing",
@@ -458,7 +457,7 @@ fn nodes_capturing_condition(lost: &[crate::observe::LostNode]) -> Decided {
             )
         })
         .collect();
-    Decided {
+    DesiredCondition {
         type_: condition::NODES_CAPTURING,
         status: false,
         reason: "NodesLost",
@@ -472,10 +471,10 @@ fn nodes_capturing_condition(lost: &[crate::observe::LostNode]) -> Decided {
 pub const STUCK_AFTER: Duration = Duration::from_secs(120);
 
 /// Whether the session's storage keeps up with its queue (issue #29 item 2).
-fn storing_condition(observed: &Observed) -> Decided {
+fn storing_condition(observed: &Observed) -> DesiredCondition {
     let waiting = observed.backlog.unwrap_or(0);
     match observed.since_stored {
-        Some(idle) if waiting > 0 && idle >= STUCK_AFTER => Decided {
+        Some(idle) if waiting > 0 && idle >= STUCK_AFTER => DesiredCondition {
             type_: condition::STORING,
             status: false,
             reason: "StorageStuck",
@@ -485,13 +484,13 @@ fn storing_condition(observed: &Observed) -> Decided {
                 idle.as_secs()
             ),
         },
-        _ if waiting > 0 => Decided {
+        _ if waiting > 0 => DesiredCondition {
             type_: condition::STORING,
             status: true,
             reason: "Draining",
             message: format!("{waiting} batches wait in the queue"),
         },
-        _ => Decided {
+        _ => DesiredCondition {
             type_: condition::STORING,
             status: true,
             reason: "KeepingUp",
@@ -524,7 +523,7 @@ fn decide_targets(session: &CaptureSession, observed: &crate::observe::ObservedT
 
 /// `Targeted`: how many selected pods are captured, and which selected pods are not because they
 /// share the node's network.
-fn targeted_condition(resolved: &targets::Resolved) -> Decided {
+fn targeted_condition(resolved: &targets::Resolved) -> DesiredCondition {
     let counts = resolved.counts();
     let skipped = if resolved.host_network.is_empty() {
         String::new()
@@ -542,7 +541,7 @@ fn targeted_condition(resolved: &targets::Resolved) -> Decided {
         )
     };
     if let Some((node, count)) = resolved.overfull_nodes().first() {
-        return Decided {
+        return DesiredCondition {
             type_: crds::condition::TARGETED,
             status: false,
             reason: "TooManyTargets",
@@ -559,7 +558,7 @@ fn targeted_condition(resolved: &targets::Resolved) -> Decided {
         (false, true) => (false, "NoPodsSelected"),
         (false, false) => (false, "HostNetworkPodsSkipped"),
     };
-    Decided {
+    DesiredCondition {
         type_: crds::condition::TARGETED,
         status,
         reason,
@@ -573,7 +572,7 @@ fn autoscale(
     session: &CaptureSession,
     observed: &Observed,
     now: Now,
-    tuning: &Tuning,
+    config: &DecideConfig,
     current: i32,
     decision: &mut Decision,
 ) -> i32 {
@@ -592,14 +591,14 @@ fn autoscale(
     );
     let desired = decision
         .window
-        .decide(now.instant, recommendation, current, tuning.scale_down_stabilization);
+        .decide(now.instant, recommendation, current, config.scale_down_stabilization);
     if desired != current {
         let message = format!(
             "parsers {current} -> {desired} for a backlog of {backlog} batches (target {} each)",
             parsers.target_backlog
         );
         let reason = if desired > current { "ScaledUp" } else { "ScaledDown" };
-        decision.events.push(Note::normal(reason, message));
+        decision.events.push(DesiredEvent::normal(reason, message));
         decision.scale = Some(Scale {
             from: current,
             to: desired,

@@ -1,7 +1,6 @@
 //! The operator's errors: one variant per action, naming the object it was about, so that a
 //! failed reconcile says what failed and the metric label says which step.
 
-use crate::build;
 use crate::queue::QueueError;
 
 #[derive(Debug, thiserror::Error)]
@@ -14,7 +13,7 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
-    #[error("every sniffer port ({}..{}) is taken", build::SNIFFER_PORTS.start, build::SNIFFER_PORTS.end)]
+    #[error("every sniffer port ({}..{}) is taken", crate::ports::SNIFFER_PORTS.start, crate::ports::SNIFFER_PORTS.end)]
     NoFreePort,
     #[error("cannot declare queue {name}: {source}")]
     DeclareQueue {

@@ -17,6 +17,7 @@ pub mod lease;
 pub mod metrics;
 pub mod names;
 pub mod observe;
+pub mod ports;
 pub mod queue;
 pub mod reconcile;
 pub mod scaling;

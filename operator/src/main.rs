@@ -57,14 +57,14 @@ async fn main() -> anyhow::Result<()> {
     let context = Arc::new(context::Context {
         cluster: Some(cluster),
         database,
-        assigned_ports: Default::default(),
+        ports: Default::default(),
         recorder: kube::runtime::events::Recorder::new(client.clone(), "trawl-operator".into()),
         windows: Default::default(),
         metrics,
         client: client.clone(),
         broker: queue::Broker::new(config.amqp_url.clone()),
-        tuning: context::Tuning {
-            settings: build::Settings {
+        config: context::DecideConfig {
+            pods: build::PodConfig {
                 sniffer_image: config.sniffer_image.clone(),
                 parser_image: config.parser_image.clone(),
                 pod_amqp_url: config.pod_amqp_url.clone().unwrap_or_else(|| config.amqp_url.clone()),

@@ -13,7 +13,7 @@ use kube::{Api, ResourceExt};
 
 use crate::context::{ClusterCache, Context};
 use crate::error::Error;
-use crate::{build, names, scaling, targets};
+use crate::{names, scaling, targets};
 
 /// What the world looked like to one reconcile.
 #[derive(Clone, Debug, Default)]
@@ -32,7 +32,7 @@ pub struct Observed {
     pub counts: Option<PacketCounts>,
     /// How long ago the session last stored a batch; `None` when the database cannot be read.
     pub since_stored: Option<std::time::Duration>,
-    /// The sniffer port: the DaemonSet's own, or one reserved for it now. `None` for a
+    /// The sniffer port: the DaemonSet's own, or one reserved for this reconcile. `None` for a
     /// suspended session that has no sniffers.
     pub sniffer_port: Option<i32>,
     /// The builtin autoscaler's recent recommendations for this session.
@@ -136,13 +136,7 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
     };
     let (counts, since_stored) = storage(session, context).await;
     let lost_nodes = lost_nodes(session, context).await;
-    let window = context
-        .windows
-        .lock()
-        .expect("not poisoned")
-        .get(&session.uid().unwrap_or_default())
-        .cloned()
-        .unwrap_or_default();
+    let window = context.windows.get(&session.uid().unwrap_or_default());
     Ok(Observed {
         sniffers: daemonset.map(|daemonset| ObservedSniffers {
             counts: daemonset.status.map(|s| SnifferCounts {
@@ -267,33 +261,31 @@ fn port_of(daemonset: &DaemonSet) -> Option<i32> {
         .map(|p| p.container_port)
 }
 
-/// A port no other session's sniffers use, reserved under a lock so that two new sessions never
-/// get the same one (a list of DaemonSets may not show the other's yet).
+/// The session's sniffer port, reserved until the reconcile applies its DaemonSet (see
+/// `crate::ports`). Ports are per node, so every namespace's sniffers count; an operator limited
+/// to one namespace by RBAC sees only its own.
 async fn reserve_sniffer_port(
     session: &CaptureSession,
     context: &Context,
     daemonsets: &Api<DaemonSet>,
 ) -> Result<i32, Error> {
-    let mut assigned = context.assigned_ports.lock().await;
-    // Ports are per node, so every namespace counts; an operator limited to one namespace by
-    // RBAC sees only its own.
-    let selector =
-        ListParams::default().labels("app.kubernetes.io/managed-by=trawl-operator,app.kubernetes.io/component=sniffer");
-    let all: Api<DaemonSet> = Api::all(context.client.clone());
-    let read = |source| Error::Read {
-        what: "sniffer DaemonSets".into(),
-        source,
+    let uid = session.uid().ok_or(Error::Incomplete)?;
+    let in_use = || async {
+        let selector = ListParams::default()
+            .labels("app.kubernetes.io/managed-by=trawl-operator,app.kubernetes.io/component=sniffer");
+        let all: Api<DaemonSet> = Api::all(context.client.clone());
+        let read = |source| Error::Read {
+            what: "sniffer DaemonSets".into(),
+            source,
+        };
+        let existing = match all.list(&selector).await {
+            Ok(list) => list,
+            Err(kube::Error::Api(status)) if status.code == 403 => daemonsets.list(&selector).await.map_err(read)?,
+            Err(error) => return Err(read(error)),
+        };
+        Ok(existing.items.iter().filter_map(port_of).collect())
     };
-    let existing = match all.list(&selector).await {
-        Ok(list) => list,
-        Err(kube::Error::Api(status)) if status.code == 403 => daemonsets.list(&selector).await.map_err(read)?,
-        Err(error) => return Err(read(error)),
-    };
-    let mut taken: std::collections::BTreeSet<i32> = existing.items.iter().filter_map(port_of).collect();
-    taken.extend(assigned.iter().copied());
-    let port = build::free_sniffer_port(build::preferred_sniffer_port(session), &taken).ok_or(Error::NoFreePort)?;
-    assigned.insert(port);
-    Ok(port)
+    context.ports.reserve(&uid, in_use).await?.ok_or(Error::NoFreePort)
 }
 
 async fn keda_installed(context: &Context) -> Result<bool, Error> {

@@ -74,12 +74,17 @@ async fn add_finalizer(sessions: &Api<CaptureSession>, session: &CaptureSession)
 async fn converge(session: &CaptureSession, context: &Context) -> Result<Action, Error> {
     let observed = observe::observe(session, context).await?;
     let now = Now::current();
-    let decision = decide::decide(session, &observed, now, &context.tuning);
-    apply::apply(session, &decision, &observed, now, context).await?;
+    let decision = decide::decide(session, &observed, now, &context.config);
+    let applied = apply::apply(session, &decision, &observed, now, context).await;
+    // Applied, the DaemonSet shows the port to the next reservation; not applied (failed, or the
+    // session stalls, is suspended or ends), the port goes back.
+    context.ports.release(&session.uid().unwrap_or_default()).await;
+    applied?;
     Ok(decision.requeue.map_or_else(Action::await_change, Action::requeue))
 }
 
 async fn cleanup(session: &CaptureSession, context: &Context) -> Result<Action, Error> {
+    context.windows.forget(&session.uid().unwrap_or_default());
     apply::unlabel_all_nodes(session, context).await?;
     let plan = decide::decide_cleanup(session);
     if let Some(queue) = plan.queue {

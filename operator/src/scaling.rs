@@ -2,13 +2,38 @@
 //! up at once, down only when every recommendation of the stabilization window allows it (as the
 //! HorizontalPodAutoscaler's scale-down stabilization does).
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub fn recommend(backlog: u64, target_backlog: i64, min: i32, max: i32) -> i32 {
     let target = target_backlog.max(1) as u64;
     let wanted = backlog.div_ceil(target).min(i32::MAX as u64) as i32;
     wanted.clamp(min, max.max(min))
+}
+
+/// Every session's window, by session uid, kept across reconciles (read by observe, written
+/// by apply, forgotten when the session goes).
+#[derive(Default)]
+pub struct Windows(Mutex<HashMap<String, Window>>);
+
+impl Windows {
+    pub fn get(&self, uid: &str) -> Window {
+        self.0
+            .lock()
+            .expect("not poisoned")
+            .get(uid)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    pub fn put(&self, uid: String, window: Window) {
+        self.0.lock().expect("not poisoned").insert(uid, window);
+    }
+
+    pub fn forget(&self, uid: &str) {
+        self.0.lock().expect("not poisoned").remove(uid);
+    }
 }
 
 /// Recent recommendations of one session.

@@ -57,7 +57,7 @@ pub struct Config {
     /// `source=CONTEXT,destination=CONTEXT,max-edges=N` with contexts workload, namespace, pod or
     /// none. Unset: none.
     #[arg(long, env = "TRAWL_TRAFFIC_METRICS")]
-    pub traffic_metrics: Option<crate::traffic::settings::Settings>,
+    pub traffic_metrics: Option<crate::traffic::config::TrafficConfig>,
 
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "TRAWL_LISTEN", default_value = "0.0.0.0:9091")]

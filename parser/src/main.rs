@@ -34,10 +34,10 @@ async fn main() -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", config.listen))?;
     let metrics = Arc::new(metrics::Metrics::default());
     let mut store = connect_store(&config.database_url, &metrics).await;
-    if let Some(settings) = config.traffic_metrics.clone() {
+    if let Some(traffic_config) = config.traffic_metrics.clone() {
         let traffic = Arc::new(traffic::Traffic::new(
             &config.session,
-            settings,
+            traffic_config,
             metrics.traffic.clone(),
         ));
         let (naming, pool) = (traffic.clone(), store.pool.clone());

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crds::CaptureSession;
 use k8s_openapi::api::core::v1::Secret;
 
-use super::{Settings, child_metadata};
+use super::{PodConfig, child_metadata};
 use crate::names;
 
 /// Keys of the session's credentials Secret.
@@ -15,9 +15,9 @@ pub const DATABASE_URL_KEY: &str = "database-url";
 /// The URLs the session's pods connect with, in a Secret of the session's own namespace: so that
 /// passwords never appear in a DaemonSet or Deployment (readable by anyone who may list
 /// workloads), and so that sessions work in any namespace without copying Secrets by hand.
-pub fn credentials_secret(session: &CaptureSession, settings: &Settings) -> Secret {
-    let mut data = BTreeMap::from([(AMQP_URL_KEY.to_owned(), settings.pod_amqp_url.clone())]);
-    if let Some(url) = &settings.pod_database_url {
+pub fn credentials_secret(session: &CaptureSession, config: &PodConfig) -> Secret {
+    let mut data = BTreeMap::from([(AMQP_URL_KEY.to_owned(), config.pod_amqp_url.clone())]);
+    if let Some(url) = &config.pod_database_url {
         data.insert(DATABASE_URL_KEY.to_owned(), url.clone());
     }
     let mut labels = names::labels(session, "credentials");
@@ -37,13 +37,13 @@ pub fn credentials_secret(session: &CaptureSession, settings: &Settings) -> Secr
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixture::{session, settings};
+    use crate::build::fixture::{pod_config, session};
     use crate::build::{parser_deployment, sniffer_daemonset};
 
     #[test]
     fn urls_with_passwords_live_only_in_the_session_secret() {
         let session = session();
-        let secret = credentials_secret(&session, &settings());
+        let secret = credentials_secret(&session, &pod_config());
         assert_eq!(secret.metadata.name.as_deref(), Some("web-and-dns-credentials"));
         assert_eq!(secret.metadata.namespace.as_deref(), Some("team-a"));
         assert_eq!(secret.metadata.owner_references.unwrap()[0].uid, "0123456789abcdef");
@@ -51,8 +51,8 @@ mod tests {
         assert_eq!(data[DATABASE_URL_KEY].0, b"postgres://trawl:secret@postgresql/trawl");
         assert_eq!(data[AMQP_URL_KEY].0, b"amqp://rabbitmq:5672/%2f");
         let children = [
-            serde_json::to_string(&sniffer_daemonset(&session, &settings(), "q", 20_001)).unwrap(),
-            serde_json::to_string(&parser_deployment(&session, &settings(), "q")).unwrap(),
+            serde_json::to_string(&sniffer_daemonset(&session, &pod_config(), "q", 20_001)).unwrap(),
+            serde_json::to_string(&parser_deployment(&session, &pod_config(), "q")).unwrap(),
         ];
         for child in children {
             assert!(!child.contains("amqp://") && !child.contains("postgres://"), "{child}");

@@ -1,9 +1,9 @@
 //! The session every builder and decision test starts from: the example a user applies, as the
-//! API server returns it (name, namespace, uid and generation set), and the operator's settings.
+//! API server returns it (name, namespace, uid and generation set), and the operator's config.
 
 use crds::CaptureSession;
 
-use super::Settings;
+use super::PodConfig;
 
 pub fn session() -> CaptureSession {
     let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/capture.yaml")).unwrap();
@@ -14,8 +14,8 @@ pub fn session() -> CaptureSession {
     session
 }
 
-pub fn settings() -> Settings {
-    Settings {
+pub fn pod_config() -> PodConfig {
+    PodConfig {
         sniffer_image: "sniffer:1".into(),
         parser_image: "parser:1".into(),
         pod_amqp_url: "amqp://rabbitmq:5672/%2f".into(),

@@ -1,4 +1,4 @@
-//! Desired child objects of a session, as pure functions of (session, operator settings): no
+//! Desired child objects of a session, as pure functions of (session, operator config): no
 //! client here, so every builder is unit-tested from fixtures. Only `apply` talks to the API.
 //!
 //! Built as k8s-openapi's typed structs, so that a misspelt field does not compile (serde would
@@ -16,7 +16,7 @@ mod targets_configmap;
 pub use credentials::{AMQP_URL_KEY, DATABASE_URL_KEY, credentials_secret};
 pub use parsers::parser_deployment;
 pub use scaled_object::parser_scaled_object;
-pub use sniffers::{SNIFFER_PORTS, free_sniffer_port, preferred_sniffer_port, sniffer_daemonset};
+pub use sniffers::sniffer_daemonset;
 pub use targets_configmap::{sniffer_access, targets_configmap};
 
 use std::collections::BTreeMap;
@@ -34,7 +34,7 @@ use crate::names;
 
 /// What the builders need from the operator's configuration.
 #[derive(Clone, Debug)]
-pub struct Settings {
+pub struct PodConfig {
     pub sniffer_image: String,
     pub parser_image: String,
     /// RabbitMQ URL as the pods reach it.

@@ -9,14 +9,14 @@ use k8s_openapi::api::core::v1::{
 };
 
 use super::{
-    AMQP_URL_KEY, DATABASE_URL_KEY, PARSER_PORT, Settings, child_metadata, credential, env, http_probe, pod_template,
+    AMQP_URL_KEY, DATABASE_URL_KEY, PARSER_PORT, PodConfig, child_metadata, credential, env, http_probe, pod_template,
     resources, selector,
 };
 use crate::names;
 
 /// The parser Deployment. `replicas` is set only when no autoscaler owns the count (`autoscaler:
 /// none`); otherwise it is left out so that server-side apply never fights the autoscaler.
-pub fn parser_deployment(session: &CaptureSession, settings: &Settings, queue: &str) -> Deployment {
+pub fn parser_deployment(session: &CaptureSession, config: &PodConfig, queue: &str) -> Deployment {
     let spec = &session.spec;
     let labels = names::labels(session, "parser");
     let namespace = session.metadata.namespace.clone().unwrap_or_default();
@@ -34,7 +34,7 @@ pub fn parser_deployment(session: &CaptureSession, settings: &Settings, queue: &
     variables.push(credential(session, "TRAWL_DATABASE_URL", DATABASE_URL_KEY));
     let container = Container {
         name: "parser".into(),
-        image: Some(settings.parser_image.clone()),
+        image: Some(config.parser_image.clone()),
         env: Some(variables),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".into()),
@@ -102,12 +102,12 @@ fn traffic_metrics_setting(metrics: &TrafficMetrics) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixture::{session, settings};
+    use crate::build::fixture::{pod_config, session};
 
     #[test]
     fn children_are_owned_by_the_session_and_selected_by_its_labels() {
         let session = session();
-        let deployment = parser_deployment(&session, &settings(), "q");
+        let deployment = parser_deployment(&session, &pod_config(), "q");
         let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
         assert_eq!(
             (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
@@ -121,15 +121,15 @@ mod tests {
     #[test]
     fn replicas_are_left_to_the_autoscaler_unless_there_is_none() {
         let mut session = session();
-        assert_eq!(parser_deployment(&session, &settings(), "q").spec.replicas, None);
+        assert_eq!(parser_deployment(&session, &pod_config(), "q").spec.replicas, None);
         session.spec.parsers.autoscaler = Autoscaler::None;
         session.spec.parsers.min_replicas = 3;
-        assert_eq!(parser_deployment(&session, &settings(), "q").spec.replicas, Some(3));
+        assert_eq!(parser_deployment(&session, &pod_config(), "q").spec.replicas, Some(3));
     }
 
     #[test]
     fn parsers_get_the_urls_from_the_session_secret_and_run_restricted() {
-        let deployment = parser_deployment(&session(), &settings(), "trawl.team-a.web-and-dns.01234567");
+        let deployment = parser_deployment(&session(), &pod_config(), "trawl.team-a.web-and-dns.01234567");
         let pod = deployment.spec.template.spec.unwrap();
         let container = &pod.containers[0];
         let database = container
@@ -158,7 +158,7 @@ mod tests {
     #[test]
     fn parsers_export_traffic_metrics_only_when_the_session_asks_and_are_found_by_annotations() {
         let variable = |session: &CaptureSession| {
-            let deployment = parser_deployment(session, &settings(), "q");
+            let deployment = parser_deployment(session, &pod_config(), "q");
             let annotations = deployment
                 .spec
                 .template

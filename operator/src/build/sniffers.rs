@@ -1,4 +1,4 @@
-//! The sniffer DaemonSet and the host port each session's sniffers take.
+//! The sniffer DaemonSet (its host port comes from `crate::ports`).
 
 use crds::CaptureSession;
 use k8s_openapi::api::apps::v1::{DaemonSet, DaemonSetSpec};
@@ -6,39 +6,16 @@ use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EnvVar, EnvVarSource, ObjectFieldSelector, PodSpec, SecurityContext,
 };
 
-use super::{AMQP_URL_KEY, Settings, child_metadata, credential, env, http_probe, pod_template, resources, selector};
+use super::{AMQP_URL_KEY, PodConfig, child_metadata, credential, env, http_probe, pod_template, resources, selector};
 use crate::{names, targets};
 
-/// Sniffers' metrics and health ports come from this range.
-pub const SNIFFER_PORTS: std::ops::Range<i32> = 20_000..30_000;
-
-/// Where a session's sniffer port search starts: derived from the uid (FNV-1a), so that sessions
-/// spread over the range.
-pub fn preferred_sniffer_port(session: &CaptureSession) -> i32 {
-    let uid = session.metadata.uid.as_deref().unwrap_or_default();
-    let hash = uid.bytes().fold(0xcbf2_9ce4_8422_2325u64, |hash, byte| {
-        (hash ^ u64::from(byte)).wrapping_mul(0x0100_0000_01b3)
-    });
-    SNIFFER_PORTS.start + (hash % SNIFFER_PORTS.len() as u64) as i32
-}
-
-/// The first port from `preferred` on (wrapping around the range) that no other session's sniffers
-/// use. Sniffers share the node's network namespace and the scheduler treats a host-network
-/// container port as a host port, so two sessions on one port would leave one Pending.
-pub fn free_sniffer_port(preferred: i32, taken: &std::collections::BTreeSet<i32>) -> Option<i32> {
-    let width = SNIFFER_PORTS.len() as i32;
-    (0..width)
-        .map(|step| SNIFFER_PORTS.start + (preferred - SNIFFER_PORTS.start + step).rem_euclid(width))
-        .find(|port| !taken.contains(port))
-}
-
 /// The sniffer DaemonSet: host network, NET_RAW + NET_ADMIN (or privileged when configured), the
-/// session's node selector and tolerations, its capture settings as `TRAWL_*` variables.
-pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &str, port: i32) -> DaemonSet {
+/// session's node selector and tolerations, its capture config as `TRAWL_*` variables.
+pub fn sniffer_daemonset(session: &CaptureSession, config: &PodConfig, queue: &str, port: i32) -> DaemonSet {
     let spec = &session.spec;
     let labels = names::labels(session, "sniffer");
     let namespace = session.metadata.namespace.clone().unwrap_or_default();
-    let security = if settings.privileged_sniffers {
+    let security = if config.privileged_sniffers {
         SecurityContext {
             privileged: Some(true),
             ..Default::default()
@@ -87,7 +64,7 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
     variables.push(credential(session, "TRAWL_AMQP_URL", AMQP_URL_KEY));
     let container = Container {
         name: "sniffer".into(),
-        image: Some(settings.sniffer_image.clone()),
+        image: Some(config.sniffer_image.clone()),
         env: Some(variables),
         ports: Some(vec![ContainerPort {
             name: Some("metrics".into()),
@@ -130,11 +107,11 @@ pub fn sniffer_daemonset(session: &CaptureSession, settings: &Settings, queue: &
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::fixture::{session, settings};
+    use crate::build::fixture::{pod_config, session};
 
     #[test]
     fn sniffers_run_on_the_host_network_with_capture_capabilities_only() {
-        let daemonset = sniffer_daemonset(&session(), &settings(), "q", 20_001);
+        let daemonset = sniffer_daemonset(&session(), &pod_config(), "q", 20_001);
         let pod = daemonset.spec.template.spec.unwrap();
         assert_eq!(pod.host_network, Some(true));
         assert_eq!(pod.node_selector.unwrap()["trawl.dev/pool"], "capture");
@@ -179,23 +156,9 @@ mod tests {
     }
 
     #[test]
-    fn each_session_gets_a_port_no_other_session_uses() {
-        let (mut a, mut b) = (session(), session());
-        a.metadata.uid = Some("2f1c6c4e-6d43-4c3b-9a4f-0d5d3c7c1a01".into());
-        b.metadata.uid = Some("8a7b1f0e-2c9d-4e5f-8a1b-3c4d5e6f7a02".into());
-        assert_ne!(preferred_sniffer_port(&a), preferred_sniffer_port(&b));
-        assert!(SNIFFER_PORTS.contains(&preferred_sniffer_port(&a)));
-        let none = std::collections::BTreeSet::new();
-        assert_eq!(free_sniffer_port(24_205, &none), Some(24_205));
-        let taken: std::collections::BTreeSet<i32> = [24_205, 24_206].into();
-        assert_eq!(free_sniffer_port(24_205, &taken), Some(24_207), "the next free one");
-        let top: std::collections::BTreeSet<i32> = [29_999].into();
-        assert_eq!(free_sniffer_port(29_999, &top), Some(20_000), "wraps around");
-        let all: std::collections::BTreeSet<i32> = SNIFFER_PORTS.collect();
-        assert_eq!(free_sniffer_port(25_000, &all), None);
-
+    fn the_sniffers_listen_on_the_sessions_port() {
         let port = 24_321;
-        let container = &sniffer_daemonset(&a, &settings(), "q", port)
+        let container = &sniffer_daemonset(&session(), &pod_config(), "q", port)
             .spec
             .template
             .spec
@@ -216,9 +179,9 @@ mod tests {
     fn privileged_sniffers_only_when_configured() {
         let daemonset = sniffer_daemonset(
             &session(),
-            &Settings {
+            &PodConfig {
                 privileged_sniffers: true,
-                ..settings()
+                ..pod_config()
             },
             "q",
             20_001,

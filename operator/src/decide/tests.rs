@@ -8,7 +8,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use k8s_openapi::jiff::Timestamp;
 
 use super::*;
-use crate::build::fixture::{session, settings};
+use crate::build::fixture::{pod_config, session};
 use crate::observe::{ObservedParsers, ObservedSniffers};
 
 const NOW: i64 = 1_800_000_000;
@@ -27,9 +27,9 @@ fn running() -> CaptureSessionStatus {
     }
 }
 
-fn tuning() -> Tuning {
-    Tuning {
-        settings: settings(),
+fn decide_config() -> DecideConfig {
+    DecideConfig {
+        pods: pod_config(),
         scale_interval: Duration::from_secs(5),
         scale_down_stabilization: Duration::from_secs(60),
     }
@@ -74,7 +74,7 @@ fn a_new_session_gets_its_queue_secret_sniffers_and_parsers() {
         sniffer_port: Some(24_000),
         ..Default::default()
     };
-    let decision = decide(&session(), &observed, now(), &tuning());
+    let decision = decide(&session(), &observed, now(), &decide_config());
     assert!(decision.children.queue);
     assert!(decision.children.secret.is_some());
     let Sniffers::Apply(daemonset) = &decision.children.sniffers else {
@@ -98,7 +98,7 @@ fn a_new_session_gets_its_queue_secret_sniffers_and_parsers() {
 
 #[test]
 fn ready_when_every_sniffer_and_parser_is() {
-    let decision = decide(&with_status(session(), running()), &healthy(), now(), &tuning());
+    let decision = decide(&with_status(session(), running()), &healthy(), now(), &decide_config());
     assert_eq!(decision.phase, Phase::Capturing);
     assert_eq!(condition(&decision, "Ready"), (true, "Capturing"));
     assert!(reasons(&decision).is_empty(), "no Created event for a known queue");
@@ -110,7 +110,7 @@ fn ready_when_every_sniffer_and_parser_is() {
     waiting.sniffers = Some(ObservedSniffers {
         counts: Some(SnifferCounts { desired: 2, ready: 1 }),
     });
-    let decision = decide(&with_status(session(), running()), &waiting, now(), &tuning());
+    let decision = decide(&with_status(session(), running()), &waiting, now(), &decide_config());
     assert_eq!(decision.phase, Phase::Pending);
     assert_eq!(decision.conditions[0].message, "1 of 2 sniffers ready");
 
@@ -118,7 +118,7 @@ fn ready_when_every_sniffer_and_parser_is() {
     nowhere.sniffers = Some(ObservedSniffers {
         counts: Some(SnifferCounts { desired: 0, ready: 0 }),
     });
-    let decision = decide(&with_status(session(), running()), &nowhere, now(), &tuning());
+    let decision = decide(&with_status(session(), running()), &nowhere, now(), &decide_config());
     assert_eq!(
         decision.conditions[0].message,
         "no node matches the session's nodeSelector"
@@ -127,7 +127,7 @@ fn ready_when_every_sniffer_and_parser_is() {
 
 #[test]
 fn a_lost_node_is_named_with_the_last_counters_its_sniffer_reported() {
-    let decision = decide(&with_status(session(), running()), &healthy(), now(), &tuning());
+    let decision = decide(&with_status(session(), running()), &healthy(), now(), &decide_config());
     assert_eq!(condition(&decision, "NodesCapturing"), (true, "AllNodesCapturing"));
 
     let mut lost = healthy();
@@ -141,7 +141,7 @@ fn a_lost_node_is_named_with_the_last_counters_its_sniffer_reported() {
             stopped: false,
         },
     }];
-    let decision = decide(&with_status(session(), running()), &lost, now(), &tuning());
+    let decision = decide(&with_status(session(), running()), &lost, now(), &decide_config());
     assert_eq!(condition(&decision, "NodesCapturing"), (false, "NodesLost"));
     let message = &decision
         .conditions
@@ -159,7 +159,7 @@ fn a_lost_node_is_named_with_the_last_counters_its_sniffer_reported() {
 fn an_invalid_filter_creates_nothing_and_stalls_with_the_reason() {
     let mut session = session();
     session.spec.filter = Some("tcp port".into());
-    let decision = decide(&session, &Observed::default(), now(), &tuning());
+    let decision = decide(&session, &Observed::default(), now(), &decide_config());
     assert_eq!(decision.phase, Phase::Failed);
     assert_eq!(condition(&decision, "Stalled"), (true, "InvalidFilter"));
     assert_eq!(condition(&decision, "Ready"), (false, "InvalidFilter"));
@@ -182,7 +182,7 @@ fn an_invalid_filter_creates_nothing_and_stalls_with_the_reason() {
             ..Default::default()
         },
     );
-    let again = decide(&failed, &Observed::default(), now(), &tuning());
+    let again = decide(&failed, &Observed::default(), now(), &decide_config());
     assert!(
         again.events.is_empty(),
         "the Warning is raised once, not on every reconcile"
@@ -197,7 +197,7 @@ fn keda_mode_needs_keda() {
         keda_installed: Some(false),
         ..healthy()
     };
-    let decision = decide(&session, &missing, now(), &tuning());
+    let decision = decide(&session, &missing, now(), &decide_config());
     assert_eq!(decision.phase, Phase::Failed);
     assert_eq!(condition(&decision, "Stalled"), (true, "KedaNotInstalled"));
     assert_eq!(reasons(&decision), ["KedaNotInstalled"]);
@@ -209,7 +209,7 @@ fn keda_mode_needs_keda() {
         backlog: Some(10_000),
         ..healthy()
     };
-    let decision = decide(&session, &installed, now(), &tuning());
+    let decision = decide(&session, &installed, now(), &decide_config());
     assert!(decision.children.scaled_object.is_some());
     assert_eq!(decision.scale, None, "KEDA owns the replica count");
     assert_eq!(decision.requeue, Some(Duration::from_secs(30)));
@@ -223,7 +223,7 @@ fn suspend_removes_the_sniffers_and_keeps_the_rest() {
         sniffer_port: None,
         ..healthy()
     };
-    let decision = decide(&session, &observed, now(), &tuning());
+    let decision = decide(&session, &observed, now(), &decide_config());
     assert!(matches!(decision.children.sniffers, Sniffers::Remove));
     assert!(decision.children.queue && decision.children.parsers.is_some());
     assert_eq!(decision.phase, Phase::Suspended);
@@ -234,7 +234,7 @@ fn suspend_removes_the_sniffers_and_keeps_the_rest() {
         sniffers: None,
         ..observed
     };
-    let decision = decide(&session, &gone, now(), &tuning());
+    let decision = decide(&session, &gone, now(), &decide_config());
     assert!(matches!(decision.children.sniffers, Sniffers::Untouched));
 }
 
@@ -247,7 +247,7 @@ fn duration_reached_drains_then_completes() {
         backlog: Some(7),
         ..healthy()
     };
-    let draining = decide(&session, &busy, at(base, 0), &tuning());
+    let draining = decide(&session, &busy, at(base, 0), &decide_config());
     assert!(matches!(draining.children.sniffers, Sniffers::Remove));
     assert_eq!(draining.phase, Phase::Draining);
     assert_eq!(reasons(&draining), ["CaptureEnded"]);
@@ -260,7 +260,7 @@ fn duration_reached_drains_then_completes() {
         sniffers: None,
         ..healthy()
     };
-    let completed = decide(&session, &drained, at(base, 5), &tuning());
+    let completed = decide(&session, &drained, at(base, 5), &decide_config());
     assert_eq!(completed.phase, Phase::Completed);
     assert_eq!(completed.scale, Some(Scale { from: 1, to: 0 }), "parsers parked");
     assert_eq!(reasons(&completed), ["Completed"], "CaptureEnded is not repeated");
@@ -273,7 +273,7 @@ fn duration_reached_drains_then_completes() {
 fn capture_wakes_up_for_its_deadline() {
     let mut session = with_status(session(), running());
     session.spec.duration = Some("62s".into());
-    let decision = decide(&session, &healthy(), now(), &tuning());
+    let decision = decide(&session, &healthy(), now(), &decide_config());
     assert_eq!(decision.phase, Phase::Capturing);
     assert_eq!(
         decision.requeue,
@@ -294,7 +294,7 @@ fn max_packets_reached_ends_the_capture() {
         backlog: Some(3),
         ..healthy()
     };
-    let decision = decide(&session, &observed, now(), &tuning());
+    let decision = decide(&session, &observed, now(), &decide_config());
     assert_eq!(decision.phase, Phase::Draining);
     assert!(decision.events[0].message.starts_with("maxPackets (1000) reached"));
     let below = Observed {
@@ -304,7 +304,10 @@ fn max_packets_reached_ends_the_capture() {
         }),
         ..observed
     };
-    assert_eq!(decide(&session, &below, now(), &tuning()).phase, Phase::Capturing);
+    assert_eq!(
+        decide(&session, &below, now(), &decide_config()).phase,
+        Phase::Capturing
+    );
 }
 
 #[test]
@@ -315,7 +318,7 @@ fn the_builtin_autoscaler_scales_up_at_once_and_down_after_the_window() {
         backlog: Some(450),
         ..healthy()
     };
-    let up = decide(&session, &observed, at(base, 0), &tuning());
+    let up = decide(&session, &observed, at(base, 0), &decide_config());
     assert_eq!(
         up.scale,
         Some(Scale { from: 1, to: 5 }),
@@ -328,12 +331,12 @@ fn the_builtin_autoscaler_scales_up_at_once_and_down_after_the_window() {
     observed.window = up.window;
     observed.parsers = Some(ObservedParsers { replicas: 5, ready: 5 });
     observed.backlog = Some(0);
-    let holding = decide(&session, &observed, at(base, 30), &tuning());
+    let holding = decide(&session, &observed, at(base, 30), &decide_config());
     assert_eq!(holding.scale, None);
     assert_eq!(holding.report.as_ref().unwrap().desired_parsers, 5);
 
     observed.window = holding.window;
-    let down = decide(&session, &observed, at(base, 91), &tuning());
+    let down = decide(&session, &observed, at(base, 91), &decide_config());
     assert_eq!(down.scale, Some(Scale { from: 5, to: 1 }));
     assert_eq!(reasons(&down), ["ScaledDown"]);
 
@@ -342,7 +345,7 @@ fn the_builtin_autoscaler_scales_up_at_once_and_down_after_the_window() {
         ..healthy()
     };
     assert_eq!(
-        decide(&session, &unknown, now(), &tuning()).scale,
+        decide(&session, &unknown, now(), &decide_config()).scale,
         None,
         "no backlog, no guess"
     );
@@ -362,7 +365,7 @@ fn deletion_removes_the_queue_and_marks_the_mirror() {
 fn an_invalid_filter_on_a_running_session_says_capture_goes_on() {
     let mut session = with_status(session(), running());
     session.spec.filter = Some("tcp port".into());
-    let decision = decide(&session, &healthy(), now(), &tuning());
+    let decision = decide(&session, &healthy(), now(), &decide_config());
     assert_eq!(decision.phase, Phase::Capturing, "the sniffers still capture");
     assert_eq!(condition(&decision, "Stalled"), (true, "InvalidFilter"));
     let stalled = decision.conditions.iter().find(|c| c.type_ == "Stalled").unwrap();
@@ -390,13 +393,18 @@ fn an_invalid_filter_on_a_running_session_says_capture_goes_on() {
         1,
         &Time(Timestamp::from_second(NOW).unwrap()),
     );
-    let again = decide(&with_status(session.clone(), status), &healthy(), now(), &tuning());
+    let again = decide(
+        &with_status(session.clone(), status),
+        &healthy(),
+        now(),
+        &decide_config(),
+    );
     assert!(again.events.is_empty());
 
     // A session that never captured stays Failed, told to fix the filter to start.
     let mut fresh = self::session();
     fresh.spec.filter = Some("tcp port".into());
-    let failed = decide(&fresh, &Observed::default(), now(), &tuning());
+    let failed = decide(&fresh, &Observed::default(), now(), &decide_config());
     assert_eq!(failed.phase, Phase::Failed);
     assert!(failed.conditions[0].message.ends_with("fix it to start capturing"));
 }
@@ -428,7 +436,7 @@ fn a_targeted_session_labels_the_nodes_of_its_pods_and_unlabels_the_others() {
         targets: Some(observed_targets(&[("node-a", 2), ("node-b", 1)], &["node-b", "node-c"])),
         ..healthy()
     };
-    let decision = decide(&session, &observed, now(), &tuning());
+    let decision = decide(&session, &observed, now(), &decide_config());
     let labels = &decision.children.node_labels;
     assert_eq!(labels.label, "capture.trawl.dev/0123456789abcdef");
     assert_eq!(labels.add, BTreeSet::from(["node-a".to_owned()]));
@@ -470,7 +478,7 @@ fn a_node_with_more_targets_than_a_kernel_filter_holds_is_reported() {
         )),
         ..healthy()
     };
-    let decision = decide(&session, &observed, now(), &tuning());
+    let decision = decide(&session, &observed, now(), &decide_config());
     assert_eq!(condition(&decision, "Targeted"), (false, "TooManyTargets"));
 }
 
@@ -482,7 +490,7 @@ fn a_suspended_targeted_session_unlabels_every_node() {
         targets: Some(observed_targets(&[("node-a", 1)], &["node-a", "node-b"])),
         ..healthy()
     };
-    let decision = decide(&session, &observed, now(), &tuning());
+    let decision = decide(&session, &observed, now(), &decide_config());
     assert!(decision.children.node_labels.add.is_empty());
     assert_eq!(decision.children.node_labels.remove.len(), 2);
     assert!(decision.children.targets.is_none());
@@ -494,7 +502,7 @@ fn a_target_with_a_malformed_label_stalls_the_session() {
     session.spec.target = Some(
         serde_json::from_value(serde_json::json!({"podSelector": {"matchLabels": {"app": "no spaces"}}})).unwrap(),
     );
-    let decision = decide(&session, &Observed::default(), now(), &tuning());
+    let decision = decide(&session, &Observed::default(), now(), &decide_config());
     assert_eq!(condition(&decision, "Stalled"), (true, "InvalidTarget"));
     assert_eq!(decision.phase, Phase::Failed);
 }
@@ -515,7 +523,7 @@ fn a_queue_that_holds_batches_while_nothing_is_stored_makes_the_session_not_read
         since_stored: Some(Duration::from_secs(3)),
         ..healthy()
     };
-    let decision = decide(&session, &draining, now(), &tuning());
+    let decision = decide(&session, &draining, now(), &decide_config());
     assert!(condition(&decision, "Ready").status);
     assert_eq!(condition(&decision, "Storing").reason, "Draining");
 
@@ -523,7 +531,7 @@ fn a_queue_that_holds_batches_while_nothing_is_stored_makes_the_session_not_read
         since_stored: Some(STUCK_AFTER + Duration::from_secs(1)),
         ..draining.clone()
     };
-    let decision = decide(&session, &stuck, now(), &tuning());
+    let decision = decide(&session, &stuck, now(), &decide_config());
     let ready = condition(&decision, "Ready");
     assert!(!ready.status);
     assert_eq!(ready.reason, "StorageStuck");
@@ -539,7 +547,7 @@ fn a_queue_that_holds_batches_while_nothing_is_stored_makes_the_session_not_read
         since_stored: Some(Duration::from_secs(3600)),
         ..healthy()
     };
-    let decision = decide(&session, &idle, now(), &tuning());
+    let decision = decide(&session, &idle, now(), &decide_config());
     assert!(
         condition(&decision, "Storing").status,
         "an idle session with an empty queue is fine"

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
 
-use super::settings::Context;
+use super::config::EdgeContext;
 
 /// One holder of an address.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,14 +31,14 @@ pub struct End {
 pub const EXTERNAL: &str = "external";
 
 impl End {
-    pub fn of(holder: Option<&Holder>, context: Context) -> Self {
+    pub fn of(holder: Option<&Holder>, context: EdgeContext) -> Self {
         let (namespace, name) = match (holder, context) {
-            (_, Context::None) => (String::new(), String::new()),
+            (_, EdgeContext::None) => (String::new(), String::new()),
             (None, _) => (String::new(), EXTERNAL.to_owned()),
-            (Some(holder), Context::Namespace) if holder.kind == "node" => (String::new(), "node".to_owned()),
-            (Some(holder), Context::Namespace) => (holder.namespace.clone().unwrap_or_default(), String::new()),
-            (Some(holder), Context::Pod) => (holder.namespace.clone().unwrap_or_default(), holder.name.clone()),
-            (Some(holder), Context::Workload) => (
+            (Some(holder), EdgeContext::Namespace) if holder.kind == "node" => (String::new(), "node".to_owned()),
+            (Some(holder), EdgeContext::Namespace) => (holder.namespace.clone().unwrap_or_default(), String::new()),
+            (Some(holder), EdgeContext::Pod) => (holder.namespace.clone().unwrap_or_default(), holder.name.clone()),
+            (Some(holder), EdgeContext::Workload) => (
                 holder.namespace.clone().unwrap_or_default(),
                 holder.workload.clone().unwrap_or_else(|| holder.name.clone()),
             ),
@@ -132,17 +132,23 @@ mod tests {
             let End { namespace, name } = End::of(holder, context);
             (namespace, name)
         };
-        assert_eq!(end(Some(&pod()), Context::Workload), ("shop".into(), "web".into()));
-        assert_eq!(end(Some(&pod()), Context::Pod), ("shop".into(), "web-7d9-x2".into()));
-        assert_eq!(end(Some(&pod()), Context::Namespace), ("shop".into(), String::new()));
-        assert_eq!(end(Some(&pod()), Context::None), (String::new(), String::new()));
-        assert_eq!(end(None, Context::Workload), (String::new(), EXTERNAL.into()));
+        assert_eq!(end(Some(&pod()), EdgeContext::Workload), ("shop".into(), "web".into()));
+        assert_eq!(
+            end(Some(&pod()), EdgeContext::Pod),
+            ("shop".into(), "web-7d9-x2".into())
+        );
+        assert_eq!(
+            end(Some(&pod()), EdgeContext::Namespace),
+            ("shop".into(), String::new())
+        );
+        assert_eq!(end(Some(&pod()), EdgeContext::None), (String::new(), String::new()));
+        assert_eq!(end(None, EdgeContext::Workload), (String::new(), EXTERNAL.into()));
         let bare = Holder {
             workload: None,
             ..pod()
         };
         assert_eq!(
-            end(Some(&bare), Context::Workload),
+            end(Some(&bare), EdgeContext::Workload),
             ("shop".into(), "web-7d9-x2".into())
         );
     }

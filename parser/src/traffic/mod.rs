@@ -5,19 +5,19 @@
 //! parsers each count their flows, so sums over replicas are the session's.
 
 pub mod classes;
+pub mod config;
 pub mod connections;
 pub mod directory;
 pub mod families;
-pub mod settings;
 
 use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 
+use config::TrafficConfig;
 use connections::{Connections, Segment};
 use directory::{Directory, End};
 use families::{DnsQuery, DnsResponse, Edge, EdgeOutcome, EdgeProtocol, Families, Request, SessionLabel};
-use settings::Settings;
 
 use crate::events::Events;
 use crate::packet_rows::PacketRows;
@@ -29,7 +29,7 @@ const MAX_FOLDED_REMEMBERED: usize = 1 << 16;
 
 pub struct Traffic {
     session: String,
-    settings: Settings,
+    config: TrafficConfig,
     directory: Directory,
     families: Families,
     state: Mutex<State>,
@@ -55,10 +55,10 @@ struct Tally {
 }
 
 impl Traffic {
-    pub fn new(session: &str, settings: Settings, families: Families) -> Self {
+    pub fn new(session: &str, config: TrafficConfig, families: Families) -> Self {
         Self {
             session: session.to_owned(),
-            settings,
+            config,
             directory: Directory::default(),
             families,
             state: Mutex::new(State::default()),
@@ -174,12 +174,12 @@ impl Names<'_, '_> {
         }
         let traffic = self.traffic;
         let directory = &traffic.directory;
-        let source = End::of(directory.holder(src).as_ref(), traffic.settings.source);
-        let destination = End::of(directory.holder(dst).as_ref(), traffic.settings.destination);
+        let source = End::of(directory.holder(src).as_ref(), traffic.config.source);
+        let destination = End::of(directory.holder(dst).as_ref(), traffic.config.destination);
         let pair = (source, destination);
         let (source, destination) = if self.state.kept.contains(&pair) {
             pair
-        } else if self.state.kept.len() < traffic.settings.max_edges {
+        } else if self.state.kept.len() < traffic.config.max_edges {
             self.state.kept.insert(pair.clone());
             pair
         } else {

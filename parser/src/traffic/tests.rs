@@ -3,8 +3,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use testkit::batches::{CLIENT, SERVER, batch_of, origin};
 use testkit::frames;
 
+use super::config::EdgeContext;
 use super::directory::Holder;
-use super::settings::Context;
 use super::*;
 use crate::events::Pending;
 use crate::streams::Streams;
@@ -22,8 +22,8 @@ fn pod(namespace: &str, name: &str, workload: &str) -> Holder {
     }
 }
 
-fn traffic(settings: Settings) -> Traffic {
-    let traffic = Traffic::new("shop/capture", settings, Families::default());
+fn traffic(config: TrafficConfig) -> Traffic {
+    let traffic = Traffic::new("shop/capture", config, Families::default());
     traffic.directory.insert(IpAddr::V4(WEB), pod("shop", "web-1", "web"));
     traffic.directory.insert(IpAddr::V4(API), pod("shop", "api-1", "api"));
     traffic
@@ -80,7 +80,7 @@ fn tcp(from: (Ipv4Addr, u16), to: (Ipv4Addr, u16), flags: u8, seq: u32, payload:
 
 #[test]
 fn an_http_exchange_counts_packets_bytes_a_connection_and_a_request_per_edge() {
-    let traffic = traffic(Settings::default());
+    let traffic = traffic(TrafficConfig::default());
     let (client, server) = ((WEB, 40000), (API, 8080));
     let request = frames::http_get("api", "/orders");
     let response = frames::http_response(503);
@@ -125,7 +125,7 @@ fn an_http_exchange_counts_packets_bytes_a_connection_and_a_request_per_edge() {
 
 #[test]
 fn dns_answers_count_by_response_code_and_unknown_addresses_are_external() {
-    let traffic = traffic(Settings::default());
+    let traffic = traffic(TrafficConfig::default());
     let query = frames::udp_ports(
         CLIENT,
         SERVER,
@@ -166,9 +166,9 @@ fn dns_answers_count_by_response_code_and_unknown_addresses_are_external() {
 
 #[test]
 fn edges_past_the_bound_fold_into_other_and_are_counted_once() {
-    let traffic = traffic(Settings {
+    let traffic = traffic(TrafficConfig {
         max_edges: 1,
-        ..Settings::default()
+        ..TrafficConfig::default()
     });
     let udp = |from, to| frames::udp_ports(CLIENT, SERVER, (from, 4000), (to, 9), b"x");
     observe(
@@ -200,10 +200,10 @@ fn a_new_series_is_scraped_at_zero_before_it_counts() {
 
 #[test]
 fn the_namespace_context_names_ends_by_namespace_only() {
-    let traffic = traffic(Settings {
-        source: Context::Namespace,
-        destination: Context::None,
-        ..Settings::default()
+    let traffic = traffic(TrafficConfig {
+        source: EdgeContext::Namespace,
+        destination: EdgeContext::None,
+        ..TrafficConfig::default()
     });
     observe(
         &traffic,

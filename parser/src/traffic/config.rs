@@ -6,7 +6,7 @@ use std::str::FromStr;
 /// What names one end of an edge (the CaptureSession's `EdgeContext`; the parser does not link
 /// the Kubernetes types for four words).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum Context {
+pub enum EdgeContext {
     #[default]
     Workload,
     Namespace,
@@ -14,7 +14,7 @@ pub enum Context {
     None,
 }
 
-impl FromStr for Context {
+impl FromStr for EdgeContext {
     type Err = String;
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
@@ -28,37 +28,37 @@ impl FromStr for Context {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Settings {
-    pub source: Context,
-    pub destination: Context,
+pub struct TrafficConfig {
+    pub source: EdgeContext,
+    pub destination: EdgeContext,
     /// Edges with series of their own; the rest fold into `other`.
     pub max_edges: usize,
 }
 
-impl Default for Settings {
+impl Default for TrafficConfig {
     fn default() -> Self {
         Self {
-            source: Context::Workload,
-            destination: Context::Workload,
+            source: EdgeContext::Workload,
+            destination: EdgeContext::Workload,
             max_edges: 1000,
         }
     }
 }
 
-impl FromStr for Settings {
+impl FromStr for TrafficConfig {
     type Err = String;
     /// `key=value` pairs separated by commas; keys left out keep their defaults.
     fn from_str(text: &str) -> Result<Self, Self::Err> {
-        let mut settings = Self::default();
+        let mut config = Self::default();
         for pair in text.split(',').map(str::trim).filter(|pair| !pair.is_empty()) {
             let (key, value) = pair
                 .split_once('=')
                 .ok_or_else(|| format!("{pair:?} is not key=value"))?;
             match key {
-                "source" => settings.source = value.parse()?,
-                "destination" => settings.destination = value.parse()?,
+                "source" => config.source = value.parse()?,
+                "destination" => config.destination = value.parse()?,
                 "max-edges" => {
-                    settings.max_edges = value
+                    config.max_edges = value
                         .parse()
                         .ok()
                         .filter(|edges| (1..=100_000).contains(edges))
@@ -67,7 +67,7 @@ impl FromStr for Settings {
                 other => return Err(format!("unknown key {other:?}: source, destination or max-edges")),
             }
         }
-        Ok(settings)
+        Ok(config)
     }
 }
 
@@ -77,22 +77,27 @@ mod tests {
 
     #[test]
     fn parses_what_the_operator_writes() {
-        let settings: Settings = "source=pod,destination=namespace,max-edges=10".parse().unwrap();
+        let config: TrafficConfig = "source=pod,destination=namespace,max-edges=10".parse().unwrap();
         assert_eq!(
-            settings,
-            Settings {
-                source: Context::Pod,
-                destination: Context::Namespace,
+            config,
+            TrafficConfig {
+                source: EdgeContext::Pod,
+                destination: EdgeContext::Namespace,
                 max_edges: 10
             }
         );
-        assert_eq!("".parse::<Settings>().unwrap(), Settings::default());
+        assert_eq!("".parse::<TrafficConfig>().unwrap(), TrafficConfig::default());
     }
 
     #[test]
     fn names_what_is_wrong() {
-        assert!("source=team".parse::<Settings>().unwrap_err().contains("team"));
-        assert!("max-edges=0".parse::<Settings>().unwrap_err().contains("max-edges"));
-        assert!("colour=red".parse::<Settings>().unwrap_err().contains("colour"));
+        assert!("source=team".parse::<TrafficConfig>().unwrap_err().contains("team"));
+        assert!(
+            "max-edges=0"
+                .parse::<TrafficConfig>()
+                .unwrap_err()
+                .contains("max-edges")
+        );
+        assert!("colour=red".parse::<TrafficConfig>().unwrap_err().contains("colour"));
     }
 }
