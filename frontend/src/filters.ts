@@ -1,19 +1,33 @@
 // The filters every data view shares, kept in the URL so that a view can be shared or bookmarked.
 
+import type { operations } from "./schema";
+
+/**
+ * The filter parameters every data route accepts, named by the API's OpenAPI document: the
+ * service map takes exactly them (the other routes add paging), so a filter added to or renamed
+ * in the API fails the type check here until the UI knows it.
+ */
+type ApiFilterKey = keyof NonNullable<operations["getServiceMap"]["parameters"]["query"]>;
+
 export const FILTER_KEYS = [
   "session",
   "since",
   "until",
   "namespace",
   "workload",
+  "pod",
+  "service",
   "src",
   "dst",
   "host",
   "port",
   "protocol",
   "q",
-] as const;
+] as const satisfies readonly ApiFilterKey[];
 export type FilterKey = (typeof FILTER_KEYS)[number];
+// Every filter of the API is listed above (a missing one makes this `never`, which fails).
+const everyApiFilterListed: [Exclude<ApiFilterKey, FilterKey>] extends [never] ? true : never = true;
+void everyApiFilterListed;
 export type Filters = Partial<Record<FilterKey, string>>;
 
 /** The filters present (and not blank) in a URL's query string. */

@@ -1,27 +1,20 @@
 import { useState } from "react";
-import { useQuery } from "@tanstack/react-query";
-import { getJson, type Session } from "../api";
 import type { FilterKey, Filters } from "../filters";
+import { useSessions } from "../queries";
 
 const FIELDS: { key: FilterKey; label: string; placeholder: string; width?: string }[] = [
   { key: "since", label: "Since", placeholder: "15m or 2026-11-27T10:00:00Z", width: "9rem" },
   { key: "until", label: "Until", placeholder: "now" , width: "9rem"},
   { key: "namespace", label: "Namespace", placeholder: "shop", width: "8rem" },
   { key: "workload", label: "Workload", placeholder: "shop/checkout", width: "9rem" },
+  { key: "pod", label: "Pod", placeholder: "shop/checkout-7d9f8-x2x7q", width: "9rem" },
+  { key: "service", label: "Service", placeholder: "shop/checkout", width: "9rem" },
   { key: "host", label: "Host", placeholder: "10.0.0.5 or 10.0.0.0/24" },
   { key: "src", label: "Source", placeholder: "address or network" },
   { key: "dst", label: "Destination", placeholder: "address or network" },
   { key: "port", label: "Port", placeholder: "443", width: "5rem" },
   { key: "protocol", label: "Protocol", placeholder: "tcp, dns, tls…", width: "7rem" },
 ];
-
-export function useSessions() {
-  return useQuery({
-    queryKey: ["sessions"],
-    queryFn: ({ signal }) => getJson<{ items: Session[] }>("/api/v1/sessions", signal),
-    refetchInterval: 5000,
-  });
-}
 
 /** The shared filters as a form; nothing is applied until the form is submitted. */
 export function FilterBar({

@@ -1,15 +1,9 @@
-import { useQuery } from "@tanstack/react-query";
-import { getJson, type WhoAmI as Identity } from "../api";
+import { useWhoAmI } from "../queries";
 import { requestToken } from "./TokenPrompt";
 
 /** Who the API takes this tab for: the Kubernetes user (groups on hover), or the token's name. */
 export function WhoAmI() {
-  const me = useQuery({
-    queryKey: ["whoami"],
-    queryFn: ({ signal }) => getJson<Identity>("/api/v1/whoami", signal),
-    staleTime: 60_000,
-    retry: false,
-  });
+  const me = useWhoAmI();
   if (!me.data) return null;
   return (
     <button

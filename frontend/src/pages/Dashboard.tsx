@@ -1,10 +1,9 @@
-import { useQuery } from "@tanstack/react-query";
 import { Area, AreaChart, Bar, BarChart, CartesianGrid, ResponsiveContainer, Tooltip, XAxis, YAxis } from "recharts";
-import { type Count, getJson, type Stats } from "../api";
+import type { Count } from "../api";
 import { FilterBar } from "../components/FilterBar";
 import { Empty, ErrorState, Loading } from "../components/States";
-import { apiQuery } from "../filters";
 import { formatBytes, formatCount } from "../format";
+import { useStats } from "../queries";
 import { useFilters } from "../useFilters";
 
 function TopList({ title, counts }: { title: string; counts: Count[] }) {
@@ -40,11 +39,7 @@ function TopList({ title, counts }: { title: string; counts: Count[] }) {
 export function Dashboard() {
   const [filters, setFilters] = useFilters();
   const range = { ...filters, since: filters.since ?? "1h" };
-  const stats = useQuery({
-    queryKey: ["stats", range],
-    queryFn: ({ signal }) => getJson<Stats>(`/api/v1/stats?${apiQuery(range)}`, signal),
-    refetchInterval: 5000,
-  });
+  const stats = useStats(range);
   const timeline =
     stats.data?.timeline.map((b) => ({
       time: new Date(b.start).toLocaleTimeString(),

@@ -1,11 +1,11 @@
 import type { ReactNode } from "react";
 import { useSearchParams } from "react-router-dom";
-import { useInfiniteQuery } from "@tanstack/react-query";
-import { type DnsEvent, type EventEndpoints, getJson, type HttpEvent, type Page, type TlsEvent } from "../api";
+import type { DnsEvent, EventEndpoints, HttpEvent, TlsEvent } from "../api";
 import { FilterBar } from "../components/FilterBar";
+import { LoadMore } from "../components/LoadMore";
 import { Empty, ErrorState, Loading } from "../components/States";
-import { apiQuery } from "../filters";
 import { endpoint, formatMillis, formatTime } from "../format";
+import { useEvents } from "../queries";
 import { useFilters } from "../useFilters";
 
 // One tab per protocol, as Zeek's dns.log, http.log and ssl.log: each row one exchange. HTTP
@@ -23,24 +23,14 @@ export function Events() {
   const [search, setSearch] = useSearchParams();
   const chosen = TABS.find((t) => t.key === search.get("tab")) ?? TABS[0];
   const tab: Tab = chosen.key;
-  const events = useInfiniteQuery({
-    queryKey: ["events", tab, filters],
-    queryFn: ({ pageParam, signal }) =>
-      getJson<Page<DnsEvent | HttpEvent | TlsEvent>>(
-        `/api/v1/events/${chosen.route}?${apiQuery(filters, { limit: 200, cursor: pageParam, protocol: chosen.protocol })}`,
-        signal,
-      ),
-    initialPageParam: undefined as string | undefined,
-    getNextPageParam: (last) => last.next_cursor ?? undefined,
-    refetchInterval: 10_000,
-  });
+  const events = useEvents(chosen.route, chosen.protocol, filters);
   const choose = (key: Tab) =>
     setSearch((current) => {
       const next = new URLSearchParams(current);
       next.set("tab", key);
       return next;
     });
-  const rows = events.data?.pages.flatMap((p) => p.items) ?? [];
+  const rows = events.rows;
   return (
     <section aria-labelledby="events-title">
       <h1 id="events-title" className="visually-hidden">
@@ -75,11 +65,7 @@ export function Events() {
         {rows.length > 0 && tab === "grpc" && <EventTable rows={rows as HttpEvent[]} columns={GRPC_COLUMNS} />}
         {rows.length > 0 && tab === "tls" && <EventTable rows={rows as TlsEvent[]} columns={TLS_COLUMNS} />}
       </div>
-      {events.hasNextPage && (
-        <button type="button" onClick={() => void events.fetchNextPage()} disabled={events.isFetchingNextPage}>
-          {events.isFetchingNextPage ? "Loading…" : "Load more events"}
-        </button>
-      )}
+      <LoadMore list={events} what="events" />
     </section>
   );
 }

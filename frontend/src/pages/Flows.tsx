@@ -1,37 +1,30 @@
 import { Link, useSearchParams } from "react-router-dom";
-import { useInfiniteQuery } from "@tanstack/react-query";
-import { type Flow, getJson, type Page } from "../api";
 import { FilterBar } from "../components/FilterBar";
+import { LoadMore } from "../components/LoadMore";
 import { Empty, ErrorState, Loading } from "../components/States";
 import { apiQuery } from "../filters";
 import { endpoint, formatBytes, formatCount, formatTime, namedEndpoint } from "../format";
+import { type FlowSort, useFlows } from "../queries";
 import { useFilters } from "../useFilters";
 
-const SORTS = [
+const SORTS: { key: FlowSort; label: string }[] = [
   { key: "last_seen", label: "Last seen" },
   { key: "bytes", label: "Bytes" },
   { key: "packets", label: "Packets" },
-] as const;
+];
 
 export function Flows() {
   const [filters, setFilters] = useFilters();
   const [search, setSearch] = useSearchParams();
-  const sort = search.get("sort") ?? "last_seen";
-  const flows = useInfiniteQuery({
-    queryKey: ["flows", filters, sort],
-    queryFn: ({ pageParam, signal }) =>
-      getJson<Page<Flow>>(`/api/v1/flows?${apiQuery(filters, { sort, limit: 200, cursor: pageParam })}`, signal),
-    initialPageParam: undefined as string | undefined,
-    getNextPageParam: (last) => last.next_cursor ?? undefined,
-    refetchInterval: 10_000,
-  });
-  const setSort = (key: string) =>
+  const sort = SORTS.find((s) => s.key === search.get("sort"))?.key ?? "last_seen";
+  const flows = useFlows(filters, sort);
+  const setSort = (key: FlowSort) =>
     setSearch((current) => {
       const next = new URLSearchParams(current);
       next.set("sort", key);
       return next;
     });
-  const rows = flows.data?.pages.flatMap((p) => p.items) ?? [];
+  const rows = flows.rows;
   return (
     <section aria-labelledby="flows-title">
       <h1 id="flows-title" className="visually-hidden">
@@ -92,11 +85,7 @@ export function Flows() {
           </tbody>
         </table>
       )}
-      {flows.hasNextPage && (
-        <button type="button" onClick={() => void flows.fetchNextPage()} disabled={flows.isFetchingNextPage}>
-          {flows.isFetchingNextPage ? "Loading…" : "Load more flows"}
-        </button>
-      )}
+      <LoadMore list={flows} what="flows" />
     </section>
   );
 }

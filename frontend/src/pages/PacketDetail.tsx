@@ -1,9 +1,8 @@
-import { useQuery } from "@tanstack/react-query";
-import { getJson, type PacketDetail } from "../api";
-import { ErrorState, Loading } from "../components/States";
 import type { Endpoint } from "../api";
+import { ErrorState, Loading } from "../components/States";
 import { endpoint, endpointName, formatTime, hexDump } from "../format";
 import { layerTree, type TreeNode } from "../layers";
+import { usePacketDetail } from "../queries";
 
 function Tree({ nodes }: { nodes: TreeNode[] }) {
   return (
@@ -27,10 +26,7 @@ function Tree({ nodes }: { nodes: TreeNode[] }) {
 }
 
 export function PacketDetailPane({ id, onClose }: { id: number; onClose: () => void }) {
-  const detail = useQuery({
-    queryKey: ["packet", id],
-    queryFn: ({ signal }) => getJson<PacketDetail>(`/api/v1/packets/${id}`, signal),
-  });
+  const detail = usePacketDetail(id);
   return (
     <aside className="detail" aria-label={`Packet ${id}`}>
       <div className="toolbar">

@@ -1,16 +1,16 @@
-import { useCallback, useEffect, useRef, useState } from "react";
+import { useCallback, useEffect, useRef } from "react";
 import { useSearchParams } from "react-router-dom";
 import { useVirtualizer } from "@tanstack/react-virtual";
-import { getJson, type Packet, type Page, withToken } from "../api";
+import { withToken } from "../api";
 import { FilterBar } from "../components/FilterBar";
 import { Empty, ErrorState } from "../components/States";
 import { apiQuery, type Filters, splitSession } from "../filters";
 import { endpoint, formatTcpFlags, formatTime, namedEndpoint } from "../format";
-import { mergePackets } from "../live";
+import { MAX_ROWS } from "../live";
+import { usePackets } from "../queries";
 import { useFilters } from "../useFilters";
 import { PacketDetailPane } from "./PacketDetail";
 
-const PAGE = 500;
 const ROW_HEIGHT = 28;
 
 export function Packets() {
@@ -66,60 +66,10 @@ function PacketList({
   selected: number | null;
   onSelect: (id: number) => void;
 }) {
-  const [rows, setRows] = useState<Packet[]>([]);
-  const [cursor, setCursor] = useState<string | null>(null);
-  const [loading, setLoading] = useState(true);
-  const [error, setError] = useState<unknown>(null);
-  const [live, setLive] = useState(true);
-  const [waiting, setWaiting] = useState(0);
-  const buffer = useRef<Packet[]>([]);
-  const liveRef = useRef(live);
-  liveRef.current = live;
-
-  const loadPage = useCallback(
-    async (from: string | null) => {
-      setLoading(true);
-      try {
-        const page = await getJson<Page<Packet>>(
-          `/api/v1/packets?${apiQuery(filters, { limit: PAGE, cursor: from ?? undefined })}`,
-        );
-        setRows((current) => mergePackets(current, page.items));
-        setCursor(page.next_cursor);
-        setError(null);
-      } catch (e) {
-        setError(e);
-      } finally {
-        setLoading(false);
-      }
-    },
-    [filters],
-  );
-
-  useEffect(() => {
-    void loadPage(null);
-  }, [loadPage]);
-
-  // New packets of the session as they are stored; paused: kept aside and counted.
-  useEffect(() => {
-    if (!filters.session) return;
-    const source = new EventSource(withToken(`/api/v1/stream?${apiQuery(filters)}`));
-    source.addEventListener("packet", (event) => {
-      const packet = JSON.parse((event as MessageEvent).data) as Packet;
-      if (liveRef.current) setRows((current) => mergePackets(current, [packet]));
-      else {
-        buffer.current.push(packet);
-        setWaiting(buffer.current.length);
-      }
-    });
-    return () => source.close();
-  }, [filters]);
-
-  const resume = () => {
-    setRows((current) => mergePackets(current, buffer.current));
-    buffer.current = [];
-    setWaiting(0);
-    setLive(true);
-  };
+  const { history, rows, live, waiting, pause, resume } = usePackets(filters);
+  const loading = history.isFetching;
+  const older = history.hasNextPage;
+  const loadOlder = history.fetchNextPage;
 
   const scroller = useRef<HTMLDivElement>(null);
   const virtualizer = useVirtualizer({
@@ -130,10 +80,11 @@ function PacketList({
   });
   const items = virtualizer.getVirtualItems();
   const last = items[items.length - 1];
-  // Scrolled to the end of what is loaded: page further back into history.
+  // Scrolled to the end of what is loaded: page further back into history, up to the most rows
+  // the view keeps.
   useEffect(() => {
-    if (last && last.index >= rows.length - 1 && cursor && !loading) void loadPage(cursor);
-  }, [last, rows.length, cursor, loading, loadPage]);
+    if (last && last.index >= rows.length - 1 && older && !loading && rows.length < MAX_ROWS) void loadOlder();
+  }, [last, rows.length, older, loading, loadOlder]);
 
   const move = (delta: number) => {
     const index = rows.findIndex((p) => p.id === selected);
@@ -144,13 +95,13 @@ function PacketList({
     }
   };
 
-  if (error && rows.length === 0) return <ErrorState error={error} />;
+  if (history.isError && rows.length === 0) return <ErrorState error={history.error} />;
   return (
     <div className="packet-list">
       <div className="toolbar">
         {filters.session &&
           (live ? (
-            <button type="button" onClick={() => setLive(false)} aria-pressed="true">
+            <button type="button" onClick={pause} aria-pressed="true">
               ❚❚ Pause live
             </button>
           ) : (
@@ -159,11 +110,11 @@ function PacketList({
             </button>
           ))}
         <span role="status" aria-live="polite" className="hint">
-          {rows.length} packets{cursor ? ", scroll down for older" : ""}
+          {rows.length} packets{older ? ", scroll down for older" : ""}
           {loading ? " · loading…" : ""}
         </span>
-        {cursor && (
-          <button type="button" onClick={() => void loadPage(cursor)} disabled={loading}>
+        {older && (
+          <button type="button" onClick={() => void loadOlder()} disabled={loading}>
             Load older
           </button>
         )}

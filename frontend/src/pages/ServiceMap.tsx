@@ -1,10 +1,10 @@
-import { useQuery } from "@tanstack/react-query";
 import { Link } from "react-router-dom";
-import { getJson, type MapEdge, type MapNode, type ServiceMap as ServiceMapData } from "../api";
+import type { MapEdge, MapNode } from "../api";
 import { FilterBar } from "../components/FilterBar";
 import { Empty, ErrorState, Loading } from "../components/States";
-import { apiQuery, filtersToSearch } from "../filters";
+import { filtersToSearch } from "../filters";
 import { formatBytes, formatCount } from "../format";
+import { useServiceMap } from "../queries";
 import { useFilters } from "../useFilters";
 
 // Who talks to whom, by workload (and Service, node, DNS name, address), as Hubble's service map:
@@ -15,11 +15,7 @@ const SIZE = 560;
 
 export function ServiceMap() {
   const [filters, setFilters] = useFilters();
-  const map = useQuery({
-    queryKey: ["service-map", filters],
-    queryFn: ({ signal }) => getJson<ServiceMapData>(`/api/v1/service-map?${apiQuery(filters)}`, signal),
-    refetchInterval: 10_000,
-  });
+  const map = useServiceMap(filters);
   return (
     <section aria-labelledby="map-title">
       <h1 id="map-title" className="visually-hidden">

@@ -1,18 +1,13 @@
 import { Link, useParams } from "react-router-dom";
-import { useQuery } from "@tanstack/react-query";
-import { getJson, type Session, withToken } from "../api";
+import { withToken } from "../api";
 import { ErrorState, Loading } from "../components/States";
 import { formatCount } from "../format";
+import { useSession } from "../queries";
 import { PhaseBadge } from "./Sessions";
 
 export function SessionDetail() {
   const { namespace = "", name = "" } = useParams();
-  const session = useQuery({
-    queryKey: ["session", namespace, name],
-    queryFn: ({ signal }) =>
-      getJson<Session>(`/api/v1/sessions/${encodeURIComponent(namespace)}/${encodeURIComponent(name)}`, signal),
-    refetchInterval: 5000,
-  });
+  const session = useSession(namespace, name);
   if (session.isPending) return <Loading what="the session" />;
   if (session.isError) return <ErrorState error={session.error} />;
   const s = session.data;

@@ -1,7 +1,7 @@
 import { Link } from "react-router-dom";
 import type { Session } from "../api";
 import { Empty, ErrorState, Loading } from "../components/States";
-import { useSessions } from "../components/FilterBar";
+import { useSessions } from "../queries";
 import { formatCount } from "../format";
 
 export function PhaseBadge({ session }: { session: Session }) {
