@@ -20,7 +20,7 @@ Command: \`bash bench/streams.sh $flows $rounds\` on $(nproc) cores, $(date -u +
 $(value flows) connections each send a SYN, a 1.9 KB ClientHello in two segments (1448 bytes, then the rest) and
 three ACKs ($(value packets) packets); every connection gets its first segment before any gets its second, so all
 $(value flows) streams hold an unfinished hello at once. Per packet: the parser's dissection alone, and with the
-TCP payload fed to its stream in a table keyed by both endpoints (what parser/src/streams.rs adds).
+TCP payload fed to its stream in a table keyed by both endpoints (what parser/src/streams/mod.rs adds).
 
 | | ns per packet |
 |---|---|

@@ -4,7 +4,7 @@
 //! `FLOWS` connections each send a SYN, a ClientHello of ~1.9 KB in two segments (as browsers'
 //! post-quantum hellos go), and three ACKs. All connections are opened and given their first
 //! segment before any gets its second, so that `FLOWS` streams hold an unfinished hello at once.
-//! The table is a std HashMap keyed by both endpoints, as the parser's (parser/src/streams.rs).
+//! The table is a std HashMap keyed by both endpoints, as the parser's (parser/src/streams/mod.rs).
 //!
 //! Usage: cargo run --release -p dissect --example stream_cost [flows, default 10000] [rounds, default 5]
 

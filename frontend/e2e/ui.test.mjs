@@ -105,6 +105,23 @@ test("packets filter through the URL, page into history and open as a layer tree
   await shot("packets");
 });
 
+test("new packets arrive live; paused, they wait and are counted, and resume adds them", async () => {
+  await page.goto(`${base}/packets?session=${q}`);
+  await page.locator(".rows [role=row]").first().waitFor();
+  const status = page.locator(".packet-list [role=status]");
+  const shown = async () => Number((await status.innerText()).match(/^(\d+) packets/)?.[1] ?? NaN);
+  const deadline = { timeout: 60_000 };
+  // The demo keeps talking: rows come from the stream, not from a reload.
+  const before = await shown();
+  await page.waitForFunction((n) => Number(globalThis.document.querySelector(".packet-list [role=status]")?.textContent?.match(/^(\d+)/)?.[1]) > n, before, deadline);
+  await page.getByRole("button", { name: "❚❚ Pause live" }).click();
+  const paused = await shown();
+  await page.getByRole("button", { name: /^▶ Resume live \(\d+ new\)$/ }).waitFor(deadline);
+  assert.equal(await shown(), paused, "paused: the list holds still");
+  await page.getByRole("button", { name: /^▶ Resume live/ }).click();
+  await page.waitForFunction((n) => Number(globalThis.document.querySelector(".packet-list [role=status]")?.textContent?.match(/^(\d+)/)?.[1]) > n, paused, deadline);
+});
+
 test("the pcap download of the current filter is a pcap file", async () => {
   await page.goto(`${base}/packets?session=${q}&protocol=dns`);
   const [download] = await Promise.all([

@@ -18,7 +18,7 @@ use kube::{Api, ResourceExt};
 use serde_json::json;
 
 use crate::context::Context;
-use crate::decide::{Decision, NodeLabels, Sniffers, TargetChildren};
+use crate::decide::{Children, Decision, NodeLabels, Scale, Sniffers, TargetChildren};
 use crate::error::Error;
 use crate::names::{self, FIELD_MANAGER};
 use crate::observe::{Now, Observed};
@@ -33,8 +33,32 @@ pub async fn apply(
 ) -> Result<(), Error> {
     let namespace = session.namespace().ok_or(Error::Incomplete)?;
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
-    let children = &decision.children;
+    apply_children(session, &namespace, &decision.children, &ssa, context).await?;
+    if let Some(scale) = &decision.scale {
+        apply_scale(session, &namespace, scale, context).await?;
+    }
+    if let Some(uid) = session.uid() {
+        context.windows.put(uid, decision.window.clone());
+    }
+    for event in &decision.events {
+        let type_ = if event.warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        };
+        context.event(session, type_, event.reason, event.message.clone()).await;
+    }
+    write_status(session, &namespace, decision, observed, now, &ssa, context).await
+}
 
+/// Steps 1 to 4: the queue, then each child in the order the pods need them.
+async fn apply_children(
+    session: &CaptureSession,
+    namespace: &str,
+    children: &Children,
+    ssa: &PatchParams,
+    context: &Context,
+) -> Result<(), Error> {
     if children.queue {
         let queue = session.queue_name().ok_or(Error::Incomplete)?;
         context
@@ -44,41 +68,23 @@ pub async fn apply(
             .map_err(|source| Error::DeclareQueue { name: queue, source })?;
     }
     if let Some(secret) = &children.secret {
-        let secrets: Api<Secret> = Api::namespaced(context.client.clone(), &namespace);
+        let secrets: Api<Secret> = Api::namespaced(context.client.clone(), namespace);
         let name = secret.name_any();
         secrets
-            .patch(&name, &ssa, &Patch::Apply(secret))
+            .patch(&name, ssa, &Patch::Apply(secret))
             .await
             .map_err(|source| Error::ApplySecret { name, source })?;
     }
     if let Some(targets) = &children.targets {
-        apply_targets(&namespace, targets, &ssa, context).await?;
+        apply_targets(namespace, targets, ssa, context).await?;
     }
     label_nodes(session, &children.node_labels, context).await?;
-    let daemonsets: Api<DaemonSet> = Api::namespaced(context.client.clone(), &namespace);
-    match &children.sniffers {
-        Sniffers::Untouched => {}
-        Sniffers::Apply(daemonset) => {
-            let name = daemonset.name_any();
-            daemonsets
-                .patch(&name, &ssa, &Patch::Apply(daemonset.as_ref()))
-                .await
-                .map_err(|source| Error::ApplyDaemonSet { name, source })?;
-        }
-        Sniffers::Remove => {
-            let name = names::sniffer_name(session);
-            match daemonsets.delete(&name, &Default::default()).await {
-                Ok(_) => {}
-                Err(kube::Error::Api(status)) if status.code == 404 => {}
-                Err(source) => return Err(Error::DeleteDaemonSet { name, source }),
-            }
-        }
-    }
-    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    apply_sniffers(session, namespace, &children.sniffers, ssa, context).await?;
     if let Some(deployment) = &children.parsers {
+        let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
         let name = deployment.name_any();
         deployments
-            .patch(&name, &ssa, &Patch::Apply(deployment))
+            .patch(&name, ssa, &Patch::Apply(deployment))
             .await
             .map_err(|source| Error::ApplyDeployment { name, source })?;
     }
@@ -86,46 +92,80 @@ pub async fn apply(
         let gvk = kube::core::GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject");
         let resource = kube::discovery::ApiResource::from_gvk(&gvk);
         let scaled_objects: Api<kube::core::DynamicObject> =
-            Api::namespaced_with(context.client.clone(), &namespace, &resource);
+            Api::namespaced_with(context.client.clone(), namespace, &resource);
         let name = names::parser_name(session);
         scaled_objects
-            .patch(&name, &ssa, &Patch::Apply(scaled))
+            .patch(&name, ssa, &Patch::Apply(scaled))
             .await
             .map_err(|source| Error::ApplyScaledObject { name, source })?;
     }
-    if let Some(scale) = &decision.scale {
-        let name = names::parser_name(session);
-        let replicas = json!({"spec": {"replicas": scale.to}});
-        deployments
-            .patch_scale(&name, &PatchParams::default(), &Patch::Merge(&replicas))
-            .await
-            .map_err(|source| Error::ScaleDeployment {
-                name: name.clone(),
-                replicas: scale.to,
-                source,
-            })?;
-        tracing::info!(session = %session.name_any(), from = scale.from, to = scale.to, "scaled the parsers");
-    }
-    if let Some(uid) = session.uid() {
-        context.windows.put(uid, decision.window.clone());
-    }
-    for note in &decision.events {
-        let type_ = if note.warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        };
-        context.event(session, type_, note.reason, note.message.clone()).await;
-    }
+    Ok(())
+}
 
+async fn apply_sniffers(
+    session: &CaptureSession,
+    namespace: &str,
+    sniffers: &Sniffers,
+    ssa: &PatchParams,
+    context: &Context,
+) -> Result<(), Error> {
+    let daemonsets: Api<DaemonSet> = Api::namespaced(context.client.clone(), namespace);
+    match sniffers {
+        Sniffers::Untouched => Ok(()),
+        Sniffers::Apply(daemonset) => {
+            let name = daemonset.name_any();
+            daemonsets
+                .patch(&name, ssa, &Patch::Apply(daemonset.as_ref()))
+                .await
+                .map_err(|source| Error::ApplyDaemonSet { name, source })?;
+            Ok(())
+        }
+        Sniffers::Remove => {
+            let name = names::sniffer_name(session);
+            match daemonsets.delete(&name, &Default::default()).await {
+                Ok(_) => Ok(()),
+                Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+                Err(source) => Err(Error::DeleteDaemonSet { name, source }),
+            }
+        }
+    }
+}
+
+/// Step 5: the autoscaler owns the parsers' count, so it goes through the scale subresource.
+async fn apply_scale(session: &CaptureSession, namespace: &str, scale: &Scale, context: &Context) -> Result<(), Error> {
+    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), namespace);
+    let name = names::parser_name(session);
+    let replicas = json!({"spec": {"replicas": scale.to}});
+    deployments
+        .patch_scale(&name, &PatchParams::default(), &Patch::Merge(&replicas))
+        .await
+        .map_err(|source| Error::ScaleDeployment {
+            name: name.clone(),
+            replicas: scale.to,
+            source,
+        })?;
+    tracing::info!(session = %session.name_any(), from = scale.from, to = scale.to, "scaled the parsers");
+    Ok(())
+}
+
+/// Step 7: the status, once and only when it changed, and the sessions mirror.
+async fn write_status(
+    session: &CaptureSession,
+    namespace: &str,
+    decision: &Decision,
+    observed: &Observed,
+    now: Now,
+    ssa: &PatchParams,
+    context: &Context,
+) -> Result<(), Error> {
     let now = Time(now.wall);
     let next = status::next(session, decision, observed.counts.as_ref(), &now);
     if status::changed(session.status.as_ref(), &next) {
-        let sessions: Api<CaptureSession> = Api::namespaced(context.client.clone(), &namespace);
+        let sessions: Api<CaptureSession> = Api::namespaced(context.client.clone(), namespace);
         let patch = json!({"apiVersion": "trawl.dev/v1alpha1", "kind": "CaptureSession", "status": next});
         let name = session.name_any();
         sessions
-            .patch_status(&name, &ssa, &Patch::Apply(&patch))
+            .patch_status(&name, ssa, &Patch::Apply(&patch))
             .await
             .map_err(|source| Error::WriteStatus { name, source })?;
     }

@@ -15,12 +15,10 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use testkit::netns::TestNetwork;
 use testkit::process::Service;
 use testkit::wait_until;
 
@@ -106,15 +104,7 @@ fn tshark_exchanges(pcap: &std::path::Path) -> BTreeMap<(u16, u32), Exchange> {
 
 #[tokio::test]
 async fn http2_and_grpc_from_real_clients_agree_with_tshark() {
-    let network = TestNetwork::create();
-    common::run(Command::new("ip").args(["addr", "add", &format!("{SERVER}/24"), "dev", &network.host_interface]));
-    common::run(common::in_namespace(&network, "ip").args([
-        "addr",
-        "add",
-        &format!("{CLIENT}/24"),
-        "dev",
-        &network.inner_interface,
-    ]));
+    let network = common::addressed_network(SERVER, CLIENT);
     let dir = std::env::temp_dir().join(format!("trawl-http2-clients-{}", testkit::unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     std::fs::write(dir.join("index.html"), "<p>hello over h2c</p>\n").unwrap();
@@ -143,18 +133,7 @@ async fn http2_and_grpc_from_real_clients_agree_with_tshark() {
     }
 
     let pcap = dir.join("http2.pcap");
-    let mut tcpdump = Command::new("tcpdump")
-        .args(["-i", &network.host_interface, "-s", "0", "-U", "-n", "-Z", "root", "-w"])
-        .arg(&pcap)
-        .arg("tcp")
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tcpdump (apt: tcpdump)");
-    let mut listening = String::new();
-    BufReader::new(tcpdump.stderr.take().unwrap())
-        .read_line(&mut listening)
-        .unwrap();
-    assert!(listening.contains("listening on"), "tcpdump: {listening}");
+    let tcpdump = common::Tcpdump::start(&network.host_interface, 0, &pcap, &["tcp"]);
 
     let curl = |args: &[&str]| {
         let mut command = common::in_namespace(&network, "curl");
@@ -195,8 +174,7 @@ async fn http2_and_grpc_from_real_clients_agree_with_tshark() {
         },
     )
     .await;
-    common::run(Command::new("kill").args(["-INT", &tcpdump.id().to_string()]));
-    tcpdump.wait().unwrap();
+    tcpdump.stop();
     drop((nghttpd, grpc_server));
 
     let theirs = tshark_exchanges(&pcap);

@@ -20,7 +20,6 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use testkit::netns::TestNetwork;
 use testkit::{frames, wait_until};
 
 const SERVER: &str = "10.213.0.1";
@@ -41,15 +40,7 @@ const ONLY_TSHARK: [(&str, &str); 0] = [];
 
 #[tokio::test]
 async fn names_from_real_clients_agree_with_tshark() {
-    let network = TestNetwork::create();
-    common::run(Command::new("ip").args(["addr", "add", &format!("{SERVER}/24"), "dev", &network.host_interface]));
-    common::run(common::in_namespace(&network, "ip").args([
-        "addr",
-        "add",
-        &format!("{CLIENT}/24"),
-        "dev",
-        &network.inner_interface,
-    ]));
+    let network = common::addressed_network(SERVER, CLIENT);
     let dir = std::env::temp_dir().join(format!("trawl-real-clients-{}", testkit::unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
     common::run(
@@ -87,27 +78,7 @@ async fn names_from_real_clients_agree_with_tshark() {
     assert_eq!(ready.trim(), "ready", "the servers did not start");
 
     let pcap = dir.join("clients.pcap");
-    let mut tcpdump = Command::new("tcpdump")
-        .args([
-            "-i",
-            &network.host_interface,
-            "-s",
-            "1024",
-            "-U",
-            "-n",
-            "-Z",
-            "root",
-            "-w",
-        ])
-        .arg(&pcap)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tcpdump (apt: tcpdump)");
-    let mut listening = String::new();
-    BufReader::new(tcpdump.stderr.take().unwrap())
-        .read_line(&mut listening)
-        .unwrap();
-    assert!(listening.contains("listening on"), "tcpdump: {listening}");
+    let tcpdump = common::Tcpdump::start(&network.host_interface, 1024, &pcap, &[]);
 
     let dig = |args: &[&str]| {
         common::run(
@@ -174,8 +145,7 @@ async fn names_from_real_clients_agree_with_tshark() {
         async move { (tagged >= 2).then_some(()) }
     })
     .await;
-    common::run(Command::new("kill").args(["-INT", &tcpdump.id().to_string()]));
-    tcpdump.wait().unwrap();
+    tcpdump.stop();
     servers.kill().unwrap();
     servers.wait().unwrap();
 

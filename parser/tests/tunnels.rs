@@ -11,13 +11,11 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::net::Ipv4Addr;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use testkit::frames;
-use testkit::netns::TestNetwork;
 use testkit::process::Service;
 use testkit::wait_until;
 
@@ -151,26 +149,8 @@ fn over_ip(protocol: u8, transport: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn tunnelled_packets_agree_with_tshark() {
-    let network = TestNetwork::create();
-    let in_namespace = |program: &str| {
-        let mut command = Command::new("ip");
-        command.args(["netns", "exec", &network.namespace, program]);
-        command
-    };
-    common::run(Command::new("ip").args([
-        "addr",
-        "add",
-        &format!("{HOST_UNDERLAY}/24"),
-        "dev",
-        &network.host_interface,
-    ]));
-    common::run(in_namespace("ip").args([
-        "addr",
-        "add",
-        &format!("{POD_UNDERLAY}/24"),
-        "dev",
-        &network.inner_interface,
-    ]));
+    let network = common::addressed_network(HOST_UNDERLAY, POD_UNDERLAY);
+    let in_namespace = |program: &str| common::in_namespace(&network, program);
     let device = HostDevice(format!("tvx{}", &testkit::unique_suffix()[..8]));
     let vxlan = |local: &str, remote: &str, dev: &str| {
         [
@@ -209,18 +189,7 @@ async fn tunnelled_packets_agree_with_tshark() {
     .await;
 
     let pcap = dir.join("vxlan.pcap");
-    let mut tcpdump = Command::new("tcpdump")
-        .args(["-i", &network.host_interface, "-s", "0", "-U", "-n", "-Z", "root", "-w"])
-        .arg(&pcap)
-        .args(["udp", "port", "4789"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start tcpdump (apt: tcpdump)");
-    let mut listening = String::new();
-    BufReader::new(tcpdump.stderr.take().unwrap())
-        .read_line(&mut listening)
-        .unwrap();
-    assert!(listening.contains("listening on"), "tcpdump: {listening}");
+    let tcpdump = common::Tcpdump::start(&network.host_interface, 0, &pcap, &["udp", "port", "4789"]);
     let page = common::run(
         in_namespace("curl")
             .args(["-sS", "-m", "10", "-H", "Host: overlay.example"])
@@ -232,8 +201,7 @@ async fn tunnelled_packets_agree_with_tshark() {
         async move { written.windows(18).any(|w| w == b"through the tunnel").then_some(()) }
     })
     .await;
-    common::run(Command::new("kill").args(["-INT", &tcpdump.id().to_string()]));
-    tcpdump.wait().unwrap();
+    tcpdump.stop();
     drop(server);
 
     let captured = testkit::pcap::read(&pcap).unwrap();

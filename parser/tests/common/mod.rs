@@ -38,6 +38,68 @@ pub fn in_namespace(network: &testkit::netns::TestNetwork, program: &str) -> Com
     command
 }
 
+/// The test's veth pair, `host_address` (a /24) on the host's end and `inner_address` on the
+/// namespace's.
+#[allow(dead_code)]
+pub fn addressed_network(host_address: &str, inner_address: &str) -> testkit::netns::TestNetwork {
+    let network = testkit::netns::TestNetwork::create();
+    run(Command::new("ip").args([
+        "addr",
+        "add",
+        &format!("{host_address}/24"),
+        "dev",
+        &network.host_interface,
+    ]));
+    run(in_namespace(&network, "ip").args([
+        "addr",
+        "add",
+        &format!("{inner_address}/24"),
+        "dev",
+        &network.inner_interface,
+    ]));
+    network
+}
+
+/// tcpdump writing an interface's packets to a pcap as they come (`-U`), started once it
+/// listens; `stop` ends it with SIGINT, as Ctrl-C would, so the file is complete.
+#[allow(dead_code)]
+pub struct Tcpdump(std::process::Child);
+
+#[allow(dead_code)]
+impl Tcpdump {
+    pub fn start(interface: &str, snaplen: u32, pcap: &Path, filter: &[&str]) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new("tcpdump")
+            .args([
+                "-i",
+                interface,
+                "-s",
+                &snaplen.to_string(),
+                "-U",
+                "-n",
+                "-Z",
+                "root",
+                "-w",
+            ])
+            .arg(pcap)
+            .args(filter)
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("start tcpdump (apt: tcpdump)");
+        let mut listening = String::new();
+        BufReader::new(child.stderr.take().unwrap())
+            .read_line(&mut listening)
+            .unwrap();
+        assert!(listening.contains("listening on"), "tcpdump: {listening}");
+        Self(child)
+    }
+
+    pub fn stop(mut self) {
+        run(Command::new("kill").args(["-INT", &self.0.id().to_string()]));
+        self.0.wait().unwrap();
+    }
+}
+
 /// One packet as both sides describe it (for ARP, the sender and target protocol addresses).
 pub type Row = [String; 6];
 

@@ -162,36 +162,47 @@ pub fn decide(session: &CaptureSession, observed: &Observed, now: Now, config: &
         Duration::from_secs(30)
     };
     if session.spec.suspend {
-        decision.phase = Phase::Suspended;
-        decision.conditions = conditions::kstatus_done(
-            "Suspended",
-            "capture suspended: no sniffers; the queue and stored data are kept".into(),
-        );
-        decision.requeue = Some(requeue);
-        return decision;
+        return suspended(decision, requeue);
     }
     if ending.finished {
-        let message = format!(
-            "capture ended; parsers are storing the {} batches left in the queue",
-            observed.backlog.unwrap_or(0)
-        );
-        decision.phase = Phase::Draining;
-        decision.conditions = conditions::kstatus(false, None, &message);
-        decision.requeue = Some(Duration::from_secs(5));
-        return decision;
+        return draining(decision, observed);
     }
     readiness(session, observed, sniffers.as_ref(), desired, &mut decision);
-    // Wake up for the autoscaler and for the end of the capture, whichever comes first.
+    decision.requeue = Some(wake_up(&ending, now, requeue));
+    decision
+}
+
+fn suspended(mut decision: Decision, requeue: Duration) -> Decision {
+    decision.phase = Phase::Suspended;
+    decision.conditions = conditions::kstatus_done(
+        "Suspended",
+        "capture suspended: no sniffers; the queue and stored data are kept".into(),
+    );
+    decision.requeue = Some(requeue);
+    decision
+}
+
+/// The capture ended: the parsers store what is left in the queue.
+fn draining(mut decision: Decision, observed: &Observed) -> Decision {
+    let message = format!(
+        "capture ended; parsers are storing the {} batches left in the queue",
+        observed.backlog.unwrap_or(0)
+    );
+    decision.phase = Phase::Draining;
+    decision.conditions = conditions::kstatus(false, None, &message);
+    decision.requeue = Some(Duration::from_secs(5));
+    decision
+}
+
+/// Wake up for the autoscaler and for the end of the capture, whichever comes first.
+fn wake_up(ending: &Ending, now: Now, requeue: Duration) -> Duration {
     let until_deadline = ending
         .deadline
         .map(|deadline| deadline.duration_since(now.wall))
         .and_then(|span| Duration::try_from(span).ok());
-    decision.requeue = Some(
-        until_deadline
-            .map_or(requeue, |d| d.min(requeue))
-            .max(Duration::from_millis(500)),
-    );
-    decision
+    until_deadline
+        .map_or(requeue, |d| d.min(requeue))
+        .max(Duration::from_millis(500))
 }
 
 /// What in the spec cannot run: a filter libpcap cannot compile, target labels that are not labels.
