@@ -37,9 +37,6 @@ pub async fn apply(
     if let Some(scale) = &decision.scale {
         apply_scale(session, &namespace, scale, context).await?;
     }
-    if let Some(uid) = session.uid() {
-        context.windows.put(uid, decision.window.clone());
-    }
     for event in &decision.events {
         let type_ = if event.warning {
             EventType::Warning

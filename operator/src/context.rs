@@ -1,5 +1,5 @@
 //! What every reconcile shares: the client, the operator's tunables and its long-lived state
-//! (the broker connection, autoscaler windows, handed-out sniffer ports, the database, the
+//! (the broker connection, autoscaler windows, reserved sniffer ports, the database, the
 //! cluster caches). A leaf: observe, decide, apply and reconcile depend on it, not on each other
 //! through it.
 

@@ -35,7 +35,8 @@ pub struct Observed {
     /// The sniffer port: the DaemonSet's own, or one reserved for this reconcile. `None` for a
     /// suspended session that has no sniffers.
     pub sniffer_port: Option<i32>,
-    /// The builtin autoscaler's recent recommendations for this session.
+    /// The builtin autoscaler's recent recommendations for this session (kept by the reconciler
+    /// between reconciles, not read from the cluster).
     pub window: scaling::Window,
     /// For a session with `spec.target`: what it selects now, and which nodes carry its label.
     pub targets: Option<ObservedTargets>,
@@ -136,7 +137,6 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
     };
     let (counts, since_stored) = storage(session, context).await;
     let lost_nodes = lost_nodes(session, context).await;
-    let window = context.windows.get(&session.uid().unwrap_or_default());
     Ok(Observed {
         sniffers: daemonset.map(|daemonset| ObservedSniffers {
             counts: daemonset.status.map(|s| SnifferCounts {
@@ -157,7 +157,7 @@ pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Obse
         counts,
         since_stored,
         sniffer_port,
-        window,
+        window: scaling::Window::default(),
         targets,
         lost_nodes,
     })

@@ -72,14 +72,18 @@ async fn add_finalizer(sessions: &Api<CaptureSession>, session: &CaptureSession)
 }
 
 async fn converge(session: &CaptureSession, context: &Context) -> Result<Action, Error> {
-    let observed = observe::observe(session, context).await?;
+    let uid = session.uid().unwrap_or_default();
+    let mut observed = observe::observe(session, context).await?;
+    // The autoscaler's memory of the session is this process's, not the world's.
+    observed.window = context.windows.get(&uid);
     let now = Now::current();
     let decision = decide::decide(session, &observed, now, &context.config);
     let applied = apply::apply(session, &decision, &observed, now, context).await;
     // Applied, the DaemonSet shows the port to the next reservation; not applied (failed, or the
     // session stalls, is suspended or ends), the port goes back.
-    context.ports.release(&session.uid().unwrap_or_default()).await;
+    context.ports.release(&uid).await;
     applied?;
+    context.windows.put(uid, decision.window.clone());
     Ok(decision.requeue.map_or_else(Action::await_change, Action::requeue))
 }
 

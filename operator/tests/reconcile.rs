@@ -83,6 +83,29 @@ impl Rig {
         child.wait_with_output().unwrap()
     }
 
+    /// `kubectl apply` of a manifest, which must succeed.
+    fn apply(&self, manifest: &str) {
+        let applied = self.kubectl(&["apply", "-f", "-"], Some(manifest));
+        assert!(
+            applied.status.success(),
+            "kubectl apply: {}",
+            String::from_utf8_lossy(&applied.stderr)
+        );
+    }
+
+    /// `kubectl wait` until the session is Ready, which must happen within 90 s.
+    fn wait_ready(&self, name: &str) {
+        let waited = self.kubectl(
+            &["wait", "--for=condition=Ready", &format!("cap/{name}"), "--timeout=90s"],
+            None,
+        );
+        assert!(
+            waited.status.success(),
+            "kubectl wait: {}",
+            String::from_utf8_lossy(&waited.stderr)
+        );
+    }
+
     fn session(&self, name: &str) -> Option<Value> {
         let output = self.kubectl(&["get", "cap", name, "-o", "json"], None);
         output
@@ -197,18 +220,9 @@ fn example() -> String {
 #[tokio::test]
 async fn a_session_becomes_sniffers_a_queue_and_parsers_and_turns_ready() {
     let rig = Rig::start().await;
-    let applied = rig.kubectl(&["apply", "-f", "-"], Some(&example()));
-    assert!(applied.status.success(), "{}", String::from_utf8_lossy(&applied.stderr));
+    rig.apply(&example());
 
-    let waited = rig.kubectl(
-        &["wait", "--for=condition=Ready", "cap/web-and-dns", "--timeout=90s"],
-        None,
-    );
-    assert!(
-        waited.status.success(),
-        "kubectl wait: {}",
-        String::from_utf8_lossy(&waited.stderr)
-    );
+    rig.wait_ready("web-and-dns");
 
     let client = rig.namespace.client.clone();
     let ns = rig.namespace.name.as_str();
@@ -296,7 +310,7 @@ async fn an_invalid_filter_stalls_the_session_and_creates_nothing() {
         "filter: tcp port 443 or tcp port 80 or udp port 53",
         "filter: tcp port eleventy",
     );
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+    rig.apply(&manifest);
 
     let stalled = wait_until("Stalled=True", DEADLINE, || async {
         rig.condition("web-and-dns", "Stalled")
@@ -319,7 +333,7 @@ async fn an_invalid_filter_stalls_the_session_and_creates_nothing() {
 #[tokio::test]
 async fn suspend_removes_the_sniffers_and_keeps_the_queue() {
     let rig = Rig::start().await;
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&example())).status.success());
+    rig.apply(&example());
     rig.wait_phase("web-and-dns", "Capturing").await;
     let queue = rig.status("web-and-dns", "queue").as_str().unwrap().to_owned();
 
@@ -345,7 +359,7 @@ async fn suspend_removes_the_sniffers_and_keeps_the_queue() {
 async fn the_end_of_the_duration_drains_the_queue_then_completes() {
     let rig = Rig::start().await;
     let manifest = example().replace("duration: 30m", "duration: 10s");
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+    rig.apply(&manifest);
     let queue = wait_until("the session's queue", DEADLINE, || async {
         rig.status("web-and-dns", "queue").as_str().map(str::to_owned)
     })
@@ -377,7 +391,7 @@ async fn the_end_of_the_duration_drains_the_queue_then_completes() {
 async fn a_backlog_scales_parsers_up_at_once_and_down_after_the_window() {
     let rig = Rig::start_with(&["--scale-interval", "1s", "--scale-down-stabilization", "6s"]).await;
     let manifest = example().replace("targetBacklog: 100", "targetBacklog: 10");
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+    rig.apply(&manifest);
     rig.wait_phase("web-and-dns", "Capturing").await;
     let queue = rig.status("web-and-dns", "queue").as_str().unwrap().to_owned();
     assert_eq!(rig.parser_replicas().await, Some(1));
@@ -415,14 +429,14 @@ async fn a_backlog_scales_parsers_up_at_once_and_down_after_the_window() {
 #[tokio::test]
 async fn a_spec_change_reaches_the_children_and_an_unchanged_reapply_writes_nothing() {
     let rig = Rig::start().await;
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&example())).status.success());
+    rig.apply(&example());
     rig.wait_phase("web-and-dns", "Capturing").await;
 
     let changed = example().replace(
         "filter: tcp port 443 or tcp port 80 or udp port 53",
         "filter: udp port 53",
     );
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&changed)).status.success());
+    rig.apply(&changed);
     let daemonsets = Api::<DaemonSet>::namespaced(rig.namespace.client.clone(), &rig.namespace.name);
     wait_until("the new filter in the sniffers' environment", DEADLINE, || async {
         let daemonset = daemonsets.get("web-and-dns-sniffer").await.ok()?;
@@ -462,7 +476,7 @@ async fn a_spec_change_reaches_the_children_and_an_unchanged_reapply_writes_noth
         .unwrap()
         .metadata
         .resource_version;
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&changed)).status.success());
+    rig.apply(&changed);
     let reconciles = rig.reconciles();
     wait_until("two more reconciles", DEADLINE, || async {
         (rig.reconciles() >= reconciles + 2).then_some(())
@@ -487,22 +501,14 @@ async fn a_spec_change_reaches_the_children_and_an_unchanged_reapply_writes_noth
 #[tokio::test]
 async fn an_operator_killed_mid_reconcile_converges_after_a_restart() {
     let mut rig = Rig::start().await;
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&example())).status.success());
+    rig.apply(&example());
     // Kill it while the first reconcile is under way, before the session is Ready.
     wait_until("the first reconcile to begin", DEADLINE, || async {
         rig.status("web-and-dns", "queue").as_str().map(|_| ())
     })
     .await;
     rig.restart_operator_hard();
-    let waited = rig.kubectl(
-        &["wait", "--for=condition=Ready", "cap/web-and-dns", "--timeout=90s"],
-        None,
-    );
-    assert!(
-        waited.status.success(),
-        "kubectl wait: {}",
-        String::from_utf8_lossy(&waited.stderr)
-    );
+    rig.wait_ready("web-and-dns");
     let client = rig.namespace.client.clone();
     let daemonsets = Api::<DaemonSet>::namespaced(client.clone(), &rig.namespace.name)
         .list(&ListParams::default())
@@ -524,7 +530,7 @@ async fn of_two_replicas_only_the_leader_reconciles_and_the_standby_takes_over()
     let mut rig = Rig::start_with(&["--lease-duration", "3s"]).await;
     let second_port = free_port();
     let mut second = start_operator(&rig.namespace, &rig.vhost, second_port, &rig.extra);
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&example())).status.success());
+    rig.apply(&example());
     rig.wait_phase("web-and-dns", "Capturing").await;
 
     let leases =
@@ -582,7 +588,7 @@ spec:
 async fn keda_mode_says_when_keda_is_missing_and_creates_a_scaled_object_once_it_is_there() {
     let rig = Rig::start().await;
     let manifest = example().replace("autoscaler: builtin", "autoscaler: keda");
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+    rig.apply(&manifest);
     let stalled = wait_until("Stalled=True", DEADLINE, || async {
         rig.condition("web-and-dns", "Stalled")
             .filter(|c| c["status"] == "True")
@@ -591,12 +597,7 @@ async fn keda_mode_says_when_keda_is_missing_and_creates_a_scaled_object_once_it
     assert_eq!(stalled["reason"], "KedaNotInstalled");
 
     // KEDA arrives (only its CRD: nothing here runs KEDA itself).
-    let installed = rig.kubectl(&["apply", "-f", "-"], Some(KEDA_CRD));
-    assert!(
-        installed.status.success(),
-        "{}",
-        String::from_utf8_lossy(&installed.stderr)
-    );
+    rig.apply(KEDA_CRD);
     rig.wait_phase("web-and-dns", "Capturing").await;
     let queue = rig.status("web-and-dns", "queue").as_str().unwrap().to_owned();
     let scaled = rig.kubectl(
@@ -615,7 +616,7 @@ async fn packet_counts_come_from_what_the_parsers_stored_and_max_packets_ends_th
     let database = TestDatabase::create().await;
     let rig = Rig::start_with(&["--database-url", &database.url]).await;
     let manifest = example().replace("maxPackets: 5000000", "maxPackets: 20");
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+    rig.apply(&manifest);
     let queue = wait_until("the session's queue", DEADLINE, || async {
         rig.status("web-and-dns", "queue").as_str().map(str::to_owned)
     })
@@ -706,7 +707,7 @@ async fn packet_counts_come_from_what_the_parsers_stored_and_max_packets_ends_th
 
     // Created again under the same name: a new capture. With the old session's counts it would
     // reach maxPackets at once and end without capturing anything.
-    assert!(rig.kubectl(&["apply", "-f", "-"], Some(&manifest)).status.success());
+    rig.apply(&manifest);
     rig.wait_phase("web-and-dns", "Capturing").await;
     assert_eq!(
         rig.status("web-and-dns", "packets"),
