@@ -36,7 +36,7 @@ kubectl=$(bash hack/control-plane/build.sh)/kubectl
 "$kubectl" wait --for=condition=Established crd/capturesessions.trawl.dev --timeout=60s >/dev/null
 "$kubectl" create namespace $namespace >/dev/null
 
-"$bin/trawl-operator" --listen 127.0.0.1:$port --lease-namespace $namespace \
+"$bin/trawl-operator" --listen 127.0.0.1:$port --namespace $namespace \
   --database-url "postgres://trawl:trawl@127.0.0.1:5432/$db" >"$work/operator.log" 2>&1 &
 operator=$!
 until curl -fsS http://127.0.0.1:$port/readyz >/dev/null 2>&1; do sleep 0.1; done

@@ -110,7 +110,10 @@ async fn only_selected_pods_are_captured_and_new_ones_are_picked_up() {
     let mut pipeline = Pipeline::start(PipelineOptions {
         filter: "udp".into(),
         node: NODE.into(),
-        sniffer_args: vec!["--targets-configmap".into(), format!("{}/checkout-targets", shop.name)],
+        sniffer_args: vec![
+            "--targets-configmap".into(),
+            format!("{0}/{0}-checkout-targets", shop.name),
+        ],
         sniffer_env: vec![("KUBECONFIG".into(), control_plane.kubeconfig.display().to_string())],
         ..Default::default()
     })
@@ -124,7 +127,7 @@ async fn only_selected_pods_are_captured_and_new_ones_are_picked_up() {
             "--watch-namespace",
             &shop.name,
         ])
-        .args(["--lease-namespace", &shop.name])
+        .args(["--namespace", &shop.name])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())]);
     let _operator = Service::start("trawl-operator", operator);
     let session = json!({
@@ -205,7 +208,7 @@ async fn only_selected_pods_are_captured_and_new_ones_are_picked_up() {
     })
     .await;
     let configmap = Api::<ConfigMap>::namespaced(shop.client.clone(), &shop.name)
-        .get("checkout-targets")
+        .get(&format!("{}-checkout-targets", shop.name))
         .await
         .unwrap();
     let targets = configmap.data.unwrap_or_default().remove(NODE).unwrap_or_default();

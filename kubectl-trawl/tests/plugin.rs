@@ -134,7 +134,7 @@ async fn tap_captures_a_deployment_until_ctrl_c_and_cleans_up() {
     operator
         .env("KUBECONFIG", &control_plane.kubeconfig)
         .args(["--amqp-url", &vhost.amqp_url, "--watch-namespace", &namespace.name])
-        .args(["--lease-namespace", &namespace.name])
+        .args(["--namespace", &namespace.name])
         .args(["--listen", &format!("127.0.0.1:{}", free_port())]);
     let _operator = Service::start("trawl-operator", operator);
     deploy(&namespace, "web").await;

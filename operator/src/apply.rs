@@ -10,9 +10,10 @@
 
 use crds::CaptureSession;
 use k8s_openapi::api::apps::v1::{DaemonSet, Deployment};
-use k8s_openapi::api::core::v1::{Node, Secret};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{Role, RoleBinding};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use serde_json::json;
@@ -33,9 +34,10 @@ pub async fn apply(
 ) -> Result<(), Error> {
     let namespace = session.namespace().ok_or(Error::Incomplete)?;
     let ssa = PatchParams::apply(FIELD_MANAGER).force();
-    apply_children(session, &namespace, &decision.children, &ssa, context).await?;
+    let children = &context.config.pods.namespace;
+    apply_children(session, children, &decision.children, &ssa, context).await?;
     if let Some(scale) = &decision.scale {
-        apply_scale(session, &namespace, scale, context).await?;
+        apply_scale(session, children, scale, context).await?;
     }
     for event in &decision.events {
         let type_ = if event.warning {
@@ -262,6 +264,69 @@ pub async fn unlabel_all_nodes(session: &CaptureSession, context: &Context) -> R
             remove,
         },
         context,
+    )
+    .await
+}
+
+/// Deletes every child of a deleted session by its uid label (children live in the operator's
+/// namespace, where no owner reference can point at the session): the sniffers first, so that
+/// nothing captures for a session that is going.
+pub async fn remove_children(session: &CaptureSession, context: &Context) -> Result<(), Error> {
+    let namespace = &context.config.pods.namespace;
+    let selected = ListParams::default().labels(&names::children_selector(session));
+    let client = &context.client;
+    async fn remove<K>(api: Api<K>, selected: &ListParams, what: &'static str) -> Result<(), Error>
+    where
+        K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+    {
+        match api.delete_collection(&DeleteParams::background(), selected).await {
+            Ok(_) => Ok(()),
+            // A kind the cluster does not serve (KEDA not installed) has nothing to delete.
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(()),
+            Err(source) => Err(Error::DeleteChildren { what, source }),
+        }
+    }
+    remove(
+        Api::<DaemonSet>::namespaced(client.clone(), namespace),
+        &selected,
+        "DaemonSets",
+    )
+    .await?;
+    remove(
+        Api::<Deployment>::namespaced(client.clone(), namespace),
+        &selected,
+        "Deployments",
+    )
+    .await?;
+    if session.spec.parsers.autoscaler == crds::Autoscaler::Keda {
+        let gvk = kube::core::GroupVersionKind::gvk("keda.sh", "v1alpha1", "ScaledObject");
+        let resource = kube::discovery::ApiResource::from_gvk(&gvk);
+        let scaled_objects: Api<kube::core::DynamicObject> = Api::namespaced_with(client.clone(), namespace, &resource);
+        remove(scaled_objects, &selected, "ScaledObjects").await?;
+    }
+    remove(
+        Api::<Secret>::namespaced(client.clone(), namespace),
+        &selected,
+        "Secrets",
+    )
+    .await?;
+    remove(
+        Api::<ConfigMap>::namespaced(client.clone(), namespace),
+        &selected,
+        "ConfigMaps",
+    )
+    .await?;
+    remove(
+        Api::<RoleBinding>::namespaced(client.clone(), namespace),
+        &selected,
+        "RoleBindings",
+    )
+    .await?;
+    remove(Api::<Role>::namespaced(client.clone(), namespace), &selected, "Roles").await?;
+    remove(
+        Api::<ServiceAccount>::namespaced(client.clone(), namespace),
+        &selected,
+        "ServiceAccounts",
     )
     .await
 }

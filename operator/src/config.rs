@@ -44,7 +44,7 @@ pub struct Config {
     pub database_url: Option<String>,
 
     /// PostgreSQL URL the parsers connect to (in-cluster address). Default: `--database-url`.
-    /// Handed to them, like the RabbitMQ URL, through a Secret the operator writes beside each session.
+    /// Handed to them, like the RabbitMQ URL, through a Secret in the operator's namespace.
     #[arg(long, env = "TRAWL_POD_DATABASE_URL")]
     pub pod_database_url: Option<String>,
 
@@ -64,9 +64,12 @@ pub struct Config {
     #[arg(long, env = "TRAWL_LEASE_NAME", default_value = "trawl-operator")]
     pub lease_name: String,
 
-    /// Namespace of the leader-election Lease. Default: the pod's namespace (POD_NAMESPACE), else `default`.
-    #[arg(long, env = "TRAWL_LEASE_NAMESPACE")]
-    pub lease_namespace: Option<String>,
+    /// The operator's own namespace: its leader-election Lease, and every session's sniffers,
+    /// parsers, their Secret and targets ConfigMap (so a session's namespace holds no
+    /// credentials and needs no privileged pods). Default: the pod's namespace (POD_NAMESPACE),
+    /// else `default`.
+    #[arg(long, env = "TRAWL_NAMESPACE")]
+    pub namespace: Option<String>,
 
     /// How long a leader's Lease lasts without renewal; a standby replica takes over after it.
     #[arg(long, env = "TRAWL_LEASE_DURATION", default_value = "15s", value_parser = humantime::parse_duration)]
@@ -79,4 +82,14 @@ pub struct Config {
     /// Address of `/metrics`, `/healthz` and `/readyz`.
     #[arg(long, env = "TRAWL_LISTEN", default_value = "0.0.0.0:9092")]
     pub listen: SocketAddr,
+}
+
+impl Config {
+    /// `--namespace`, else the pod's namespace, else `default`.
+    pub fn own_namespace(&self) -> String {
+        self.namespace
+            .clone()
+            .or_else(|| std::env::var("POD_NAMESPACE").ok())
+            .unwrap_or_else(|| "default".to_owned())
+    }
 }

@@ -45,6 +45,12 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    #[error("cannot delete the session's {what}: {source}")]
+    DeleteChildren {
+        what: &'static str,
+        #[source]
+        source: kube::Error,
+    },
     #[error("cannot apply Deployment {name}: {source}")]
     ApplyDeployment {
         name: String,
@@ -104,6 +110,7 @@ impl Error {
             Self::ApplySecret { .. } => "apply_secret",
             Self::ApplyDaemonSet { .. } => "apply_daemonset",
             Self::DeleteDaemonSet { .. } => "delete_daemonset",
+            Self::DeleteChildren { .. } => "delete_children",
             Self::ApplyDeployment { .. } => "apply_deployment",
             Self::ScaleDeployment { .. } => "scale_deployment",
             Self::ApplyScaledObject { .. } => "apply_scaledobject",

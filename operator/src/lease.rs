@@ -9,11 +9,7 @@ use crate::config::Config;
 
 /// Waits until this process holds the Lease; the receiver then says whether it still does.
 pub async fn wait_to_lead(client: &Client, config: &Config) -> anyhow::Result<watch::Receiver<bool>> {
-    let namespace = config
-        .lease_namespace
-        .clone()
-        .or_else(|| std::env::var("POD_NAMESPACE").ok())
-        .unwrap_or_else(|| "default".to_owned());
+    let namespace = config.own_namespace();
     let identity = format!(
         "{}-{}",
         std::env::var("POD_NAME").unwrap_or_else(|_| "trawl-operator".to_owned()),

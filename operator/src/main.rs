@@ -70,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
                 pod_amqp_url: config.pod_amqp_url.clone().unwrap_or_else(|| config.amqp_url.clone()),
                 pod_database_url: config.pod_database_url.clone().or_else(|| config.database_url.clone()),
                 privileged_sniffers: config.privileged_sniffers,
+                namespace: config.own_namespace(),
             },
             scale_interval: config.scale_interval,
             scale_down_stabilization: config.scale_down_stabilization,
@@ -81,18 +82,13 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("reconciling CaptureSessions");
     let children = || watcher::Config::default().labels("app.kubernetes.io/managed-by=trawl-operator");
-    let (sessions, daemonsets, deployments) = match &config.watch_namespace {
-        Some(namespace) => (
-            Api::<CaptureSession>::namespaced(client.clone(), namespace),
-            Api::<DaemonSet>::namespaced(client.clone(), namespace),
-            Api::<Deployment>::namespaced(client.clone(), namespace),
-        ),
-        None => (
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-            Api::all(client.clone()),
-        ),
+    let sessions = match &config.watch_namespace {
+        Some(namespace) => Api::<CaptureSession>::namespaced(client.clone(), namespace),
+        None => Api::all(client.clone()),
     };
+    let own_namespace = config.own_namespace();
+    let daemonsets = Api::<DaemonSet>::namespaced(client.clone(), &own_namespace);
+    let deployments = Api::<Deployment>::namespaced(client.clone(), &own_namespace);
     let controller = Controller::new(sessions, watcher::Config::default());
     let capturing = controller.store();
     // Any pod or namespace change may change what a session captures (a targeted session's
@@ -115,8 +111,8 @@ async fn main() -> anyhow::Result<()> {
         .watches_stream(pod_changes.pods, move |_: Pod| capturing_sessions())
         .watches_stream(pod_changes.namespaces, move |_: Namespace| on_namespace())
         .watches_stream(pod_changes.services, move |_: Service| on_service())
-        .owns(daemonsets, children())
-        .owns(deployments, children())
+        .watches(daemonsets, children(), |daemonset| session_of(&daemonset))
+        .watches(deployments, children(), |deployment| session_of(&deployment))
         .shutdown_on_signal()
         .run(reconcile::reconcile, reconcile::error_policy, context)
         .for_each(|result| async move {
@@ -137,6 +133,15 @@ async fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// The session a child belongs to, by its labels (children live in the operator's namespace,
+/// where no owner reference can point at a session of another).
+fn session_of(child: &impl kube::ResourceExt) -> Option<ObjectRef<CaptureSession>> {
+    let labels = child.labels();
+    let name = labels.get(operator::names::SESSION_LABEL)?;
+    let namespace = labels.get(operator::names::SESSION_NAMESPACE_LABEL)?;
+    Some(ObjectRef::new(name).within(namespace))
 }
 
 type Changes<K> = futures::stream::BoxStream<'static, Result<K, watcher::Error>>;

@@ -100,10 +100,10 @@ pub struct ObservedParsers {
 }
 
 pub async fn observe(session: &CaptureSession, context: &Context) -> Result<Observed, Error> {
-    let namespace = session.namespace().ok_or(Error::Incomplete)?;
+    let children = &context.config.pods.namespace;
     let queue = session.queue_name().ok_or(Error::Incomplete)?;
-    let daemonsets: Api<DaemonSet> = Api::namespaced(context.client.clone(), &namespace);
-    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), &namespace);
+    let daemonsets: Api<DaemonSet> = Api::namespaced(context.client.clone(), children);
+    let deployments: Api<Deployment> = Api::namespaced(context.client.clone(), children);
     let sniffer_name = names::sniffer_name(session);
     let daemonset = daemonsets.get_opt(&sniffer_name).await.map_err(|source| Error::Read {
         what: format!("DaemonSet {sniffer_name}"),
@@ -188,9 +188,9 @@ async fn lost_nodes(session: &CaptureSession, context: &Context) -> Vec<LostNode
         .into_iter()
         .filter(|pod| {
             let labels = pod.labels();
-            pod.namespace().as_deref() == Some(namespace.as_str())
+            pod.namespace().as_deref() == Some(context.config.pods.namespace.as_str())
                 && pod.metadata.deletion_timestamp.is_none()
-                && labels.get("trawl.dev/session") == Some(&session.name_any())
+                && labels.get(names::SESSION_UID_LABEL) == session.uid().as_ref()
                 && labels.get("app.kubernetes.io/component").map(String::as_str) == Some("sniffer")
         })
         .collect();

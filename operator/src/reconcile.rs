@@ -89,6 +89,7 @@ async fn converge(session: &CaptureSession, context: &Context) -> Result<Action,
 
 async fn cleanup(session: &CaptureSession, context: &Context) -> Result<Action, Error> {
     context.windows.forget(&session.uid().unwrap_or_default());
+    apply::remove_children(session, context).await?;
     apply::unlabel_all_nodes(session, context).await?;
     let plan = decide::decide_cleanup(session);
     if let Some(queue) = plan.queue {

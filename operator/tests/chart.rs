@@ -248,24 +248,71 @@ async fn the_operator_reconciles_under_the_charts_own_service_account_and_rbac()
         .args(["--listen", &format!("127.0.0.1:{}", free_port())]);
     let _operator = Service::start("trawl-operator", operator);
 
+    // Sessions live in a namespace of their own, as a team's would: the operator writes nothing
+    // there but their status and Events; their children go to the release's namespace.
+    let apps = control_plane.namespace().await;
     let example = std::fs::read_to_string(repo_root().join("examples/capture.yaml")).unwrap();
-    let mut apply = namespace.kubectl();
+    let mut apply = apps.kubectl();
     apply.args(["apply", "-f", "-"]);
     assert!(run(apply, Some(example.as_bytes())).status.success());
-    let mut wait = namespace.kubectl();
+    let mut wait = apps.kubectl();
     wait.args(["wait", "--for=condition=Ready", "cap/web-and-dns", "--timeout=120s"]);
     let waited = run(wait, None);
     let mut describe = namespace.kubectl();
-    describe.args(["get", "cap,ds,deploy,events.events.k8s.io", "-o", "wide"]);
+    describe.args(["get", "ds,deploy,events.events.k8s.io", "-o", "wide"]);
     assert!(
         waited.status.success(),
         "not Ready under the chart's RBAC: {}\n{}",
         text(&waited.stderr),
         text(&run(describe, None).stdout)
     );
+    let children = format!("{}-web-and-dns", apps.name);
+    for kind in ["daemonset", "deployment", "secret"] {
+        let suffix = match kind {
+            "daemonset" => "sniffer",
+            "deployment" => "parser",
+            _ => "credentials",
+        };
+        let mut get = namespace.kubectl();
+        get.args(["get", kind, &format!("{children}-{suffix}"), "-o", "name"]);
+        assert!(
+            run(get, None).status.success(),
+            "the session's {kind} in the release's namespace"
+        );
+    }
+    let mut in_apps = apps.kubectl();
+    in_apps.args([
+        "get",
+        "daemonsets,deployments,secrets,configmaps",
+        "-l",
+        "app.kubernetes.io/managed-by=trawl-operator",
+        "-o",
+        "name",
+    ]);
+    let in_apps = run(in_apps, None);
+    assert_eq!(
+        text(&in_apps.stdout).trim(),
+        "",
+        "nothing of Trawl's in the session's namespace"
+    );
+    // The operator's rights there: none on Secrets, ConfigMaps or workloads.
+    for (verb, resource, namespace_name, allowed) in [
+        ("patch", "secrets", apps.name.as_str(), "no"),
+        ("create", "configmaps", apps.name.as_str(), "no"),
+        ("create", "daemonsets.apps", apps.name.as_str(), "no"),
+        ("patch", "secrets", namespace.name.as_str(), "yes"),
+        ("list", "secrets", namespace.name.as_str(), "no"),
+    ] {
+        let answer = kubectl(&["auth", "can-i", verb, resource, "-n", namespace_name]);
+        assert_eq!(
+            text(&answer.stdout).trim(),
+            allowed,
+            "the operator may {verb} {resource} in {namespace_name}"
+        );
+    }
     // Events need their own RBAC rule: the Created event proves it.
     wait_until("the Created event", DEADLINE, || async {
-        let mut events = namespace.kubectl();
+        let mut events = apps.kubectl();
         events.args(["get", "events.events.k8s.io", "-o", "jsonpath={.items[*].reason}"]);
         text(&run(events, None).stdout).contains("Created").then_some(())
     })
@@ -303,7 +350,7 @@ async fn the_operator_reconciles_under_the_charts_own_service_account_and_rbac()
                  "tolerations": [{"key": "kwok.x-k8s.io/node", "operator": "Exists"}],
                  "parsers": {"autoscaler": "none", "minReplicas": 0, "maxReplicas": 1, "shards": 1}}}"#;
     for object in [pod, targeted] {
-        let mut apply = namespace.kubectl();
+        let mut apply = apps.kubectl();
         apply.args(["apply", "-f", "-"]);
         let applied = run(apply, Some(object.as_bytes()));
         assert!(applied.status.success(), "{}", text(&applied.stderr));
@@ -313,7 +360,7 @@ async fn the_operator_reconciles_under_the_charts_own_service_account_and_rbac()
         get.args([
             "get",
             "configmap",
-            "targeted-targets",
+            &format!("{}-targeted-targets", apps.name),
             "-o",
             "jsonpath={.data.kwok-node-0}",
         ]);
@@ -327,19 +374,17 @@ async fn the_operator_reconciles_under_the_charts_own_service_account_and_rbac()
     write_kubeconfig(
         control_plane,
         &sniffer_kubeconfig,
-        &service_account_token(&namespace, "targeted-targets", None),
+        &service_account_token(&namespace, &format!("{}-targeted-targets", apps.name), None),
     );
     let metrics_port = free_port();
     let mut sniffer = Command::new(testkit::process::workspace_binary("sniffer", "trawl-sniffer"));
     sniffer
         .env("KUBECONFIG", &sniffer_kubeconfig)
+        .args(["--session", &format!("{}/targeted", apps.name), "--node", "kwok-node-0"])
         .args([
-            "--session",
-            &format!("{}/targeted", namespace.name),
-            "--node",
-            "kwok-node-0",
+            "--targets-configmap",
+            &format!("{}/{}-targeted-targets", namespace.name, apps.name),
         ])
-        .args(["--targets-configmap", &format!("{}/targeted-targets", namespace.name)])
         .args([
             "--interfaces",
             "lo",
@@ -410,6 +455,24 @@ async fn the_operator_reconciles_under_the_charts_own_service_account_and_rbac()
         .call();
     assert!(matches!(refused, Err(ureq::Error::StatusCode(401))), "{refused:?}");
     let _ = std::fs::remove_file(&api_kubeconfig);
+
+    // Deleting a session deletes its children in the release's namespace (by label: no owner
+    // reference crosses namespaces), under the same RBAC.
+    let mut delete = apps.kubectl();
+    delete.args(["delete", "cap", "targeted", "--timeout=60s"]);
+    let deleted = run(delete, None);
+    assert!(deleted.status.success(), "{}", text(&deleted.stderr));
+    let mut left = namespace.kubectl();
+    left.args([
+        "get",
+        "daemonsets,deployments,secrets,configmaps,serviceaccounts,roles,rolebindings",
+        "-l",
+        &format!("trawl.dev/session-namespace={},trawl.dev/session=targeted", apps.name),
+        "-o",
+        "name",
+    ]);
+    let left = run(left, None);
+    assert_eq!(text(&left.stdout).trim(), "", "the deleted session's children are gone");
     let _ = std::fs::remove_file(&kubeconfig);
 }
 

@@ -168,7 +168,12 @@ impl Rig {
 
     async fn parser_replicas(&self) -> Option<i32> {
         let deployments = Api::<Deployment>::namespaced(self.namespace.client.clone(), &self.namespace.name);
-        deployments.get_opt("web-and-dns-parser").await.ok()??.spec.replicas
+        deployments
+            .get_opt(&format!("{}-web-and-dns-parser", self.namespace.name))
+            .await
+            .ok()??
+            .spec
+            .replicas
     }
 
     /// Puts `count` messages in the queue, as sniffers would, with no parser consuming them (kwok runs no containers).
@@ -207,7 +212,7 @@ fn start_operator(namespace: &TestNamespace, vhost: &TestVhost, metrics_port: u1
     command
         .env("KUBECONFIG", &namespace.control_plane.kubeconfig)
         .args(["--amqp-url", &vhost.amqp_url, "--watch-namespace", &namespace.name])
-        .args(["--lease-namespace", &namespace.name])
+        .args(["--namespace", &namespace.name])
         .args(["--listen", &format!("127.0.0.1:{metrics_port}")])
         .args(extra);
     Service::start("trawl-operator", command)
@@ -227,7 +232,7 @@ async fn a_session_becomes_sniffers_a_queue_and_parsers_and_turns_ready() {
     let client = rig.namespace.client.clone();
     let ns = rig.namespace.name.as_str();
     let daemonset = Api::<DaemonSet>::namespaced(client.clone(), ns)
-        .get("web-and-dns-sniffer")
+        .get(&format!("{}-web-and-dns-sniffer", rig.namespace.name))
         .await
         .unwrap();
     assert_eq!(
@@ -247,15 +252,19 @@ async fn a_session_becomes_sniffers_a_queue_and_parsers_and_turns_ready() {
     nodes.sort();
     assert_eq!(nodes, ["kwok-node-0", "kwok-node-1"]);
     Api::<Deployment>::namespaced(client.clone(), ns)
-        .get("web-and-dns-parser")
+        .get(&format!("{}-web-and-dns-parser", rig.namespace.name))
         .await
         .expect("the parser Deployment");
-    // The pods' URLs sit in a Secret beside the session, owned by it, not in the workloads.
+    // The pods' URLs sit in a Secret of the operator's namespace (here the test's), labelled
+    // with the session's uid (which the finalizer deletes it by), not in the workloads.
     let credentials = Api::<Secret>::namespaced(client, ns)
-        .get("web-and-dns-credentials")
+        .get(&format!("{}-web-and-dns-credentials", rig.namespace.name))
         .await
         .expect("the credentials Secret");
-    assert_eq!(credentials.metadata.owner_references.unwrap()[0].kind, "CaptureSession");
+    assert_eq!(
+        credentials.metadata.labels.unwrap()["trawl.dev/session-uid"],
+        rig.session("web-and-dns").unwrap()["metadata"]["uid"].as_str().unwrap()
+    );
     assert_eq!(credentials.data.unwrap()["amqp-url"].0, rig.vhost.amqp_url.as_bytes());
     assert!(!serde_json::to_string(&daemonset).unwrap().contains(&rig.vhost.amqp_url));
 
@@ -293,7 +302,9 @@ async fn a_session_becomes_sniffers_a_queue_and_parsers_and_turns_ready() {
     assert!(rig.queue_exists(&queue), "queue {queue} missing");
     assert!(rig.queue_exists(&format!("{queue}.dead")), "dead-letter queue missing");
 
-    // Deletion: the finalizer deletes the queue, then lets the session go.
+    // Deletion: the finalizer deletes the queue and the children (by label: in the operator's
+    // namespace no owner reference can point at a session, and this control plane runs no
+    // garbage collector anyway), then lets the session go.
     let deleted = rig.kubectl(&["delete", "cap", "web-and-dns", "--wait=false"], None);
     assert!(deleted.status.success());
     wait_until("the session to be gone", DEADLINE, || async {
@@ -301,6 +312,22 @@ async fn a_session_becomes_sniffers_a_queue_and_parsers_and_turns_ready() {
     })
     .await;
     assert!(!rig.queue_exists(&queue), "the queue outlived its session");
+    let left = rig.kubectl(
+        &[
+            "get",
+            "daemonsets,deployments,secrets",
+            "-l",
+            "trawl.dev/session=web-and-dns",
+            "-o",
+            "name",
+        ],
+        None,
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&left.stdout).trim(),
+        "",
+        "children outlived their session"
+    );
 }
 
 #[tokio::test]
@@ -325,7 +352,11 @@ async fn an_invalid_filter_stalls_the_session_and_creates_nothing() {
     assert_eq!(rig.condition("web-and-dns", "Ready").unwrap()["status"], "False");
     let daemonsets = Api::<DaemonSet>::namespaced(rig.namespace.client.clone(), &rig.namespace.name);
     assert!(
-        daemonsets.get_opt("web-and-dns-sniffer").await.unwrap().is_none(),
+        daemonsets
+            .get_opt(&format!("{}-web-and-dns-sniffer", rig.namespace.name))
+            .await
+            .unwrap()
+            .is_none(),
         "sniffers were created"
     );
 }
@@ -341,7 +372,7 @@ async fn suspend_removes_the_sniffers_and_keeps_the_queue() {
     let daemonsets = Api::<DaemonSet>::namespaced(rig.namespace.client.clone(), &rig.namespace.name);
     wait_until("the sniffers to be removed", DEADLINE, || async {
         daemonsets
-            .get_opt("web-and-dns-sniffer")
+            .get_opt(&format!("{}-web-and-dns-sniffer", rig.namespace.name))
             .await
             .unwrap()
             .is_none()
@@ -370,7 +401,11 @@ async fn the_end_of_the_duration_drains_the_queue_then_completes() {
     rig.wait_phase("web-and-dns", "Draining").await;
     let daemonsets = Api::<DaemonSet>::namespaced(rig.namespace.client.clone(), &rig.namespace.name);
     assert!(
-        daemonsets.get_opt("web-and-dns-sniffer").await.unwrap().is_none(),
+        daemonsets
+            .get_opt(&format!("{}-web-and-dns-sniffer", rig.namespace.name))
+            .await
+            .unwrap()
+            .is_none(),
         "sniffers kept after the duration"
     );
     rig.purge_queue(&queue);
@@ -439,7 +474,10 @@ async fn a_spec_change_reaches_the_children_and_an_unchanged_reapply_writes_noth
     rig.apply(&changed);
     let daemonsets = Api::<DaemonSet>::namespaced(rig.namespace.client.clone(), &rig.namespace.name);
     wait_until("the new filter in the sniffers' environment", DEADLINE, || async {
-        let daemonset = daemonsets.get("web-and-dns-sniffer").await.ok()?;
+        let daemonset = daemonsets
+            .get(&format!("{}-web-and-dns-sniffer", rig.namespace.name))
+            .await
+            .ok()?;
         let container = daemonset.spec.template.spec?.containers.into_iter().next()?;
         let filter = container.env?.into_iter().find(|v| v.name == "TRAWL_FILTER")?.value?;
         (filter == "udp port 53").then_some(())
@@ -471,7 +509,7 @@ async fn a_spec_change_reaches_the_children_and_an_unchanged_reapply_writes_noth
     .await;
     let session_before = version(rig.session("web-and-dns"));
     let daemonset_before = daemonsets
-        .get("web-and-dns-sniffer")
+        .get(&format!("{}-web-and-dns-sniffer", rig.namespace.name))
         .await
         .unwrap()
         .metadata
@@ -489,7 +527,7 @@ async fn a_spec_change_reaches_the_children_and_an_unchanged_reapply_writes_noth
     );
     assert_eq!(
         daemonsets
-            .get("web-and-dns-sniffer")
+            .get(&format!("{}-web-and-dns-sniffer", rig.namespace.name))
             .await
             .unwrap()
             .metadata
@@ -601,13 +639,22 @@ async fn keda_mode_says_when_keda_is_missing_and_creates_a_scaled_object_once_it
     rig.wait_phase("web-and-dns", "Capturing").await;
     let queue = rig.status("web-and-dns", "queue").as_str().unwrap().to_owned();
     let scaled = rig.kubectl(
-        &["get", "scaledobjects.keda.sh", "web-and-dns-parser", "-o", "json"],
+        &[
+            "get",
+            "scaledobjects.keda.sh",
+            &format!("{}-web-and-dns-parser", rig.namespace.name),
+            "-o",
+            "json",
+        ],
         None,
     );
     assert!(scaled.status.success(), "{}", String::from_utf8_lossy(&scaled.stderr));
     let scaled: Value = serde_json::from_slice(&scaled.stdout).unwrap();
     assert_eq!(scaled["spec"]["triggers"][0]["metadata"]["queueName"], queue.as_str());
-    assert_eq!(scaled["spec"]["scaleTargetRef"]["name"], "web-and-dns-parser");
+    assert_eq!(
+        scaled["spec"]["scaleTargetRef"]["name"],
+        format!("{}-web-and-dns-parser", rig.namespace.name)
+    );
     let _ = rig.kubectl(&["delete", "crd", "scaledobjects.keda.sh", "--wait=false"], None);
 }
 

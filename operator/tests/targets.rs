@@ -138,7 +138,7 @@ async fn contradictory_targets_are_rejected_with_a_message() {
 /// Per node, the addresses in the session's targets ConfigMap.
 async fn configmap_targets(namespace: &TestNamespace, session: &str) -> Option<BTreeMap<String, BTreeSet<String>>> {
     let configmap = Api::<ConfigMap>::namespaced(namespace.client.clone(), &namespace.name)
-        .get_opt(&format!("{session}-targets"))
+        .get_opt(&format!("{}-{session}-targets", namespace.name))
         .await
         .ok()??;
     Some(
@@ -178,7 +178,7 @@ fn start_operator(control_plane: &ControlPlane, namespace: &TestNamespace) -> (S
     command
         .env("KUBECONFIG", &control_plane.kubeconfig)
         .args(["--amqp-url", &vhost.amqp_url, "--watch-namespace", &namespace.name])
-        .args(["--lease-namespace", &namespace.name])
+        .args(["--namespace", &namespace.name])
         .args(["--listen", &format!("127.0.0.1:{metrics_port}")]);
     (Service::start("trawl-operator", command), vhost)
 }
@@ -228,7 +228,7 @@ async fn a_node_wide_sessions_sniffers_learn_every_pod_on_its_nodes() {
     assert!(!listed["kwok-node-0"].contains(&elsewhere));
     let daemonsets: Api<DaemonSet> = Api::namespaced(shop.client.clone(), &shop.name);
     let daemonset = wait_until("the sniffer DaemonSet", DEADLINE, || async {
-        daemonsets.get("node-wide-sniffer").await.ok()
+        daemonsets.get(&format!("{}-node-wide-sniffer", shop.name)).await.ok()
     })
     .await;
     let pod_spec = daemonset.spec.template.spec.unwrap();
@@ -236,13 +236,16 @@ async fn a_node_wide_sessions_sniffers_learn_every_pod_on_its_nodes() {
     let pods_configmap = variables.iter().find(|v| v.name == "TRAWL_PODS_CONFIGMAP").unwrap();
     assert_eq!(
         pods_configmap.value.as_deref(),
-        Some(format!("{}/node-wide-targets", shop.name).as_str())
+        Some(format!("{0}/{0}-node-wide-targets", shop.name).as_str())
     );
     assert!(
         variables.iter().all(|v| v.name != "TRAWL_TARGETS_CONFIGMAP"),
         "no narrowing"
     );
-    assert_eq!(pod_spec.service_account_name.as_deref(), Some("node-wide-targets"));
+    assert_eq!(
+        pod_spec.service_account_name.as_deref(),
+        Some(format!("{}-node-wide-targets", shop.name).as_str())
+    );
 }
 
 #[tokio::test]
@@ -297,7 +300,11 @@ async fn a_targeted_session_places_sniffers_where_its_pods_run_and_follows_them(
     );
     let daemonsets: Api<DaemonSet> = Api::namespaced(shop.client.clone(), &shop.name);
     wait_until("one sniffer, on the node with the pods", DEADLINE, || async {
-        let status = daemonsets.get("checkout-sniffer").await.ok()?.status?;
+        let status = daemonsets
+            .get(&format!("{}-checkout-sniffer", shop.name))
+            .await
+            .ok()?
+            .status?;
         (status.desired_number_scheduled == 1 && status.number_ready == 1).then_some(())
     })
     .await;
@@ -329,7 +336,11 @@ async fn a_targeted_session_places_sniffers_where_its_pods_run_and_follows_them(
         addressed.elapsed()
     );
     wait_until("a second sniffer, on kwok-node-1", DEADLINE, || async {
-        let status = daemonsets.get("checkout-sniffer").await.ok()?.status?;
+        let status = daemonsets
+            .get(&format!("{}-checkout-sniffer", shop.name))
+            .await
+            .ok()?
+            .status?;
         (status.desired_number_scheduled == 2 && status.number_ready == 2).then_some(())
     })
     .await;

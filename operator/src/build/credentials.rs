@@ -23,7 +23,7 @@ pub fn credentials_secret(session: &CaptureSession, config: &PodConfig) -> Secre
     let mut labels = names::labels(session, "credentials");
     labels.remove("app.kubernetes.io/component");
     Secret {
-        metadata: child_metadata(session, names::credentials_name(session), &labels),
+        metadata: child_metadata(&config.namespace, names::credentials_name(session), &labels),
         type_: Some("Opaque".to_owned()),
         data: Some(
             data.into_iter()
@@ -44,9 +44,16 @@ mod tests {
     fn urls_with_passwords_live_only_in_the_session_secret() {
         let session = session();
         let secret = credentials_secret(&session, &pod_config());
-        assert_eq!(secret.metadata.name.as_deref(), Some("web-and-dns-credentials"));
-        assert_eq!(secret.metadata.namespace.as_deref(), Some("team-a"));
-        assert_eq!(secret.metadata.owner_references.unwrap()[0].uid, "0123456789abcdef");
+        assert_eq!(secret.metadata.name.as_deref(), Some("team-a-web-and-dns-credentials"));
+        assert_eq!(
+            secret.metadata.namespace.as_deref(),
+            Some("trawl-system"),
+            "in the operator's namespace, not the session's"
+        );
+        assert_eq!(
+            secret.metadata.labels.unwrap()["trawl.dev/session-uid"],
+            "0123456789abcdef"
+        );
         let data = secret.data.unwrap();
         assert_eq!(data[DATABASE_URL_KEY].0, b"postgres://trawl:secret@postgresql/trawl");
         assert_eq!(data[AMQP_URL_KEY].0, b"amqp://rabbitmq:5672/%2f");

@@ -21,5 +21,6 @@ pub fn pod_config() -> PodConfig {
         pod_amqp_url: "amqp://rabbitmq:5672/%2f".into(),
         pod_database_url: Some("postgres://trawl:secret@postgresql/trawl".into()),
         privileged_sniffers: false,
+        namespace: "trawl-system".into(),
     }
 }

@@ -26,9 +26,8 @@ use k8s_openapi::api::core::v1::{
     EnvVar, EnvVarSource, HTTPGetAction, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SecretKeySelector,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
 
 use crate::names;
 
@@ -42,24 +41,21 @@ pub struct PodConfig {
     /// PostgreSQL URL as the parsers reach it.
     pub pod_database_url: Option<String>,
     pub privileged_sniffers: bool,
+    /// Where every session's children go: the operator's own namespace.
+    pub namespace: String,
 }
 
 /// The parsers' metrics and health port.
 const PARSER_PORT: i32 = 9091;
 
-fn owner_reference(session: &CaptureSession) -> OwnerReference {
-    session
-        .controller_owner_ref(&())
-        .expect("a stored session has a name and uid")
-}
-
-/// Name, namespace, labels and the owner reference every child carries.
-fn child_metadata(session: &CaptureSession, name: String, labels: &BTreeMap<String, String>) -> ObjectMeta {
+/// Name, namespace and labels every child carries. Children live in the operator's namespace,
+/// where an owner reference to a session of another namespace is not allowed: the labels name
+/// the session, and the session's finalizer deletes them by those labels.
+fn child_metadata(namespace: &str, name: String, labels: &BTreeMap<String, String>) -> ObjectMeta {
     ObjectMeta {
         name: Some(name),
-        namespace: session.metadata.namespace.clone(),
+        namespace: Some(namespace.to_owned()),
         labels: Some(labels.clone()),
-        owner_references: Some(vec![owner_reference(session)]),
         ..Default::default()
     }
 }

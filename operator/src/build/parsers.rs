@@ -78,7 +78,7 @@ pub fn parser_deployment(session: &CaptureSession, config: &PodConfig, queue: &s
         ("prometheus.io/path".to_owned(), "/metrics".to_owned()),
     ]));
     Deployment {
-        metadata: child_metadata(session, names::parser_name(session), &labels),
+        metadata: child_metadata(&config.namespace, names::parser_name(session), &labels),
         spec: DeploymentSpec {
             replicas: (spec.parsers.autoscaler == Autoscaler::None).then_some(spec.parsers.min_replicas),
             selector: selector(&labels),
@@ -105,16 +105,15 @@ mod tests {
     use crate::build::fixture::{pod_config, session};
 
     #[test]
-    fn children_are_owned_by_the_session_and_selected_by_its_labels() {
+    fn children_live_in_the_operators_namespace_and_are_selected_by_the_sessions_labels() {
         let session = session();
         let deployment = parser_deployment(&session, &pod_config(), "q");
-        let owner = &deployment.metadata.owner_references.as_ref().unwrap()[0];
-        assert_eq!(
-            (owner.kind.as_str(), owner.uid.as_str(), owner.controller),
-            ("CaptureSession", "0123456789abcdef", Some(true))
-        );
+        assert_eq!(deployment.metadata.namespace.as_deref(), Some("trawl-system"));
+        assert_eq!(deployment.metadata.owner_references, None, "no owner across namespaces");
         let selector = deployment.spec.selector.match_labels.clone().unwrap();
         assert_eq!(selector["trawl.dev/session"], "web-and-dns");
+        assert_eq!(selector["trawl.dev/session-namespace"], "team-a");
+        assert_eq!(selector["trawl.dev/session-uid"], "0123456789abcdef");
         assert_eq!(selector["app.kubernetes.io/component"], "parser");
     }
 
@@ -142,7 +141,7 @@ mod tests {
         let secret = database.value_from.as_ref().unwrap().secret_key_ref.as_ref().unwrap();
         assert_eq!(
             (secret.name.as_str(), secret.key.as_str()),
-            ("web-and-dns-credentials", DATABASE_URL_KEY)
+            ("team-a-web-and-dns-credentials", DATABASE_URL_KEY)
         );
         assert_eq!(pod.security_context.unwrap().run_as_non_root, Some(true));
         let queue = container

@@ -10,7 +10,7 @@ use crate::names;
 /// KEDA reads the broker URL from the parsers' own `TRAWL_AMQP_URL`. A trigger per shard queue,
 /// each aiming at its share of `targetBacklog`: the HPA follows the busiest trigger, which for
 /// evenly hashed flows asks for about what the total backlog over `targetBacklog` would.
-pub fn parser_scaled_object(session: &CaptureSession, queue: &str) -> serde_json::Value {
+pub fn parser_scaled_object(session: &CaptureSession, namespace: &str, queue: &str) -> serde_json::Value {
     let parsers = &session.spec.parsers;
     let shards = session.shards();
     let share = (parsers.target_backlog / i64::from(shards)).max(1);
@@ -30,7 +30,7 @@ pub fn parser_scaled_object(session: &CaptureSession, queue: &str) -> serde_json
     json!({
         "apiVersion": "keda.sh/v1alpha1",
         "kind": "ScaledObject",
-        "metadata": child_metadata(session, names::parser_name(session), &names::labels(session, "parser")),
+        "metadata": child_metadata(namespace, names::parser_name(session), &names::labels(session, "parser")),
         "spec": {
             "scaleTargetRef": {"name": names::parser_name(session)},
             "minReplicaCount": parsers.min_replicas,
@@ -51,8 +51,8 @@ mod tests {
     #[test]
     fn keda_scales_the_parsers_on_the_queue_length() {
         let session = session();
-        let scaled = parser_scaled_object(&session, "trawl.team-a.web-and-dns.01234567");
-        assert_eq!(scaled["spec"]["scaleTargetRef"]["name"], "web-and-dns-parser");
+        let scaled = parser_scaled_object(&session, "trawl-system", "trawl.team-a.web-and-dns.01234567");
+        assert_eq!(scaled["spec"]["scaleTargetRef"]["name"], "team-a-web-and-dns-parser");
         assert_eq!(
             (
                 scaled["spec"]["minReplicaCount"].as_i64(),
@@ -81,7 +81,7 @@ mod tests {
     #[test]
     fn the_scaled_object_has_only_fields_keda_declares() {
         use serde_json::Value;
-        let scaled = parser_scaled_object(&session(), "q");
+        let scaled = parser_scaled_object(&session(), "trawl-system", "q");
         let keys = |value: &Value| -> Vec<String> { value.as_object().unwrap().keys().cloned().collect() };
         let within = |value: &Value, allowed: &[&str], at: &str| {
             for key in keys(value) {
@@ -162,6 +162,6 @@ mod tests {
             }
         }
         let metadata = serde_json::from_value::<ObjectMeta>(scaled["metadata"].clone()).unwrap();
-        assert_eq!(metadata.owner_references.unwrap()[0].kind, "CaptureSession");
+        assert_eq!(metadata.namespace.as_deref(), Some("trawl-system"));
     }
 }

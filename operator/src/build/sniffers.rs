@@ -32,7 +32,7 @@ pub fn sniffer_daemonset(session: &CaptureSession, config: &PodConfig, queue: &s
     };
     let targeted = spec.target.is_some();
     let mut node_selector = spec.node_selector.clone();
-    let pods = format!("{namespace}/{}", names::targets_name(session));
+    let pods = format!("{}/{}", config.namespace, names::targets_name(session));
     // Every sniffer reads the addresses of the pods the session captures, on every node; a
     // targeted session's also narrow their capture to their own node's.
     let mut variables = if targeted {
@@ -78,7 +78,7 @@ pub fn sniffer_daemonset(session: &CaptureSession, config: &PodConfig, queue: &s
         ..Default::default()
     };
     DaemonSet {
-        metadata: child_metadata(session, names::sniffer_name(session), &labels),
+        metadata: child_metadata(&config.namespace, names::sniffer_name(session), &labels),
         spec: DaemonSetSpec {
             selector: selector(&labels),
             template: pod_template(

@@ -13,10 +13,10 @@ use crate::names;
 /// Watched by the sniffers through the API, not mounted: a mounted ConfigMap reaches a running
 /// pod only at the kubelet's next sync (a minute or more), and a new pod must be captured within
 /// seconds of getting its address.
-pub fn targets_configmap(session: &CaptureSession, by_node: BTreeMap<String, String>) -> ConfigMap {
+pub fn targets_configmap(session: &CaptureSession, namespace: &str, by_node: BTreeMap<String, String>) -> ConfigMap {
     ConfigMap {
         metadata: child_metadata(
-            session,
+            namespace,
             names::targets_name(session),
             &names::labels(session, "sniffer"),
         ),
@@ -27,15 +27,15 @@ pub fn targets_configmap(session: &CaptureSession, by_node: BTreeMap<String, Str
 
 /// The sniffers' identity: a ServiceAccount that may read the session's targets ConfigMap and
 /// nothing else (a Role limited to that one name).
-pub fn sniffer_access(session: &CaptureSession) -> (ServiceAccount, Role, RoleBinding) {
+pub fn sniffer_access(session: &CaptureSession, namespace: &str) -> (ServiceAccount, Role, RoleBinding) {
     let name = names::targets_name(session);
     let labels = names::labels(session, "sniffer");
     let account = ServiceAccount {
-        metadata: child_metadata(session, name.clone(), &labels),
+        metadata: child_metadata(namespace, name.clone(), &labels),
         ..Default::default()
     };
     let role = Role {
-        metadata: child_metadata(session, name.clone(), &labels),
+        metadata: child_metadata(namespace, name.clone(), &labels),
         rules: Some(vec![PolicyRule {
             api_groups: Some(vec![String::new()]),
             resources: Some(vec!["configmaps".into()]),
@@ -45,7 +45,7 @@ pub fn sniffer_access(session: &CaptureSession) -> (ServiceAccount, Role, RoleBi
         }]),
     };
     let binding = RoleBinding {
-        metadata: child_metadata(session, name.clone(), &labels),
+        metadata: child_metadata(namespace, name.clone(), &labels),
         role_ref: RoleRef {
             api_group: Some("rbac.authorization.k8s.io".into()),
             kind: "Role".into(),
@@ -54,7 +54,7 @@ pub fn sniffer_access(session: &CaptureSession) -> (ServiceAccount, Role, RoleBi
         subjects: Some(vec![Subject {
             kind: "ServiceAccount".into(),
             name,
-            namespace: session.metadata.namespace.clone(),
+            namespace: Some(namespace.to_owned()),
             ..Default::default()
         }]),
     };

@@ -379,7 +379,12 @@ fn children(
         (true, Some(port)) => {
             // Without the cluster's caches (tests that do not watch pods), an empty list: the
             // sniffers then keep every copy for their deduplication to sort out.
-            decide_targets(session, &observed.targets.clone().unwrap_or_default(), decision);
+            decide_targets(
+                session,
+                &config.pods.namespace,
+                &observed.targets.clone().unwrap_or_default(),
+                decision,
+            );
             decision.children.sniffers =
                 Sniffers::Apply(Box::new(build::sniffer_daemonset(session, &config.pods, &queue, port)));
             observed.sniffers.as_ref().and_then(|s| s.counts.clone())
@@ -388,7 +393,7 @@ fn children(
     };
     decision.children.parsers = Some(build::parser_deployment(session, &config.pods, &queue));
     if session.spec.parsers.autoscaler == Autoscaler::Keda {
-        decision.children.scaled_object = Some(build::parser_scaled_object(session, &queue));
+        decision.children.scaled_object = Some(build::parser_scaled_object(session, &config.pods.namespace, &queue));
     }
     let current = observed.parsers.as_ref().map_or(1, |p| p.replicas);
     let desired = autoscale(session, observed, now, config, current, decision);
@@ -513,10 +518,15 @@ fn storing_condition(observed: &Observed) -> DesiredCondition {
 /// The ConfigMap of the pods the session captures (a targeted session's targets, or every pod on
 /// a node-wide session's nodes), the sniffers' access to it, and for a targeted session the node
 /// labels that place sniffers exactly where targeted pods run.
-fn decide_targets(session: &CaptureSession, observed: &crate::observe::ObservedTargets, decision: &mut Decision) {
-    let (account, role, binding) = build::sniffer_access(session);
+fn decide_targets(
+    session: &CaptureSession,
+    namespace: &str,
+    observed: &crate::observe::ObservedTargets,
+    decision: &mut Decision,
+) {
+    let (account, role, binding) = build::sniffer_access(session, namespace);
     decision.children.targets = Some(TargetChildren {
-        configmap: build::targets_configmap(session, observed.resolved.by_node()),
+        configmap: build::targets_configmap(session, namespace, observed.resolved.by_node()),
         account,
         role,
         binding,

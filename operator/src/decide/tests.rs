@@ -453,7 +453,7 @@ fn a_targeted_session_labels_the_nodes_of_its_pods_and_unlabels_the_others() {
             .resource_names
             .as_ref()
             .unwrap(),
-        &["web-and-dns-targets"]
+        &["team-a-web-and-dns-targets"]
     );
     let Sniffers::Apply(daemonset) = &decision.children.sniffers else {
         panic!("sniffers applied")
@@ -463,7 +463,7 @@ fn a_targeted_session_labels_the_nodes_of_its_pods_and_unlabels_the_others() {
         pod.node_selector.as_ref().unwrap()["capture.trawl.dev/0123456789abcdef"],
         "true"
     );
-    assert_eq!(pod.service_account_name.as_deref(), Some("web-and-dns-targets"));
+    assert_eq!(pod.service_account_name.as_deref(), Some("team-a-web-and-dns-targets"));
     assert_eq!(condition(&decision, "Targeted"), (true, "PodsTargeted"));
     assert_eq!(decision.report.as_ref().unwrap().targets.as_ref().unwrap().pods, 3);
 }
