@@ -70,12 +70,19 @@ impl Drop for TestDatabase {
 pub struct PrivatePostgres {
     pub port: u16,
     pub url: String,
+    listen: String,
     dir: std::path::PathBuf,
     running: bool,
 }
 
 impl PrivatePostgres {
     pub fn start() -> Self {
+        Self::start_on("127.0.0.1", crate::process::free_port())
+    }
+
+    /// A server listening on `address:port` (an address of a test veth, for clients in the
+    /// test's namespace: any client of a subnet the server is on is trusted).
+    pub fn start_on(address: &str, port: u16) -> Self {
         let dir = std::env::temp_dir().join(format!("trawl-postgres-{}", crate::unique_suffix()));
         std::fs::create_dir_all(&dir).unwrap();
         // PostgreSQL refuses to run as root; the Debian package's `postgres` user runs it.
@@ -85,10 +92,10 @@ impl PrivatePostgres {
             .status()
             .unwrap();
         assert!(chown.success());
-        let port = crate::process::free_port();
         let server = Self {
-            url: format!("postgres://trawl@127.0.0.1:{port}/postgres"),
+            url: format!("postgres://trawl@{address}:{port}/postgres"),
             port,
+            listen: address.to_owned(),
             dir,
             running: false,
         };
@@ -101,6 +108,10 @@ impl PrivatePostgres {
             .status()
             .unwrap();
         assert!(initdb.success(), "initdb failed");
+        let hba = server.dir.join("data/pg_hba.conf");
+        let mut rules = std::fs::read_to_string(&hba).unwrap();
+        rules.push_str("host all all samenet trust\n");
+        std::fs::write(&hba, rules).unwrap();
         let mut server = server;
         server.resume();
         server
@@ -122,8 +133,9 @@ impl PrivatePostgres {
     /// Starts the stopped server again on the same data.
     pub fn resume(&mut self) {
         let options = format!(
-            "-p {} -c listen_addresses=127.0.0.1 -k {} -c fsync=off",
+            "-p {} -c listen_addresses={} -k {} -c fsync=off",
             self.port,
+            self.listen,
             self.dir.display()
         );
         let status = self

@@ -8,10 +8,12 @@
 mod dns;
 mod http;
 mod http2;
+mod postgres;
 mod quic;
 mod tls;
 
 pub use http2::Http2Message;
+pub use postgres::PostgresMessages;
 
 use serde::Serialize;
 
@@ -57,6 +59,8 @@ pub enum L7 {
     },
     /// One HTTP/2 header block, stream end, reset or GOAWAY (gRPC is HTTP/2 with its content type).
     Http2(Box<Http2Message>),
+    /// The PostgreSQL messages one packet holds whole.
+    Postgres(Box<PostgresMessages>),
     /// Recognised only by its well-known port; the payload was not dissected.
     Guess { name: String },
 }
@@ -71,17 +75,20 @@ impl L7 {
             Self::Tls { .. } => "tls",
             Self::Http2(message) if message.content_type.as_deref().is_some_and(http2::is_grpc) => "grpc",
             Self::Http2(_) => "http2",
+            Self::Postgres(_) => "postgresql",
             Self::Guess { name } => name,
         }
     }
 
-    /// The protocol's main name: the DNS query name, the HTTP host, the TLS SNI.
+    /// The protocol's main name: the DNS query name, the HTTP host, the TLS SNI, the PostgreSQL
+    /// database a connection opens.
     pub fn main_name(&self) -> Option<&str> {
         match self {
             Self::Dns { queries, .. } => queries.first().map(String::as_str),
             Self::Http { host, .. } => host.as_deref(),
             Self::Tls { sni, .. } => sni.as_deref(),
             Self::Http2(message) => message.authority.as_deref(),
+            Self::Postgres(messages) => messages.database.as_deref(),
             Self::Guess { .. } => None,
         }
     }
@@ -161,7 +168,14 @@ impl std::fmt::Debug for dyn Protocol {
 }
 
 /// The protocols in the order their recognition by content is tried.
-pub(crate) static PROTOCOLS: &[&dyn Protocol] = &[&dns::Dns, &http::Http, &tls::Tls, &http2::Http2, &quic::Quic];
+pub(crate) static PROTOCOLS: &[&dyn Protocol] = &[
+    &dns::Dns,
+    &http::Http,
+    &tls::Tls,
+    &http2::Http2,
+    &quic::Quic,
+    &postgres::Postgres,
+];
 
 /// How a protocol cuts a reassembled stream into messages.
 pub(crate) enum Framing {
@@ -209,6 +223,7 @@ pub(crate) fn info(l7: &L7) -> Option<String> {
         L7::Http { .. } => http::info(l7),
         L7::Tls { .. } => tls::info(l7),
         L7::Http2(message) => http2::info(message),
+        L7::Postgres(messages) => postgres::info(messages),
         L7::Guess { .. } => None,
     }
 }
