@@ -32,8 +32,11 @@ declare -A packages=(
   [debootstrap]=debootstrap
   [iptables]=iptables
   [conntrack]=conntrack
-  # Real HTTP/2 and gRPC servers and clients for the dissector's agreement with tshark.
+  # Real HTTP/2 and gRPC servers and clients for the dissector's agreement with tshark; the same
+  # for Redis (PostgreSQL's psql and pgbench come with hack/services.sh's server).
   [nghttpd]=nghttp2-server
+  [redis-server]=redis-server
+  [redis-cli]=redis-tools
 )
 missing=()
 for command in "${!packages[@]}"; do

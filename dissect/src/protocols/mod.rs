@@ -10,10 +10,12 @@ mod http;
 mod http2;
 mod postgres;
 mod quic;
+mod redis;
 mod tls;
 
 pub use http2::Http2Message;
 pub use postgres::PostgresMessages;
+pub use redis::RedisMessages;
 
 use serde::Serialize;
 
@@ -61,6 +63,8 @@ pub enum L7 {
     Http2(Box<Http2Message>),
     /// The PostgreSQL messages one packet holds whole.
     Postgres(Box<PostgresMessages>),
+    /// The Redis (RESP) values one packet holds whole.
+    Redis(Box<RedisMessages>),
     /// Recognised only by its well-known port; the payload was not dissected.
     Guess { name: String },
 }
@@ -76,6 +80,7 @@ impl L7 {
             Self::Http2(message) if message.content_type.as_deref().is_some_and(http2::is_grpc) => "grpc",
             Self::Http2(_) => "http2",
             Self::Postgres(_) => "postgresql",
+            Self::Redis(_) => "redis",
             Self::Guess { name } => name,
         }
     }
@@ -89,6 +94,7 @@ impl L7 {
             Self::Tls { sni, .. } => sni.as_deref(),
             Self::Http2(message) => message.authority.as_deref(),
             Self::Postgres(messages) => messages.database.as_deref(),
+            Self::Redis(_) => None,
             Self::Guess { .. } => None,
         }
     }
@@ -175,6 +181,7 @@ pub(crate) static PROTOCOLS: &[&dyn Protocol] = &[
     &http2::Http2,
     &quic::Quic,
     &postgres::Postgres,
+    &redis::Redis,
 ];
 
 /// How a protocol cuts a reassembled stream into messages.
@@ -224,6 +231,7 @@ pub(crate) fn info(l7: &L7) -> Option<String> {
         L7::Tls { .. } => tls::info(l7),
         L7::Http2(message) => http2::info(message),
         L7::Postgres(messages) => postgres::info(messages),
+        L7::Redis(messages) => redis::info(messages),
         L7::Guess { .. } => None,
     }
 }

@@ -1,6 +1,7 @@
 //! PostgreSQL's frontend/backend protocol (version 3): recognised on its IANA port (5432, as
 //! Wireshark's pgsql dissector is) when the payload is a run of well-formed messages, each
-//! dissected as far as the packet holds it; the side on port 5432 is the server. Summarised as
+//! dissected as far as the packet holds it; the side on port 5432 is the server. A packet that
+//! does not start with a message (the middle of a long result) is the port's guess. Summarised as
 //! Wireshark's Info column does: the direction (`>` to the server, `<` from it) and each
 //! message's type letter, `<T/D/C/Z`.
 //!
@@ -67,12 +68,11 @@ impl Protocol for Postgres {
         }
         // Both ends on 5432: the lower ephemeral rule does not apply; the destination serves.
         let frontend = dst_port == PORT;
-        match messages(payload, frontend) {
-            Some(messages) => Found::Dissected(L7::Postgres(Box::new(messages))),
-            None => Found::NotAsPromised(L7::Guess {
-                name: "postgresql".into(),
-            }),
-        }
+        // A packet that does not start with a message may continue a long one (a big result
+        // spans segments): not an error, the port's guess.
+        messages(payload, frontend).map_or(Found::Nothing, |messages| {
+            Found::Dissected(L7::Postgres(Box::new(messages)))
+        })
     }
 }
 
@@ -265,19 +265,18 @@ mod tests {
     }
 
     #[test]
-    fn a_message_cut_by_the_segment_ends_the_packet_and_garbage_is_not_postgresql() {
+    fn a_message_cut_by_the_segment_ends_the_packet_and_other_bytes_are_left_to_the_port() {
         let mut payload = message(b'Z', b"I");
         payload.extend(&message(b'D', &[0; 100])[..20]);
         assert_eq!(read(&payload, false).types, ['Z']);
+        // The middle of a long DataRow, or bytes that are not PostgreSQL: the port's guess.
+        assert_eq!(dissect(&[0x41; 40], false), Found::Nothing);
+        assert_eq!(dissect(&[b'Q', 0xff, 0xff, 0xff, 0xff], true), Found::Nothing);
+        assert_eq!(dissect(&[0, 0, 0, 2], true), Found::Nothing);
         assert!(matches!(
-            dissect(b"GET / HTTP/1.1\r\n\r\n", true),
-            Found::NotAsPromised(_)
+            crate::protocols::dissect(Transport::Tcp, 40000, PORT, &[0x41; 40]),
+            Found::Dissected(L7::Guess { .. })
         ));
-        assert!(matches!(
-            dissect(&[b'Q', 0xff, 0xff, 0xff, 0xff], true),
-            Found::NotAsPromised(_)
-        ));
-        assert!(matches!(dissect(&[0, 0, 0, 2], true), Found::NotAsPromised(_)));
         assert!(matches!(
             Postgres.dissect(Transport::Tcp, 40000, 40001, &message(b'Q', b"x\0")),
             Found::Nothing
