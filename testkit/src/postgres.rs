@@ -6,10 +6,16 @@ use std::str::FromStr;
 pub const DEFAULT_ADMIN_URL: &str = "postgres://trawl:trawl@127.0.0.1:5432/postgres";
 
 /// A database created for one test and dropped (with its connections) when this drops.
+///
+/// On a Citus cluster (`TRAWL_TEST_CITUS_WORKERS=host:port,...` beside a coordinator's
+/// `TRAWL_TEST_DATABASE_URL`; `hack/citus.sh env` prints both), the database is created on the
+/// coordinator and every worker with the citus extension, and the workers are added to it.
 pub struct TestDatabase {
     pub name: String,
     pub url: String,
     admin_url: String,
+    /// Admin URLs of the Citus workers this database was also created on.
+    workers: Vec<String>,
 }
 
 impl TestDatabase {
@@ -29,7 +35,16 @@ impl TestDatabase {
             .database(&name)
             .to_url_lossy()
             .to_string();
-        Self { name, url, admin_url }
+        let workers = citus_workers(&admin_url);
+        if !workers.is_empty() {
+            join_citus(&admin_url, &name, &workers).await;
+        }
+        Self {
+            name,
+            url,
+            admin_url,
+            workers,
+        }
     }
 
     pub async fn pool(&self) -> PgPool {
@@ -41,20 +56,89 @@ impl TestDatabase {
     }
 }
 
+/// The admin URLs of the Citus workers named by `TRAWL_TEST_CITUS_WORKERS`, with the
+/// coordinator's credentials.
+fn citus_workers(admin_url: &str) -> Vec<String> {
+    let Ok(workers) = std::env::var("TRAWL_TEST_CITUS_WORKERS") else {
+        return Vec::new();
+    };
+    let admin = PgConnectOptions::from_str(admin_url).expect("a valid admin URL");
+    workers
+        .split(',')
+        .filter(|worker| !worker.is_empty())
+        .map(|worker| {
+            let (host, port) = worker.rsplit_once(':').expect("host:port");
+            admin
+                .clone()
+                .host(host)
+                .port(port.parse().expect("a port"))
+                .to_url_lossy()
+                .to_string()
+        })
+        .collect()
+}
+
+/// Citus does not create a database on its workers: the same database with the extension on
+/// each, then the workers added to the coordinator's.
+async fn join_citus(admin_url: &str, name: &str, workers: &[String]) {
+    let with_database = |url: &str| {
+        PgConnectOptions::from_str(url)
+            .expect("a valid admin URL")
+            .database(name)
+    };
+    for worker in workers {
+        let mut admin = PgConnection::connect(worker).await.expect("reach a Citus worker");
+        sqlx::raw_sql(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+            .execute(&mut admin)
+            .await
+            .expect("create the test database on a worker");
+        let mut database = with_database(worker).connect().await.expect("connect to the worker's database");
+        sqlx::raw_sql("CREATE EXTENSION citus")
+            .execute(&mut database)
+            .await
+            .expect("citus on the worker");
+    }
+    let coordinator = PgConnectOptions::from_str(admin_url).expect("a valid admin URL");
+    let mut database = with_database(admin_url).connect().await.expect("connect to the coordinator's database");
+    sqlx::raw_sql("CREATE EXTENSION citus")
+        .execute(&mut database)
+        .await
+        .expect("citus on the coordinator");
+    sqlx::query("SELECT citus_set_coordinator_host($1, $2)")
+        .bind(coordinator.get_host())
+        .bind(i32::from(coordinator.get_port()))
+        .execute(&mut database)
+        .await
+        .expect("name the coordinator");
+    for worker in workers {
+        let options = PgConnectOptions::from_str(worker).expect("a worker URL");
+        sqlx::query("SELECT citus_add_node($1, $2)")
+            .bind(options.get_host())
+            .bind(i32::from(options.get_port()))
+            .execute(&mut database)
+            .await
+            .expect("add a worker");
+    }
+}
+
 impl Drop for TestDatabase {
     fn drop(&mut self) {
+        let workers = self.workers.clone();
         let (admin_url, name) = (self.admin_url.clone(), self.name.clone());
         // Drop runs inside the test's runtime, which cannot be blocked on; a thread with a runtime of its own can.
         let dropped = std::thread::spawn(move || {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             runtime.block_on(async {
-                let mut admin = PgConnection::connect(&admin_url).await.map_err(std::io::Error::other)?;
-                sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
-                    "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
-                )))
-                .execute(&mut admin)
-                .await
-                .map_err(std::io::Error::other)?;
+                // The coordinator's first: it holds connections to the workers' databases.
+                for url in std::iter::once(&admin_url).chain(&workers) {
+                    let mut admin = PgConnection::connect(url).await.map_err(std::io::Error::other)?;
+                    sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+                        "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+                    )))
+                    .execute(&mut admin)
+                    .await
+                    .map_err(std::io::Error::other)?;
+                }
                 Ok::<_, std::io::Error>(())
             })
         })
