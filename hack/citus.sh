@@ -39,6 +39,12 @@ install_citus() {
     log "installing ${missing[*]}"
     apt-get update -qq
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+    # The server headers may come with a newer minor release of the server itself: a server
+    # still running the old binary then cannot load the new release's plpgsql.so. Restart it.
+    pg_lsclusters --no-header | awk '$4 == "online" {print $1, $2}' | while read -r v c; do
+      log "restarting PostgreSQL $v/$c on the binaries apt just installed"
+      pg_ctlcluster "$v" "$c" restart
+    done
   fi
   pg_config=$(command -v pg_config)
   local source=$cache/citus-$version

@@ -746,6 +746,7 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
         exchanges.len(),
         pcap_packets(&stored).len()
     );
+    kubectl_trawl_lists_and_exports(cluster, token, session_id, &client);
     kubectl_trawl_taps_a_pod_live(cluster, token);
     wireshark_captures_a_session_through_the_extcap(cluster, token, session_id);
     cluster.kubectl(&[
@@ -857,20 +858,108 @@ async fn a_node_lost_under_traffic_is_named_and_picked_up_again(cluster: &Cluste
 /// as a live capture, as `wireshark -k -i -` reads it) while the pod is called:
 /// the pod's requests arrive live through a port-forward the plugin opened to trawl-api itself,
 /// and Ctrl-C removes the session and says what it captured.
-fn kubectl_trawl_taps_a_pod_live(cluster: &Cluster, token: &str) {
-    use std::io::BufRead;
-    use std::process::Stdio;
+/// `kubectl trawl ...` as a user runs it: kubectl finds the plugin on the PATH.
+fn kubectl_trawl(cluster: &Cluster) -> Command {
     let plugin = testkit::process::workspace_binary("kubectl-trawl", "kubectl-trawl");
     let path = format!(
         "{}:{}",
         plugin.parent().unwrap().display(),
         std::env::var("PATH").unwrap_or_default()
     );
-    let mut tap = Command::new(testkit::control_plane::assets_dir().join("kubectl"))
+    let mut command = Command::new(testkit::control_plane::assets_dir().join("kubectl"));
+    command
         .env("PATH", path)
         .env("KUBECONFIG", &cluster.control_plane.kubeconfig)
+        .arg("trawl");
+    command
+}
+
+/// Issue #34 item 5: `kubectl trawl sessions` lists the session with its counts, and
+/// `kubectl trawl pcap` writes its packets of one pod to a file tshark reads.
+fn kubectl_trawl_lists_and_exports(cluster: &Cluster, token: &str, session_id: &str, client: &str) {
+    let (namespace, name) = session_id.split_once('/').unwrap();
+    let listed = kubectl_trawl(cluster)
+        .args(["sessions", "-n", namespace])
+        .output()
+        .unwrap();
+    let table = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(
+        listed.status.success(),
+        "kubectl trawl sessions: {}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let header: Vec<&str> = table.lines().next().unwrap_or_default().split_whitespace().collect();
+    assert_eq!(
+        header,
+        [
+            "NAMESPACE",
+            "NAME",
+            "PHASE",
+            "READY",
+            "CAPTURED",
+            "STORED",
+            "DROPPED",
+            "BY"
+        ],
+        "{table}"
+    );
+    let row: Vec<&str> = table
+        .lines()
+        .map(|line| line.split_whitespace().collect::<Vec<_>>())
+        .find(|cells| cells.get(1) == Some(&name))
+        .unwrap_or_else(|| panic!("the session in {table}"));
+    assert_eq!(
+        (row[0], row[2], row[7]),
+        (namespace, "Capturing", "manifest"),
+        "{table}"
+    );
+    let captured: u64 = row[4]
+        .replace(',', "")
+        .parse()
+        .unwrap_or_else(|_| panic!("a count in {table}"));
+    assert!(captured > 0, "{table}");
+
+    let file = std::env::temp_dir().join(format!("trawl-plugin-{}.pcapng", testkit::unique_suffix()));
+    let exported = kubectl_trawl(cluster)
+        .args(["pcap", session_id, "-q", &format!("host {client}"), "-o"])
+        .arg(&file)
+        .args(["--token", token])
+        .output()
+        .unwrap();
+    assert!(
+        exported.status.success(),
+        "kubectl trawl pcap: {}",
+        String::from_utf8_lossy(&exported.stderr)
+    );
+    let read = Command::new("tshark")
+        .arg("-r")
+        .arg(&file)
+        .args(["-T", "fields", "-e", "ip.src", "-e", "ip.dst"])
+        .output()
+        .expect("tshark");
+    let _ = std::fs::remove_file(&file);
+    let lines = String::from_utf8_lossy(&read.stdout).into_owned();
+    assert!(
+        read.status.success() && !lines.is_empty(),
+        "tshark read the export: {lines}"
+    );
+    assert!(
+        lines
+            .lines()
+            .all(|line| line.split('\t').any(|address| address == client)),
+        "every exported packet is the client's: {lines}"
+    );
+    eprintln!(
+        "kubectl trawl sessions: {name} Capturing with {captured} captured; kubectl trawl pcap: {} packets of {client}",
+        lines.lines().count()
+    );
+}
+
+fn kubectl_trawl_taps_a_pod_live(cluster: &Cluster, token: &str) {
+    use std::io::BufRead;
+    use std::process::Stdio;
+    let mut tap = kubectl_trawl(cluster)
         .args([
-            "trawl",
             "tap",
             "pod/server-1",
             "-n",

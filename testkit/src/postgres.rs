@@ -92,14 +92,20 @@ async fn join_citus(admin_url: &str, name: &str, workers: &[String]) {
             .execute(&mut admin)
             .await
             .expect("create the test database on a worker");
-        let mut database = with_database(worker).connect().await.expect("connect to the worker's database");
+        let mut database = with_database(worker)
+            .connect()
+            .await
+            .expect("connect to the worker's database");
         sqlx::raw_sql("CREATE EXTENSION citus")
             .execute(&mut database)
             .await
             .expect("citus on the worker");
     }
     let coordinator = PgConnectOptions::from_str(admin_url).expect("a valid admin URL");
-    let mut database = with_database(admin_url).connect().await.expect("connect to the coordinator's database");
+    let mut database = with_database(admin_url)
+        .connect()
+        .await
+        .expect("connect to the coordinator's database");
     sqlx::raw_sql("CREATE EXTENSION citus")
         .execute(&mut database)
         .await
