@@ -65,6 +65,10 @@ sleep 30
 t2=$(date +%s.%N) r2=$(reconciles)
 rss_mib=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' /proc/$operator/status)
 errors=$(curl -fsS http://127.0.0.1:$port/metrics | awk '$1 ~ /^trawl_operator_reconcile_errors_total/ {n += $2} END {print n + 0}')
+# By the action that failed: a finalizer added while the session changed is refused on purpose
+# (resourceVersion) and retried; others would be worth a look.
+error_kinds=$(curl -fsS http://127.0.0.1:$port/metrics |
+  awk -F'[{}"]' '$1 ~ /^trawl_operator_reconcile_errors_total/ {split($0, v, " "); printf "%s%s %s", sep, $3, v[2]; sep = ", "}')
 mirrored=$(psql -qAt -h 127.0.0.1 -U trawl -d $db -c "SELECT count(*) FROM sessions WHERE ready")
 
 to_ready=$(awk -v a="$t0" -v b="$t1" 'BEGIN { printf "%.1f", b - a }')
@@ -88,7 +92,7 @@ RabbitMQ. \`kubectl apply\` of $sessions copies of \`examples/capture.yaml\` too
 | apply -> all $sessions sessions \`Ready=True\` | ${to_ready} s |
 | reconciles until then | $((r1 - r0)) ($burst_rate/s) |
 | reconciles/s once settled (30 s) | $steady_rate |
-| reconcile errors | $errors |
+| reconcile errors (by action) | $errors (${error_kinds:-none}) |
 | sessions mirrored Ready in PostgreSQL | $mirrored |
 | operator peak RSS | ${rss_mib} MiB |
 <!-- operator:end -->
