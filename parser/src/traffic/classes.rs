@@ -30,6 +30,19 @@ pub fn status(status: u16) -> &'static str {
     }
 }
 
+/// A gRPC call's `grpc-status` as an HTTP status class, as gRPC's own HTTP mapping and the
+/// service map have it: OK is `2xx`; the server's failures (UNKNOWN, DEADLINE_EXCEEDED,
+/// UNIMPLEMENTED, INTERNAL, UNAVAILABLE, DATA_LOSS) `5xx`; what the caller asked wrongly or was
+/// refused (the rest) `4xx`; a code gRPC does not define `other`.
+pub fn grpc_status(code: u32) -> &'static str {
+    match code {
+        0 => "2xx",
+        2 | 4 | 12 | 13 | 14 | 15 => "5xx",
+        1 | 3 | 5..=11 | 16 => "4xx",
+        _ => "other",
+    }
+}
+
 /// A DNS query type as a label: the types services ask for, else `other`.
 pub fn query_type(kind: Option<&str>) -> &'static str {
     const KNOWN: [&str; 12] = [

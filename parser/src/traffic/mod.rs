@@ -240,34 +240,13 @@ impl Names<'_, '_> {
                 );
             }
         }
-        // An HTTP/2 exchange counts once, when its response's status is seen.
         for event in &events.http2.events {
-            if let Some(status) = event.parts.status {
-                let edge = self.edge(event.endpoints.client, event.endpoints.server);
-                let protocol = event.parts.protocol();
-                Self::request(
-                    &f,
-                    edge,
-                    protocol,
-                    event.method.as_deref(),
-                    status,
-                    event.parts.latency_ms,
-                );
-            }
+            let edge = self.edge(event.endpoints.client, event.endpoints.server);
+            Self::http2_exchange(&f, edge, event.method.as_deref(), &event.parts);
         }
         for late in &events.http2.late {
-            if let Some(status) = late.answer.status {
-                let edge = self.edge(late.endpoints.client, late.endpoints.server);
-                let protocol = late.answer.protocol();
-                Self::request(
-                    &f,
-                    edge,
-                    protocol,
-                    late.asked.as_deref(),
-                    status,
-                    late.answer.latency_ms,
-                );
-            }
+            let edge = self.edge(late.endpoints.client, late.endpoints.server);
+            Self::http2_exchange(&f, edge, late.asked.as_deref(), &late.answer);
         }
         for late in &events.late_http {
             let edge = self.edge(late.endpoints.client, late.endpoints.server);
@@ -292,6 +271,33 @@ impl Names<'_, '_> {
             rcode: classes::response_code(rcode),
         };
         f.add(&f.dns_responses, response, 1);
+    }
+
+    /// An HTTP/2 exchange counts once: when its response's status is seen, or for a gRPC call
+    /// when its `grpc-status` is (the trailers; its HTTP status is 200 whatever the call's
+    /// outcome), classed as the service map classes it. Its latency is the response headers'.
+    fn http2_exchange(f: &Families, edge: Edge, method: Option<&str>, parts: &crate::events::Http2Parts) {
+        let grpc = parts.grpc || parts.grpc_status.is_some();
+        let protocol = if grpc { "grpc" } else { "http2" };
+        if let Some(latency_ms) = parts.latency_ms {
+            let labels = EdgeProtocol {
+                edge: edge.clone(),
+                protocol,
+            };
+            f.observe(&f.request_duration, labels, latency_ms / 1e3);
+        }
+        let status_class = match (parts.grpc_status, parts.status) {
+            (Some(code), _) => classes::grpc_status(code),
+            (None, Some(status)) if !grpc => classes::status(status),
+            _ => return,
+        };
+        let request = Request {
+            edge,
+            protocol,
+            method: classes::method(method),
+            status_class,
+        };
+        f.add(&f.requests, request, 1);
     }
 
     fn request(

@@ -218,3 +218,35 @@ fn the_namespace_context_names_ends_by_namespace_only() {
     };
     assert_eq!(traffic.families.packets.get_or_create(&by_namespace).get(), 1);
 }
+
+#[test]
+fn a_grpc_call_counts_once_by_its_grpc_status_not_its_http_status() {
+    for (grpc_status, class) in [(0, "2xx"), (5, "4xx"), (14, "5xx")] {
+        let traffic = traffic(TrafficConfig::default());
+        let (client, server) = ((WEB, 40000), (API, 50051));
+        let (request, response) = frames::grpc_call("/shop.Orders/Get", grpc_status);
+        observe(
+            &traffic,
+            vec![
+                tcp(client, server, 0x02, 100, b""),
+                tcp(server, client, 0x12, 900, b""),
+                tcp(client, server, 0x18, 101, &request),
+                tcp(server, client, 0x18, 901, &response),
+            ],
+        );
+        let f = &traffic.families;
+        let count = |status_class| {
+            f.requests
+                .get_or_create(&Request {
+                    edge: edge("web", "api"),
+                    protocol: "grpc",
+                    method: "POST",
+                    status_class,
+                })
+                .get()
+        };
+        let counts: Vec<u64> = ["2xx", "4xx", "5xx"].map(count).to_vec();
+        let expected: Vec<u64> = ["2xx", "4xx", "5xx"].map(|c| u64::from(c == class)).to_vec();
+        assert_eq!(counts, expected, "grpc-status {grpc_status} counts once as {class}");
+    }
+}
