@@ -897,8 +897,13 @@ async fn grpc_calls_are_http_events_with_their_service_method_and_status() {
             (&"helloworld.Greeter".into(), &"SayHello".into())
         );
         assert_eq!(
-            (&call["method"], &call["host"], &call["status"]),
-            (&"POST".into(), &"greeter.test:50051".into(), &200.into())
+            (&call["method"], &call["scheme"], &call["host"], &call["status"]),
+            (
+                &"POST".into(),
+                &"http".into(),
+                &"greeter.test:50051".into(),
+                &200.into()
+            )
         );
         assert_eq!(
             (&call["grpc_status"], &call["grpc_message"]),

@@ -389,6 +389,8 @@ export interface components {
                 response_bytes?: number | null;
                 /** Format: int32 */
                 response_messages?: number | null;
+                /** @description HTTP/2's `:scheme` (`http` in cleartext, `https` through a proxy); absent for HTTP/1.x. */
+                scheme?: string | null;
                 /**
                  * Format: int32
                  * @description Absent until a response was seen.
@@ -513,6 +515,8 @@ export interface components {
             response_bytes?: number | null;
             /** Format: int32 */
             response_messages?: number | null;
+            /** @description HTTP/2's `:scheme` (`http` in cleartext, `https` through a proxy); absent for HTTP/1.x. */
+            scheme?: string | null;
             /**
              * Format: int32
              * @description Absent until a response was seen.

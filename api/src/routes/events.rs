@@ -83,6 +83,8 @@ pub struct HttpEvent {
     /// `tcp`, or `udp` for SSDP.
     pub transport: String,
     pub method: Option<String>,
+    /// HTTP/2's `:scheme` (`http` in cleartext, `https` through a proxy); absent for HTTP/1.x.
+    pub scheme: Option<String>,
     /// The Host header, or HTTP/2's `:authority`.
     pub host: Option<String>,
     pub path: Option<String>,
@@ -231,7 +233,7 @@ pub async fn http(
     Query(paging): Query<PageParams>,
 ) -> Result<Json<EventPage<HttpEvent>>, ApiError> {
     let select = format!(
-        "SELECT {ENDPOINTS}, protocol, transport, method, host, path, user_agent, status, latency_ms, stream_id, \
+        "SELECT {ENDPOINTS}, protocol, transport, method, scheme, host, path, user_agent, status, latency_ms, stream_id, \
          content_type, request_bytes, response_bytes, request_messages, response_messages, grpc_status, grpc_message, \
          reset, unresolved_fields FROM http_events"
     );

@@ -178,18 +178,18 @@ async fn insert_http2(tx: &mut PgConnection, session: &str, e: &[Http2Event], id
     sqlx::query(
         "INSERT INTO http_events (id, session, ts, transport, client, client_port, server, server_port, method, host, \
            path, user_agent, status, latency_ms, protocol, stream_id, content_type, request_bytes, response_bytes, \
-           request_messages, response_messages, grpc_status, grpc_message, reset, unresolved_fields) \
+           request_messages, response_messages, grpc_status, grpc_message, reset, unresolved_fields, scheme) \
          SELECT id, $1, 'epoch'::timestamptz + interval '1 microsecond' * ts, 'tcp', client::inet, client_port, \
            server::inet, server_port, method, host, path, user_agent, status, latency, protocol, stream_id, \
            content_type, request_bytes, response_bytes, request_messages, response_messages, grpc_status, \
-           grpc_message, reset, unresolved \
+           grpc_message, reset, unresolved, scheme \
          FROM unnest($2::bigint[], $3::bigint[], $4::text[], $5::integer[], $6::text[], $7::integer[], $8::text[], \
            $9::text[], $10::text[], $11::text[], $12::integer[], $13::float8[], $14::text[], $15::bigint[], \
            $16::text[], $17::bigint[], $18::bigint[], $19::integer[], $20::integer[], $21::integer[], $22::text[], \
-           $23::text[], $24::integer[]) \
+           $23::text[], $24::integer[], $25::text[]) \
            AS u(id, ts, client, client_port, server, server_port, method, host, path, user_agent, status, latency, \
              protocol, stream_id, content_type, request_bytes, response_bytes, request_messages, response_messages, \
-             grpc_status, grpc_message, reset, unresolved)",
+             grpc_status, grpc_message, reset, unresolved, scheme)",
     )
     .bind(session)
     .bind(ids)
@@ -227,6 +227,7 @@ async fn insert_http2(tx: &mut PgConnection, session: &str, e: &[Http2Event], id
     .bind(e.iter().map(|h| h.parts.grpc_message.clone()).collect::<Vec<_>>())
     .bind(e.iter().map(|h| h.parts.reset.clone()).collect::<Vec<_>>())
     .bind(e.iter().map(|h| saturating_i32(h.parts.unresolved)).collect::<Vec<_>>())
+    .bind(e.iter().map(|h| h.scheme.clone()).collect::<Vec<_>>())
     .execute(&mut *tx)
     .await?;
     Ok(())
