@@ -27,6 +27,7 @@ const AT_LEAST_A_MINUTE_RULE: &str =
     shortname = "cap",
     category = "trawl",
     status = "CaptureSessionStatus",
+    validation = Rule::new("size(self.metadata.name) <= 63").message("a session's name must be at most 63 characters: it is a label value on the session's pods"),
     doc = "A packet capture pipeline declared as a resource: sniffers on the selected nodes capture what the filter selects, parsers dissect it into PostgreSQL, and the API and web UI serve it.",
     printcolumn = r#"{"name":"Phase","type":"string","jsonPath":".status.phase","description":"Where the session is in its lifecycle"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","jsonPath":".status.conditions[?(@.type==\"Ready\")].status","description":"Whether every part of the pipeline is up"}"#,

@@ -101,3 +101,15 @@ fn zero_duration_is_rejected() {
     object["spec"]["duration"] = json!("0s");
     assert_eq!(cel_failures(&object), ["duration must be greater than zero"]);
 }
+
+#[test]
+fn a_name_longer_than_a_label_value_is_rejected() {
+    let mut session = example();
+    session["metadata"]["name"] = json!("a".repeat(63));
+    assert!(cel_failures(&session).is_empty(), "63 characters fit");
+    session["metadata"]["name"] = json!("a".repeat(64));
+    assert_eq!(
+        cel_failures(&session),
+        ["a session's name must be at most 63 characters: it is a label value on the session's pods"]
+    );
+}

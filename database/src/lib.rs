@@ -43,7 +43,9 @@ pub fn session_key(namespace: &str, name: &str) -> String {
 ///
 /// `created`: the CaptureSession's creation time (RFC 3339). Sniffers first seen before it
 /// captured for an earlier session of the same name and do not count (else a re-created session
-/// would start with the old totals, and reach its `maxPackets` at once).
+/// would start with the old totals, and reach its `maxPackets` at once). Kubernetes stamps creation
+/// to the second: a session re-created within the second its predecessor's sniffer was first seen
+/// (seconds after that sniffer started, in practice never) would count that sniffer too.
 pub async fn packet_counts(pool: &PgPool, session: &str, created: Option<&str>) -> Result<PacketCounts, sqlx::Error> {
     let (captured, kernel, by_reason, stored): (i64, i64, sqlx::types::Json<BTreeMap<String, i64>>, i64) =
         sqlx::query_as(

@@ -753,7 +753,22 @@ async fn packet_counts_come_from_what_the_parsers_stored_and_max_packets_ends_th
     assert!(deleted, "the mirror still shows a deleted session as live");
 
     // Created again under the same name: a new capture. With the old session's counts it would
-    // reach maxPackets at once and end without capturing anything.
+    // reach maxPackets at once and end without capturing anything. Kubernetes stamps creation to
+    // the second, and sniffers count for a session when first seen at or after its creation: a
+    // session created again within the second its predecessor's sniffer was first seen cannot be
+    // told from it, so the second is let pass (here everything happens within one).
+    wait_until("a second past the old sniffer's first batch", DEADLINE, || async {
+        let past: Option<bool> = sqlx::query_scalar(
+            "SELECT now() >= date_trunc('second', max(first_seen)) + interval '1 second' \
+             FROM sniffer_counters WHERE session = $1",
+        )
+        .bind(&session)
+        .fetch_one(&pool)
+        .await
+        .ok()?;
+        past.filter(|past| *past).map(|_| ())
+    })
+    .await;
     rig.apply(&manifest);
     rig.wait_phase("web-and-dns", "Capturing").await;
     assert_eq!(

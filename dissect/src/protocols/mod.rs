@@ -62,6 +62,7 @@ pub enum L7 {
     /// One HTTP/2 header block, stream end, reset or GOAWAY (gRPC is HTTP/2 with its content type).
     Http2(Box<Http2Message>),
     /// The PostgreSQL messages one packet holds whole.
+    #[serde(rename = "postgresql")]
     Postgres(Box<PostgresMessages>),
     /// The Redis (RESP) values one packet holds whole.
     Redis(Box<RedisMessages>),

@@ -227,6 +227,9 @@ mod tests {
             (Some("alice"), Some("shop"))
         );
         assert_eq!(info(&found).as_deref(), Some(">"));
+        // The packet detail's layer is titled as the protocol is named everywhere else.
+        let layer = serde_json::to_value(L7::Postgres(Box::new(found))).unwrap();
+        assert_eq!(layer["protocol"], "postgresql");
     }
 
     #[test]
