@@ -443,17 +443,29 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
         (now.len() == 1 && now[0].0 != operator).then_some(())
     })
     .await;
-    let status = wait_until(
-        "every captured packet stored or counted as dropped, backlog drained",
+    // On a timeout, the last status says which side of the balance is short.
+    let last = std::sync::Mutex::new(Value::Null);
+    let status = tokio::time::timeout(
         DEADLINE,
-        || async {
-            let status = cluster.session_status();
-            let (captured, stored, dropped) = counts(&status);
-            let drained = status["backlog"].as_i64() == Some(0);
-            (drained && captured > 300 && captured == stored + dropped).then_some(status)
-        },
+        wait_until(
+            "every captured packet stored or counted as dropped, backlog drained",
+            DEADLINE * 2,
+            || async {
+                let status = cluster.session_status();
+                *last.lock().unwrap() = status.clone();
+                let (captured, stored, dropped) = counts(&status);
+                let drained = status["backlog"].as_i64() == Some(0);
+                (drained && captured > 300 && captured == stored + dropped).then_some(status)
+            },
+        ),
     )
-    .await;
+    .await
+    .unwrap_or_else(|_| {
+        panic!(
+            "not every captured packet stored or counted as dropped within {DEADLINE:?}; last status: {}",
+            last.lock().unwrap()
+        )
+    });
     let (captured, stored, dropped) = counts(&status);
     let by_reason: u64 = status["packets"]["droppedByReason"]
         .as_object()
