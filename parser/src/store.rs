@@ -7,6 +7,8 @@ use std::collections::HashSet;
 use std::sync::Mutex;
 
 use sqlx::PgPool;
+use std::str::FromStr;
+
 use sqlx::postgres::PgPoolOptions;
 
 use crate::copy::CopyWriter;
@@ -157,8 +159,19 @@ impl Store {
 
     /// Connects and applies the migrations (sqlx holds an advisory lock while it does, so parsers
     /// and the API may start together).
+    ///
+    /// The server is told to probe the connection (TCP keepalives after 10 s idle, 3 probes 5 s
+    /// apart) and to end a transaction idle for 60 s: a parser cut off from PostgreSQL mid-
+    /// transaction (its node partitioned) otherwise holds its flow rows' locks until the kernel's
+    /// two-hour keepalive, and every other parser of the session waits on them.
     pub async fn connect(url: &str, stream_metrics: StreamMetrics) -> Result<Self, StoreError> {
-        let pool = PgPoolOptions::new().max_connections(4).connect(url).await?;
+        let options = sqlx::postgres::PgConnectOptions::from_str(url)?.options([
+            ("tcp_keepalives_idle", "10"),
+            ("tcp_keepalives_interval", "5"),
+            ("tcp_keepalives_count", "3"),
+            ("idle_in_transaction_session_timeout", "60s"),
+        ]);
+        let pool = PgPoolOptions::new().max_connections(4).connect_with(options).await?;
         MIGRATOR.run(&pool).await?;
         Ok(Self {
             pool,
