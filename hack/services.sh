@@ -2,7 +2,8 @@
 # Starts the PostgreSQL and RabbitMQ that the tests use, installing them from Debian's
 # packages when missing. Idempotent: a second run finds them up and returns at once.
 #   PostgreSQL: postgres://trawl:trawl@127.0.0.1:5432/postgres (a superuser; tests create a database each)
-#   RabbitMQ:   amqp://guest:guest@127.0.0.1:5672/%2f, management API on http://127.0.0.1:15672 (tests create a vhost each)
+#   RabbitMQ:   amqp://guest:guest@127.0.0.1:5672/%2f, management API on http://127.0.0.1:15672 (tests create a vhost
+#               each; a start, not a second run, empties it)
 # Usage: hack/services.sh
 set -euo pipefail
 log() { echo "services: $*" >&2; }
@@ -32,6 +33,10 @@ su postgres -c "psql -qAtc \"SELECT 1 FROM pg_roles WHERE rolname='trawl'\"" | g
 # RabbitMQ with the management plugin (tests and the operator read queue depths through it).
 if ! rabbitmqctl -q status >/dev/null 2>&1; then
   log "starting RabbitMQ"
+  # The tests' broker starts empty: every test makes a vhost of its own, and what runs that were
+  # killed left behind is worth nothing but slows the start (a CI run found 3 300 queues from
+  # interrupted benchmarks to recover, and the node had not booted after nine minutes).
+  rm -rf "/var/lib/rabbitmq/mnesia/rabbit@$(hostname -s)" "/var/lib/rabbitmq/mnesia/rabbit@$(hostname -s)-feature_flags"
   rabbitmq-plugins -q --offline enable rabbitmq_management >/dev/null
   rabbitmq-server -detached
 fi
