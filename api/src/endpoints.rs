@@ -26,6 +26,50 @@ pub struct Endpoint {
     pub node: Option<String>,
 }
 
+/// A Service, by namespace and name.
+#[derive(Serialize, ToSchema, Clone, Debug, PartialEq, Eq)]
+pub struct ServiceName {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// The Service each address and port served at its time, in order (None where it served none,
+/// or the address or port is unknown), from the EndpointSlices the operator records
+/// (`0018_service_backends.sql`). One statement for the whole list.
+pub async fn services_served(
+    pool: &PgPool,
+    lookups: &[(Option<&str>, Option<i32>, DateTime<Utc>)],
+) -> Result<Vec<Option<ServiceName>>, sqlx::Error> {
+    let mut served = vec![None; lookups.len()];
+    let asked: Vec<(usize, &str, i32, DateTime<Utc>)> = lookups
+        .iter()
+        .enumerate()
+        .filter_map(|(slot, (address, port, at))| Some((slot, (*address)?, (*port)?, *at)))
+        .collect();
+    if asked.is_empty() {
+        return Ok(served);
+    }
+    let found: Vec<(i64, String, String)> = sqlx::query_as(
+        "SELECT q.i, b.namespace, b.service \
+         FROM unnest($1::inet[], $2::int[], $3::timestamptz[]) WITH ORDINALITY AS q(address, port, at, i) \
+         CROSS JOIN LATERAL (SELECT namespace, service FROM service_backends b \
+             WHERE b.address = q.address AND b.port = q.port AND b.since <= q.at \
+               AND (b.until IS NULL OR b.until > q.at) \
+             ORDER BY b.since DESC, b.namespace, b.service LIMIT 1) b",
+    )
+    .bind(asked.iter().map(|(_, address, _, _)| *address).collect::<Vec<_>>())
+    .bind(asked.iter().map(|(_, _, port, _)| *port).collect::<Vec<_>>())
+    .bind(asked.iter().map(|(_, _, _, at)| *at).collect::<Vec<_>>())
+    .fetch_all(pool)
+    .await?;
+    for (i, namespace, name) in found {
+        if let Some((slot, ..)) = usize::try_from(i - 1).ok().and_then(|i| asked.get(i)) {
+            served[*slot] = Some(ServiceName { namespace, name });
+        }
+    }
+    Ok(served)
+}
+
 /// Columns [`select`] adds for one end.
 pub const COLUMNS: usize = 6;
 

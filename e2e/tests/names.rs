@@ -72,7 +72,7 @@ async fn packets_are_named_filtered_and_mapped_by_what_their_addresses_were() {
     let services: Api<Service> = Api::namespaced(bank.client.clone(), &bank.name);
     let service: Service = serde_json::from_value(json!({
         "metadata": {"name": "ledger"},
-        "spec": {"selector": {"app": "ledger"}, "ports": [{"port": 80}]}
+        "spec": {"selector": {"app": "ledger"}, "ports": [{"port": 80, "targetPort": 8080}]}
     }))
     .unwrap();
     let cluster_ip: Ipv4Addr = services
@@ -107,6 +107,22 @@ async fn packets_are_named_filtered_and_mapped_by_what_their_addresses_were() {
         .ok()?;
         (open == 3).then_some(())
     })
+    .await;
+    wait_until(
+        "the recorder to hold ledger's pod as the Service's backend",
+        DEADLINE,
+        || async {
+            let open: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM service_backends WHERE until IS NULL AND address = $1::inet AND port = 8080 \
+             AND service = 'ledger'",
+            )
+            .bind(ledger.to_string())
+            .fetch_one(&pool)
+            .await
+            .ok()?;
+            (open == 1).then_some(())
+        },
+    )
     .await;
 
     let dns_server = (Ipv4Addr::new(10, 96, 0, 10), 53);
@@ -195,9 +211,41 @@ async fn packets_are_named_filtered_and_mapped_by_what_their_addresses_were() {
         "the reused address is the intruder's only after the reuse"
     );
     assert!(after_reuse.iter().all(|p| p["src_endpoint"]["name"] == "intruder-1"));
+    // The Service's packets: those to its address, and those its backend served on its target
+    // port (a session keeps a Service's exchange where it enters the backend).
     let via_service = api.packets(&[("service", &format!("{}/ledger", bank.name))]);
-    assert_eq!(via_service.len(), 5);
-    assert!(via_service.iter().all(|p| p["dst_endpoint"]["kind"] == "service"));
+    assert_eq!(via_service.len(), 5 + 10 + 4, "{via_service:#?}");
+    let to_address = via_service
+        .iter()
+        .filter(|p| p["dst_endpoint"]["kind"] == "service")
+        .count();
+    assert_eq!(to_address, 5);
+    assert!(
+        via_service
+            .iter()
+            .filter(|p| p["dst_endpoint"]["kind"] == "pod")
+            .all(|p| p["dst_endpoint"]["workload"] == "ledger" && p["dst_port"] == 8080)
+    );
+    let (status, flows) = api.get("/api/v1/flows", &[("q", "dst port 8080")]);
+    assert_eq!(status, 200);
+    let flows = flows["items"].as_array().expect("flows");
+    assert_eq!(flows.len(), 2, "checkout's and the intruder's: {flows:#?}");
+    for flow in flows {
+        assert_eq!(
+            flow["dst_service"],
+            json!({"namespace": bank.name, "name": "ledger"}),
+            "the flow names the Service its server served: {flow:#}"
+        );
+    }
+    let (_, other) = api.get("/api/v1/flows", &[("q", "dst port 80")]);
+    assert!(
+        other["items"]
+            .as_array()
+            .expect("flows")
+            .iter()
+            .all(|flow| flow["dst_service"].is_null()),
+        "a Service's own address serves nothing: {other:#}"
+    );
 
     // Top talkers by workload: the reused address's packets split by who held it when.
     let (status, stats) = api.get("/api/v1/stats", &[]);

@@ -547,7 +547,8 @@ spec:
         pod("server-1", REAL_NODE, server),
         pod("server-2", SECOND_REAL_NODE, server),
         host_network,
-        "apiVersion: v1\nkind: Service\nmetadata: {name: server-2}\nspec: {selector: {app: server-2}, ports: [{port: 80}]}\n"
+        // Port 8080 to the pods' 80: the client's end sees one port, the server's another.
+        "apiVersion: v1\nkind: Service\nmetadata: {name: server-2}\nspec: {selector: {app: server-2}, ports: [{port: 8080, targetPort: 80}]}\n"
             .to_owned(),
     ]
     .join("---\n")
@@ -668,7 +669,7 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
             "-w",
             "/tmp/reference.pcap",
         ])
-        .args(["tcp", "port", "80"])
+        .args(["tcp", "port", "80", "or", "tcp", "port", "8080"])
         .stderr(std::process::Stdio::piped())
         .spawn()
         .expect("kubectl exec tcpdump");
@@ -686,13 +687,13 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
         .recv_timeout(DEADLINE)
         .expect("tcpdump in the client pod to listen");
     let exchanges = [
-        (&server_1, "same-node"),
-        (&server_2, "across-nodes"),
-        (&service, "service"),
-        (&host_server, "host-network"),
-        (&outside.address, "outside"),
+        (server_1.clone(), "same-node"),
+        (server_2.clone(), "across-nodes"),
+        (format!("{service}:8080"), "service"),
+        (host_server.clone(), "host-network"),
+        (outside.address.clone(), "outside"),
     ];
-    for (target, what) in exchanges {
+    for (target, what) in &exchanges {
         curl_from_client(cluster, &format!("http://{target}/?{what}"));
     }
     let reference_bytes = || cluster.kubectl_bytes(&["exec", "client", "--", "cat", "/tmp/reference.pcap"]);
@@ -750,8 +751,28 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
         token,
         session_id,
         &reference_pcap,
-        (&client, &[("server-1", &server_1), ("server-2", &server_2)]),
+        &client,
+        &[
+            Called {
+                name: "server-1",
+                address: &server_1,
+                service: None,
+            },
+            Called {
+                name: "server-2",
+                address: &server_2,
+                service: Some(&service),
+            },
+        ],
     );
+    a_request_through_a_service_is_one_flow(
+        base,
+        token,
+        session_id,
+        &cluster.namespace,
+        (&client, &server_2, &service),
+    )
+    .await;
     eprintln!(
         "two nodes: the client pod saw {} packets in {} exchanges, the session stored the same {}",
         reference.len(),
@@ -1197,14 +1218,24 @@ fn bytes_between(pcap: &[u8], a: &str, b: &str) -> i64 {
         .sum()
 }
 
-/// Issue #30 item 5: the flows between the client pod and the servers it called directly carry
-/// both pods' names, and the service map's edge between them weighs the bytes the client saw.
+/// A server pod the client called: its name, its address, and its Service's address where the
+/// client called it through that too.
+struct Called<'a> {
+    name: &'a str,
+    address: &'a str,
+    service: Option<&'a str>,
+}
+
+/// Issue #30 item 5: the flows between the client pod and the servers it called carry both pods'
+/// names, and the service map's edge between them weighs the bytes the client saw (with a
+/// server's Service's address, where it called the server through it too).
 fn both_ends_named_and_the_map_weighs_what_the_pod_saw(
     base: &str,
     token: &str,
     session_id: &str,
     reference: &[u8],
-    (client, servers): (&str, &[(&str, &String)]),
+    client: &str,
+    servers: &[Called<'_>],
 ) {
     let flows = api_get(
         base,
@@ -1212,12 +1243,17 @@ fn both_ends_named_and_the_map_weighs_what_the_pod_saw(
         &format!("/flows?session={session_id}&host={client}&limit=100"),
     );
     let map = api_get(base, token, &format!("/service-map?session={session_id}&host={client}"));
-    for (server, address) in servers {
+    for Called {
+        name: server,
+        address,
+        service,
+    } in servers
+    {
         let named: Vec<&Value> = flows["items"]
             .as_array()
             .expect("flows")
             .iter()
-            .filter(|flow| [&flow["src"], &flow["dst"]].contains(&&Value::from(address.as_str())))
+            .filter(|flow| [&flow["src"], &flow["dst"]].contains(&&Value::from(*address)))
             .collect();
         assert!(!named.is_empty(), "a flow with {server}: {flows}");
         for flow in named {
@@ -1239,10 +1275,87 @@ fn both_ends_named_and_the_map_weighs_what_the_pod_saw(
                         .is_some_and(|id| id.ends_with(&format!("/{server}")))
             })
             .unwrap_or_else(|| panic!("an edge client -> {server}: {map}"));
+        let through_service = service.map_or(0, |service| bytes_between(reference, client, service));
         assert_eq!(
             edge["bytes"].as_i64(),
-            Some(bytes_between(reference, client, address)),
+            Some(bytes_between(reference, client, address) + through_service),
             "the edge weighs the bytes the client pod saw: {edge}"
         );
     }
+}
+
+/// Issue #30 item 3: a request through a Service and its reply are one flow, named by the client
+/// pod, the Service and the serving pod, and the HTTP request pairs with its response.
+async fn a_request_through_a_service_is_one_flow(
+    base: &str,
+    token: &str,
+    session_id: &str,
+    namespace: &str,
+    (client, server, service): (&str, &str, &str),
+) {
+    let flows = api_get(
+        base,
+        token,
+        &format!("/flows?session={session_id}&host={client}&limit=100"),
+    );
+    let items = flows["items"].as_array().expect("flows");
+    assert!(
+        items
+            .iter()
+            .all(|flow| flow["dst"] != service && flow["src"] != service),
+        "no flow with the Service's address {service}: the exchange is kept where both directions carry the pods' {flows}"
+    );
+    // One flow called server-2 straight, the other through its Service: both reached its port 80.
+    let to_server: Vec<&Value> = items
+        .iter()
+        .filter(|flow| flow["src"] == client && flow["dst"] == server && flow["dst_port"] == 80)
+        .collect();
+    assert_eq!(to_server.len(), 2, "client -> server-2:80 twice: {flows}");
+    for flow in to_server {
+        assert_eq!(flow["src_endpoint"]["name"], "client", "{flow}");
+        assert_eq!(flow["dst_endpoint"]["name"], "server-2", "{flow}");
+        assert_eq!(
+            flow["dst_service"],
+            serde_json::json!({"namespace": namespace, "name": "server-2"}),
+            "{flow}"
+        );
+        assert!(
+            flow["packets_sent"].as_i64() > Some(2) && flow["packets_received"].as_i64() > Some(2),
+            "both directions in one flow: {flow}"
+        );
+    }
+    let through_service = api_get(
+        base,
+        token,
+        &format!("/flows?session={session_id}&service={namespace}/server-2&limit=100"),
+    );
+    assert!(
+        through_service["items"]
+            .as_array()
+            .is_some_and(|flows| flows.len() >= 2),
+        "service=server-2 selects the flows its backend served: {through_service}"
+    );
+    let request = wait_until(
+        "the request through the Service, with its response",
+        DEADLINE,
+        || async {
+            let requests = api_get(
+                base,
+                token,
+                &format!("/events/http?session={session_id}&host={client}&limit=100"),
+            );
+            requests["items"]
+                .as_array()?
+                .iter()
+                .find(|event| event["path"] == "/?service" && !event["status"].is_null())
+                .cloned()
+        },
+    )
+    .await;
+    assert_eq!(request["status"], 200, "{request}");
+    assert_eq!(
+        (&request["client"], &request["server"]),
+        (&Value::from(client), &Value::from(server)),
+        "{request}"
+    );
 }

@@ -441,6 +441,7 @@ export interface components {
             dst_endpoint?: null | components["schemas"]["Endpoint"];
             /** Format: int32 */
             dst_port?: number | null;
+            dst_service?: null | components["schemas"]["ServiceName"];
             /** Format: date-time */
             first_seen: string;
             flow_key: string;
@@ -679,6 +680,11 @@ export interface components {
             /** @description Heaviest first, at most 500. */
             edges: components["schemas"]["MapEdge"][];
             nodes: components["schemas"]["MapNode"][];
+        };
+        /** @description A Service, by namespace and name. */
+        ServiceName: {
+            name: string;
+            namespace: string;
         };
         Session: {
             /**

@@ -8,10 +8,11 @@
 //! pod traffic on the node's uplink (overlays aside, which carry the inner addresses anyway).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 
 use crds::{CaptureSession, Requirement, Selector, SelectorOperator, Target, TargetCounts};
-use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service, ServicePort};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::ResourceExt;
 
 /// The label a node carries while it hosts a pod a session targets; the sniffer DaemonSet selects
@@ -137,13 +138,18 @@ pub struct Resolved {
     pub pods: usize,
     /// Selected host-network pods, `namespace/name`, not captured.
     pub host_network: Vec<String>,
-    /// ClusterIPs of Services whose every backend is a captured pod: a reply reaches its client
-    /// from the Service's address, but left a captured pod (and was kept there) before that.
-    pub services: BTreeSet<IpAddr>,
+    /// ClusterIPs and ports of Services whose every backend is a captured pod: the sniffers keep
+    /// such an exchange at the backend's end, where both directions carry the pods' addresses
+    /// (the client's end sees the Service's).
+    pub services: BTreeSet<SocketAddr>,
+    /// Those Services' backends: a pod's address and the port it serves the Service on.
+    pub backends: BTreeSet<SocketAddr>,
 }
 
-/// The ConfigMap key of [`Resolved::services`]; node names cannot start with a dot.
+/// The ConfigMap keys of [`Resolved::services`] and [`Resolved::backends`] (`address:port`
+/// lines); node names cannot start with a dot.
 pub const SERVICES_KEY: &str = ".services";
+pub const BACKENDS_KEY: &str = ".backends";
 
 impl Resolved {
     pub fn counts(&self) -> TargetCounts {
@@ -163,11 +169,19 @@ impl Resolved {
             .collect()
     }
 
-    /// The ConfigMap data the sniffers read: per node, one address per line (and the Services'
-    /// addresses under [`SERVICES_KEY`]).
+    /// The ConfigMap data the sniffers read: per node, one address per line (and the Services
+    /// and their backends under [`SERVICES_KEY`] and [`BACKENDS_KEY`]).
     pub fn by_node(&self) -> BTreeMap<String, String> {
-        let lines = |addresses: &BTreeSet<IpAddr>| addresses.iter().map(|a| format!("{a}\n")).collect::<String>();
-        let services = (!self.services.is_empty()).then(|| (SERVICES_KEY.to_owned(), lines(&self.services)));
+        fn lines<T: std::fmt::Display>(items: &BTreeSet<T>) -> String {
+            items.iter().map(|item| format!("{item}\n")).collect()
+        }
+        let services = [
+            (SERVICES_KEY, lines(&self.services)),
+            (BACKENDS_KEY, lines(&self.backends)),
+        ]
+        .into_iter()
+        .filter(|(_, lines)| !lines.is_empty())
+        .map(|(key, lines)| (key.to_owned(), lines));
         self.addresses
             .iter()
             .map(|(node, addresses)| (node.clone(), lines(addresses)))
@@ -175,8 +189,8 @@ impl Resolved {
             .collect()
     }
 
-    /// Fills [`Resolved::services`]: the Services (with a selector) all of whose running backends
-    /// are captured pods.
+    /// Fills [`Resolved::services`] and [`Resolved::backends`]: the Services (with a selector)
+    /// all of whose running backends are captured pods.
     pub fn add_services(&mut self, services: &[impl AsRef<Service>], pods: &[impl AsRef<Pod>]) {
         let captured: BTreeSet<IpAddr> = self.addresses.values().flatten().copied().collect();
         for service in services.iter().map(AsRef::as_ref) {
@@ -185,25 +199,60 @@ impl Resolved {
                 continue;
             };
             let namespace = service.namespace().unwrap_or_default();
-            let backends: Vec<BTreeSet<IpAddr>> = pods
+            let backends: Vec<&Pod> = pods
                 .iter()
                 .map(AsRef::as_ref)
                 .filter(|pod| pod.namespace().as_deref() == Some(namespace.as_str()) && running(pod))
                 .filter(|pod| selector.iter().all(|(key, value)| pod.labels().get(key) == Some(value)))
-                .map(addresses)
                 .collect();
             if backends.is_empty()
-                || !backends
-                    .iter()
-                    .all(|backend| !backend.is_empty() && backend.is_subset(&captured))
+                || !backends.iter().all(|backend| {
+                    let held = addresses(backend);
+                    !held.is_empty() && held.is_subset(&captured)
+                })
             {
                 continue;
             }
-            let cluster_ips = spec.cluster_ips.iter().flatten().chain(&spec.cluster_ip);
-            self.services
-                .extend(cluster_ips.filter_map(|ip| ip.parse::<IpAddr>().ok()));
+            let cluster_ips: Vec<IpAddr> = spec
+                .cluster_ips
+                .iter()
+                .flatten()
+                .chain(&spec.cluster_ip)
+                .filter_map(|ip| ip.parse().ok())
+                .collect();
+            for port in spec.ports.iter().flatten() {
+                let Ok(number) = u16::try_from(port.port) else { continue };
+                self.services
+                    .extend(cluster_ips.iter().map(|ip| SocketAddr::new(*ip, number)));
+                for backend in &backends {
+                    let Some(served) = target_port(port, backend) else {
+                        continue;
+                    };
+                    self.backends
+                        .extend(addresses(backend).into_iter().map(|ip| SocketAddr::new(ip, served)));
+                }
+            }
         }
     }
+}
+
+/// The port `pod` serves a Service's `port` on: its targetPort, by number or by the name of one
+/// of the pod's container ports (a pod without that name is not a backend for it), else the
+/// Service's port itself.
+fn target_port(port: &ServicePort, pod: &Pod) -> Option<u16> {
+    let number = match &port.target_port {
+        None => port.port,
+        Some(IntOrString::Int(number)) => *number,
+        Some(IntOrString::String(name)) => {
+            pod.spec
+                .iter()
+                .flat_map(|spec| spec.containers.iter().chain(spec.init_containers.iter().flatten()))
+                .flat_map(|container| container.ports.iter().flatten())
+                .find(|container_port| container_port.name.as_deref() == Some(name))?
+                .container_port
+        }
+    };
+    u16::try_from(number).ok()
 }
 
 /// What a node-wide session captures: every pod of every namespace on its nodes.
@@ -397,7 +446,7 @@ mod tests {
     fn service(namespace: &str, name: &str, selector: serde_json::Value, ip: &str) -> Service {
         serde_json::from_value(json!({
             "metadata": {"name": name, "namespace": namespace},
-            "spec": {"selector": selector, "clusterIP": ip, "clusterIPs": [ip]}
+            "spec": {"selector": selector, "clusterIP": ip, "clusterIPs": [ip], "ports": [{"port": 80}]}
         }))
         .unwrap()
     }
@@ -422,7 +471,30 @@ mod tests {
             service("shop", "headless", json!({"app": "web"}), "None"),
         ];
         resolved.add_services(&services.map(std::sync::Arc::new), &pods.map(std::sync::Arc::new));
-        assert_eq!(resolved.services, BTreeSet::from(["10.96.0.10".parse().unwrap()]));
-        assert_eq!(resolved.by_node()[SERVICES_KEY], "10.96.0.10\n");
+        assert_eq!(resolved.services, BTreeSet::from(["10.96.0.10:80".parse().unwrap()]));
+        assert_eq!(resolved.by_node()[SERVICES_KEY], "10.96.0.10:80\n");
+        assert_eq!(resolved.by_node()[BACKENDS_KEY], "10.244.0.5:80\n10.244.1.5:80\n");
+    }
+
+    #[test]
+    fn backends_serve_on_the_target_port_by_number_or_by_the_containers_port_name() {
+        let mut pod = running_pod("shop", "web-1", json!({"app": "web"}), "10.244.0.5");
+        pod.spec.as_mut().unwrap().containers = vec![
+            serde_json::from_value(json!({"name": "web", "ports": [{"name": "http", "containerPort": 8080}]})).unwrap(),
+        ];
+        let mut service = service("shop", "web", json!({"app": "web"}), "10.96.0.10");
+        service.spec.as_mut().unwrap().ports = Some(vec![
+            serde_json::from_value(json!({"name": "http", "port": 80, "targetPort": "http"})).unwrap(),
+            serde_json::from_value(json!({"name": "admin", "port": 9000, "targetPort": 9090})).unwrap(),
+            serde_json::from_value(json!({"name": "gone", "port": 7000, "targetPort": "no-such-port"})).unwrap(),
+        ]);
+        let mut resolved = Resolved::default();
+        resolved
+            .addresses
+            .insert("node-a".into(), BTreeSet::from(["10.244.0.5".parse().unwrap()]));
+        resolved.add_services(&[std::sync::Arc::new(service)], &[std::sync::Arc::new(pod)]);
+        let backends: Vec<String> = resolved.backends.iter().map(ToString::to_string).collect();
+        assert_eq!(backends, ["10.244.0.5:8080", "10.244.0.5:9090"]);
+        assert_eq!(resolved.services.len(), 3, "{:?}", resolved.services);
     }
 }

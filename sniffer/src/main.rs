@@ -69,8 +69,9 @@ async fn main() -> anyhow::Result<()> {
         next_batch_seq: AtomicU64::new(0),
         stop: AtomicBool::new(false),
     });
-    if let Ok(pods) = capture::parse_targets(&first_lists.every_node) {
-        shared.pods.publish(pods.into_iter().collect());
+    if let Ok(captured) = points::Captured::parse(&first_lists.every_node, &first_lists.services, &first_lists.backends)
+    {
+        shared.pods.publish(captured);
     }
     let connected = Arc::new(AtomicBool::new(false));
     // Bound here, before anything else starts, so that a taken port is a clear startup error.

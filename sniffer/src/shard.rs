@@ -56,7 +56,21 @@ pub fn network_layer(frame: &[u8]) -> Option<(u16, &[u8])> {
     Some((ethertype, frame.get(at + 2..)?))
 }
 
-fn flow(frame: &[u8]) -> Option<Flow<'_>> {
+/// What a frame says of its way: the IP protocol, both addresses (4 or 16 bytes) and, where the
+/// transport has them, both ports.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Ends<'a> {
+    pub protocol: u8,
+    pub source: &'a [u8],
+    pub destination: &'a [u8],
+    /// TCP's, UDP's and SCTP's source and destination ports; None for every fragment of a
+    /// fragmented datagram (later ones carry no ports, and all must be treated alike) and behind
+    /// an IPv6 extension header (a fragment's included).
+    pub ports: Option<(u16, u16)>,
+}
+
+/// The ends of an IPv4 or IPv6 frame (None for anything else, and for a truncated header).
+pub fn ends(frame: &[u8]) -> Option<Ends<'_>> {
     let (ethertype, ip) = network_layer(frame)?;
     let (protocol, source, destination, transport) = match ethertype {
         0x0800 => {
@@ -68,20 +82,27 @@ fn flow(frame: &[u8]) -> Option<Flow<'_>> {
         0x86dd => (ip.get(6).copied()?, ip.get(8..24)?, ip.get(24..40)?, ip.get(40..)),
         _ => return None,
     };
-    // TCP, UDP and SCTP start with the two ports; anything else (and an IPv6 extension header,
-    // a fragment included) is one flow per address pair.
-    let ports = transport
-        .filter(|_| matches!(protocol, 6 | 17 | 132))
-        .and_then(|t| {
-            Some((
-                u16::from_be_bytes(t.get(0..2)?.try_into().ok()?),
-                u16::from_be_bytes(t.get(2..4)?.try_into().ok()?),
-            ))
-        })
-        .unwrap_or((0, 0));
-    let (a, b) = ((source, ports.0), (destination, ports.1));
-    Some(Flow {
+    let ports = transport.filter(|_| matches!(protocol, 6 | 17 | 132)).and_then(|t| {
+        Some((
+            u16::from_be_bytes(t.get(0..2)?.try_into().ok()?),
+            u16::from_be_bytes(t.get(2..4)?.try_into().ok()?),
+        ))
+    });
+    Some(Ends {
         protocol,
+        source,
+        destination,
+        ports,
+    })
+}
+
+fn flow(frame: &[u8]) -> Option<Flow<'_>> {
+    let ends = ends(frame)?;
+    // Without ports (not TCP, UDP or SCTP; a later fragment) a flow is its address pair.
+    let ports = ends.ports.unwrap_or((0, 0));
+    let (a, b) = ((ends.source, ports.0), (ends.destination, ports.1));
+    Some(Flow {
+        protocol: ends.protocol,
         ends: if a <= b { [a, b] } else { [b, a] },
     })
 }

@@ -14,6 +14,7 @@ use kube::runtime::{WatchStreamExt, watcher};
 use kube::{Api, Client};
 
 use crate::capture::{self, KernelFilter};
+use crate::points::Captured;
 use crate::worker::Shared;
 
 #[derive(Clone, Debug)]
@@ -29,13 +30,22 @@ pub enum Source {
     },
 }
 
-/// What a source says: this node's addresses (the kernel filter's, when narrowing) and every
-/// node's (the captured pods, see `crate::points`).
+/// What a source says: this node's addresses (the kernel filter's, when narrowing), every node's
+/// (the captured pods), and the Services all of whose backends are captured pods with those
+/// backends (see `crate::points`).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Lists {
     pub this_node: String,
     pub every_node: String,
+    pub services: String,
+    pub backends: String,
 }
+
+/// The ConfigMap's keys that are not nodes (node names cannot start with a dot), as the
+/// operator's `targets::Resolved::by_node` writes them: `ClusterIP:port` and `pod address:port`
+/// lines.
+const SERVICES_KEY: &str = ".services";
+const BACKENDS_KEY: &str = ".backends";
 
 impl Source {
     pub fn from_config(config: &crate::config::Config) -> anyhow::Result<Option<Self>> {
@@ -124,6 +134,7 @@ fn file_lists(path: &std::path::Path) -> Lists {
     Lists {
         this_node: text.clone(),
         every_node: text,
+        ..Lists::default()
     }
 }
 
@@ -131,19 +142,32 @@ fn configmap_lists(configmap: &ConfigMap, node: &str) -> Lists {
     let Some(data) = configmap.data.as_ref() else {
         return Lists::default();
     };
+    let key = |key: &str| data.get(key).cloned().unwrap_or_default();
     Lists {
-        this_node: data.get(node).cloned().unwrap_or_default(),
-        every_node: data.values().map(String::as_str).collect::<Vec<_>>().join("\n"),
+        this_node: key(node),
+        every_node: data
+            .iter()
+            .filter(|(key, _)| !key.starts_with('.'))
+            .map(|(_, value)| value.as_str())
+            .collect::<Vec<_>>()
+            .join("\n"),
+        services: key(SERVICES_KEY),
+        backends: key(BACKENDS_KEY),
     }
 }
 
 /// Hands the lists to the capture threads: the captured pods always, the narrowed kernel filter
 /// when `narrow`.
 pub fn apply(lists: &Lists, narrow: bool, user_filter: &str, shared: &Shared) {
-    match capture::parse_targets(&lists.every_node) {
-        Ok(addresses) => {
-            tracing::info!(pods = addresses.len(), "captured pods' addresses updated");
-            shared.pods.publish(addresses.into_iter().collect());
+    match Captured::parse(&lists.every_node, &lists.services, &lists.backends) {
+        Ok(captured) => {
+            tracing::info!(
+                pods = captured.pods.len(),
+                services = captured.services.len(),
+                backends = captured.backends.len(),
+                "captured pods' addresses updated"
+            );
+            shared.pods.publish(captured);
         }
         Err(error) => tracing::warn!(%error, "captured pods not updated; the list stays as it was"),
     }
@@ -220,5 +244,30 @@ async fn follow_configmap(namespace: &str, name: &str, node: &str, narrow: bool,
             apply(&lists, narrow, user_filter, shared);
             last = Some(lists);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_configmap_holds_each_nodes_pods_and_the_services_apart() {
+        let configmap: ConfigMap = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "shop-web-targets", "namespace": "trawl"},
+            "data": {
+                "node-a": "10.244.0.5\n",
+                "node-b": "10.244.1.7\n",
+                ".services": "10.96.0.10:80\n",
+                ".backends": "10.244.1.7:8080\n",
+            }
+        }))
+        .unwrap();
+        let lists = configmap_lists(&configmap, "node-a");
+        assert_eq!(lists.this_node, "10.244.0.5\n");
+        let captured = Captured::parse(&lists.every_node, &lists.services, &lists.backends).unwrap();
+        assert_eq!(captured.pods.len(), 2, "{lists:?}");
+        assert_eq!(captured.services.len(), 1);
+        assert_eq!(captured.backends.len(), 1);
     }
 }

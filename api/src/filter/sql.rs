@@ -116,9 +116,13 @@ fn push_expr(query: &mut QueryBuilder<Postgres>, expr: &Expr, columns: &Columns)
         Expr::Port(side, port) => on_side(query, *side, columns.src_port, columns.dst_port, |query, column| {
             query.push(format_args!("{column} = ")).push_bind(i32::from(*port));
         }),
-        Expr::Named(side, kind, name) => on_side(query, *side, columns.src, columns.dst, |query, address| {
-            push_named(query, address, columns.first_time, *kind, name)
-        }),
+        Expr::Named(side, kind, name) => on_side(
+            query,
+            *side,
+            (columns.src, columns.src_port),
+            (columns.dst, columns.dst_port),
+            |query, (address, port)| push_named(query, (address, port), columns.first_time, *kind, name),
+        ),
         Expr::Protocol(name) => {
             query
                 .push(format_args!("({} = ", columns.transport))
@@ -134,8 +138,19 @@ fn push_expr(query: &mut QueryBuilder<Postgres>, expr: &Expr, columns: &Columns)
 }
 
 /// Whether `address` was, at `time`, an endpoint of `kind` named `name` in the endpoint history
-/// (`0011_endpoint_history.sql`): who held the address then, not who holds it now.
-fn push_named(query: &mut QueryBuilder<Postgres>, address: &str, time: &str, kind: NameKind, name: &ObjectName) {
+/// (`0011_endpoint_history.sql`): who held the address then, not who holds it now. A Service is
+/// also the pod address and port that served it then (`0018_service_backends.sql`): traffic
+/// through a Service is kept where it enters the backend, with the pod's address.
+fn push_named(
+    query: &mut QueryBuilder<Postgres>,
+    (address, port): (&str, &str),
+    time: &str,
+    kind: NameKind,
+    name: &ObjectName,
+) {
+    if kind == NameKind::Service {
+        query.push("(");
+    }
     query.push(format_args!(
         "EXISTS (SELECT FROM endpoint_history e WHERE e.address = {address} AND e.since <= {time} \
          AND (e.until IS NULL OR e.until > {time})"
@@ -162,15 +177,28 @@ fn push_named(query: &mut QueryBuilder<Postgres>, address: &str, time: &str, kin
         }
     }
     query.push(")");
+    if kind == NameKind::Service {
+        query.push(format_args!(
+            " OR EXISTS (SELECT FROM service_backends b WHERE b.address = {address} AND b.port = {port} \
+             AND b.since <= {time} AND (b.until IS NULL OR b.until > {time})"
+        ));
+        if let Some(namespace) = &name.namespace {
+            query.push(" AND b.namespace = ").push_bind(namespace.clone());
+        }
+        if let Some(object) = &name.name {
+            query.push(" AND b.service = ").push_bind(object.clone());
+        }
+        query.push("))");
+    }
 }
 
 /// `condition` on the source's column, the destination's, or either (OR-ed in parentheses).
-fn on_side(
+fn on_side<Column: Copy>(
     query: &mut QueryBuilder<Postgres>,
     side: Side,
-    src: &str,
-    dst: &str,
-    condition: impl Fn(&mut QueryBuilder<Postgres>, &str),
+    src: Column,
+    dst: Column,
+    condition: impl Fn(&mut QueryBuilder<Postgres>, Column),
 ) {
     match side {
         Side::Src => condition(query, src),

@@ -10,7 +10,7 @@ use sqlx::{Postgres, QueryBuilder};
 use utoipa::{IntoParams, ToSchema};
 
 use crate::cursor;
-use crate::endpoints::{self, Endpoint, Named};
+use crate::endpoints::{self, Endpoint, Named, ServiceName};
 use crate::error::{ApiError, ErrorBody};
 use crate::filter::{FLOWS, FilterParams, Narrowed};
 use crate::routes::{PageParams, ensure_session_known};
@@ -46,6 +46,12 @@ pub struct Flow {
     /// Who `dst` was when the flow began.
     #[sqlx(skip)]
     pub dst_endpoint: Option<Endpoint>,
+    /// The Service `dst`:`dst_port` was a backend of when the flow began (Kubernetes'
+    /// EndpointSlices). A session keeps an exchange through a Service whose backends it captures
+    /// where it enters the backend, so `dst` is the serving pod and this names the Service the
+    /// client called (or whose backend it called straight: the node's translation is not stored).
+    #[sqlx(skip)]
+    pub dst_service: Option<ServiceName>,
 }
 
 /// Both ends as they were when the flow began.
@@ -189,6 +195,14 @@ pub async fn list(
         flow.packets_filter = packets_filter(flow);
     }
     endpoints::name_ends(&state.pool, &mut items).await?;
+    let served: Vec<_> = items
+        .iter()
+        .map(|flow| (flow.dst.as_deref(), flow.dst_port, flow.first_seen))
+        .collect();
+    let served = endpoints::services_served(&state.pool, &served).await?;
+    for (flow, service) in items.iter_mut().zip(served) {
+        flow.dst_service = service;
+    }
     Ok(Json(FlowPage { items, next_cursor }))
 }
 

@@ -64,7 +64,12 @@ export function Flows() {
               <tr key={`${f.session}/${f.flow_key}`}>
                 <td>{f.l7 ?? f.transport}</td>
                 <td title={endpoint(f.src, f.src_port)}>{namedEndpoint(f.src, f.src_port, f.src_endpoint)}</td>
-                <td title={endpoint(f.dst, f.dst_port)}>{namedEndpoint(f.dst, f.dst_port, f.dst_endpoint)}</td>
+                <td title={endpoint(f.dst, f.dst_port)}>
+                  {namedEndpoint(f.dst, f.dst_port, f.dst_endpoint)}
+                  {f.dst_service && (
+                    <small className="via-service"> via Service {f.dst_service.namespace}/{f.dst_service.name}</small>
+                  )}
+                </td>
                 <td>{f.l7_name}</td>
                 <td>{formatTime(f.last_seen)}</td>
                 <td>

@@ -3,8 +3,10 @@
 //! in the leading operator beside the reconciler; the sniffers and parsers need no cluster
 //! credentials for it, and the API reads only PostgreSQL.
 //!
-//! [`identity`] turns objects into the addresses they hold (pure), [`history`] writes the rows.
+//! [`identity`] turns objects into the addresses they hold (pure), [`history`] writes the rows;
+//! [`backends`] records which Service each pod address and port serves, from EndpointSlices.
 
+pub mod backends;
 pub mod history;
 pub mod identity;
 
@@ -51,6 +53,7 @@ impl Recorder {
             self.watch::<Pod>("pod"),
             self.watch::<Service>("service"),
             self.watch::<Node>("node"),
+            backends::watch(self.client.clone(), &self.pool),
         );
     }
 
@@ -181,7 +184,7 @@ impl Holds for Node {
 
 /// Retries a database write until it succeeds: a database outage delays the history, it does
 /// not lose it (the watch waits meanwhile and its events queue up).
-async fn persist<T, F, Fut>(what: &str, mut write: F) -> T
+pub(super) async fn persist<T, F, Fut>(what: &str, mut write: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, sqlx::Error>>,
