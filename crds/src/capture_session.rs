@@ -117,6 +117,10 @@ pub struct CaptureSessionSpec {
     #[schemars(range(min = 1_048_576))]
     pub max_backlog_bytes: i64,
 
+    /// How the session's RabbitMQ queues are kept.
+    #[serde(default)]
+    pub queue: QueueSpec,
+
     /// Traffic as Prometheus metrics: the parsers export packets, bytes, TCP connections by outcome,
     /// retransmissions, DNS and requests per edge (source to destination) on their `/metrics`.
     /// Unset: none. Off unless asked for because every edge is a set of series in the cluster's
@@ -290,6 +294,30 @@ impl Default for ParserScaling {
             autoscaler: Autoscaler::default(),
         }
     }
+}
+
+/// The session's RabbitMQ queues.
+#[derive(KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.type == oldSelf.type").message("queue.type cannot change during a session: RabbitMQ cannot change a declared queue's type"))]
+pub struct QueueSpec {
+    /// `classic` (default): on one broker node, lost with it. `quorum`: replicated over a RabbitMQ
+    /// cluster's nodes (surviving the loss of a minority of them), and a batch delivered five times
+    /// without being stored is set aside and counted as dropped (reason `redelivered`) instead of
+    /// being redelivered forever. Needs RabbitMQ 3.8 or later; the chart's bundled broker is a
+    /// single node, so quorum pays off with a cluster given in `broker.url` (its nodes' URLs,
+    /// comma-separated).
+    #[serde(default, rename = "type")]
+    pub type_: QueueType,
+}
+
+/// How a queue is kept.
+#[derive(JsonSchema, Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueType {
+    #[default]
+    Classic,
+    Quorum,
 }
 
 /// Who owns the parser Deployment's replica count.

@@ -11,4 +11,4 @@ mod api;
 mod pipeline;
 
 pub use api::TrawlApi;
-pub use pipeline::{Accounting, Broker, Database, Pipeline, PipelineOptions};
+pub use pipeline::{Accounting, Broker, BrokerChoice, Database, Pipeline, PipelineOptions};

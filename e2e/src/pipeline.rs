@@ -2,7 +2,6 @@ use std::collections::BTreeMap;
 use std::process::{Child, Command};
 use std::time::Duration;
 
-use lapin::Connection;
 use testkit::netns::TestNetwork;
 use testkit::postgres::{PrivatePostgres, TestDatabase};
 use testkit::process::{Service, free_port, workspace_binary};
@@ -17,8 +16,10 @@ const PORT: u16 = 9;
 pub struct PipelineOptions {
     /// Parsers to start with.
     pub parsers: usize,
-    /// A RabbitMQ node of the test's own, so that it can be stopped and restarted.
-    pub private_broker: bool,
+    /// Which RabbitMQ the pipeline uses.
+    pub broker: BrokerChoice,
+    /// How the session's queues are kept.
+    pub queue_type: queues::QueueType,
     /// A PostgreSQL server of the test's own, likewise.
     pub private_database: bool,
     /// The queue's byte bound (`x-max-length-bytes`, overflow `reject-publish`).
@@ -43,7 +44,8 @@ impl Default for PipelineOptions {
     fn default() -> Self {
         Self {
             parsers: 1,
-            private_broker: false,
+            broker: BrokerChoice::Shared,
+            queue_type: queues::QueueType::Classic,
             private_database: false,
             queue_max_bytes: 512 << 20,
             sniffer_args: Vec::new(),
@@ -57,16 +59,29 @@ impl Default for PipelineOptions {
     }
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BrokerChoice {
+    /// A vhost of the shared broker.
+    Shared,
+    /// A RabbitMQ node of the test's own, so that it can be stopped and restarted.
+    Private,
+    /// A cluster of this many nodes of the test's own.
+    Cluster(usize),
+}
+
 pub enum Broker {
     Shared(TestVhost),
     Private(PrivateBroker),
+    Cluster(Vec<PrivateBroker>),
 }
 
 impl Broker {
+    /// The URL the components connect with: every node's, comma-separated, for a cluster.
     pub fn amqp_url(&self) -> String {
         match self {
             Self::Shared(vhost) => vhost.amqp_url.clone(),
             Self::Private(broker) => broker.amqp_url(),
+            Self::Cluster(nodes) => nodes.iter().map(PrivateBroker::amqp_url).collect::<Vec<_>>().join(","),
         }
     }
 }
@@ -157,10 +172,10 @@ pub struct Pipeline {
 
 impl Pipeline {
     pub async fn start(options: PipelineOptions) -> Self {
-        let broker = if options.private_broker {
-            Broker::Private(PrivateBroker::start())
-        } else {
-            Broker::Shared(TestVhost::create())
+        let broker = match options.broker {
+            BrokerChoice::Shared => Broker::Shared(TestVhost::create()),
+            BrokerChoice::Private => Broker::Private(PrivateBroker::start()),
+            BrokerChoice::Cluster(nodes) => Broker::Cluster(PrivateBroker::cluster(nodes)),
         };
         let database = if options.private_database {
             Database::Private(PrivatePostgres::start())
@@ -169,7 +184,14 @@ impl Pipeline {
         };
         let suffix = unique_suffix();
         let queue = format!("trawl.e2e.{suffix}");
-        declare_queue(&broker.amqp_url(), &queue, options.shards, options.queue_max_bytes).await;
+        declare_queue(
+            &broker.amqp_url(),
+            &queue,
+            options.shards,
+            options.queue_max_bytes,
+            options.queue_type,
+        )
+        .await;
         let network = TestNetwork::create();
         let rx_before = network.host_rx_packets();
         let mut pipeline = Self {
@@ -452,10 +474,10 @@ impl Pipeline {
 }
 
 /// The session's queue exactly as the operator declares it.
-async fn declare_queue(amqp_url: &str, queue: &str, shards: u16, max_bytes: i64) {
-    let connection = Connection::connect(amqp_url, Default::default()).await.unwrap();
+async fn declare_queue(amqp_url: &str, queue: &str, shards: u16, max_bytes: i64, kind: queues::QueueType) {
+    let connection = queues::connect(amqp_url, Default::default()).await.unwrap();
     let channel = connection.create_channel().await.unwrap();
-    queues::declare_session_queue(&channel, queue, shards, max_bytes)
+    queues::declare_session_queue(&channel, queue, shards, max_bytes, kind)
         .await
         .expect("declare the session queue");
     let _ = connection.close(200, "".into()).await;

@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use e2e::{Broker, Database, Pipeline, PipelineOptions};
+use e2e::{Broker, BrokerChoice, Database, Pipeline, PipelineOptions};
 use testkit::wait_until;
 
 const DEADLINE: Duration = Duration::from_secs(180);
@@ -53,7 +53,7 @@ async fn a_parser_killed_mid_batch_and_restarted_loses_and_duplicates_nothing() 
 #[tokio::test]
 async fn a_rabbitmq_restart_during_the_run_is_buffered_and_counted() {
     let mut pipeline = Pipeline::start(PipelineOptions {
-        private_broker: true,
+        broker: BrokerChoice::Private,
         ..Default::default()
     })
     .await;
@@ -68,6 +68,46 @@ async fn a_rabbitmq_restart_during_the_run_is_buffered_and_counted() {
     let accounting = pipeline.settle().await;
     accounting.assert_balanced();
     assert!(accounting.stored > 0);
+}
+
+/// Issue #35: on a three-node RabbitMQ cluster with quorum queues, the node that leads the
+/// session's queue stops while traffic flows; the sniffer and the parser connect to another node
+/// of the list and the queue's other replicas carry on: nothing is dropped.
+#[tokio::test]
+async fn a_quorum_queues_leader_stopped_during_the_run_loses_nothing() {
+    let mut pipeline = Pipeline::start(PipelineOptions {
+        broker: BrokerChoice::Cluster(3),
+        queue_type: queues::QueueType::Quorum,
+        ..Default::default()
+    })
+    .await;
+    let mut sender = pipeline.offer_in_background(24_000, 3_000);
+    stored_at_least(&pipeline, 3_000).await;
+    let Broker::Cluster(nodes) = &mut pipeline.broker else {
+        unreachable!()
+    };
+    let leader = nodes[0]
+        .quorum_leader(&pipeline.queue)
+        .expect("the session's queue is a quorum queue with a leader");
+    let leading = nodes
+        .iter_mut()
+        .find(|node| node.node == leader)
+        .unwrap_or_else(|| panic!("{leader} is one of the cluster's nodes"));
+    leading.stop();
+    finish(&mut sender);
+    pipeline.stop_sniffer();
+    let accounting = pipeline.settle().await;
+    accounting.assert_balanced();
+    assert_eq!(accounting.stored, 24_000, "nothing dropped: {accounting:?}");
+    let Broker::Cluster(nodes) = &pipeline.broker else {
+        unreachable!()
+    };
+    let survivor = nodes.iter().find(|node| node.running()).expect("two nodes run");
+    assert_ne!(
+        survivor.quorum_leader(&pipeline.queue).as_deref(),
+        Some(leader.as_str()),
+        "another node leads the queue now"
+    );
 }
 
 #[tokio::test]

@@ -62,7 +62,12 @@ async fn apply_children(
         let queue = session.queue_name().ok_or(Error::Incomplete)?;
         context
             .broker
-            .declare(&queue, session.shards(), session.spec.max_backlog_bytes)
+            .declare(
+                &queue,
+                session.shards(),
+                session.spec.max_backlog_bytes,
+                crate::queue::kind(session.spec.queue.type_),
+            )
             .await
             .map_err(|source| Error::DeclareQueue { name: queue, source })?;
     }

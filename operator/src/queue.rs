@@ -13,6 +13,14 @@ pub enum QueueError {
     Timeout(std::time::Duration),
 }
 
+/// The queue type a session asked for.
+pub fn kind(asked: crds::QueueType) -> queues::QueueType {
+    match asked {
+        crds::QueueType::Classic => queues::QueueType::Classic,
+        crds::QueueType::Quorum => queues::QueueType::Quorum,
+    }
+}
+
 /// A reconcile must never hang on the broker: every broker conversation is bounded.
 const BROKER_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -39,7 +47,7 @@ impl Broker {
             {
                 return Ok(channel);
             }
-            let fresh = Connection::connect(&self.url, ConnectionProperties::default()).await?;
+            let fresh = queues::connect(&self.url, ConnectionProperties::default()).await?;
             let channel = fresh.create_channel().await?;
             *connection = Some(fresh);
             Ok::<_, QueueError>(channel)
@@ -49,9 +57,15 @@ impl Broker {
             .map_err(|_| QueueError::Timeout(BROKER_TIMEOUT))?
     }
     /// Declares (idempotently) the session's shard queues and what they need (see the `queues` crate).
-    pub async fn declare(&self, queue: &str, shards: u16, max_bytes: i64) -> Result<(), QueueError> {
+    pub async fn declare(
+        &self,
+        queue: &str,
+        shards: u16,
+        max_bytes: i64,
+        kind: queues::QueueType,
+    ) -> Result<(), QueueError> {
         let channel = self.channel().await?;
-        queues::declare_session_queue(&channel, queue, shards, max_bytes).await?;
+        queues::declare_session_queue(&channel, queue, shards, max_bytes, kind).await?;
         let _ = channel.close(200, "".into()).await;
         Ok(())
     }

@@ -10,10 +10,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use futures::{FutureExt, StreamExt};
+use lapin::ConnectionProperties;
 use lapin::message::Delivery;
 use lapin::options::{BasicAckOptions, BasicConsumeOptions, BasicQosOptions, BasicRejectOptions};
 use lapin::types::{AMQPValue, FieldTable};
-use lapin::{Connection, ConnectionProperties};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -85,7 +85,7 @@ impl Consumer {
         allowed: &mut watch::Receiver<ShardSet>,
     ) -> Result<(), lapin::Error> {
         let shards = allowed.borrow_and_update().clone();
-        let connection = Connection::connect(&self.amqp_url, ConnectionProperties::default()).await?;
+        let connection = queues::connect(&self.amqp_url, ConnectionProperties::default()).await?;
         let channel = connection.create_channel().await?;
         // The window is split among the shards' consumers rather than set once for the channel
         // (`global`): RabbitMQ then counts per consumer, without coordinating the channel's
@@ -185,6 +185,12 @@ impl Consumer {
         let mut run_session: Option<String> = None;
         for delivery in group {
             match self.check(&delivery) {
+                // A redelivered batch goes alone: if a batch of its group killed a parser, it is
+                // stored on its own before its deliveries run out (see `Writer::store`).
+                Ok(_) if delivery.redelivered || earlier_deliveries(&delivery) > 0 => {
+                    runs.push(vec![delivery]);
+                    run_session = None;
+                }
                 Ok(session) => {
                     if run_session.as_deref() != Some(session.as_str()) || runs.is_empty() {
                         runs.push(Vec::new());
@@ -284,6 +290,16 @@ impl Writer {
         for batch in &batches {
             self.metrics.batches_consumed.inc();
             self.metrics.packets_consumed.inc_by(u64::from(batch.packet_count));
+        }
+        // Delivered this often without being stored, a batch is what kills its parsers (a quorum
+        // queue would dead-letter it uncounted on the next return): counted as dropped instead.
+        if let ([batch], [delivery]) = (batches.as_slice(), deliveries.as_slice())
+            && let earlier = earlier_deliveries(delivery)
+            && earlier >= queues::LAST_DELIVERY
+        {
+            turn.finish(true);
+            let error = format!("delivered {} times without being stored", earlier + 1);
+            return self.set_aside(batch, delivery, "redelivered", &error).await;
         }
         let gave_up = match self.attempt(&batches, &turn).await {
             Attempted::Stored(outcomes, report) => {
@@ -448,6 +464,23 @@ impl Writer {
         }
         self.metrics.dead_lettered.get_or_create(&ReasonLabel { reason }).inc();
         delivery.reject(BasicRejectOptions { requeue: false }).await.map(|_| ())
+    }
+}
+
+/// How often a quorum queue delivered the message before (its `x-delivery-count`, 0 on a first
+/// delivery; classic queues do not count).
+fn earlier_deliveries(delivery: &Delivery) -> i64 {
+    let count = delivery
+        .properties
+        .headers()
+        .as_ref()
+        .and_then(|headers| headers.inner().get(queues::DELIVERY_COUNT_HEADER).cloned());
+    match count {
+        Some(AMQPValue::LongLongInt(n)) => n,
+        Some(AMQPValue::LongInt(n)) => i64::from(n),
+        Some(AMQPValue::ShortInt(n)) => i64::from(n),
+        Some(AMQPValue::LongUInt(n)) => i64::from(n),
+        _ => 0,
     }
 }
 

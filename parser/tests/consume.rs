@@ -61,6 +61,25 @@ impl Rig {
         }
     }
 
+    /// A session queue exactly as the operator declares a quorum one (with the delivery limit).
+    async fn new_quorum() -> Self {
+        let database = TestDatabase::create().await;
+        let vhost = TestVhost::create();
+        let connection = Connection::connect(&vhost.amqp_url, Default::default()).await.unwrap();
+        let channel = connection.create_channel().await.unwrap();
+        queues::declare_session_queue(&channel, QUEUE, 1, 64 << 20, queues::QueueType::Quorum)
+            .await
+            .unwrap();
+        Self {
+            parser: None,
+            channel,
+            _connection: connection,
+            vhost,
+            database,
+            metrics_port: free_port(),
+        }
+    }
+
     fn start_parser(&mut self) {
         self.start_parser_with(&[]);
     }
@@ -482,4 +501,81 @@ async fn a_batch_the_database_refuses_is_set_aside_and_the_rest_stored() {
     rig.publish_batch(&origin.batch_id(1), &bodies[1]).await;
     rig.wait_metric("trawl_parser_redeliveries_skipped_total", 1).await;
     assert_eq!(rig.count("SELECT count(*) FROM set_aside_batches").await, 1);
+}
+
+/// Issue #35: on a quorum queue (with its delivery limit), a batch delivered again and again
+/// without being stored (what a batch that kills its parser looks like) is set aside on its last
+/// delivery: dead-lettered and counted as dropped, reason `redelivered`, and the rest is stored.
+#[tokio::test]
+async fn a_batch_delivered_too_often_is_set_aside_on_a_quorum_queue() {
+    let mut rig = Rig::new_quorum().await;
+    let origin = origin();
+    let poison = batch_on(&origin, "eth0", 0, 0, 4, 0);
+    rig.publish_batch(&origin.batch_id(0), &poison).await;
+    // Four deliveries that end without an ack, as four parsers dying on it would end them.
+    let mut seen = Vec::new();
+    for _ in 0..queues::LAST_DELIVERY {
+        // A quorum queue takes a message in (and back) through its log: not at once.
+        let message = wait_until("the batch in the queue", DEADLINE, || async {
+            rig.channel
+                .basic_get(QUEUE.into(), BasicGetOptions::default())
+                .await
+                .unwrap()
+        })
+        .await;
+        seen.push(delivery_count(&message.delivery.properties));
+        message
+            .delivery
+            .reject(lapin::options::BasicRejectOptions { requeue: true })
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        seen,
+        [Some(0), Some(1), Some(2), Some(3)],
+        "the broker counts the deliveries"
+    );
+    rig.publish_batch(&origin.batch_id(1), &batch_on(&origin, "eth0", 1, 4, 5, FLAG_FINAL))
+        .await;
+
+    rig.start_parser();
+    rig.wait_metric("trawl_parser_batches_consumed_total", 2).await;
+    wait_until("the healthy batch stored and the other set aside", DEADLINE, || async {
+        (rig.count("SELECT count(*) FROM batches").await == 2).then_some(())
+    })
+    .await;
+    let pool = rig.database.pool().await;
+    let counts = database::packet_counts(&pool, "test/consume", None).await.unwrap();
+    pool.close().await;
+    assert_eq!((counts.captured, counts.stored, counts.dropped), (9, 5, 4));
+    assert_eq!(counts.dropped_by_reason.get("redelivered"), Some(&4));
+    let dead = wait_until("the batch in the dead-letter queue", DEADLINE, || async {
+        let queue = rig.vhost.get(&format!("/api/queues/{}/{DEAD}", rig.vhost.name)).ok()?;
+        (queue["messages"].as_u64()? >= 1).then_some(queue["messages"].as_u64()?)
+    })
+    .await;
+    assert_eq!(dead, 1);
+    let queue = rig
+        .vhost
+        .get(&format!("/api/queues/{}/{QUEUE}", rig.vhost.name))
+        .unwrap();
+    assert_eq!(queue["type"], "quorum", "{queue}");
+    assert_eq!(
+        queue["arguments"]["x-delivery-limit"],
+        queues::DELIVERY_LIMIT,
+        "{queue}"
+    );
+}
+
+fn delivery_count(properties: &BasicProperties) -> Option<i64> {
+    match properties
+        .headers()
+        .as_ref()?
+        .inner()
+        .get(queues::DELIVERY_COUNT_HEADER)?
+    {
+        AMQPValue::LongLongInt(n) => Some(*n),
+        AMQPValue::LongInt(n) => Some(i64::from(*n)),
+        other => panic!("x-delivery-count is {other:?}"),
+    }
 }

@@ -8,12 +8,51 @@
 //! parser for TCP reassembly): the sniffers route each batch to its shard's queue, and each parser
 //! consumes the shards it holds a lease on. Shard 0 keeps the session's queue name, so a session
 //! of one shard looks as it always did; every shard dead-letters into the same `<queue>.dead`.
+//!
+//! A session's queues are classic (one broker node holds them) or quorum queues (replicated over
+//! a RabbitMQ cluster by Raft, surviving the loss of a minority of nodes, issue #35) with a
+//! delivery limit, so that a batch a parser dies on is not redelivered forever. Every component
+//! takes a comma-separated list of AMQP URLs, the cluster's nodes, and connects to the first that
+//! answers ([`connect`]).
 
-use lapin::Channel;
 use lapin::options::{ExchangeDeclareOptions, QueueBindOptions, QueueDeclareOptions};
 use lapin::types::{AMQPValue, FieldTable};
+use lapin::{Channel, Connection, ConnectionProperties};
 
 pub const EXCHANGE: &str = "trawl.packets";
+
+/// How a session's queues are kept (the CaptureSession's `spec.queue.type`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueType {
+    /// On one broker node: lost with it.
+    #[default]
+    Classic,
+    /// Replicated over the cluster's nodes, with [`DELIVERY_LIMIT`].
+    Quorum,
+}
+
+/// Deliveries of one batch a quorum queue makes before it dead-letters the batch itself
+/// (`x-delivery-limit`). Parsers set a batch aside on its delivery number [`LAST_DELIVERY`], so
+/// that it is counted as dropped, not dead-lettered uncounted.
+pub const DELIVERY_LIMIT: i64 = 5;
+/// The header a quorum queue counts earlier deliveries in (0 on a first delivery).
+pub const DELIVERY_COUNT_HEADER: &str = "x-delivery-count";
+/// The delivery count at which a parser sets a batch aside instead of trying again: one before
+/// the broker would (the count's meaning moved between RabbitMQ releases; one early is safe).
+pub const LAST_DELIVERY: i64 = DELIVERY_LIMIT - 1;
+
+/// Connects to the first of `urls` (comma-separated; a cluster's nodes) that accepts, trying them
+/// in order; the error is the last node's.
+pub async fn connect(urls: &str, properties: ConnectionProperties) -> Result<Connection, lapin::Error> {
+    let mut last = None;
+    for url in urls.split(',').map(str::trim).filter(|url| !url.is_empty()) {
+        match Connection::connect(url, properties.clone()).await {
+            Ok(connection) => return Ok(connection),
+            Err(error) => last = Some(error),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "no AMQP URL given").into()))
+}
 
 pub fn dead_letter_queue(queue: &str) -> String {
     format!("{queue}.dead")
@@ -42,6 +81,7 @@ pub async fn declare_session_queue(
     queue: &str,
     shards: u16,
     max_bytes: i64,
+    kind: QueueType,
 ) -> Result<(), lapin::Error> {
     let durable = QueueDeclareOptions {
         durable: true,
@@ -60,7 +100,7 @@ pub async fn declare_session_queue(
         .await?;
     let dead = dead_letter_queue(queue);
     channel
-        .queue_declare(dead.as_str().into(), durable, FieldTable::default())
+        .queue_declare(dead.as_str().into(), durable, type_arguments(kind))
         .await?;
     let shards = shards.max(1);
     for shard in 0..shards {
@@ -69,18 +109,37 @@ pub async fn declare_session_queue(
             &shard_queue(queue, shard),
             &dead,
             max_bytes / i64::from(shards),
+            kind,
         )
         .await?;
     }
     Ok(())
 }
 
-async fn declare_shard(channel: &Channel, queue: &str, dead: &str, max_bytes: i64) -> Result<(), lapin::Error> {
+/// The arguments a queue of `kind` is declared with (a queue's type cannot change once declared).
+fn type_arguments(kind: QueueType) -> FieldTable {
+    let mut arguments = FieldTable::default();
+    if kind == QueueType::Quorum {
+        arguments.insert("x-queue-type".into(), AMQPValue::LongString("quorum".into()));
+    }
+    arguments
+}
+
+async fn declare_shard(
+    channel: &Channel,
+    queue: &str,
+    dead: &str,
+    max_bytes: i64,
+    kind: QueueType,
+) -> Result<(), lapin::Error> {
     let durable = QueueDeclareOptions {
         durable: true,
         ..Default::default()
     };
-    let mut arguments = FieldTable::default();
+    let mut arguments = type_arguments(kind);
+    if kind == QueueType::Quorum {
+        arguments.insert("x-delivery-limit".into(), AMQPValue::LongLongInt(DELIVERY_LIMIT));
+    }
     arguments.insert("x-max-length-bytes".into(), AMQPValue::LongLongInt(max_bytes));
     arguments.insert("x-overflow".into(), AMQPValue::LongString("reject-publish".into()));
     arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));

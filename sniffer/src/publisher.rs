@@ -111,7 +111,7 @@ impl Publisher {
     async fn connect(&self) -> Result<(Connection, Channel), PublishError> {
         let properties =
             ConnectionProperties::default().with_connection_name(self.settings.connection_name.as_str().into());
-        let connection = Connection::connect(&self.settings.amqp_url, properties).await?;
+        let connection = queues::connect(&self.settings.amqp_url, properties).await?;
         let channel = connection.create_channel().await?;
         channel.confirm_select(ConfirmSelectOptions::default()).await?;
         // Idempotent; the operator declares it too, with the same arguments.

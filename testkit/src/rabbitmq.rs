@@ -101,9 +101,55 @@ const RABBITMQ_BIN: &str = "/usr/lib/rabbitmq/bin";
 
 impl PrivateBroker {
     pub fn start() -> Self {
+        Self::start_with_cookie(None)
+    }
+
+    /// `nodes` brokers joined into one RabbitMQ cluster (the first one's), as a cluster of
+    /// machines would be: they share an Erlang cookie and each knows the others by node name.
+    pub fn cluster(nodes: usize) -> Vec<Self> {
+        let cookie = format!("TRAWLTEST{}", crate::unique_suffix().replace('-', "").to_uppercase());
+        let brokers: Vec<Self> = (0..nodes).map(|_| Self::start_with_cookie(Some(&cookie))).collect();
+        for broker in &brokers[1..] {
+            for step in [
+                vec!["stop_app"],
+                vec!["join_cluster", brokers[0].node.as_str()],
+                vec!["start_app"],
+            ] {
+                let status = broker
+                    .ctl()
+                    .args(&step)
+                    .stdout(std::process::Stdio::null())
+                    .status()
+                    .expect("run rabbitmqctl");
+                assert!(status.success(), "rabbitmqctl {step:?} on {}", broker.node);
+            }
+        }
+        brokers
+    }
+
+    /// The cluster member that leads the quorum queue `queue` of the default vhost.
+    pub fn quorum_leader(&self, queue: &str) -> Option<String> {
+        let output = self
+            .ctl()
+            .args(["list_queues", "name", "leader", "--no-table-headers"])
+            .output()
+            .expect("run rabbitmqctl");
+        String::from_utf8_lossy(&output.stdout).lines().find_map(|line| {
+            let mut fields = line.split_whitespace();
+            (fields.next() == Some(queue)).then(|| fields.next().map(str::to_owned))?
+        })
+    }
+
+    fn start_with_cookie(cookie: Option<&str>) -> Self {
         let suffix = crate::unique_suffix();
         let dir = std::env::temp_dir().join(format!("trawl-rabbitmq-{suffix}"));
         std::fs::create_dir_all(&dir).unwrap();
+        if let Some(cookie) = cookie {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join(".erlang.cookie");
+            std::fs::write(&path, cookie).unwrap();
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o400)).unwrap();
+        }
         std::fs::write(dir.join("enabled_plugins"), "[].\n").unwrap();
         // The guest user may connect from 127.0.0.1 only by default, which is all we use; no config needed beyond this.
         std::fs::write(dir.join("rabbitmq.conf"), "log.console = false\n").unwrap();
@@ -119,6 +165,10 @@ impl PrivateBroker {
 
     pub fn amqp_url(&self) -> String {
         format!("amqp://guest:guest@127.0.0.1:{}/%2f", self.port)
+    }
+
+    pub fn running(&self) -> bool {
+        self.server.is_some()
     }
 
     /// Stops the node (connections drop, as in a broker restart) and starts it again on the same data.

@@ -156,6 +156,21 @@ async fn shards_bound_the_parsers_and_cannot_change_during_a_session() {
     );
     let unchanged = sessions.get("sharded").await.unwrap();
     assert_eq!(unchanged.data["spec"]["parsers"]["shards"], 4);
+    // Likewise the queues' type (issue #35): a declared queue's type is RabbitMQ's to keep.
+    assert_eq!(unchanged.data["spec"]["queue"]["type"], "classic", "the default");
+    let patch = json!({"spec": {"queue": {"type": "quorum"}}});
+    let error = sessions
+        .patch(
+            "sharded",
+            &kube::api::PatchParams::default(),
+            &kube::api::Patch::Merge(&patch),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        error.to_string().contains("queue.type cannot change during a session"),
+        "unexpected error: {error}"
+    );
 }
 
 fn labels(app: &str) -> std::collections::BTreeMap<String, String> {
