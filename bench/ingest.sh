@@ -7,7 +7,8 @@
 # /metrics are left in $work/metrics.txt and its peak memory (KiB) in $work/peak_kib. With
 # $ingest_sources set, the packets come from that many source addresses (see fill_queue); with
 # $ingest_keep_db set, DATABASE is kept as the last run left it; with $ingest_mix=grpc, the packets
-# are unary gRPC calls over 200 long-lived HTTP/2 connections (see fill_queue).
+# are unary gRPC calls over 200 long-lived HTTP/2 connections (see fill_queue); with
+# $ingest_queue_type=quorum, the queue is a quorum queue (a single-node Raft log here).
 # Needs: $root, $batches, $per_batch, $work (a scratch folder); defines psql_ and mgmt.
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 export PGPASSWORD=trawl
@@ -29,7 +30,7 @@ ingest() {
   # $ingest_keep_db: store into the database as the last run left it (new batch ids, so stored again).
   [ -n "${ingest_keep_db:-}" ] || psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" -c "CREATE DATABASE $db"
   mgmt DELETE /queues/%2f/$ingest_queue 2>/dev/null || true
-  mgmt PUT /queues/%2f/$ingest_queue '{"durable":true}'
+  mgmt PUT /queues/%2f/$ingest_queue "{\"durable\":true,\"arguments\":{\"x-queue-type\":\"${ingest_queue_type:-classic}\"}}"
   log "filling the queue with $batches batches of $per_batch packets"
   FILL_MIX=${ingest_mix:-} "$ingest_bin/examples/fill_queue" amqp://guest:guest@127.0.0.1:5672/%2f $ingest_queue "$batches" "$per_batch" \
     ${ingest_sources:-1} >/dev/null

@@ -13,7 +13,7 @@ work=$(mktemp -d)
 chmod 755 "$work"
 cleanup() {
   rm -rf "$work"
-  for db in trawl_bench_parser trawl_bench_parser_grpc trawl_bench_parser_payload trawl_bench_parser_metrics trawl_bench_parser_edges; do
+  for db in trawl_bench_parser trawl_bench_parser_quorum trawl_bench_parser_grpc trawl_bench_parser_payload trawl_bench_parser_metrics trawl_bench_parser_edges; do
     psql_ -d postgres -c "DROP DATABASE IF EXISTS $db WITH (FORCE)" 2>/dev/null || true
   done
 }
@@ -31,6 +31,8 @@ parser_rate=$(ingest trawl_bench_parser)
 log "trawl-parser, headers only: $parser_rate packets/s"
 read -r headers_disk headers_pcap <<<"$(disk trawl_bench_parser)"
 headers_peak=$(cat "$work/peak_kib")
+quorum_rate=$(ingest_queue_type=quorum ingest trawl_bench_parser_quorum)
+log "trawl-parser, headers only, from a quorum queue: $quorum_rate packets/s"
 grpc_rate=$(ingest_mix=grpc ingest trawl_bench_parser_grpc)
 grpc_events=$(psql_ -d trawl_bench_parser_grpc -c "SELECT count(*) FILTER (WHERE protocol = 'grpc' AND grpc_status IS NOT NULL) || ' of ' || count(*) FROM http_events")
 log "trawl-parser, headers only, gRPC over HTTP/2: $grpc_rate packets/s ($grpc_events calls complete)"
@@ -94,10 +96,15 @@ tables without any index: the rate PostgreSQL itself sustains for those bytes on
 | loader | packets/s | ratio to psql \\copy |
 |---|---|---|
 | trawl-parser, headers only (queue -> dissect -> PostgreSQL) | $parser_rate | $ratio |
+| trawl-parser, headers only, from a quorum queue (\`queue.type: quorum\`) | $quorum_rate | $(awk -v a="$quorum_rate" -v b="$copy_rate" 'BEGIN { printf "%.2f", a / b }') |
 | trawl-parser, headers only, gRPC over HTTP/2 (the mix below) | $grpc_rate | $(awk -v a="$grpc_rate" -v b="$copy_rate" 'BEGIN { printf "%.2f", a / b }') |
 | trawl-parser, keeping payload | $payload_rate | $payload_ratio |
 | trawl-parser, headers only, traffic metrics on (\`--traffic-metrics\`) | $metrics_rate | $(awk -v a="$metrics_rate" -v b="$copy_rate" 'BEGIN { printf "%.2f", a / b }') |
 | psql \\copy of the headers-only rows and segments, no indexes | $copy_rate | 1.00 |
+
+The quorum queue (issue #35) is one node's Raft log here, as the shared broker is one node: it shows what the
+parser's side costs (consuming and acking through a quorum queue instead of a classic one), not replication over a
+cluster's network.
 
 The gRPC mix (issue #32): unary calls spread over 200 long-lived HTTP/2 connections, four packets a call (the request's
 headers and message, an ACK, the response's headers, message and trailers, an ACK), every connection followed for its
