@@ -51,6 +51,10 @@ impl Rig {
         arguments.insert("x-dead-letter-exchange".into(), AMQPValue::LongString("".into()));
         arguments.insert("x-dead-letter-routing-key".into(), AMQPValue::LongString(DEAD.into()));
         channel.queue_declare(QUEUE.into(), durable, arguments).await.unwrap();
+        Self::around(database, vhost, connection, channel)
+    }
+
+    fn around(database: TestDatabase, vhost: TestVhost, connection: Connection, channel: Channel) -> Self {
         Self {
             parser: None,
             channel,
@@ -70,14 +74,7 @@ impl Rig {
         queues::declare_session_queue(&channel, QUEUE, 1, 64 << 20, queues::QueueType::Quorum)
             .await
             .unwrap();
-        Self {
-            parser: None,
-            channel,
-            _connection: connection,
-            vhost,
-            database,
-            metrics_port: free_port(),
-        }
+        Self::around(database, vhost, connection, channel)
     }
 
     fn start_parser(&mut self) {
