@@ -5,6 +5,7 @@
 //!
 //! Content first, ports only as a labelled guess ([`guess`]).
 
+mod amqp;
 mod dns;
 mod http;
 mod http2;
@@ -13,6 +14,7 @@ mod quic;
 mod redis;
 mod tls;
 
+pub use amqp::AmqpFrames;
 pub use http2::Http2Message;
 pub use postgres::PostgresMessages;
 pub use redis::RedisMessages;
@@ -66,6 +68,8 @@ pub enum L7 {
     Postgres(Box<PostgresMessages>),
     /// The Redis (RESP) values one packet holds whole.
     Redis(Box<RedisMessages>),
+    /// The AMQP 0-9-1 frames one packet holds whole.
+    Amqp(Box<AmqpFrames>),
     /// Recognised only by its well-known port; the payload was not dissected.
     Guess { name: String },
 }
@@ -82,12 +86,13 @@ impl L7 {
             Self::Http2(_) => "http2",
             Self::Postgres(_) => "postgresql",
             Self::Redis(_) => "redis",
+            Self::Amqp(_) => "amqp",
             Self::Guess { name } => name,
         }
     }
 
     /// The protocol's main name: the DNS query name, the HTTP host, the TLS SNI, the PostgreSQL
-    /// database a connection opens.
+    /// database a connection opens, the AMQP routing key or queue a method names.
     pub fn main_name(&self) -> Option<&str> {
         match self {
             Self::Dns { queries, .. } => queries.first().map(String::as_str),
@@ -96,6 +101,7 @@ impl L7 {
             Self::Http2(message) => message.authority.as_deref(),
             Self::Postgres(messages) => messages.database.as_deref(),
             Self::Redis(_) => None,
+            Self::Amqp(frames) => frames.routing_key.as_deref().or(frames.queue.as_deref()),
             Self::Guess { .. } => None,
         }
     }
@@ -183,6 +189,7 @@ pub(crate) static PROTOCOLS: &[&dyn Protocol] = &[
     &quic::Quic,
     &postgres::Postgres,
     &redis::Redis,
+    &amqp::Amqp,
 ];
 
 /// How a protocol cuts a reassembled stream into messages.
@@ -233,6 +240,7 @@ pub(crate) fn info(l7: &L7) -> Option<String> {
         L7::Http2(message) => http2::info(message),
         L7::Postgres(messages) => postgres::info(messages),
         L7::Redis(messages) => redis::info(messages),
+        L7::Amqp(frames) => amqp::info(frames),
         L7::Guess { .. } => None,
     }
 }
@@ -270,7 +278,7 @@ fn guess(transport: Transport, port: u16) -> Option<L7> {
         (Transport::Tcp, 443 | 8443) => "tls",
         (Transport::Udp, 443) => "quic",
         (Transport::Tcp, 5432) => "postgresql",
-        (Transport::Tcp, 5672) => "amqp",
+        (Transport::Tcp, amqp::PORT) => "amqp",
         (Transport::Tcp, 6379) => "redis",
         (Transport::Tcp, 3306) => "mysql",
         (Transport::Tcp, 2379 | 2380) => "etcd",
