@@ -2,7 +2,8 @@
 //!
 //! [`state`] holds what handlers share; [`routes`] the handlers, each annotated with its OpenAPI
 //! operation; [`filter`] turns query parameters and the `q` expression into SQL; [`auth`] the
-//! bearer tokens and the audit log; [`segments`] reads packets' kept bytes back.
+//! bearer tokens and the audit log; [`segments`] reads packets' kept bytes back; [`pool`] the
+//! read-only connections the routes query through.
 
 pub mod auth;
 pub mod config;
@@ -15,6 +16,7 @@ pub mod follow;
 pub mod input;
 pub mod limits;
 pub mod metrics;
+pub mod pool;
 pub mod router;
 pub mod routes;
 pub mod segments;

@@ -4,7 +4,6 @@
 //! then open http://127.0.0.1:8080/ (UI) or http://127.0.0.1:8080/docs (API docs).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use api::{auth, config, metrics, router, state};
@@ -36,17 +35,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let options: sqlx::postgres::PgConnectOptions = config.database_url.parse().context("invalid --database-url")?;
-    let timeout = format!("{}ms", config.statement_timeout.as_millis());
-    let pool = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(16)
-        .acquire_timeout(Duration::from_secs(5))
-        // sqlx pings every connection it hands out by default: a round trip per request, a
-        // tenth of PostgreSQL's work for a /packets page (bench/api.sh). A broken connection
-        // fails its query instead, and the pool replaces it.
-        .test_before_acquire(false)
-        .connect_lazy_with(options.options([("statement_timeout", timeout.as_str())]));
+    let pool = api::pool::serving(&options, config.statement_timeout);
     // The API starts even when the database is down (readyz says so) and migrates once it is up.
-    let migrated = database::migrate_in_background(&pool);
+    let migrated = database::migrate_in_background(&api::pool::migrating(&options));
     let (stop, shutdown) = tokio::sync::watch::channel(false);
     let state = state::AppState {
         pool,

@@ -299,3 +299,32 @@ async fn a_statement_past_the_timeout_is_a_503_and_the_pcap_export_is_exempt() {
     let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.unwrap();
     assert_eq!(bytes.len(), 24, "a whole (empty) pcap file, not a cut-off stream");
 }
+
+/// The routes' connections are read-only sessions: PostgreSQL refuses a write through them
+/// (SQLSTATE 25006), while they read, and the migrating connection writes.
+#[tokio::test]
+async fn the_routes_read_through_sessions_that_cannot_write() {
+    let database = TestDatabase::create().await;
+    let options: sqlx::postgres::PgConnectOptions = database.url.parse().unwrap();
+    database::MIGRATOR
+        .run(&api::pool::migrating(&options))
+        .await
+        .expect("the migrating connection writes");
+    let serving = api::pool::serving(&options, std::time::Duration::from_secs(5));
+    let sessions: i64 = sqlx::query_scalar("SELECT count(*) FROM sessions")
+        .fetch_one(&serving)
+        .await
+        .unwrap();
+    assert_eq!(sessions, 0);
+    let refused =
+        sqlx::query("INSERT INTO endpoint_history (address, kind, name, since) VALUES ('10.0.0.1', 'pod', 'x', now())")
+            .execute(&serving)
+            .await
+            .unwrap_err();
+    let code = refused
+        .as_database_error()
+        .and_then(|error| error.code())
+        .map(|code| code.into_owned());
+    assert_eq!(code.as_deref(), Some("25006"), "{refused}");
+    serving.close().await;
+}

@@ -185,9 +185,11 @@ impl Consumer {
         let mut run_session: Option<String> = None;
         for delivery in group {
             match self.check(&delivery) {
-                // A redelivered batch goes alone: if a batch of its group killed a parser, it is
-                // stored on its own before its deliveries run out (see `Writer::store`).
-                Ok(_) if delivery.redelivered || earlier_deliveries(&delivery) > 0 => {
+                // A batch a quorum queue delivered twice before goes alone: if a batch of its group
+                // killed the parsers, it is stored on its own before its deliveries run out (see
+                // `Writer::store`). Once is what a parser's ordinary stop (scaled down, rolled)
+                // returns, and storing those one by one would slow the drain after every stop.
+                Ok(_) if earlier_deliveries(&delivery) >= 2 => {
                     runs.push(vec![delivery]);
                     run_session = None;
                 }
