@@ -6,8 +6,10 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
+use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use k8s_openapi::api::discovery::v1::EndpointSlice;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
 use kube::{Api, Client, ResourceExt};
@@ -23,6 +25,8 @@ pub struct SliceBackends {
     pub service: String,
     /// Address and port of each endpoint that is ready (or still serving while it terminates).
     pub served: BTreeSet<SocketAddr>,
+    /// When the slice was created, by the API server's clock (as the pods' start times are).
+    pub created: Option<DateTime<Utc>>,
 }
 
 /// The backends `slice` lists (None for a slice of no Service, which a controller other than
@@ -48,15 +52,25 @@ pub fn of_slice(slice: &EndpointSlice) -> Option<SliceBackends> {
         .flat_map(|endpoint| endpoint.addresses.iter().filter_map(|address| address.parse().ok()))
         .flat_map(|address| ports.iter().map(move |port| SocketAddr::new(address, *port)))
         .collect();
+    let created = slice
+        .metadata
+        .creation_timestamp
+        .as_ref()
+        .and_then(|Time(at)| DateTime::from_timestamp(at.as_second(), at.subsec_nanosecond().max(0) as u32));
     Some(SliceBackends {
         namespace: slice.namespace().unwrap_or_default(),
         slice: slice.name_any(),
         service,
         served,
+        created,
     })
 }
 
-/// Records what the slice lists now: rows it no longer lists end, new ones begin.
+/// Records what the slice lists now: rows it no longer lists end, new ones begin. A new row
+/// begins when its pod began holding the address (the endpoint history's row, from the pod's
+/// start time) or the slice was created, whichever is later: times by the API server's clock, as
+/// the rest of the history's and the packets' are, not the moment this operator heard of it
+/// (which is later after an operator restart, and by the database's clock).
 pub async fn record(pool: &PgPool, backends: &SliceBackends) -> Result<(), sqlx::Error> {
     let addresses: Vec<String> = backends.served.iter().map(|served| served.ip().to_string()).collect();
     let ports: Vec<i32> = backends.served.iter().map(|served| i32::from(served.port())).collect();
@@ -76,7 +90,10 @@ pub async fn record(pool: &PgPool, backends: &SliceBackends) -> Result<(), sqlx:
     .await?;
     sqlx::query(
         "INSERT INTO service_backends (address, port, namespace, service, slice, since) \
-         SELECT listed.address, listed.port, $1, $3, $2, now() FROM unnest($4::inet[], $5::int[]) AS listed(address, port) \
+         SELECT listed.address, listed.port, $1, $3, $2, coalesce(greatest( \
+             (SELECT max(e.since) FROM endpoint_history e \
+              WHERE e.address = listed.address AND e.kind = 'pod' AND e.until IS NULL), $6), now()) \
+         FROM unnest($4::inet[], $5::int[]) AS listed(address, port) \
          ON CONFLICT (namespace, slice, address, port) WHERE until IS NULL DO NOTHING",
     )
     .bind(&backends.namespace)
@@ -84,6 +101,7 @@ pub async fn record(pool: &PgPool, backends: &SliceBackends) -> Result<(), sqlx:
     .bind(&backends.service)
     .bind(&addresses)
     .bind(&ports)
+    .bind(backends.created)
     .execute(&mut *tx)
     .await?;
     tx.commit().await
