@@ -50,4 +50,19 @@ pub struct Config {
     /// Largest page of packets or flows one request may ask for.
     #[arg(long, env = "TRAWL_MAX_PAGE_SIZE", default_value_t = 1000)]
     pub max_page_size: u32,
+
+    /// Also serve the API as the Kubernetes aggregated API `data.trawl.dev/v1` on this address
+    /// (TLS, for the API server's front proxy only), so that any kubeconfig identity (client
+    /// certificates, OIDC, exec plugins) reaches it through the API server. Needs `--auth
+    /// kubernetes`, `--tls-cert-file` and `--tls-key-file`.
+    #[arg(long, env = "TRAWL_AGGREGATED_LISTEN", requires_all = ["tls_cert_file", "tls_key_file"])]
+    pub aggregated_listen: Option<SocketAddr>,
+
+    /// PEM serving certificate of the aggregated API (the APIService's caBundle signs it).
+    #[arg(long, env = "TRAWL_TLS_CERT_FILE")]
+    pub tls_cert_file: Option<PathBuf>,
+
+    /// PEM private key of `--tls-cert-file`.
+    #[arg(long, env = "TRAWL_TLS_KEY_FILE")]
+    pub tls_key_file: Option<PathBuf>,
 }

@@ -5,6 +5,7 @@
 //! bearer tokens and the audit log; [`segments`] reads packets' kept bytes back; [`pool`] the
 //! read-only connections the routes query through.
 
+pub mod aggregated;
 pub mod auth;
 pub mod config;
 pub mod cursor;

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use api::{auth, config, metrics, router, state};
+use api::{aggregated, auth, config, metrics, router, state};
 use clap::Parser;
 
 #[tokio::main]
@@ -14,6 +14,7 @@ async fn main() -> anyhow::Result<()> {
     let config = config::Config::parse();
     service::logging::init();
     let metrics = Arc::new(metrics::Metrics::default());
+    let mut kubernetes = None;
     let auth = match (config.auth, &config.tokens_file) {
         (config::AuthMode::Kubernetes, Some(_)) => {
             anyhow::bail!("--tokens-file and --auth kubernetes exclude each other: pick one way to tell callers apart")
@@ -22,6 +23,7 @@ async fn main() -> anyhow::Result<()> {
             let client = kube::Client::try_default()
                 .await
                 .context("--auth kubernetes needs the Kubernetes API (in-cluster config or KUBECONFIG)")?;
+            kubernetes = Some(client.clone());
             auth::Auth::Kubernetes(std::sync::Arc::new(auth::kubernetes::Reviewer::new(
                 client,
                 config.token_audiences.clone(),
@@ -49,6 +51,25 @@ async fn main() -> anyhow::Result<()> {
         migrated,
     };
     let router = router::router(state, &config.static_dir);
+    let aggregated = match (config.aggregated_listen, kubernetes) {
+        (None, _) => None,
+        (Some(_), None) => anyhow::bail!("--aggregated-listen needs --auth kubernetes"),
+        (Some(address), Some(client)) => {
+            let front_proxy = aggregated::front_proxy::FrontProxy::read(client).await?;
+            let (cert, key) = (config.tls_cert_file.as_deref(), config.tls_key_file.as_deref());
+            let (Some(cert), Some(key)) = (cert, key) else {
+                anyhow::bail!("--aggregated-listen needs --tls-cert-file and --tls-key-file");
+            };
+            let listener = aggregated::tls::bind(address, cert, key, &front_proxy).await?;
+            tracing::info!(listen = %address, group = aggregated::GROUP, "serving the aggregated API");
+            Some(tokio::spawn(aggregated::serve(
+                listener,
+                router.clone(),
+                front_proxy,
+                stop.subscribe(),
+            )))
+        }
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -60,5 +81,8 @@ async fn main() -> anyhow::Result<()> {
             let _ = stop.send(true);
         })
         .await?;
+    if let Some(aggregated) = aggregated {
+        aggregated.await??;
+    }
     Ok(())
 }

@@ -451,7 +451,8 @@ pub struct PacketCounts {
     pub stored: i64,
     /// Copies of a packet the same node's sniffer had already captured on another interface (a
     /// pod's packet on its veth, the bridge and the peer's veth): captured, neither stored nor
-    /// lost. Captured = stored + deduplicated + dropped + on the way.
+    /// lost. Captured = stored + deduplicated + on the way + dropped for every reason but
+    /// `kernel` (those the ring lost before a sniffer captured them).
     #[serde(default)]
     pub deduplicated: i64,
 }

@@ -142,12 +142,15 @@ impl Cluster {
     }
 }
 
-/// (captured, stored, dropped) of the session's status; captured counts packets, not the copies of
-/// a packet the sniffer saw again on another interface (`deduplicated`, neither stored nor lost).
+/// The balance of the session's status: (captured, stored, dropped after capture). Captured counts
+/// packets, not the copies of a packet the sniffer saw again on another interface (`deduplicated`,
+/// neither stored nor lost); kernel drops are left out, the ring lost those before a sniffer
+/// captured them.
 fn counts(status: &Value) -> (u64, u64, u64) {
     let packets = &status["packets"];
     let n = |key: &str| packets[key].as_u64().unwrap_or(0);
-    (n("captured") - n("deduplicated"), n("stored"), n("dropped"))
+    let kernel = packets["droppedByReason"]["kernel"].as_u64().unwrap_or(0);
+    (n("captured") - n("deduplicated"), n("stored"), n("dropped") - kernel)
 }
 
 /// A GET as a user of the chart's default Kubernetes auth: `token` is a ServiceAccount's.
@@ -485,7 +488,11 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
         .as_object()
         .map(|reasons| reasons.values().filter_map(Value::as_u64).sum())
         .unwrap_or(0);
-    assert_eq!(dropped, by_reason, "every drop has a reason: {status}");
+    assert_eq!(
+        status["packets"]["dropped"].as_u64(),
+        Some(by_reason),
+        "every drop has a reason: {status}"
+    );
     // The deleted sniffer flushed within its grace period: its last batch is marked final.
     let (boots, finished): (i64, i64) = sqlx::query_as(
         "SELECT count(DISTINCT boot_id)::bigint, count(DISTINCT boot_id) FILTER (WHERE final)::bigint \
@@ -793,9 +800,10 @@ async fn each_packet_once_as_the_pod_saw_it(cluster: &Cluster, base: &str, sessi
         exchanges.len(),
         pcap_packets(&stored).len()
     );
-    kubectl_trawl_lists_and_exports(cluster, token, session_id, &client);
-    kubectl_trawl_taps_a_pod_live(cluster, token);
-    wireshark_captures_a_session_through_the_extcap(cluster, token, session_id);
+    kubectl_trawl_lists_and_exports(cluster, session_id, &client);
+    kubectl_trawl_as_any_identity(cluster, session_id, &client);
+    kubectl_trawl_taps_a_pod_live(cluster);
+    wireshark_captures_a_session_through_the_extcap(cluster, session_id);
     cluster.kubectl(&[
         "delete",
         "pod",
@@ -903,10 +911,16 @@ async fn a_node_lost_under_traffic_is_named_and_picked_up_again(cluster: &Cluste
 
 /// Issue #34: `kubectl trawl tap pod/server-1 --payload -w -` piped into `tshark -i -` (a pipe read
 /// as a live capture, as `wireshark -k -i -` reads it) while the pod is called:
-/// the pod's requests arrive live through a port-forward the plugin opened to trawl-api itself,
+/// the pod's requests arrive live through the API server's aggregation layer, signed in with the
+/// admin's certificate,
 /// and Ctrl-C removes the session and says what it captured.
 /// `kubectl trawl ...` as a user runs it: kubectl finds the plugin on the PATH.
 fn kubectl_trawl(cluster: &Cluster) -> Command {
+    kubectl_trawl_as(&cluster.control_plane.kubeconfig)
+}
+
+/// `kubectl trawl ...` as the kubeconfig's identity.
+fn kubectl_trawl_as(kubeconfig: &std::path::Path) -> Command {
     let plugin = testkit::process::workspace_binary("kubectl-trawl", "kubectl-trawl");
     let path = format!(
         "{}:{}",
@@ -916,14 +930,153 @@ fn kubectl_trawl(cluster: &Cluster) -> Command {
     let mut command = Command::new(testkit::control_plane::assets_dir().join("kubectl"));
     command
         .env("PATH", path)
-        .env("KUBECONFIG", &cluster.control_plane.kubeconfig)
+        .env("KUBECONFIG", kubeconfig)
         .arg("trawl");
     command
 }
 
+/// A copy of the admin's kubeconfig signed in otherwise: `kubectl config set-credentials` args.
+fn kubeconfig_as(cluster: &Cluster, user: &str, credentials: &[&str]) -> std::path::PathBuf {
+    let path = std::env::temp_dir().join(format!("trawl-kubeconfig-{user}-{}", testkit::unique_suffix()));
+    std::fs::copy(&cluster.control_plane.kubeconfig, &path).expect("copy the kubeconfig");
+    let kubectl = testkit::control_plane::assets_dir().join("kubectl");
+    for args in [
+        [&["config", "set-credentials", user][..], credentials].concat(),
+        vec!["config", "set-context", "--current", "--user", user],
+    ] {
+        let output = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&path)
+            .args(&args)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "kubectl {args:?}: {output:?}");
+    }
+    path
+}
+
+/// `kubectl get --raw PATH` as the kubeconfig's identity: its exit status, stdout and stderr.
+fn get_raw_as(kubeconfig: &std::path::Path, path: &str) -> (bool, String, String) {
+    let output = Command::new(testkit::control_plane::assets_dir().join("kubectl"))
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["get", "--raw", path])
+        .output()
+        .unwrap();
+    (
+        output.status.success(),
+        String::from_utf8_lossy(&output.stdout).into_owned(),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// Issue #34 item 2: the plugin reaches trawl-api through the API server's aggregation layer
+/// (`data.trawl.dev/v1`) as any kubeconfig identity, and the same per-namespace rights decide:
+/// the control plane's certificate admin and the analyst ServiceAccount export the session's
+/// packets; a certificate user with no rights is named and refused.
+fn kubectl_trawl_as_any_identity(cluster: &Cluster, session_id: &str, client: &str) {
+    let available = cluster.kubectl(&[
+        "wait",
+        "--for=condition=Available",
+        "apiservice/v1.data.trawl.dev",
+        "--timeout=120s",
+    ]);
+    assert!(available.contains("condition met"), "{available}");
+    let admin = cluster.control_plane.kubeconfig.clone();
+    let analyst_token = cluster.kubectl(&["create", "token", "analyst"]);
+    let analyst = kubeconfig_as(cluster, "analyst", &["--token", analyst_token.trim()]);
+    // A user the cluster's CA signed a certificate for, and no RoleBinding names.
+    let pki = cluster.control_plane.pki();
+    let dir = std::env::temp_dir().join(format!("trawl-nobody-{}", testkit::unique_suffix()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key, request) = (dir.join("nobody.crt"), dir.join("nobody.key"), dir.join("nobody.csr"));
+    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
+    for openssl in [
+        vec!["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=nobody"],
+        vec!["x509", "-req", "-days", "1", "-CAcreateserial"],
+    ] {
+        let mut command = Command::new("openssl");
+        command.args(&openssl);
+        if openssl[0] == "req" {
+            command.arg("-keyout").arg(&key).arg("-out").arg(&request);
+        } else {
+            command
+                .arg("-in")
+                .arg(&request)
+                .arg("-CA")
+                .arg(pki.join("ca.crt"))
+                .arg("-CAkey")
+                .arg(pki.join("ca.key"))
+                .arg("-CAserial")
+                .arg(dir.join("ca.srl"))
+                .arg("-extfile")
+                .arg(dir.join("client.ext"))
+                .arg("-out")
+                .arg(&cert);
+        }
+        let output = command.output().expect("openssl");
+        assert!(output.status.success(), "openssl {openssl:?}: {output:?}");
+    }
+    let nobody = kubeconfig_as(
+        cluster,
+        "nobody",
+        &[
+            &format!("--client-certificate={}", cert.display()),
+            &format!("--client-key={}", key.display()),
+            "--embed-certs",
+        ],
+    );
+    let analyst_name = format!("system:serviceaccount:{}:analyst", cluster.namespace);
+    for (kubeconfig, who, may_export) in [
+        (&admin, "trawl-admin", true),
+        (&analyst, analyst_name.as_str(), true),
+        (&nobody, "nobody", false),
+    ] {
+        let (ok, me, error) = get_raw_as(kubeconfig, "/apis/data.trawl.dev/v1/whoami");
+        assert!(ok, "{who}: kubectl get --raw .../whoami: {error}");
+        let me: Value = serde_json::from_str(&me).unwrap_or_else(|_| panic!("{who}: {me}"));
+        assert_eq!(me["name"], who, "{me}");
+        let file = dir.join(format!("{}.pcapng", who.replace(':', "-")));
+        let exported = kubectl_trawl_as(kubeconfig)
+            .args(["pcap", session_id, "-q", &format!("host {client}"), "-o"])
+            .arg(&file)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&exported.stderr).into_owned();
+        assert!(
+            said.contains("through the Kubernetes API server"),
+            "{who}: the plugin went through the API server: {said}"
+        );
+        if may_export {
+            assert!(exported.status.success(), "{who}: kubectl trawl pcap: {said}");
+            let read = Command::new("tshark")
+                .arg("-r")
+                .arg(&file)
+                .args(["-T", "fields", "-e", "ip.src"])
+                .output()
+                .expect("tshark");
+            let packets = String::from_utf8_lossy(&read.stdout).lines().count();
+            assert!(
+                read.status.success() && packets > 0,
+                "{who}: tshark reads the client's packets in the export: {read:?}"
+            );
+        } else {
+            assert!(!exported.status.success(), "{who} may not export: {said}");
+            assert!(said.contains("you may not export packets of"), "{who}: {said}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+    for kubeconfig in [analyst, nobody] {
+        let _ = std::fs::remove_file(kubeconfig);
+    }
+    eprintln!(
+        "aggregated API: trawl-admin (certificate) and {analyst_name} (token) exported through the API server, nobody (certificate) refused"
+    );
+}
+
 /// Issue #34 item 5: `kubectl trawl sessions` lists the session with its counts, and
 /// `kubectl trawl pcap` writes its packets of one pod to a file tshark reads.
-fn kubectl_trawl_lists_and_exports(cluster: &Cluster, token: &str, session_id: &str, client: &str) {
+fn kubectl_trawl_lists_and_exports(cluster: &Cluster, session_id: &str, client: &str) {
     let (namespace, name) = session_id.split_once('/').unwrap();
     let listed = kubectl_trawl(cluster)
         .args(["sessions", "-n", namespace])
@@ -970,7 +1123,6 @@ fn kubectl_trawl_lists_and_exports(cluster: &Cluster, token: &str, session_id: &
     let exported = kubectl_trawl(cluster)
         .args(["pcap", session_id, "-q", &format!("host {client}"), "-o"])
         .arg(&file)
-        .args(["--token", token])
         .output()
         .unwrap();
     assert!(
@@ -1002,7 +1154,7 @@ fn kubectl_trawl_lists_and_exports(cluster: &Cluster, token: &str, session_id: &
     );
 }
 
-fn kubectl_trawl_taps_a_pod_live(cluster: &Cluster, token: &str) {
+fn kubectl_trawl_taps_a_pod_live(cluster: &Cluster) {
     use std::io::BufRead;
     use std::process::Stdio;
     let mut tap = kubectl_trawl(cluster)
@@ -1014,7 +1166,7 @@ fn kubectl_trawl_taps_a_pod_live(cluster: &Cluster, token: &str) {
             "--filter",
             "tcp port 80",
         ])
-        .args(["--token", token, "--payload", "-w", "-"])
+        .args(["--payload", "-w", "-"])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -1118,7 +1270,7 @@ impl Drop for ExtcapInstalled {
 /// Issue #34 item 4: tshark (which runs extcap programs as Wireshark does) lists the session as an
 /// interface and captures from it live: the pod's requests to server-1 are read from the extcap's
 /// FIFO (by their headers: the example session keeps no payload).
-fn wireshark_captures_a_session_through_the_extcap(cluster: &Cluster, token: &str, session_id: &str) {
+fn wireshark_captures_a_session_through_the_extcap(cluster: &Cluster, session_id: &str) {
     use std::io::BufRead;
     use std::process::Stdio;
     let folders = String::from_utf8(Command::new("tshark").args(["-G", "folders"]).output().unwrap().stdout).unwrap();
@@ -1138,7 +1290,6 @@ fn wireshark_captures_a_session_through_the_extcap(cluster: &Cluster, token: &st
         let mut command = Command::new("tshark");
         command
             .env("KUBECONFIG", &cluster.control_plane.kubeconfig)
-            .env("TRAWL_TOKEN", token)
             .args(args);
         command
     };

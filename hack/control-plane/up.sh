@@ -77,6 +77,13 @@ pki=$dir/pki
   openssl x509 -req -in admin.csr -CA ca.crt -CAkey ca.key -CAcreateserial -days 3650 -extfile admin.ext -out admin.crt
   openssl genrsa -out sa.key 2048
   openssl rsa -in sa.key -pubout -out sa.pub
+  # The aggregation layer's own CA and client: the API server proxies aggregated APIs (trawl-api's
+  # data.trawl.dev) with this certificate and the caller's identity in X-Remote-* headers.
+  openssl req -x509 -newkey rsa:2048 -nodes -days 3650 -subj "/CN=trawl-test-front-proxy-ca" \
+    -keyout front-proxy-ca.key -out front-proxy-ca.crt
+  openssl req -newkey rsa:2048 -nodes -subj "/CN=front-proxy-client" -keyout front-proxy-client.key -out front-proxy-client.csr
+  openssl x509 -req -in front-proxy-client.csr -CA front-proxy-ca.crt -CAkey front-proxy-ca.key -CAcreateserial \
+    -days 3650 -extfile admin.ext -out front-proxy-client.crt
 ) >"$dir/logs/pki.log" 2>&1 || fail "certificate generation failed"
 
 etcd_client=$(free_port) etcd_peer=$(free_port) api_port=$(free_port)
@@ -102,7 +109,12 @@ start kube-apiserver "$assets/kube-apiserver" --etcd-servers "http://127.0.0.1:$
   --service-account-issuer https://kubernetes.default.svc.cluster.local \
   --service-account-key-file "$pki/sa.pub" --service-account-signing-key-file "$pki/sa.key" \
   --service-cluster-ip-range 10.96.0.0/16 --allow-privileged=true --cert-dir "$pki" \
-  --enable-priority-and-fairness=false
+  --enable-priority-and-fairness=false \
+  --requestheader-client-ca-file "$pki/front-proxy-ca.crt" --requestheader-allowed-names front-proxy-client \
+  --requestheader-username-headers X-Remote-User --requestheader-group-headers X-Remote-Group \
+  --requestheader-extra-headers-prefix X-Remote-Extra- \
+  --proxy-client-cert-file "$pki/front-proxy-client.crt" --proxy-client-key-file "$pki/front-proxy-client.key" \
+  --enable-aggregator-routing=true
 
 kubeconfig=$dir/kubeconfig
 cat >"$kubeconfig" <<EOF

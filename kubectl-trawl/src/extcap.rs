@@ -151,7 +151,13 @@ impl Extcap {
             follow: true,
             output: fifo,
         }
-        .run(&api.url, std::env::var("TRAWL_TOKEN").ok().or(kubeconfig_token))
+        .run(
+            &api.url,
+            std::env::var("TRAWL_TOKEN")
+                .ok()
+                .or(kubeconfig_token)
+                .filter(|_| !api.signed_in),
+        )
         .await
     }
 }

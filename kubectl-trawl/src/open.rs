@@ -1,6 +1,7 @@
-//! `kubectl trawl open`: the web UI, signed in, through a port-forward to trawl-api.
+//! `kubectl trawl open`: the web UI, signed in: through the Kubernetes API server as the
+//! kubeconfig identity, or through a port-forward with a token.
 //!
-//! The token travels in the URL's fragment (`#token=...`), which the browser never sends to a
+//! A token travels in the URL's fragment (`#token=...`), which the browser never sends to a
 //! server; the UI keeps it for the tab (sessionStorage) and removes it from the address bar.
 
 use anyhow::Context;
@@ -26,13 +27,14 @@ pub struct Open {
 impl Open {
     pub async fn run(self, client: kube::Client, kubeconfig_token: Option<String>) -> anyhow::Result<()> {
         let api = crate::reach::api(&client, self.api).await?;
-        let token = self.token.or(kubeconfig_token);
+        // Through the API server every request is signed in already.
+        let token = self.token.or(kubeconfig_token).filter(|_| !api.signed_in);
         let address = signed_in(&api.url, token.as_deref());
         if let Some(through) = &api.through {
-            eprintln!("trawl-api through a port-forward to {through} (Ctrl-C stops it)");
+            eprintln!("trawl-api through {through} (Ctrl-C stops it)");
         }
         println!("{address}");
-        if token.is_none() {
+        if token.is_none() && !api.signed_in {
             eprintln!(
                 "Your kubeconfig identity has no token: sign in on the page with one (kubectl create token ...)."
             );

@@ -22,11 +22,12 @@ pub struct Pcap {
     /// Live: the packets stored from now on, as they are stored, until the session completes.
     #[arg(short, long)]
     follow: bool,
-    /// trawl-api's address (default: a port-forward to the chart's trawl-api, through the
-    /// Kubernetes API server, as `kubectl port-forward` does).
+    /// trawl-api's address (default: through the Kubernetes API server as your kubeconfig
+    /// identity, or else a port-forward to the chart's trawl-api).
     #[arg(long, env = "TRAWL_API_URL")]
     api: Option<String>,
-    /// A bearer token for the API (default: the kubeconfig identity's token, if it has one).
+    /// A bearer token for the API, where it is not reached through the API server (default: the
+    /// kubeconfig identity's token, if it has one).
     #[arg(long, env = "TRAWL_TOKEN", hide_env_values = true)]
     token: Option<String>,
 }
@@ -53,7 +54,7 @@ impl Pcap {
             .ok_or_else(|| anyhow!("{:?}: name the session as NAMESPACE/NAME", self.session))?;
         let api = crate::reach::api(&client, self.api).await?;
         if let Some(through) = &api.through {
-            eprintln!("trawl-api through a port-forward to {through}");
+            eprintln!("trawl-api through {through}");
         }
         let export = Export {
             namespace,
@@ -64,7 +65,12 @@ impl Pcap {
             from_start: false,
             output: self.output,
         };
-        export.run(&api.url, self.token.or(kubeconfig_token)).await
+        let token = if api.signed_in {
+            None
+        } else {
+            self.token.or(kubeconfig_token)
+        };
+        export.run(&api.url, token).await
     }
 }
 

@@ -156,7 +156,7 @@ impl Tap {
         // recorded it, and from its first packet on (`after=0`) nothing before is missed.
         let mut live = api.as_ref().zip(self.write.clone()).map(|(reached, output)| {
             if let Some(through) = &reached.through {
-                eprintln!("trawl-api through a port-forward to {through}");
+                eprintln!("trawl-api through {through}");
             }
             let export = crate::pcap::Export {
                 namespace: namespace.clone(),
@@ -167,7 +167,11 @@ impl Tap {
                 from_start: true,
                 output,
             };
-            Live::Waiting(export, reached.url.clone(), token.clone())
+            Live::Waiting(
+                export,
+                reached.url.clone(),
+                token.clone().filter(|_| !reached.signed_in),
+            )
         });
         let outcome = self.watch(&sessions, &name, &mut live).await;
         if self.keep {

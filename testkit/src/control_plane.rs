@@ -105,6 +105,15 @@ impl ControlPlane {
     }
 
     /// `kubectl` against this control plane.
+    /// The certificates `up.sh` made: the cluster's CA (`ca.crt`, `ca.key`) and the aggregation
+    /// layer's front proxy (`front-proxy-ca.crt`, `front-proxy-client.crt` and its key).
+    pub fn pki(&self) -> PathBuf {
+        self.kubeconfig
+            .parent()
+            .expect("the control plane's folder")
+            .join("pki")
+    }
+
     pub fn kubectl(&self) -> Command {
         let mut command = Command::new(self.assets.join("kubectl"));
         command.arg("--kubeconfig").arg(&self.kubeconfig);

@@ -25,6 +25,7 @@ use axum::extract::{FromRef, FromRequestParts};
 use axum::http::request::Parts;
 use serde::Deserialize;
 
+use crate::aggregated::Proxied;
 use crate::error::ApiError;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Deserialize)]
@@ -187,8 +188,9 @@ enum Access {
     Kubernetes {
         identity: Arc<kubernetes::Identity>,
         reviewer: Arc<kubernetes::Reviewer>,
-        /// Kept to ask again during a long request (a live stream) whether it still holds.
-        token: Arc<str>,
+        /// Kept to ask again during a long request (a live stream) whether it still holds; none
+        /// when the API server vouched for the caller (the aggregated API).
+        token: Option<Arc<str>>,
     },
 }
 
@@ -217,6 +219,7 @@ impl Caller {
             reviewer,
             token,
         } = &self.access
+            && let Some(token) = token
         {
             let now = reviewer.authenticate(token).await.map_err(review_error)?;
             if now != *identity {
@@ -342,6 +345,20 @@ where
                 access: Access::Open,
             });
         }
+        // Set only on the aggregated listener, behind the front proxy's client certificate.
+        if let (Auth::Kubernetes(reviewer), Some(Proxied(identity))) =
+            (auth.as_ref(), parts.extensions.get::<Proxied>())
+        {
+            return Ok(Self {
+                name: identity.username.as_str().into(),
+                groups: identity.groups.clone().into(),
+                access: Access::Kubernetes {
+                    identity: identity.clone(),
+                    reviewer: reviewer.clone(),
+                    token: None,
+                },
+            });
+        }
         let from_header = parts
             .headers
             .get(axum::http::header::AUTHORIZATION)
@@ -374,7 +391,7 @@ where
                     access: Access::Kubernetes {
                         identity,
                         reviewer: reviewer.clone(),
-                        token: presented.trim().into(),
+                        token: Some(presented.trim().into()),
                     },
                 })
             }

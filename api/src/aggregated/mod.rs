@@ -1,0 +1,134 @@
+//! The data API as a Kubernetes aggregated API, `data.trawl.dev/v1`, as metrics-server serves
+//! `metrics.k8s.io`: the Kubernetes API server authenticates the caller however its kubeconfig
+//! says (client certificate, OIDC, an exec plugin, a token) and proxies the request here over TLS
+//! with its front-proxy client certificate and the caller's identity in `X-Remote-*` headers.
+//! The same SubjectAccessReviews then decide what the caller sees.
+//!
+//! Paths: `/apis/data.trawl.dev/v1/<route>` is `/api/v1/<route>` (so
+//! `kubectl get --raw /apis/data.trawl.dev/v1/sessions` works) and `/apis/data.trawl.dev/v1/ui/<path>`
+//! the web UI's `/<path>`; `/apis/data.trawl.dev/v1` itself is the discovery document the API
+//! server's availability check reads.
+
+pub mod front_proxy;
+pub mod tls;
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::{StatusCode, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Json, Response};
+
+use front_proxy::FrontProxy;
+
+pub const GROUP: &str = "data.trawl.dev";
+pub const VERSION: &str = "v1";
+/// Every path the API server proxies to this listener starts so.
+pub const PREFIX: &str = "/apis/data.trawl.dev/v1";
+
+/// The identity the API server vouched for, set on requests that came through the front proxy
+/// and read by the [`crate::auth::Caller`] extractor. Only the aggregated listener sets it.
+#[derive(Clone, Debug)]
+pub struct Proxied(pub Arc<crate::auth::kubernetes::Identity>);
+
+/// Where a path under [`PREFIX`] goes in the router, or `None` outside it.
+pub fn route_of(path: &str) -> Option<String> {
+    let rest = path.strip_prefix(PREFIX)?;
+    if rest.is_empty() {
+        return Some(String::new());
+    }
+    let rest = rest.strip_prefix('/')?;
+    Some(match rest.strip_prefix("ui") {
+        Some("") => "/".to_owned(),
+        Some(ui) if ui.starts_with('/') => ui.to_owned(),
+        _ => format!("/api/v1/{rest}"),
+    })
+}
+
+/// The discovery document: a group version with no resources of its own (what it serves are
+/// plain routes, read with `kubectl get --raw`), which is all the availability check needs.
+fn discovery() -> Response {
+    Json(serde_json::json!({
+        "kind": "APIResourceList",
+        "apiVersion": "v1",
+        "groupVersion": format!("{GROUP}/{VERSION}"),
+        "resources": [],
+    }))
+    .into_response()
+}
+
+/// Outermost on the aggregated listener: answers discovery, takes the identity from the front
+/// proxy's headers and rewrites the path to the router's.
+pub async fn rewrite(State(front_proxy): State<Arc<FrontProxy>>, mut request: Request, next: Next) -> Response {
+    let Some(route) = route_of(request.uri().path()) else {
+        return (StatusCode::NOT_FOUND, format!("not under {PREFIX}")).into_response();
+    };
+    if route.is_empty() {
+        return discovery();
+    }
+    // `watch=true` is the plugin's, for the API server (a live export is then long-running).
+    let query = request.uri().query().map(|query| {
+        query
+            .split('&')
+            .filter(|pair| *pair != "watch" && !pair.starts_with("watch="))
+            .collect::<Vec<_>>()
+            .join("&")
+    });
+    let uri = match query.filter(|query| !query.is_empty()) {
+        Some(query) => format!("{route}?{query}"),
+        None => route,
+    };
+    let Ok(uri) = uri.parse::<Uri>() else {
+        return (StatusCode::BAD_REQUEST, "the path is not a valid URI").into_response();
+    };
+    *request.uri_mut() = uri;
+    if let Some(identity) = front_proxy.identity(request.headers()) {
+        request.extensions_mut().insert(Proxied(Arc::new(identity)));
+    }
+    next.run(request).await
+}
+
+/// Serves `router` on the aggregated listener until `shutdown` turns true.
+pub async fn serve(
+    listener: tls::FrontProxyListener,
+    router: axum::Router,
+    front_proxy: FrontProxy,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) -> std::io::Result<()> {
+    use axum::ServiceExt;
+    use tower::Layer;
+    // Outside the router, so that the rewritten path is the one routed.
+    let service = axum::middleware::from_fn_with_state(Arc::new(front_proxy), rewrite).layer(router);
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(service))
+        .with_graceful_shutdown(async move {
+            let _ = shutdown.wait_for(|stop| *stop).await;
+        })
+        .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::route_of;
+
+    #[test]
+    fn paths_map_to_the_routers() {
+        assert_eq!(route_of("/apis/data.trawl.dev/v1").as_deref(), Some(""));
+        assert_eq!(
+            route_of("/apis/data.trawl.dev/v1/sessions").as_deref(),
+            Some("/api/v1/sessions")
+        );
+        assert_eq!(
+            route_of("/apis/data.trawl.dev/v1/sessions/ns/web/pcap").as_deref(),
+            Some("/api/v1/sessions/ns/web/pcap")
+        );
+        assert_eq!(route_of("/apis/data.trawl.dev/v1/ui").as_deref(), Some("/"));
+        assert_eq!(
+            route_of("/apis/data.trawl.dev/v1/ui/assets/index.js").as_deref(),
+            Some("/assets/index.js")
+        );
+        assert_eq!(route_of("/apis/data.trawl.dev/v1/uid").as_deref(), Some("/api/v1/uid"));
+        assert_eq!(route_of("/apis/data.trawl.dev/v10"), None);
+        assert_eq!(route_of("/api/v1/sessions"), None);
+        assert_eq!(route_of("/apis"), None);
+    }
+}
