@@ -928,10 +928,7 @@ fn kubectl_trawl_as(kubeconfig: &std::path::Path) -> Command {
         std::env::var("PATH").unwrap_or_default()
     );
     let mut command = Command::new(testkit::control_plane::assets_dir().join("kubectl"));
-    command
-        .env("PATH", path)
-        .env("KUBECONFIG", kubeconfig)
-        .arg("trawl");
+    command.env("PATH", path).env("KUBECONFIG", kubeconfig).arg("trawl");
     command
 }
 
@@ -1288,9 +1285,7 @@ fn wireshark_captures_a_session_through_the_extcap(cluster: &Cluster, session_id
     .expect("link the plugin into the extcap folder");
     let tshark = |args: &[&str]| {
         let mut command = Command::new("tshark");
-        command
-            .env("KUBECONFIG", &cluster.control_plane.kubeconfig)
-            .args(args);
+        command.env("KUBECONFIG", &cluster.control_plane.kubeconfig).args(args);
         command
     };
     let (namespace, name) = session_id.split_once('/').unwrap();
