@@ -55,19 +55,17 @@ async fn main() -> anyhow::Result<()> {
         (None, _) => None,
         (Some(_), None) => anyhow::bail!("--aggregated-listen needs --auth kubernetes"),
         (Some(address), Some(client)) => {
-            let front_proxy = aggregated::front_proxy::FrontProxy::read(client).await?;
-            let (cert, key) = (config.tls_cert_file.as_deref(), config.tls_key_file.as_deref());
-            let (Some(cert), Some(key)) = (cert, key) else {
+            let (Some(cert_file), Some(key_file)) = (config.tls_cert_file.clone(), config.tls_key_file.clone()) else {
                 anyhow::bail!("--aggregated-listen needs --tls-cert-file and --tls-key-file");
             };
-            let listener = aggregated::tls::bind(address, cert, key, &front_proxy).await?;
+            let sources = aggregated::tls::Sources {
+                client,
+                cert_file,
+                key_file,
+            };
+            let serving = aggregated::serve(address, sources, router.clone(), stop.subscribe()).await?;
             tracing::info!(listen = %address, group = aggregated::GROUP, "serving the aggregated API");
-            Some(tokio::spawn(aggregated::serve(
-                listener,
-                router.clone(),
-                front_proxy,
-                stop.subscribe(),
-            )))
+            Some(tokio::spawn(serving))
         }
     };
     let listener = tokio::net::TcpListener::bind(config.listen)

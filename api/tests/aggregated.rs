@@ -31,52 +31,13 @@ fn run(command: &mut Command) -> Output {
 }
 
 /// A self-signed serving certificate for 127.0.0.1, as the chart's is for the Service's name.
-fn serving_certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("serving.crt"), dir.join("serving.key"));
+fn serving_certificate(dir: &Path, name: &str) -> (PathBuf, PathBuf) {
+    let (cert, key) = (dir.join(format!("{name}.crt")), dir.join(format!("{name}.key")));
     run(Command::new("openssl")
         .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1"])
         .args(["-subj", "/CN=trawl-api", "-addext", "subjectAltName=IP:127.0.0.1"])
         .arg("-keyout")
         .arg(&key)
-        .arg("-out")
-        .arg(&cert));
-    (cert, key)
-}
-
-/// A client certificate the front proxy's CA signed for a name the API server does not allow.
-fn other_front_proxy_client(pki: &Path, dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key, request, extensions) = (
-        dir.join("other.crt"),
-        dir.join("other.key"),
-        dir.join("other.csr"),
-        dir.join("other.ext"),
-    );
-    std::fs::write(&extensions, "extendedKeyUsage=clientAuth\n").unwrap();
-    run(Command::new("openssl")
-        .args([
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=not-the-front-proxy",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&request));
-    run(Command::new("openssl")
-        .args(["x509", "-req", "-days", "1", "-CAcreateserial"])
-        .arg("-in")
-        .arg(&request)
-        .arg("-CA")
-        .arg(pki.join("front-proxy-ca.crt"))
-        .arg("-CAkey")
-        .arg(pki.join("front-proxy-ca.key"))
-        .arg("-CAserial")
-        .arg(dir.join("front-proxy-ca.srl"))
-        .arg("-extfile")
-        .arg(&extensions)
         .arg("-out")
         .arg(&cert));
     (cert, key)
@@ -158,7 +119,7 @@ async fn the_front_proxys_identity_decides_and_nobody_else_can_claim_one() {
     let database = TestDatabase::create().await;
     let dir = std::env::temp_dir().join(format!("trawl-aggregated-{}", unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (serving_cert, serving_key) = serving_certificate(&dir);
+    let (serving_cert, serving_key) = serving_certificate(&dir, "serving");
     let (plain, aggregated) = (free_port(), free_port());
     let mut api = Command::new(env!("CARGO_BIN_EXE_trawl-api"));
     api.env("KUBECONFIG", &control_plane.kubeconfig)
@@ -241,7 +202,13 @@ async fn the_front_proxys_identity_decides_and_nobody_else_can_claim_one() {
 
     // Only the front proxy's certificate gets through: not one its CA signed for another name,
     // not the cluster's admin (signed by the cluster's CA), not a client without one.
-    let other_name = other_front_proxy_client(&pki, &dir);
+    // A client certificate the front proxy's CA signed for a name the API server does not allow.
+    let other_name = testkit::certificates::client(
+        &pki.join("front-proxy-ca.crt"),
+        &pki.join("front-proxy-ca.key"),
+        "not-the-front-proxy",
+        &dir,
+    );
     for (who, client) in [
         ("the front proxy CA's other name", Some(other_name)),
         (
@@ -262,6 +229,27 @@ async fn the_front_proxys_identity_decides_and_nobody_else_can_claim_one() {
         );
         assert!(exit != 0 && status == 0, "{who}: curl exit {exit}, HTTP {status}");
     }
+    // A rotated serving certificate (as the kubelet updates a renewed Secret's files) is served
+    // without a restart; clients trusting only the old one then fail.
+    let (rotated_cert, rotated_key) = serving_certificate(&dir, "rotated");
+    let old_ca = dir.join("old-serving.crt");
+    std::fs::copy(&serving_cert, &old_ca).unwrap();
+    std::fs::rename(&rotated_key, &serving_key).unwrap();
+    std::fs::rename(&rotated_cert, &serving_cert).unwrap();
+    let trusting = |ca: &Path| {
+        let proxy = Proxy {
+            base: base.clone(),
+            serving_ca: ca,
+            client: Some((pki.join("front-proxy-client.crt"), pki.join("front-proxy-client.key"))),
+        };
+        proxy.get("/apis/data.trawl.dev/v1/whoami", Some(&alice), &[]).1
+    };
+    wait_until("the rotated serving certificate in use", DEADLINE, || async {
+        (trusting(&serving_cert) == 200).then_some(())
+    })
+    .await;
+    assert_eq!(trusting(&old_ca), 0, "the old certificate is no longer served");
+
     // The plain listener takes no identity from headers.
     let answer = ureq::get(format!("http://127.0.0.1:{plain}/api/v1/whoami"))
         .header("X-Remote-User", "system:admin")

@@ -57,6 +57,12 @@ struct Cluster {
 }
 
 impl Cluster {
+    /// The session's builtin autoscaler target: batches waiting per parser.
+    fn set_target_backlog(&self, batches: u32) {
+        let patch = serde_json::json!({"spec": {"parsers": {"targetBacklog": batches}}}).to_string();
+        self.kubectl(&["patch", "cap", SESSION, "--type", "merge", "-p", &patch]);
+    }
+
     fn kubectl(&self, args: &[&str]) -> String {
         String::from_utf8(self.kubectl_bytes(args)).expect("UTF-8 output")
     }
@@ -401,15 +407,7 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
     }
 
     // A burst: the builtin autoscaler adds parser pods, and removes them once the backlog is gone.
-    cluster.kubectl(&[
-        "patch",
-        "cap",
-        SESSION,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"parsers":{"targetBacklog":1}}}"#,
-    ]);
+    cluster.set_target_backlog(1);
     let burst = web_and_dns(&network, 2, 150_000);
     let sender = network.send_frames_in_background(burst, 50_000);
     wait_until("a second ready parser pod under the burst", DEADLINE, || async {
@@ -428,15 +426,7 @@ async fn helm_install_capture_and_read_back_on_a_real_node() {
     // reads the batches ready in the queue, not those parsers hold unacknowledged), and each
     // removal returns a parser's prefetched batches to the queue: the final balance below once
     // found no quiet moment within its deadline in CI.
-    cluster.kubectl(&[
-        "patch",
-        "cap",
-        SESSION,
-        "--type",
-        "merge",
-        "-p",
-        r#"{"spec":{"parsers":{"targetBacklog":100}}}"#,
-    ]);
+    cluster.set_target_backlog(100);
 
     // The operator restarted mid-session, and the first node's sniffer pod deleted under traffic:
     // the operator converges, the DaemonSet starts a new sniffer, and the old one's final
@@ -986,34 +976,7 @@ fn kubectl_trawl_as_any_identity(cluster: &Cluster, session_id: &str, client: &s
     let pki = cluster.control_plane.pki();
     let dir = std::env::temp_dir().join(format!("trawl-nobody-{}", testkit::unique_suffix()));
     std::fs::create_dir_all(&dir).unwrap();
-    let (cert, key, request) = (dir.join("nobody.crt"), dir.join("nobody.key"), dir.join("nobody.csr"));
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").unwrap();
-    for openssl in [
-        vec!["req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=nobody"],
-        vec!["x509", "-req", "-days", "1", "-CAcreateserial"],
-    ] {
-        let mut command = Command::new("openssl");
-        command.args(&openssl);
-        if openssl[0] == "req" {
-            command.arg("-keyout").arg(&key).arg("-out").arg(&request);
-        } else {
-            command
-                .arg("-in")
-                .arg(&request)
-                .arg("-CA")
-                .arg(pki.join("ca.crt"))
-                .arg("-CAkey")
-                .arg(pki.join("ca.key"))
-                .arg("-CAserial")
-                .arg(dir.join("ca.srl"))
-                .arg("-extfile")
-                .arg(dir.join("client.ext"))
-                .arg("-out")
-                .arg(&cert);
-        }
-        let output = command.output().expect("openssl");
-        assert!(output.status.success(), "openssl {openssl:?}: {output:?}");
-    }
+    let (cert, key) = testkit::certificates::client(&pki.join("ca.crt"), &pki.join("ca.key"), "nobody", &dir);
     let nobody = kubeconfig_as(
         cluster,
         "nobody",

@@ -14,6 +14,7 @@
 //! Everything is removed when the handle drops, also when the test panics.
 
 pub mod batches;
+pub mod certificates;
 pub mod control_plane;
 pub mod forward;
 pub mod frames;

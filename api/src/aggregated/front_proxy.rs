@@ -15,7 +15,7 @@ use crate::auth::kubernetes::Identity;
 const NAMESPACE: &str = "kube-system";
 const NAME: &str = "extension-apiserver-authentication";
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FrontProxy {
     /// PEM: the CA that signs the API server's proxy client certificate.
     pub client_ca: String,

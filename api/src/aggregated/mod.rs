@@ -19,7 +19,7 @@ use axum::http::{StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
 
-use front_proxy::FrontProxy;
+use tls::SharedTrust;
 
 pub const GROUP: &str = "data.trawl.dev";
 pub const VERSION: &str = "v1";
@@ -59,7 +59,7 @@ fn discovery() -> Response {
 
 /// Outermost on the aggregated listener: answers discovery, takes the identity from the front
 /// proxy's headers and rewrites the path to the router's.
-pub async fn rewrite(State(front_proxy): State<Arc<FrontProxy>>, mut request: Request, next: Next) -> Response {
+pub async fn rewrite(State(trust): State<SharedTrust>, mut request: Request, next: Next) -> Response {
     let Some(route) = route_of(request.uri().path()) else {
         return (StatusCode::NOT_FOUND, format!("not under {PREFIX}")).into_response();
     };
@@ -82,28 +82,39 @@ pub async fn rewrite(State(front_proxy): State<Arc<FrontProxy>>, mut request: Re
         return (StatusCode::BAD_REQUEST, "the path is not a valid URI").into_response();
     };
     *request.uri_mut() = uri;
-    if let Some(identity) = front_proxy.identity(request.headers()) {
+    let identity = trust
+        .read()
+        .expect("trust lock")
+        .front_proxy
+        .identity(request.headers());
+    if let Some(identity) = identity {
         request.extensions_mut().insert(Proxied(Arc::new(identity)));
     }
     next.run(request).await
 }
 
-/// Serves `router` on the aggregated listener until `shutdown` turns true.
+/// Listens on `address` and serves `router` there until `shutdown` turns true, with the TLS and
+/// front proxy `sources` say, read again every [`tls::REFRESH`].
 pub async fn serve(
-    listener: tls::FrontProxyListener,
+    address: std::net::SocketAddr,
+    sources: tls::Sources,
     router: axum::Router,
-    front_proxy: FrontProxy,
     mut shutdown: tokio::sync::watch::Receiver<bool>,
-) -> std::io::Result<()> {
+) -> anyhow::Result<impl std::future::Future<Output = std::io::Result<()>>> {
     use axum::ServiceExt;
     use tower::Layer;
+    let trust: SharedTrust = Arc::new(std::sync::RwLock::new(Arc::new(sources.load().await?)));
+    let listener = tls::bind(address, trust.clone()).await?;
+    tls::keep_fresh(sources, trust.clone());
     // Outside the router, so that the rewritten path is the one routed.
-    let service = axum::middleware::from_fn_with_state(Arc::new(front_proxy), rewrite).layer(router);
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(service))
-        .with_graceful_shutdown(async move {
-            let _ = shutdown.wait_for(|stop| *stop).await;
-        })
-        .await
+    let service = axum::middleware::from_fn_with_state(trust, rewrite).layer(router);
+    Ok(async move {
+        axum::serve(listener, ServiceExt::<Request>::into_make_service(service))
+            .with_graceful_shutdown(async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            })
+            .await
+    })
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! believed.
 
 use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use anyhow::{Context, anyhow};
@@ -47,12 +47,45 @@ impl axum::serve::Listener for FrontProxyListener {
     }
 }
 
-pub async fn bind(
-    address: SocketAddr,
-    cert_file: &Path,
-    key_file: &Path,
-    front_proxy: &FrontProxy,
-) -> anyhow::Result<FrontProxyListener> {
+/// What the listener trusts and presents: the front proxy as the API server publishes it, and the
+/// TLS configuration made from it and the serving certificate.
+pub struct Trust {
+    pub front_proxy: FrontProxy,
+    acceptor: TlsAcceptor,
+    serving: (Vec<u8>, Vec<u8>),
+}
+
+/// The current [`Trust`], replaced whole when [`keep_fresh`] reads a change.
+pub type SharedTrust = Arc<RwLock<Arc<Trust>>>;
+
+/// Where [`Trust`] comes from.
+pub struct Sources {
+    pub client: kube::Client,
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+}
+
+/// How often the sources are read again: a rotated serving certificate (a renewed Secret, which
+/// the kubelet updates in the pod) or front-proxy CA is used from then on, without a restart.
+pub const REFRESH: Duration = Duration::from_secs(15);
+
+impl Sources {
+    pub async fn load(&self) -> anyhow::Result<Trust> {
+        let front_proxy = FrontProxy::read(self.client.clone()).await?;
+        let read = |path: &Path, what: &str| {
+            std::fs::read(path).with_context(|| format!("cannot read the serving {what} {}", path.display()))
+        };
+        let serving = (read(&self.cert_file, "certificate")?, read(&self.key_file, "key")?);
+        let acceptor = acceptor(&front_proxy, &serving)?;
+        Ok(Trust {
+            front_proxy,
+            acceptor,
+            serving,
+        })
+    }
+}
+
+fn acceptor(front_proxy: &FrontProxy, (cert, key): &(Vec<u8>, Vec<u8>)) -> anyhow::Result<TlsAcceptor> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut roots = RootCertStore::empty();
     for certificate in CertificateDer::pem_slice_iter(front_proxy.client_ca.as_bytes()) {
@@ -63,23 +96,49 @@ pub async fn bind(
     let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
         .build()
         .context("the front proxy's CA")?;
-    let certificates = CertificateDer::pem_file_iter(cert_file)
-        .and_then(|certificates| certificates.collect::<Result<Vec<_>, _>>())
-        .with_context(|| format!("cannot read the serving certificate {}", cert_file.display()))?;
-    let key = PrivateKeyDer::from_pem_file(key_file)
-        .with_context(|| format!("cannot read the serving key {}", key_file.display()))?;
+    let certificates = CertificateDer::pem_slice_iter(cert)
+        .collect::<Result<Vec<_>, _>>()
+        .context("the serving certificate is not PEM")?;
+    let key = PrivateKeyDer::from_pem_slice(key).context("the serving key is not PEM")?;
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
         .with_client_cert_verifier(verifier)
         .with_single_cert(certificates, key)
         .context("the serving certificate and key do not make a pair")?;
-    let acceptor = TlsAcceptor::from(Arc::new(config));
+    Ok(TlsAcceptor::from(Arc::new(config)))
+}
+
+/// Reads the sources every [`REFRESH`] and puts a changed [`Trust`] in place; a source that cannot
+/// be read (or a certificate without its key yet, mid-rotation) leaves the current one.
+pub fn keep_fresh(sources: Sources, shared: SharedTrust) {
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(REFRESH).await;
+            match sources.load().await {
+                Ok(loaded) => {
+                    let current = shared.read().expect("trust lock").clone();
+                    if loaded.front_proxy != current.front_proxy || loaded.serving != current.serving {
+                        tracing::info!(
+                            "aggregated listener: serving certificate or front proxy changed; using the new one"
+                        );
+                        *shared.write().expect("trust lock") = Arc::new(loaded);
+                    }
+                }
+                Err(error) => tracing::warn!(
+                    error = format!("{error:#}"),
+                    "aggregated listener: keeping the current TLS"
+                ),
+            }
+        }
+    });
+}
+
+pub async fn bind(address: SocketAddr, trust: SharedTrust) -> anyhow::Result<FrontProxyListener> {
     let listener = TcpListener::bind(address)
         .await
         .with_context(|| format!("cannot listen on {address}"))?;
     let local = listener.local_addr()?;
     let (sender, accepted) = mpsc::channel(64);
-    let allowed = Arc::new(front_proxy.allowed_names.clone());
     tokio::spawn(async move {
         loop {
             let (socket, peer) = match listener.accept().await {
@@ -90,9 +149,10 @@ pub async fn bind(
                     continue;
                 }
             };
-            let (acceptor, yield_to, allowed) = (acceptor.clone(), sender.clone(), allowed.clone());
+            let trust = trust.read().expect("trust lock").clone();
+            let yield_to = sender.clone();
             tokio::spawn(async move {
-                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(socket)).await {
+                let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, trust.acceptor.accept(socket)).await {
                     Ok(Ok(stream)) => stream,
                     Ok(Err(error)) => {
                         tracing::info!(%peer, %error, "aggregated listener: handshake refused");
@@ -100,7 +160,7 @@ pub async fn bind(
                     }
                     Err(_) => return,
                 };
-                if let Err(error) = named_as_allowed(&stream, &allowed) {
+                if let Err(error) = named_as_allowed(&stream, &trust.front_proxy.allowed_names) {
                     tracing::warn!(%peer, %error, "aggregated listener: client certificate refused");
                     return;
                 }
