@@ -957,6 +957,54 @@ fn get_raw_as(kubeconfig: &std::path::Path, path: &str) -> (bool, String, String
     )
 }
 
+/// `kubectl trawl open --no-browser` as a certificate user: the address it prints serves the web
+/// UI's page and its assets, and the API signed in as that user, with no token anywhere.
+fn web_ui_through_the_api_server(kubeconfig: &std::path::Path) {
+    use std::io::BufRead;
+    let mut open = kubectl_trawl_as(kubeconfig)
+        .args(["open", "--no-browser"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("kubectl trawl open");
+    let mut printed = String::new();
+    std::io::BufReader::new(open.stdout.take().unwrap())
+        .read_line(&mut printed)
+        .expect("the address kubectl trawl open prints");
+    let address = printed.trim().trim_end_matches('/').to_owned();
+    assert!(
+        address.starts_with("http://127.0.0.1:") && !address.contains("token"),
+        "an address with no token: {printed:?}"
+    );
+    let get = |path: &str| {
+        let mut response = ureq::get(&format!("{address}{path}"))
+            .config()
+            .http_status_as_error(false)
+            .build()
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path} through kubectl trawl open: {e}"));
+        let status = response.status().as_u16();
+        (status, response.body_mut().read_to_string().unwrap_or_default())
+    };
+    let (status, page) = get("/");
+    assert_eq!(status, 200, "the UI's page: {page}");
+    let asset = page
+        .split('"')
+        .find(|part| part.starts_with("/assets/"))
+        .unwrap_or_else(|| panic!("an asset in the page: {page}"))
+        .to_owned();
+    let (status, _) = get(&asset);
+    assert_eq!(status, 200, "{asset}");
+    let (status, me) = get("/api/v1/whoami");
+    assert_eq!(status, 200, "{me}");
+    let me: Value = serde_json::from_str(&me).unwrap();
+    assert_eq!(me["name"], "trawl-admin", "{me}");
+    let _ = Command::new("kill").args(["-INT", &open.id().to_string()]).status();
+    let stopped = open.wait().expect("kubectl trawl open stops on Ctrl-C");
+    assert!(stopped.success(), "kubectl trawl open exited with {stopped}");
+    eprintln!("kubectl trawl open: the UI's page, {asset} and whoami (trawl-admin) through the API server");
+}
+
 /// Issue #34 item 2: the plugin reaches trawl-api through the API server's aggregation layer
 /// (`data.trawl.dev/v1`) as any kubeconfig identity, and the same per-namespace rights decide:
 /// the control plane's certificate admin and the analyst ServiceAccount export the session's
@@ -1025,6 +1073,7 @@ fn kubectl_trawl_as_any_identity(cluster: &Cluster, session_id: &str, client: &s
             assert!(said.contains("you may not export packets of"), "{who}: {said}");
         }
     }
+    web_ui_through_the_api_server(&admin);
     let _ = std::fs::remove_dir_all(&dir);
     for kubeconfig in [analyst, nobody] {
         let _ = std::fs::remove_file(kubeconfig);

@@ -153,10 +153,7 @@ impl Extcap {
         }
         .run(
             &api.url,
-            std::env::var("TRAWL_TOKEN")
-                .ok()
-                .or(kubeconfig_token)
-                .filter(|_| !api.signed_in),
+            api.token_to_send(std::env::var("TRAWL_TOKEN").ok().or(kubeconfig_token)),
         )
         .await
     }

@@ -28,7 +28,7 @@ impl Open {
     pub async fn run(self, client: kube::Client, kubeconfig_token: Option<String>) -> anyhow::Result<()> {
         let api = crate::reach::api(&client, self.api).await?;
         // Through the API server every request is signed in already.
-        let token = self.token.or(kubeconfig_token).filter(|_| !api.signed_in);
+        let token = api.token_to_send(self.token.or(kubeconfig_token));
         let address = signed_in(&api.url, token.as_deref());
         if let Some(through) = &api.through {
             eprintln!("trawl-api through {through} (Ctrl-C stops it)");

@@ -65,11 +65,7 @@ impl Pcap {
             from_start: false,
             output: self.output,
         };
-        let token = if api.signed_in {
-            None
-        } else {
-            self.token.or(kubeconfig_token)
-        };
+        let token = api.token_to_send(self.token.or(kubeconfig_token));
         export.run(&api.url, token).await
     }
 }

@@ -17,6 +17,9 @@ use kube::{Api, Client, ResourceExt};
 const API_SERVICE: &str = "app.kubernetes.io/name=trawl,app.kubernetes.io/component=api";
 /// The aggregated API's group version (`charts/trawl/templates/apiservice.yaml`).
 const AGGREGATED: &str = "data.trawl.dev/v1";
+/// Where trawl-api puts an HTML page's type, hidden from the API server's link rewriting
+/// (`api::aggregated::PAGE_TYPE`).
+const PAGE_TYPE: &str = "x-trawl-content-type";
 
 pub struct Reached {
     /// `http://host:port`, without a trailing slash.
@@ -26,6 +29,13 @@ pub struct Reached {
     /// The way there signs requests in as the kubeconfig identity: no token is needed.
     pub signed_in: bool,
     forwarding: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Reached {
+    /// The bearer token to send: none where the way there signs requests in already.
+    pub fn token_to_send(&self, token: Option<String>) -> Option<String> {
+        token.filter(|_| !self.signed_in)
+    }
 }
 
 impl Drop for Reached {
@@ -168,7 +178,12 @@ async fn forward(State(client): State<Client>, request: Request) -> Response {
         Err(error) => return (StatusCode::BAD_REQUEST, error.to_string()).into_response(),
     };
     match client.send(upstream).await {
-        Ok(response) => response.map(axum::body::Body::new).into_response(),
+        Ok(mut response) => {
+            if let Some(page) = response.headers_mut().remove(PAGE_TYPE) {
+                response.headers_mut().insert(axum::http::header::CONTENT_TYPE, page);
+            }
+            response.map(axum::body::Body::new).into_response()
+        }
         Err(error) => (
             StatusCode::BAD_GATEWAY,
             format!("cannot reach the Kubernetes API server: {error}"),

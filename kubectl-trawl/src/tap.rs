@@ -167,11 +167,7 @@ impl Tap {
                 from_start: true,
                 output,
             };
-            Live::Waiting(
-                export,
-                reached.url.clone(),
-                token.clone().filter(|_| !reached.signed_in),
-            )
+            Live::Waiting(export, reached.url.clone(), reached.token_to_send(token.clone()))
         });
         let outcome = self.watch(&sessions, &name, &mut live).await;
         if self.keep {

@@ -15,7 +15,8 @@ pub mod tls;
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, Uri};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Json, Response};
 
@@ -25,6 +26,11 @@ pub const GROUP: &str = "data.trawl.dev";
 pub const VERSION: &str = "v1";
 /// Every path the API server proxies to this listener starts so.
 pub const PREFIX: &str = "/apis/data.trawl.dev/v1";
+
+/// The API server rewrites the links of an HTML page it proxies to point at this pod's address
+/// (Kubernetes' proxy transport), which no browser can reach: the web UI's page travels with an
+/// opaque type and its own in this header, which `kubectl trawl`'s proxy puts back.
+pub const PAGE_TYPE: &str = "x-trawl-content-type";
 
 /// The identity the API server vouched for, set on requests that came through the front proxy
 /// and read by the [`crate::auth::Caller`] extractor. Only the aggregated listener sets it.
@@ -90,7 +96,19 @@ pub async fn rewrite(State(trust): State<SharedTrust>, mut request: Request, nex
     if let Some(identity) = identity {
         request.extensions_mut().insert(Proxied(Arc::new(identity)));
     }
-    next.run(request).await
+    let mut response = next.run(request).await;
+    let html = response
+        .headers()
+        .get(CONTENT_TYPE)
+        .filter(|kind| kind.as_bytes().starts_with(b"text/html"))
+        .cloned();
+    if let Some(html) = html {
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+        response.headers_mut().insert(PAGE_TYPE, html);
+    }
+    response
 }
 
 /// Listens on `address` and serves `router` there until `shutdown` turns true, with the TLS and
