@@ -139,38 +139,35 @@ async fn shards_bound_the_parsers_and_cannot_change_during_a_session() {
     session["spec"]["parsers"] = json!({"maxReplicas": 4, "shards": 4});
     let object: DynamicObject = serde_json::from_value(session).unwrap();
     sessions.create(&PostParams::default(), &object).await.unwrap();
-    let patch = json!({"spec": {"parsers": {"maxReplicas": 4, "shards": 6}}});
-    let error = sessions
-        .patch(
-            "sharded",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        error
-            .to_string()
-            .contains("parsers.shards cannot change during a session"),
-        "unexpected error: {error}"
-    );
+    // A merge patch the API server must refuse with `message`.
+    let refused = |patch: serde_json::Value, message: &'static str| {
+        let sessions = sessions.clone();
+        async move {
+            let error = sessions
+                .patch(
+                    "sharded",
+                    &kube::api::PatchParams::default(),
+                    &kube::api::Patch::Merge(&patch),
+                )
+                .await
+                .unwrap_err();
+            assert!(error.to_string().contains(message), "unexpected error: {error}");
+        }
+    };
+    refused(
+        json!({"spec": {"parsers": {"maxReplicas": 4, "shards": 6}}}),
+        "parsers.shards cannot change during a session",
+    )
+    .await;
     let unchanged = sessions.get("sharded").await.unwrap();
     assert_eq!(unchanged.data["spec"]["parsers"]["shards"], 4);
     // Likewise the queues' type (issue #35): a declared queue's type is RabbitMQ's to keep.
     assert_eq!(unchanged.data["spec"]["queue"]["type"], "classic", "the default");
-    let patch = json!({"spec": {"queue": {"type": "quorum"}}});
-    let error = sessions
-        .patch(
-            "sharded",
-            &kube::api::PatchParams::default(),
-            &kube::api::Patch::Merge(&patch),
-        )
-        .await
-        .unwrap_err();
-    assert!(
-        error.to_string().contains("queue.type cannot change during a session"),
-        "unexpected error: {error}"
-    );
+    refused(
+        json!({"spec": {"queue": {"type": "quorum"}}}),
+        "queue.type cannot change during a session",
+    )
+    .await;
 }
 
 fn labels(app: &str) -> std::collections::BTreeMap<String, String> {
