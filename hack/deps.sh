@@ -37,6 +37,9 @@ declare -A packages=(
   [nghttpd]=nghttp2-server
   [redis-server]=redis-server
   [redis-cli]=redis-tools
+  # The web UI's tests in a real browser (the real-node test's, through kubectl trawl open, and
+  # the local run's); playwright-core drives Debian's, never one it downloads.
+  [chromium]=chromium
 )
 missing=()
 for command in "${!packages[@]}"; do

@@ -958,8 +958,9 @@ fn get_raw_as(kubeconfig: &std::path::Path, path: &str) -> (bool, String, String
 }
 
 /// `kubectl trawl open --no-browser` as a certificate user: the address it prints serves the web
-/// UI's page and its assets, and the API signed in as that user, with no token anywhere.
-fn web_ui_through_the_api_server(kubeconfig: &std::path::Path) {
+/// UI's page and its assets, and the API signed in as that user, with no token anywhere; Chromium
+/// shows the UI signed in with the session listed (frontend/e2e/signed-in.mjs).
+fn web_ui_through_the_api_server(kubeconfig: &std::path::Path, session_id: &str) {
     use std::io::BufRead;
     let mut open = kubectl_trawl_as(kubeconfig)
         .args(["open", "--no-browser"])
@@ -999,10 +1000,27 @@ fn web_ui_through_the_api_server(kubeconfig: &std::path::Path) {
     assert_eq!(status, 200, "{me}");
     let me: Value = serde_json::from_str(&me).unwrap();
     assert_eq!(me["name"], "trawl-admin", "{me}");
+    // And in a browser: the page signs in by itself and lists the session.
+    let chromium = Command::new("node")
+        .args(["--test", "e2e/signed-in.mjs"])
+        .current_dir(testkit::repo_root().join("frontend"))
+        .env("TRAWL_UI_URL", &address)
+        .env("TRAWL_SESSION", session_id)
+        .env("TRAWL_USER", "trawl-admin")
+        .output()
+        .expect("node");
+    assert!(
+        chromium.status.success(),
+        "the UI in Chromium through kubectl trawl open: {}{}",
+        String::from_utf8_lossy(&chromium.stdout),
+        String::from_utf8_lossy(&chromium.stderr)
+    );
     let _ = Command::new("kill").args(["-INT", &open.id().to_string()]).status();
     let stopped = open.wait().expect("kubectl trawl open stops on Ctrl-C");
     assert!(stopped.success(), "kubectl trawl open exited with {stopped}");
-    eprintln!("kubectl trawl open: the UI's page, {asset} and whoami (trawl-admin) through the API server");
+    eprintln!(
+        "kubectl trawl open: the UI's page, {asset} and whoami (trawl-admin) through the API server; Chromium signed in and listed {session_id}"
+    );
 }
 
 /// Issue #34 item 2: the plugin reaches trawl-api through the API server's aggregation layer
@@ -1073,7 +1091,7 @@ fn kubectl_trawl_as_any_identity(cluster: &Cluster, session_id: &str, client: &s
             assert!(said.contains("you may not export packets of"), "{who}: {said}");
         }
     }
-    web_ui_through_the_api_server(&admin);
+    web_ui_through_the_api_server(&admin, session_id);
     let _ = std::fs::remove_dir_all(&dir);
     for kubeconfig in [analyst, nobody] {
         let _ = std::fs::remove_file(kubeconfig);
